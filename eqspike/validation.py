@@ -1,0 +1,36 @@
+"""Small argument checks that name the bad value and the valid choices."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+
+def check_choice(name: str, value: Any, choices: Iterable[Any]) -> Any:
+    """Return ``value`` if it is one of ``choices``, else raise ``ValueError`` listing them."""
+    choices = list(choices)
+    if value not in choices:
+        valid = ", ".join(repr(c) for c in choices)
+        raise ValueError(f"{name}={value!r} is not valid; choose one of: {valid}")
+    return value
+
+
+def check_positive(name: str, value: Any) -> float:
+    """A real number > 0."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+        raise ValueError(f"{name}={value!r} is not valid; it must be a number > 0")
+    return float(value)
+
+
+def check_int_at_least(name: str, value: Any, minimum: int) -> int:
+    """An integer >= ``minimum`` (bools and floats are refused)."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{name}={value!r} is not valid; it must be an integer >= {minimum}")
+    return value
+
+
+def check_in_interval(name: str, value: Any, low: float, high: float) -> float:
+    """A real number in the half-open interval (low, high]."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not low < value <= high:
+        raise ValueError(f"{name}={value!r} is not valid; it must lie in ({low}, {high}]")
+    return float(value)

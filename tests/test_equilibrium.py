@@ -1,0 +1,190 @@
+import pytest
+import torch
+
+from eqspike.equilibrium import (
+    EquilibriumConfig,
+    EquilibriumLayer,
+    Population,
+    RateMap,
+    simulate,
+)
+from eqspike.examples import (
+    StackedSpikingNetwork,
+    implicit_gradient,
+    implicit_gradient_check,
+    readout_loss,
+    relative_error,
+    unrolled_gradient,
+)
+
+
+# ---------------------------------------------------------------- implicit gradients (issue 5b)
+@pytest.mark.parametrize("solver", ["anderson", "broyden", "fixed_point_iter"])
+def test_implicit_gradient_with_feedback_matches_unrolled_reference(solver):
+    assert implicit_gradient_check(solver=solver) < 1e-4
+
+
+def test_phantom_gradient_is_only_an_approximation():
+    # The same check fails for a 1-step phantom gradient: the reference check can tell them apart.
+    assert implicit_gradient_check(backward="phantom") > 1e-3
+
+
+def test_feedback_makes_the_jacobian_non_trivial():
+    net = StackedSpikingNetwork(16, 4, feedback=True, dtype=torch.float64)
+    x = torch.randn(2, 3, 16, dtype=torch.float64)
+    with torch.no_grad():
+        out = EquilibriumLayer(EquilibriumConfig(tol=1e-10, max_iter=200))(net.rate_map(x))
+        one_sweep = net.rate_map(x).sweep()
+    assert out.stats.iterations > 5
+    assert out.stats.residual < 1e-8
+    # The fixed point differs from a single feed-forward sweep from the zero state.
+    assert (out.rates["p3"] - one_sweep["p3"]).abs().max() > 1e-3
+
+
+def test_without_feedback_gradient_is_one_backward_through_the_sweep():
+    net = StackedSpikingNetwork(12, 5, feedback=False, dtype=torch.float64)
+    x = torch.randn(2, 4, 12, dtype=torch.float64)
+    gradients, _ = implicit_gradient(net, x, EquilibriumConfig())
+    assert relative_error(gradients, unrolled_gradient(net, x)) < 1e-12
+
+
+def test_gradients_in_eval_mode_and_backward_stats():
+    # A model in eval mode (as from_pretrained returns it) must still get the implicit gradient.
+    net = StackedSpikingNetwork(16, 4, feedback=True, dtype=torch.float64)
+    x = torch.randn(2, 3, 16, dtype=torch.float64)
+    layer = EquilibriumLayer(EquilibriumConfig(tol=1e-12, max_iter=200, backward_tol=1e-12, backward_max_iter=200))
+    layer.eval()
+    out = layer(net.rate_map(x.requires_grad_()))
+    readout_loss(out.rates).backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0
+    assert out.stats.backward_iterations is not None and out.stats.backward_iterations > 1
+    assert out.stats.backward_residual < 1e-8
+
+
+def test_simulate_forward_returns_spike_rates_with_implicit_gradient():
+    net = StackedSpikingNetwork(16, 4, feedback=True, dtype=torch.float64)
+    x = torch.randn(2, 3, 16, dtype=torch.float64, requires_grad=True)
+    layer = EquilibriumLayer(EquilibriumConfig(forward="simulate", time_steps=16))
+    out = layer(net.rate_map(x))
+    with torch.no_grad():
+        spikes = simulate(net.rate_map(x), 16)
+    for name, rate in out.rates.items():
+        assert torch.equal(rate.detach(), spikes.rates[name])
+        # Spike rates of a 16-step simulation are multiples of 1/16.
+        assert torch.allclose(rate.detach() * 16, (rate.detach() * 16).round())
+    readout_loss(out.rates).backward()
+    assert x.grad.abs().sum() > 0
+    assert all(p.grad is not None for p in net.parameters())
+
+
+# ---------------------------------------------------------------- convergence of the spiking net
+@pytest.mark.parametrize("feedback", [False, True])
+def test_spike_rates_converge_to_the_equilibrium_as_one_over_T(feedback):
+    net = StackedSpikingNetwork(64, 4, feedback=feedback, feedback_gain=0.3)
+    x = torch.randn(4, 16, 64, generator=torch.Generator().manual_seed(3))
+    layer = EquilibriumLayer(EquilibriumConfig(tol=1e-6, max_iter=100))
+    with torch.no_grad():
+        rate_map = net.rate_map(x)
+        star = layer(rate_map).rates
+        errors = {T: {k: (v - star[k]).abs().mean().item() for k, v in simulate(rate_map, T).rates.items()}
+                  for T in (8, 64)}
+    for name in star:  # affine, LayerNorm- and GELU-fed populations alike
+        assert errors[64][name] < 0.25 * errors[8][name], (name, errors)
+
+
+def test_trajectory_and_spike_counts():
+    net = StackedSpikingNetwork(8, 3)
+    result = simulate(net.rate_map(torch.randn(2, 8)), 10, record_trajectory=True)
+    assert result.trajectory["p2"].shape == (10, 2, 8)
+    assert torch.equal(result.trajectory["p2"][-1], result.rates["p2"])
+    for name, count in result.spike_counts.items():
+        assert (count >= result.rates[name].abs() * 10 - 1e-5).all()
+        assert (count <= 10).all()
+
+
+# ---------------------------------------------------------------- memory does not grow with T (5c)
+def saved_bytes(fn) -> int:
+    """Bytes of the tensors autograd saves for backward while ``fn`` runs."""
+    total = 0
+
+    def pack(tensor):
+        nonlocal total
+        total += tensor.numel() * tensor.element_size()
+        return tensor
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        fn()
+    return total
+
+
+@pytest.mark.parametrize("feedback", [False, True])
+def test_memory_kept_for_backward_does_not_depend_on_T(feedback):
+    net = StackedSpikingNetwork(32, 4, feedback=feedback)
+    x = torch.randn(4, 8, 32)
+    layer = EquilibriumLayer(EquilibriumConfig(forward="simulate"))
+    ift = {T: saved_bytes(lambda: layer(net.rate_map(x), time_steps=T)) for T in (8, 128)}
+    assert ift[8] > 0
+    assert ift[8] == ift[128]
+    # Backprop-through-time over the same simulation saves ~T times more: the counter can tell.
+    bptt = {T: saved_bytes(lambda: simulate(net.rate_map(x), T, differentiable=True)) for T in (8, 128)}
+    assert bptt[128] > 10 * bptt[8]
+    assert bptt[8] > ift[8]
+
+
+# ---------------------------------------------------------------- bad input names itself (5d)
+def tiny_map(**kwargs):
+    return RateMap([Population("a", (), lambda: torch.ones(2, 3))], **kwargs)
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(solver="newton"), r"solver='newton' is not valid; choose one of: 'anderson', 'broyden', 'fixed_point_iter'"),
+        (dict(backward_solver="simple_fixed_point_iter"), r"backward_solver='simple_fixed_point_iter' is not valid; choose one of: 'anderson'"),
+        (dict(forward="bptt"), r"forward='bptt' is not valid; choose one of: 'solve', 'simulate'"),
+        (dict(backward="exact"), r"backward='exact' is not valid; choose one of: 'ift', 'phantom'"),
+        (dict(time_steps=0), r"time_steps=0 is not valid; it must be an integer >= 1"),
+        (dict(time_steps=-4), r"time_steps=-4 is not valid"),
+        (dict(tol=0.0), r"tol=0.0 is not valid; it must be a number > 0"),
+        (dict(max_iter=2), r"max_iter=2 is too small for solver='anderson'"),
+    ],
+)
+def test_bad_equilibrium_config_is_named(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        EquilibriumConfig(**kwargs)
+
+
+def test_bad_call_arguments_are_named():
+    layer = EquilibriumLayer()
+    with pytest.raises(ValueError, match=r"time_steps=0 is not valid"):
+        layer(tiny_map(), mode="simulate", time_steps=0)
+    with pytest.raises(ValueError, match=r"mode='spiking' is not valid; choose one of: 'solve', 'simulate'"):
+        layer(tiny_map(), mode="spiking")
+
+
+def test_rate_map_that_changes_the_shape_is_refused():
+    x = torch.randn(2, 5)
+    shrink = RateMap(
+        [
+            Population("a", ("b",), lambda b: x + b),
+            Population("b", ("a",), lambda a: a[:, :4]),
+        ],
+        initial_state={"b": torch.zeros(2, 5)},
+    )
+    with pytest.raises(ValueError, match=r"changes the shape of population 'b': its state has shape \(2, 5\) but the sweep returned \(2, 4\)"):
+        EquilibriumLayer()(shrink)
+    with pytest.raises(ValueError, match=r"changes the shape of population 'b'"):
+        EquilibriumLayer()(shrink, mode="simulate", time_steps=3)
+
+
+def test_bad_rate_map_structure_is_named():
+    with pytest.raises(ValueError, match=r"'a' reads 'c', which is not a population; known populations: a, b"):
+        RateMap([Population("a", ("c",), lambda c: c), Population("b", ("a",), lambda a: a)])
+    with pytest.raises(ValueError, match=r"\['b'\] are read through feedback edges"):
+        RateMap([Population("a", ("b",), lambda b: b), Population("b", ("a",), lambda a: a)])
+    with pytest.raises(ValueError, match=r"'a' is used twice"):
+        RateMap([Population("a", (), lambda: torch.ones(1)), Population("a", (), lambda: torch.ones(1))])
+    with pytest.raises(ValueError, match=r"threshold=-1 is not valid"):
+        from eqspike.neurons import NeuronConfig
+
+        tiny_map(neuron=NeuronConfig(threshold=-1))
