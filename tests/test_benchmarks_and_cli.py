@@ -1,0 +1,67 @@
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from eqspike.benchmarking import peak_memory_mb, seconds_per_call
+from eqspike.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def load_benchmark(name: str):
+    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_peak_memory_counts_live_tensors():
+    def step():
+        a = torch.ones(1024, 1024)  # 4 MiB
+        b = a * 2  # 4 MiB, both alive: 8 MiB
+        del a
+        c = b + 1  # b and c alive: 8 MiB
+        return c.sum()
+
+    assert peak_memory_mb(step) == pytest.approx(8.0, rel=0.01)
+    assert peak_memory_mb(lambda: torch.ones(256, 1024).sum()) == pytest.approx(1.0, rel=0.01)
+
+
+def test_seconds_per_call_is_positive():
+    assert seconds_per_call(lambda: torch.ones(10).sum(), repeats=2) > 0
+
+
+def test_equilibrium_benchmark_writes_exactly_the_documented_keys(tmp_path):
+    bench = load_benchmark("bench_equilibrium")
+    out = tmp_path / "bench.json"
+    bench.main(["--out", str(out), "--time-steps", "2", "8", "--width", "16", "--batch", "2", "--tokens", "4", "--repeats", "1"])
+    data = json.loads(out.read_text())
+    assert set(data) == {"time_steps", "ift_peak_mem_mb", "bptt_peak_mem_mb", "ift_step_s", "bptt_step_s", "grad_rel_err"}
+    assert data["time_steps"] == [2, 8]
+    assert data["ift_peak_mem_mb"][0] == pytest.approx(data["ift_peak_mem_mb"][1], rel=0.05)
+    assert data["bptt_peak_mem_mb"][1] > 2 * data["bptt_peak_mem_mb"][0]
+    assert data["grad_rel_err"] < 1e-4
+
+
+def test_benchmark_refuses_non_positive_time_steps(tmp_path, capsys):
+    bench = load_benchmark("bench_equilibrium")
+    with pytest.raises(SystemExit) as exit_info:
+        bench.main(["--out", str(tmp_path / "b.json"), "--time-steps", "0", "4"])
+    assert exit_info.value.code == 2
+    assert "--time-steps must be positive integers; got [0]" in capsys.readouterr().err
+
+
+def test_cli_selfcheck_passes(capsys):
+    assert main(["selfcheck"]) == 0
+    out = capsys.readouterr().out
+    assert "6 passed, 0 failed" in out
+
+
+def test_cli_unknown_command_lists_the_valid_ones(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["distil"])
+    assert exit_info.value.code == 2
+    assert "invalid choice: 'distil' (choose from 'selfcheck')" in capsys.readouterr().err

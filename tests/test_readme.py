@@ -1,0 +1,23 @@
+import re
+from pathlib import Path
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+def test_readme_python_example_runs(capsys):
+    blocks = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
+    assert blocks, "README has no python example"
+    namespace: dict = {}
+    exec(compile(blocks[0], "README.md", "exec"), namespace)
+    out, solved, spiking = namespace["out"], namespace["out"].rates["output"], namespace["spiking"].rates["output"]
+    assert out.stats.iterations > 1 and out.stats.residual < 1e-3
+    assert out.stats.backward_iterations is not None
+    assert (spiking - solved).abs().mean() < 4 / 64
+
+
+def test_readme_commands_match_ci():
+    readme, ci = README.read_text(), (README.parent / ".ci" / "run").read_text()
+    commands = re.findall(r"```bash\n(.*?)\n```", readme, flags=re.S)
+    assert len(commands) == 2
+    for command in commands:
+        assert command in ci, f"CI does not run the README command: {command}"
