@@ -6,6 +6,10 @@ from collections.abc import Iterable
 from typing import Any
 
 
+class EqspikeError(ValueError):
+    """Bad input a user can fix: the message names the value and what would be valid."""
+
+
 def check_choice(name: str, value: Any, choices: Iterable[Any]) -> Any:
     """Return ``value`` if it is one of ``choices``, else raise ``ValueError`` listing them."""
     choices = list(choices)

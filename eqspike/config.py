@@ -1,0 +1,185 @@
+"""Run configuration: one flat dataclass, read from YAML and overridden by command-line flags.
+
+Every field is a YAML key and a flag (``student_layers`` <-> ``--student-layers``). Unknown YAML keys
+are refused by name, with the closest valid key suggested.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import difflib
+import typing
+from dataclasses import dataclass
+from pathlib import Path
+
+from eqspike.validation import EqspikeError
+from typing import Any
+
+import yaml
+
+from eqspike.equilibrium import FORWARD_MODES, SOLVERS
+from eqspike.quantization import parse_weight_bits
+from eqspike.validation import check_choice, check_in_interval, check_int_at_least, check_positive
+
+
+class ConfigError(EqspikeError):
+    """A configuration value or file that cannot be used (the message names it)."""
+
+
+@dataclass
+class RunConfig:
+    # --- teacher and data
+    teacher: str | None = None  # hub id or local directory
+    task: str | None = None  # GLUE task name or "fortunes"
+    train_file: str | None = None
+    validation_file: str | None = None
+    data_dir: str | None = None  # original GLUE TSVs
+    max_seq_length: int = 128
+    max_train_examples: int | None = None  # subsample (quick experiments)
+    max_eval_examples: int | None = None
+    # --- teacher fine-tuning (when the teacher has no trained head for the task)
+    teacher_store: str = "teachers"
+    teacher_epochs: float = 3.0
+    teacher_lr: float = 5e-5
+    teacher_batch_size: int = 32
+    # --- student
+    student_layers: int | None = 4  # None: as many as the teacher
+    student_init: str = "teacher"  # "teacher" (every k-th layer) or "random"
+    time_steps: int = 32
+    signed: bool = True
+    feedback: bool = False
+    weight_bits: float = 32
+    threshold_quantile: float = 0.999
+    calibration_examples: int = 256
+    train_forward: str = "solve"  # how the equilibrium is found in training
+    solver: str = "anderson"
+    # --- distillation
+    batch_size: int = 32
+    eval_batch_size: int = 64
+    intermediate_epochs: float = 3.0
+    intermediate_lr: float = 5e-5
+    prediction_epochs: float = 3.0
+    prediction_lr: float = 3e-5
+    warmup_ratio: float = 0.1
+    weight_decay: float = 0.01
+    max_grad_norm: float = 1.0
+    hidden_weight: float = 1.0
+    attention_weight: float = 1.0
+    temperature: float = 1.0
+    gold_weight: float = 0.0  # weight of the gold-label loss in the prediction stage
+    evals_per_epoch: int = 1  # dev evaluations (best-checkpoint selection) per prediction epoch
+    # --- run
+    output_dir: str | None = None
+    overwrite: bool = False
+    resume: bool = False
+    seed: int = 42
+    save_steps: int = 200
+    logging_steps: int = 10
+    max_steps: int | None = None  # stop after this many optimiser steps in total (time-boxed runs)
+    device: str = "auto"
+
+    def __post_init__(self) -> None:
+        try:
+            self._validate()
+        except ValueError as error:
+            raise ConfigError(str(error)) from None
+
+    def _validate(self) -> None:
+        for name in ("max_seq_length", "teacher_batch_size", "time_steps", "batch_size", "eval_batch_size",
+                     "calibration_examples", "save_steps", "logging_steps", "evals_per_epoch"):
+            check_int_at_least(name, getattr(self, name), 1)
+        for name in ("student_layers", "max_train_examples", "max_eval_examples", "max_steps"):
+            if getattr(self, name) is not None:
+                check_int_at_least(name, getattr(self, name), 1)
+        for name in ("teacher_epochs", "intermediate_epochs", "prediction_epochs"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+                raise ValueError(f"{name}={value!r} is not valid; it must be a number >= 0")
+        for name in ("teacher_lr", "intermediate_lr", "prediction_lr", "temperature"):
+            check_positive(name, getattr(self, name))
+        for name in ("weight_decay", "hidden_weight", "attention_weight", "gold_weight", "max_grad_norm"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+                raise ValueError(f"{name}={value!r} is not valid; it must be a number >= 0")
+        if not 0 <= self.warmup_ratio < 1:
+            raise ValueError(f"warmup_ratio={self.warmup_ratio!r} is not valid; it must lie in [0, 1)")
+        check_in_interval("threshold_quantile", self.threshold_quantile, 0.0, 1.0)
+        check_choice("student_init", self.student_init, ("teacher", "random"))
+        check_choice("train_forward", self.train_forward, FORWARD_MODES)
+        check_choice("solver", self.solver, SOLVERS)
+        check_choice("device", self.device, ("auto", "cpu", "cuda"))
+        self.weight_bits = parse_weight_bits(self.weight_bits)
+        if self.task is not None:
+            self.task = self.task.lower()
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def replace(self, **changes: Any) -> RunConfig:
+        return dataclasses.replace(self, **changes)
+
+
+FIELDS = {f.name: f for f in dataclasses.fields(RunConfig)}
+_HINTS = typing.get_type_hints(RunConfig)
+
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    """Read a YAML config file into a dict of RunConfig fields (unknown keys refused by name)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as error:
+        raise ConfigError(f"config file {path} is not valid YAML: {error}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path} must hold a mapping of keys to values")
+    for key in data:
+        if key not in FIELDS:
+            close = difflib.get_close_matches(str(key), FIELDS, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise ConfigError(f"config file {path}: unknown key {key!r}{hint}")
+    return data
+
+
+def add_config_arguments(parser: argparse.ArgumentParser, exclude: tuple[str, ...] = ()) -> None:
+    """One flag per RunConfig field; defaults are left unset so that only given flags override."""
+    parser.add_argument("--config", help="YAML file of settings (flags given here override it)")
+    for name, hint in _HINTS.items():
+        if name in exclude:
+            continue
+        flag = "--" + name.replace("_", "-")
+        base = _base_type(hint)
+        if base is bool:
+            parser.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction, default=None)
+        else:
+            parser.add_argument(flag, dest=name, type=_parser_for(base, name), default=None, metavar=name.upper())
+
+
+def config_from_args(args: argparse.Namespace, **fixed: Any) -> RunConfig:
+    """Defaults < YAML file (--config) < flags < ``fixed``."""
+    values: dict[str, Any] = {}
+    if getattr(args, "config", None):
+        values.update(load_yaml(args.config))
+    for name in FIELDS:
+        given = getattr(args, name, None)
+        if given is not None:
+            values[name] = given
+    values.update(fixed)
+    return RunConfig(**values)
+
+
+def save_yaml(config: RunConfig, path: str | Path) -> None:
+    Path(path).write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
+
+
+def _base_type(hint: Any) -> Any:
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    return args[0] if args else hint
+
+
+def _parser_for(base: Any, name: str):
+    if name == "weight_bits":
+        return str  # RunConfig validates it and names the valid choices
+    return base

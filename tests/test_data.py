@@ -1,0 +1,88 @@
+import numpy as np
+import pytest
+
+from eqspike.data import DataError, TASK_NAMES, compute_metrics, load_fortunes, load_task_data
+from tests.conftest import write_csv
+
+
+def test_csv_files_labels_read_from_the_data(tmp_path):
+    train = write_csv(tmp_path / "train.csv", [("a b", "sports"), ("c d", "food"), ("e", "love")])
+    dev = write_csv(tmp_path / "dev.csv", [("f", "food"), ("g", "art")])
+    task = load_task_data(train_file=train, validation_file=dev)
+    assert task.label_names == ["art", "food", "love", "sports"]  # union of both files, sorted
+    assert task.num_labels == 4 and task.metric == "accuracy"
+    assert [e.label for e in task.validation["validation"]] == [1, 0]
+
+
+def test_json_pairs_and_regression(tmp_path):
+    import json
+
+    rows = [{"sentence1": "a", "sentence2": "b", "label": 3.2}, {"sentence1": "c", "sentence2": "d", "label": 1.0}]
+    for name in ("train.jsonl", "dev.jsonl"):
+        (tmp_path / name).write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    task = load_task_data(train_file=tmp_path / "train.jsonl", validation_file=tmp_path / "dev.jsonl")
+    assert task.is_regression and task.num_labels == 1 and task.metric == "pearson"
+    assert task.train[0].text_b == "b" and task.train[0].label == pytest.approx(3.2)
+
+
+def test_missing_column_is_named(tmp_path):
+    train = write_csv(tmp_path / "train.csv", [("a", 1)], columns=("text", "label"))
+    dev = write_csv(tmp_path / "dev.csv", [("b", 0)])
+    with pytest.raises(DataError, match=r"train.csv has no column 'sentence1'; its columns: text, label"):
+        load_task_data(train_file=train, validation_file=dev)
+
+
+def test_unknown_task_lists_the_valid_ones():
+    with pytest.raises(DataError, match=r"unknown task 'sst3'; valid tasks: cola, sst2, mrpc, qqp, stsb, mnli, qnli, rte, wnli, fortunes"):
+        load_task_data("sst3")
+    assert len(TASK_NAMES) == 10
+
+
+def test_glue_hub_unreachable_says_what_to_do():
+    with pytest.raises(DataError, match=r"nyu-mll/glue.*pass --data-dir with the original GLUE TSV files"):
+        load_task_data("rte")
+
+
+def test_original_glue_tsvs(tmp_path):
+    mnli = tmp_path / "MNLI"
+    mnli.mkdir()
+    header = "index\tpromptID\tpairID\tgenre\tsentence1_binary_parse\tsentence2_binary_parse\tsentence1_parse\tsentence2_parse\tsentence1\tsentence2\tlabel1\tgold_label\n"
+    row = lambda s1, s2, g: f"0\t1\t2\tfiction\t-\t-\t-\t-\t{s1}\t{s2}\t{g}\t{g}\n"  # noqa: E731
+    (mnli / "train.tsv").write_text(header + row("A man \"sleeps", "He rests", "entailment") + row("x", "y", "contradiction"))
+    (mnli / "dev_matched.tsv").write_text(header + row("p", "q", "neutral"))
+    (mnli / "dev_mismatched.tsv").write_text(header + row("r", "s", "entailment"))
+    task = load_task_data("mnli", data_dir=mnli)
+    assert list(task.validation) == ["validation_matched", "validation_mismatched"]
+    assert task.selection_split == "validation_matched"  # never the mismatched set
+    assert [e.label for e in task.train] == [0, 2] and task.train[0].text_a == 'A man "sleeps'
+    cola = tmp_path / "CoLA"
+    cola.mkdir()
+    (cola / "train.tsv").write_text("gj04\t1\t\tThe book is red.\ngj04\t0\t*\tBook red the is.\n")
+    (cola / "dev.tsv").write_text("gj04\t1\t\tIt rains.\n")
+    task = load_task_data("cola", data_dir=cola)
+    assert task.metric == "mcc" and [e.label for e in task.train] == [1, 0]
+    with pytest.raises(DataError, match=r"has no train.tsv, dev.tsv \(the original GLUE files for .sst2.\)"):
+        load_task_data("sst2", data_dir=cola / "nowhere")
+
+
+def test_fortunes_is_real_and_fixed():
+    task = load_fortunes()
+    again = load_fortunes()
+    assert task.label_names == ["computers", "food", "love", "politics", "science", "sports", "startrek"]
+    assert len(task.train) > 1000 and len(task.validation["validation"]) > 300
+    assert [e.text_a for e in task.train[:5]] == [e.text_a for e in again.train[:5]]
+    assert not {e.text_a for e in task.train} & {e.text_a for e in task.validation["validation"]}
+
+
+def test_metrics():
+    from eqspike.data import TaskData
+
+    binary = TaskData("mrpc", [], {"validation": []}, ["no", "yes"], "f1")
+    m = compute_metrics(binary, np.array([1, 1, 0, 0]), np.array([1, 0, 0, 1]))
+    assert m == {"accuracy": 0.5, "f1": 0.5}
+    cola = TaskData("cola", [], {"validation": []}, ["no", "yes"], "mcc")
+    assert compute_metrics(cola, np.array([1, 0, 1, 0]), np.array([1, 0, 1, 0]))["mcc"] == pytest.approx(1.0)
+    assert compute_metrics(cola, np.array([0, 1, 0, 1]), np.array([1, 0, 1, 0]))["mcc"] == pytest.approx(-1.0)
+    stsb = TaskData("stsb", [], {"validation": []}, None, "pearson")
+    r = compute_metrics(stsb, np.array([1.0, 2.0, 3.0, 5.0]), np.array([2.0, 4.0, 6.0, 7.0]))
+    assert r["spearmanr"] == pytest.approx(1.0) and 0.9 < r["pearson"] < 1.0

@@ -1,0 +1,157 @@
+"""End to end: teacher store, distillation, resume, CLI errors (tiny BERT, toy data; seconds each)."""
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from eqspike.cli import main
+from eqspike.config import RunConfig
+from eqspike.distillation import Distiller
+from eqspike.model import SpikingBertForSequenceClassification
+from tests.conftest import make_tiny_bert, write_csv
+
+QUIET = dict(log=lambda *_: None)
+
+
+def tiny_config(tiny_teacher, toy_files, output_dir, **changes) -> RunConfig:
+    base = dict(teacher=tiny_teacher.path, train_file=str(toy_files[0]), validation_file=str(toy_files[1]),
+                max_seq_length=32, student_layers=2, batch_size=16, eval_batch_size=32, intermediate_epochs=1,
+                prediction_epochs=2, intermediate_lr=1e-3, prediction_lr=1e-3, time_steps=16, calibration_examples=32,
+                logging_steps=2, save_steps=4, output_dir=str(output_dir), device="cpu", seed=7)
+    base.update(changes)
+    return RunConfig(**base)
+
+
+def test_teacher_store_fine_tunes_once_and_writes_a_card(tiny_teacher, tiny_bert, toy_files, tmp_path):
+    card = tiny_teacher.card
+    assert card["task"] and card["base"] == str(tiny_bert)
+    assert card["dev_score"] >= 0.8  # the toy task is learnable: the fine-tuning really trained
+    assert set(card["recipe"]) >= {"epochs", "lr", "batch_size", "max_seq_length", "seed"}
+    stored = Path(tiny_teacher.path)
+    assert json.loads((stored / "teacher_card.json").read_text()) == card
+    # Asking again for the same base and task reuses the stored teacher instead of training.
+    messages = []
+    from eqspike.distillation import prepare_data
+    from eqspike.teacher import load_teacher
+
+    config = RunConfig(teacher=str(tiny_bert), train_file=str(toy_files[0]), validation_file=str(toy_files[1]),
+                       teacher_store=str(stored.parent), max_seq_length=32, device="cpu")
+    data = prepare_data(config, log=messages.append)
+    again = load_teacher(config, data.task, torch.device("cpu"), data.splits, data.train, log=messages.append)
+    assert again.path == str(stored) and any("reusing the stored teacher" in m for m in messages)
+
+
+def test_distill_end_to_end_writes_the_run_directory(tiny_teacher, toy_files, tmp_path):
+    run = tmp_path / "run"
+    result = Distiller(tiny_config(tiny_teacher, toy_files, run), **QUIET).run()
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics == result
+    for key in ("task", "metric", "teacher_score", "student_score", "time_steps", "weight_bits", "student_metrics"):
+        assert key in metrics
+    assert metrics["metric"] == "accuracy" and metrics["time_steps"] == 16 and metrics["weight_bits"] == 32
+    assert metrics["student_score"] >= 0.75  # learnable toy task: the distilled spiking student is well above chance
+    lines = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert any("loss" in line for line in lines) and any("eval" in line for line in lines)
+    assert yaml.safe_load((run / "config.yaml").read_text())["time_steps"] == 16
+    student = SpikingBertForSequenceClassification.from_pretrained(run / "student")
+    assert student.config.num_hidden_layers == 2
+    from transformers import AutoTokenizer
+
+    assert AutoTokenizer.from_pretrained(str(run / "student"))("good film")["input_ids"][1] != 1  # not [UNK]
+
+
+def test_resume_after_interruption_gives_the_same_weights(tiny_teacher, toy_files, tmp_path):
+    full = tmp_path / "full"
+    Distiller(tiny_config(tiny_teacher, toy_files, full, weight_bits=1.58), **QUIET).run()
+    cut = tmp_path / "cut"
+    interrupted = Distiller(tiny_config(tiny_teacher, toy_files, cut, weight_bits=1.58, max_steps=7), **QUIET).run()
+    assert interrupted["status"] == "interrupted" and interrupted["global_step"] == 7
+    assert not (cut / "metrics.json").exists()
+    Distiller(tiny_config(tiny_teacher, toy_files, cut, weight_bits=1.58, resume=True), **QUIET).run()
+    a = torch.load(full / "checkpoint" / "student.pt")
+    b = torch.load(cut / "checkpoint" / "student.pt")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert json.loads((full / "metrics.json").read_text())["student_score"] == json.loads((cut / "metrics.json").read_text())["student_score"]
+
+
+# ---------------------------------------------------------------------------- errors, via the CLI
+def run_cli(capsys, *args):
+    code = main(list(map(str, args)))
+    captured = capsys.readouterr()
+    return code, captured.err.strip()
+
+
+def test_cli_distill_end_to_end_and_existing_run_directory(tiny_teacher, toy_files, tmp_path, capsys):
+    run = tmp_path / "cli_run"
+    args = ["distill", "--teacher", tiny_teacher.path, "--train-file", toy_files[0], "--validation-file", toy_files[1],
+            "--student-layers", 2, "--batch-size", 16, "--intermediate-epochs", 1, "--prediction-epochs", 1,
+            "--intermediate-lr", 1e-3, "--prediction-lr", 1e-3, "--time-steps", 8, "--max-seq-length", 32,
+            "--calibration-examples", 16, "--output-dir", run, "--device", "cpu"]
+    code, _ = run_cli(capsys, *args)
+    assert code == 0 and (run / "metrics.json").is_file()
+    before = (run / "metrics.json").read_bytes()
+    code, err = run_cli(capsys, *args)
+    assert code == 2 and "already exists; pass --resume to continue that run or --overwrite to replace it" in err
+    assert len(err.splitlines()) == 1 and (run / "metrics.json").read_bytes() == before  # nothing lost
+    code, err = run_cli(capsys, "evaluate", run, "--time-steps", 4, 16)
+    assert code == 0 and [r["time_steps"] for r in json.loads((run / "evaluate.json").read_text())["rows"]] == [4, 16]
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--task", "sst3"], "unknown task 'sst3'; valid tasks: cola, sst2"),
+        (["--weight-bits", "2"], "weight_bits='2' is not valid; choose one of: 32, 1, 1.58"),
+        (["--time-steps", "0"], "time_steps=0 is not valid; it must be an integer >= 1"),
+        (["--solver", "newton"], "solver='newton' is not valid; choose one of: 'anderson', 'broyden', 'fixed_point_iter'"),
+    ],
+)
+def test_cli_bad_values_are_one_line_errors(tiny_teacher, toy_files, tmp_path, capsys, extra, message):
+    base = ["distill", "--teacher", tiny_teacher.path, "--output-dir", tmp_path / "x", "--device", "cpu"]
+    if "--task" not in extra:
+        base += ["--train-file", toy_files[0], "--validation-file", toy_files[1]]
+    code, err = run_cli(capsys, *base, *extra)
+    assert code == 2 and message in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "x").exists()
+
+
+def test_cli_unknown_yaml_key_is_named(tmp_path, capsys):
+    config = tmp_path / "c.yaml"
+    config.write_text("teacher: x\ntime_step: 16\n")
+    code, err = run_cli(capsys, "distill", "--config", config)
+    assert code == 2 and "unknown key 'time_step'; did you mean 'time_steps'?" in err
+
+
+def test_cli_teacher_not_found_says_how_to_pass_a_directory(toy_files, tmp_path, capsys):
+    code, err = run_cli(capsys, "distill", "--teacher", "no-such-org/no-such-bert", "--train-file", toy_files[0],
+                        "--validation-file", toy_files[1], "--output-dir", tmp_path / "y")
+    assert code == 2 and "could not be loaded from the Hugging Face Hub" in err and "--teacher /path/to/model" in err
+    code, err = run_cli(capsys, "distill", "--teacher", tmp_path / "missing", "--train-file", toy_files[0],
+                        "--validation-file", toy_files[1], "--output-dir", tmp_path / "y")
+    assert code == 2 and "does not exist" in err
+
+
+def test_cli_teacher_that_does_not_fit_the_task(tmp_path, toy_files, capsys):
+    common = ["--train-file", toy_files[0], "--validation-file", toy_files[1], "--teacher-store", tmp_path / "store",
+              "--device", "cpu", "--teacher-epochs", 0]
+    three = make_tiny_bert(tmp_path / "three_labels", head_labels=3)
+    code, err = run_cli(capsys, "teacher", "--teacher", three, *common)
+    assert code == 2 and "has a trained head with 3 labels but task 'toy_data0' has 2" in err
+    small_vocab = make_tiny_bert(tmp_path / "small", head_labels=2, vocab_size=10)  # tokenizer has 27 tokens
+    code, err = run_cli(capsys, "teacher", "--teacher", small_vocab, *common)
+    assert code == 2 and "the tokenizer of" in err and "do not belong together" in err
+
+
+def test_cli_data_file_missing_a_column(tiny_teacher, tmp_path, capsys):
+    train = write_csv(tmp_path / "train.csv", [("a", 1)], columns=("text", "label"))
+    code, err = run_cli(capsys, "distill", "--teacher", tiny_teacher.path, "--train-file", train,
+                        "--validation-file", train, "--output-dir", tmp_path / "z")
+    assert code == 2 and "has no column 'sentence1'" in err
+
+
+def test_cli_evaluate_refuses_a_directory_that_is_not_a_run(tmp_path, capsys):
+    code, err = run_cli(capsys, "evaluate", tmp_path)
+    assert code == 2 and "is not an eqspike run directory" in err

@@ -1,0 +1,73 @@
+import torch
+from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+from eqspike.model import SpikingBertForSequenceClassification, uniform_layer_map
+from tests.conftest import make_tiny_bert
+
+
+def load_pair(tmp_path, layers=None, **fields):
+    folder = make_tiny_bert(tmp_path / "bert", head_labels=3, seed=3)
+    teacher = AutoModelForSequenceClassification.from_pretrained(str(folder), attn_implementation="eager").eval()
+    tokenizer = AutoTokenizer.from_pretrained(str(folder))
+    batch = dict(tokenizer(["the movie was good", "a very dull plot and awful acting", "fun"], padding=True, return_tensors="pt"))
+    student = SpikingBertForSequenceClassification.from_teacher(teacher, layers, **fields)
+    return teacher, student, batch
+
+
+def test_uniform_layer_map():
+    assert uniform_layer_map(12, 4) == [3, 6, 9, 12]
+    assert uniform_layer_map(6, 3) == [2, 4, 6]
+    assert uniform_layer_map(4, 4) == [1, 2, 3, 4]
+
+
+def test_student_with_unclipped_thresholds_is_the_teacher_at_equilibrium(tmp_path):
+    teacher, student, batch = load_pair(tmp_path)
+    student.calibrate_thresholds([batch], quantile=1.0)  # nothing is clipped on this batch
+    with torch.no_grad():
+        expected = teacher(**batch, output_hidden_states=True)
+        out = student(**batch, mode="solve")
+    mask = batch["attention_mask"].bool()
+    assert torch.allclose(out.logits, expected.logits, atol=1e-5)
+    for mine, theirs in zip(out.hidden_values, expected.hidden_states):
+        assert torch.allclose(mine[mask], theirs[mask], atol=1e-5)
+
+
+def test_spiking_student_converges_to_its_equilibrium_on_every_population(tmp_path):
+    _, student, batch = load_pair(tmp_path, layers=2)
+    student.calibrate_thresholds([batch])
+    mask = batch["attention_mask"].bool()
+    with torch.no_grad():
+        star = student(**batch, mode="solve").rates
+        error = {T: {name: (rate - star[name])[mask].abs().mean().item()
+                     for name, rate in student(**batch, mode="simulate", time_steps=T).rates.items()}
+                 for T in (16, 128, 256)}
+    for name in star:  # LayerNorm-, GELU- and softmax-fed populations included
+        # 1/T: doubling T halves the error (asymptotically); 8x the steps cut it by at least ~4
+        assert error[256][name] <= 0.6 * error[128][name], (name, error)
+        assert error[128][name] <= 0.3 * error[16][name], (name, error)
+
+
+def test_gradients_reach_every_trained_weight(tmp_path):
+    _, student, batch = load_pair(tmp_path, layers=2)
+    student.calibrate_thresholds([batch])
+    student.train()
+    out = student(**batch, output_attention_scores=True)
+    (out.logits.sum() + sum(s.sum() for s in out.attention_scores) + sum(v.sum() for v in out.hidden_values)).backward()
+    missing = [name for name, p in student.named_parameters() if p.grad is None]
+    # Position/type embeddings of unused rows get zero gradients, not None; nothing may be disconnected.
+    assert missing == []
+
+
+def test_save_and_load_round_trip(tmp_path):
+    _, student, batch = load_pair(tmp_path, layers=2, weight_bits=1.58, time_steps=12)
+    student.calibrate_thresholds([batch])
+    student.save_pretrained(tmp_path / "student")
+    loaded = SpikingBertForSequenceClassification.from_pretrained(tmp_path / "student")
+    assert loaded.config.weight_bits == 1.58 and loaded.config.time_steps == 12
+    with torch.no_grad():
+        a = student.eval()(**batch, mode="simulate").logits
+        b = loaded(**batch, mode="simulate").logits
+    assert torch.equal(a, b)
+    for block in loaded.blocks:
+        for layer in (block.query, block.key, block.value, block.attention_output, block.intermediate, block.output):
+            assert len(torch.unique(layer.effective_weight().detach())) <= 3
