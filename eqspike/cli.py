@@ -50,35 +50,60 @@ def cmd_distill(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_evaluate(args: argparse.Namespace) -> int:
-    """Accuracy of a trained student as a spiking network at each T."""
-    from eqspike.config import load_yaml, RunConfig
-    from eqspike.distillation import STUDENT, prepare_data
-    from eqspike.evaluation import evaluate
+def _load_run(run_dir: Path, max_eval_examples: int | None, device_name: str | None):
+    """The student, its task data and settings of a run directory written by `eqspike distill`."""
+    from eqspike.config import RunConfig, load_yaml
+    from eqspike.data import EncodedSplit, load_task_data
+    from eqspike.distillation import STUDENT
     from eqspike.model import SpikingBertForSequenceClassification
+    from eqspike.teacher import load_tokenizer
     from eqspike.training import resolve_device
 
-    run_dir = Path(args.run_dir)
     if not (run_dir / STUDENT / "config.json").is_file() or not (run_dir / "config.yaml").is_file():
         raise EqspikeError(f"{run_dir} is not an eqspike run directory (expected {STUDENT}/config.json and config.yaml)")
-    bad = [t for t in args.time_steps if t < 1]
-    if bad:
-        raise EqspikeError(f"--time-steps must be positive integers; got {bad}")
     config = RunConfig(**load_yaml(run_dir / "config.yaml"))
-    if args.max_eval_examples:
-        config = config.replace(max_eval_examples=args.max_eval_examples)
-    device = resolve_device(args.device or config.device)
-    data = prepare_data(config.replace(max_train_examples=1), _log)
+    device = resolve_device(device_name or config.device)
     student = SpikingBertForSequenceClassification.from_pretrained(run_dir / STUDENT).to(device)
-    rows = []
-    for T in args.time_steps:
-        metrics = evaluate(lambda b: student(**b, mode="simulate", time_steps=T).logits, data.task, data.splits,
-                           config.eval_batch_size, device, f"spiking T={T}")
-        rows.append({"time_steps": T, "score": metrics[data.task.metric], "metrics": metrics})
-        _log(f"T={T:<4d} {data.task.metric} {metrics[data.task.metric]:.4f}")
+    tokenizer = load_tokenizer(run_dir / STUDENT)
+    task = load_task_data(config.task, config.data_dir, config.train_file, config.validation_file)
+    limit = max_eval_examples or config.max_eval_examples
+    splits = {name: EncodedSplit(examples[:limit] if limit else examples, tokenizer, config.max_seq_length)
+              for name, examples in task.validation.items()}
+    metrics_file = run_dir / "metrics.json"
+    teacher_score = json.loads(metrics_file.read_text()).get("teacher_score") if metrics_file.is_file() else None
+    return config, student, task, splits, device, teacher_score
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    """The task's metrics of a trained student run as a spiking network, at each T."""
+    from eqspike.diagnostics import check_time_steps, score_vs_time_steps
+
+    time_steps = check_time_steps(args.time_steps)
+    run_dir = Path(args.run_dir)
+    config, student, task, splits, device, _ = _load_run(run_dir, args.max_eval_examples, args.device)
+    rows = score_vs_time_steps(student, task, splits, time_steps, config.eval_batch_size, device)
+    for row in rows:
+        _log(f"T={row['time_steps']:<4d} {task.metric} {row['score']:.4f}")
     out = run_dir / "evaluate.json"
-    out.write_text(json.dumps({"task": data.task.name, "metric": data.task.metric, "rows": rows}, indent=2) + "\n")
+    out.write_text(json.dumps({"task": task.name, "metric": task.metric, "rows": rows}, indent=2) + "\n")
     _log(f"wrote {out}")
+    return 0
+
+
+def cmd_diagnose(args: argparse.Namespace) -> int:
+    """Convergence of spike rates to the equilibrium, accuracy vs T, firing and energy; JSON + plots."""
+    from eqspike.diagnostics import check_time_steps, diagnose, format_table, plot, write_report
+
+    time_steps = check_time_steps(args.time_steps)
+    run_dir = Path(args.run_dir)
+    config, student, task, splits, device, teacher_score = _load_run(run_dir, None, args.device)
+    split = splits[task.selection_split]
+    report = diagnose(student, task, split, time_steps, args.batch_size or config.eval_batch_size,
+                      args.batches, device, teacher_score)
+    out = Path(args.out) if args.out else run_dir / "diagnostics"
+    paths = [write_report(report, out), *plot(report, out)]
+    _log(format_table(report))
+    _log("wrote " + ", ".join(str(p) for p in paths))
     return 0
 
 
@@ -135,10 +160,19 @@ def build_parser() -> argparse.ArgumentParser:
     distill.set_defaults(run=cmd_distill)
     evaluate = commands.add_parser("evaluate", help="score a trained student as a spiking network at several T")
     evaluate.add_argument("run_dir", help="a run directory written by `eqspike distill`")
-    evaluate.add_argument("--time-steps", type=int, nargs="+", default=[8, 16, 32, 64])
+    evaluate.add_argument("--time-steps", type=int, nargs="+", default=[8, 16, 32, 64],
+                          help="T values (one simulation to the largest gives them all)")
     evaluate.add_argument("--max-eval-examples", type=int, default=None)
     evaluate.add_argument("--device", choices=["auto", "cpu", "cuda"], default=None)
     evaluate.set_defaults(run=cmd_evaluate)
+    diag = commands.add_parser("diagnose", help="convergence, accuracy vs T, firing and energy of a trained student")
+    diag.add_argument("run_dir", help="a run directory written by `eqspike distill`")
+    diag.add_argument("--time-steps", type=int, nargs="+", default=[1, 2, 4, 8, 16, 32, 64, 128])
+    diag.add_argument("--batches", type=int, default=None, help="use only the first N batches of the dev set")
+    diag.add_argument("--batch-size", type=int, default=None)
+    diag.add_argument("--out", default=None, help="output folder (default RUN_DIR/diagnostics)")
+    diag.add_argument("--device", choices=["auto", "cpu", "cuda"], default=None)
+    diag.set_defaults(run=cmd_diagnose)
     check = commands.add_parser("selfcheck", help="check the spiking equilibrium core on this machine")
     check.add_argument("--seed", type=int, default=0)
     check.set_defaults(run=selfcheck)

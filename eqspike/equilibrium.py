@@ -185,11 +185,15 @@ class SimulationResult:
     time_steps: int
 
 
+Observer = Callable[[int, Mapping[str, Tensor], Mapping[str, Tensor]], None]
+
+
 def simulate(
     rate_map: RateMap,
     time_steps: int,
     record_trajectory: bool = False,
     differentiable: bool = False,
+    observer: Observer | None = None,
 ) -> SimulationResult:
     """Run the spiking network of ``rate_map`` for ``time_steps`` steps.
 
@@ -198,6 +202,8 @@ def simulate(
     earlier in the order have already fired at step t; feedback inputs read step t-1.
     ``differentiable=True`` keeps the autograd graph over all steps with straight-through spikes:
     that is backprop-through-time, the baseline eqspike avoids (memory grows with T).
+    ``observer(t, rates, spike_counts)`` is called after every step t = 1..T with the running rates
+    a(t) and the spikes fired so far, so that statistics at many T come from one simulation.
     """
     check_int_at_least("time_steps", time_steps, 1)
     grad_mode = torch.enable_grad() if differentiable else torch.no_grad()
@@ -214,6 +220,8 @@ def simulate(
                     trajectory[population.name].append(running[population.name].detach().clone())
             if step == 0:
                 rate_map.check_state_shapes(running)
+            if observer is not None:
+                observer(step + 1, running, {name: neurons[name].spike_count for name in neurons})
         rates = {name: neurons[name].rate for name in neurons}
     return SimulationResult(
         rates=rates,

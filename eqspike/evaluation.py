@@ -28,8 +28,8 @@ def predict(logits_fn: LogitsFn, split: EncodedSplit, batch_size: int, device: t
     return torch.cat([logits for _, logits in outputs])[order].numpy()
 
 
-def metrics_from_logits(task: TaskData, logits: np.ndarray, split: EncodedSplit) -> dict[str, float]:
-    labels = np.asarray(split.labels)
+def metrics_from_logits(task: TaskData, logits: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+    labels = np.asarray(labels)
     predictions = logits.reshape(-1) if task.is_regression else logits.argmax(-1)
     return compute_metrics(task, predictions, labels)
 
@@ -46,7 +46,7 @@ def evaluate(
     others are prefixed with the split name ("validation_mismatched/accuracy")."""
     metrics: dict[str, float] = {}
     for name, split in splits.items():
-        values = metrics_from_logits(task, predict(logits_fn, split, batch_size, device, f"{desc} {name}"), split)
+        values = metrics_from_logits(task, predict(logits_fn, split, batch_size, device, f"{desc} {name}"), split.labels)
         prefix = "" if name == task.selection_split else f"{name}/"
         metrics.update({prefix + key: value for key, value in values.items()})
     return metrics

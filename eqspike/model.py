@@ -94,6 +94,7 @@ class SpikingBertConfig:
     # provenance
     teacher: str | None = None
     teacher_layers: list[int] = field(default_factory=list)
+    teacher_num_hidden_layers: int | None = None  # the teacher's depth (for its energy estimate)
 
     def __post_init__(self) -> None:
         for name in ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
@@ -329,7 +330,7 @@ class SpikingBertForSequenceClassification(nn.Module):
         rates = out.rates
         names = ["embeddings"] + [f"block{m}.output" for m in range(self.config.num_hidden_layers)]
         hidden_values = [self.threshold(name) * rates[name] for name in names]
-        logits = self.classifier(torch.tanh(self.pooler(hidden_values[-1][:, 0])))
+        logits = self.head(hidden_values[-1])
         scores = None
         if output_attention_scores:
             scores, source = [], "embeddings"
@@ -347,6 +348,15 @@ class SpikingBertForSequenceClassification(nn.Module):
             spike_counts=out.spike_counts,
             trajectory=out.trajectory,
         )
+
+    def head(self, last_values: Tensor) -> Tensor:
+        """Logits from the decoded values of the last block's output population: BERT's pooler
+        (dense + tanh on [CLS]) and the classifier, in full precision."""
+        return self.classifier(torch.tanh(self.pooler(last_values[:, 0])))
+
+    def population_values(self, name: str, rate: Tensor) -> Tensor:
+        """Decoded value v = theta * a of a population's rates."""
+        return self.threshold(name) * rate
 
     # ------------------------------------------------------------------ thresholds
     @torch.no_grad()
@@ -420,6 +430,7 @@ class SpikingBertForSequenceClassification(nn.Module):
             problem_type=problem_type,
             id2label={str(k): v for k, v in (tcfg.id2label or {}).items()},
             teacher_layers=teacher_layers,
+            teacher_num_hidden_layers=tcfg.num_hidden_layers,
             **config_fields,
         )
         student = cls(config)

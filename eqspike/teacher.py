@@ -101,6 +101,19 @@ def _from_pretrained(kind: str, source: str, **kwargs: Any):
         ) from None
 
 
+def load_tokenizer(source: str | Path):
+    """A tokenizer from a directory (a student's or a teacher's), without transformers' warning about
+    an unknown model type in the directory's config.json."""
+    from transformers.utils import logging
+
+    verbosity = logging.get_verbosity()
+    logging.set_verbosity_error()
+    try:
+        return _from_pretrained("tokenizer", str(source))
+    finally:
+        logging.set_verbosity(verbosity)
+
+
 def _load_model(source: str, num_labels: int | None = None) -> nn.Module:
     kwargs: dict[str, Any] = {"attn_implementation": "eager", "dtype": torch.float32}
     if num_labels is not None:

@@ -1,0 +1,353 @@
+"""Convergence diagnostics and energy of a trained spiking student (DESIGN.md §5).
+
+For every batch the equilibrium a* is solved directly, and the spiking network is simulated once up
+to the largest T asked for. An observer reads the running rates a_hat(t) and spike counts at each
+requested T, so every T costs nothing extra. Reported:
+
+  per population: mean |a_hat(T) - a*| over the non-pad tokens and neurons, at each T (expect ~1/T);
+                  firing rate (spikes per neuron per step), and the fractions of silent neurons (no
+                  spike) and saturated ones (a spike every step), at the largest T;
+  per model:      the task metric at each T and at the exact equilibrium; the equilibrium residual
+                  ||Phi(a) - a|| / ||a|| and solver iterations; the spectral radius of the rate map's
+                  Jacobian at the fixed point (power method) when the feedback edge is on;
+  energy:         per example, from the spikes actually fired (eqspike.energy), against the teacher.
+
+``score_vs_time_steps`` is the same sweep without the per-population statistics; ``eqspike
+evaluate`` uses it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from eqspike.data import EncodedSplit, TaskData, sequential_batches
+from eqspike.energy import ACCUMULATE_PJ, MAC_PJ, bert_fan_out, bert_macs, student_macs, synaptic_accumulates
+from eqspike.equilibrium import simulate
+from eqspike.evaluation import metrics_from_logits
+from eqspike.training import progress
+from eqspike.validation import EqspikeError
+
+DEFAULT_TIME_STEPS = (1, 2, 4, 8, 16, 32, 64, 128)
+
+
+def check_time_steps(time_steps: Sequence[Any]) -> list[int]:
+    bad = [t for t in time_steps if isinstance(t, bool) or not isinstance(t, int) or t < 1]
+    if bad or not time_steps:
+        raise EqspikeError(f"time steps must be positive integers; got {list(time_steps) if not bad else bad}")
+    return sorted(set(time_steps))
+
+
+@dataclass
+class PopulationDiagnostics:
+    name: str
+    rate_error: list[float]
+    firing_rate: float
+    silent_frac: float
+    saturated_frac: float
+
+
+@dataclass
+class Diagnostics:
+    time_steps: list[int]
+    metric: str
+    score_vs_T: list[float]
+    solve_score: float
+    mean_rate_error: list[float]
+    populations: list[PopulationDiagnostics]
+    energy: dict[str, Any]
+    energy_vs_T: list[dict[str, float]]
+    residual: float
+    residual_vs_T: list[float]
+    solver_iterations: int
+    spectral_radius: float | None
+    examples: int
+    teacher_score: float | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class _Sweep:
+    """What one pass over the data collected."""
+
+    logits: dict[int, list[tuple[Tensor, Tensor]]]
+    solve_logits: list[tuple[Tensor, Tensor]]
+    error_sum: dict[str, np.ndarray]
+    residual_sum: np.ndarray
+    element_count: dict[str, float]
+    spikes: dict[str, float]
+    silent: dict[str, float]
+    saturated: dict[str, float]
+    accumulates: np.ndarray
+    lengths: list[int]
+    residual: list[float]
+    iterations: int
+    spectral_radius: list[float]
+
+
+@torch.no_grad()
+def _sweep(student, split: EncodedSplit, time_steps: list[int], batch_size: int, device: torch.device,
+           max_batches: int | None, detailed: bool, desc: str) -> _Sweep:
+    cfg = student.config
+    names = student.population_names(cfg.num_hidden_layers)
+    last = f"block{cfg.num_hidden_layers - 1}.output"
+    index_of = {t: k for k, t in enumerate(time_steps)}
+    T_max = time_steps[-1]
+    n_T = len(time_steps)
+    s = _Sweep(logits={t: [] for t in time_steps}, solve_logits=[], error_sum={n: np.zeros(n_T) for n in names},
+               residual_sum=np.zeros(n_T), element_count={n: 0.0 for n in names}, spikes={n: 0.0 for n in names},
+               silent={n: 0.0 for n in names}, saturated={n: 0.0 for n in names}, accumulates=np.zeros(n_T),
+               lengths=[], residual=[], iterations=0, spectral_radius=[])
+    total = -(-len(split) // batch_size)
+    if max_batches:
+        total = min(total, max_batches)
+    batches = sequential_batches(split, batch_size)
+    for number, batch in enumerate(progress(batches, total=total, desc=desc)):
+        if max_batches and number >= max_batches:
+            break
+        index = batch.pop("index")
+        batch = {k: v.to(device) for k, v in batch.items() if k != "labels"}
+        mask = batch["attention_mask"]
+        rate_map = student.rate_map(batch["input_ids"], mask, batch["token_type_ids"])
+        solved = student.equilibrium(rate_map, mode="solve")
+        star = solved.rates
+        s.solve_logits.append((index, student.head(student.population_values(last, star[last])).float().cpu()))
+        token = mask[:, :, None].to(star[names[0]].dtype)
+        if detailed:
+            residual, _ = rate_map.residual(star)
+            s.residual.append(residual)
+            s.iterations = max(s.iterations, solved.stats.iterations)
+            if rate_map.has_feedback:
+                s.spectral_radius.append(_spectral_radius(rate_map, star))
+            lengths = mask.sum(1)
+            s.lengths += lengths.tolist()
+            fan = bert_fan_out(cfg.hidden_size, cfg.intermediate_size, cfg.num_hidden_layers, lengths, mask, cfg.feedback)
+            for name in names:
+                s.element_count[name] += float(token.sum()) * star[name].shape[-1]
+
+        def observer(t: int, rates: Mapping[str, Tensor], counts: Mapping[str, Tensor]) -> None:
+            if t not in index_of:
+                return
+            k = index_of[t]
+            s.logits[t].append((index, student.head(student.population_values(last, rates[last])).float().cpu()))
+            if not detailed:
+                return
+            for name in names:
+                s.error_sum[name][k] += float(((rates[name] - star[name]).abs() * token).sum())
+            s.residual_sum[k] += rate_map.residual(rates)[0] * len(index)
+            s.accumulates[k] += float(synaptic_accumulates(counts, fan).sum())
+            if t == T_max:
+                for name in names:
+                    c = counts[name] * token
+                    s.spikes[name] += float(c.sum())
+                    s.silent[name] += float(((counts[name] == 0) * token).sum())
+                    s.saturated[name] += float(((counts[name] >= t) * token).sum())
+
+        simulate(rate_map, T_max, observer=observer)
+    return s
+
+
+def _subset_metrics(task: TaskData, split: EncodedSplit, pieces: list[tuple[Tensor, Tensor]]) -> dict[str, float]:
+    """Metrics over the examples that were evaluated (all of them unless max_batches cut the split)."""
+    index = torch.cat([i for i, _ in pieces])
+    logits = torch.cat([v for _, v in pieces]).numpy()
+    return metrics_from_logits(task, logits, np.asarray(split.labels)[index.numpy()])
+
+
+def _spectral_radius(rate_map, star: Mapping[str, Tensor], iterations: int = 50) -> float:
+    """|largest eigenvalue| of dPhi/dz at z* (power method on vector-Jacobian products)."""
+    from torchdeq import power_method
+
+    names = rate_map.state_names
+    with torch.enable_grad():
+        z0 = star[names[0]].detach().clone().requires_grad_()
+        f0 = rate_map.sweep({names[0]: z0})[names[0]]
+        _, eigenvalue = power_method(f0, z0, n_iters=iterations)
+    return float(eigenvalue.mean())
+
+
+def score_vs_time_steps(student, task: TaskData, splits: Mapping[str, EncodedSplit], time_steps: Sequence[int],
+                        batch_size: int, device: torch.device) -> list[dict[str, Any]]:
+    """The task's metrics of the spiking student at each T (one simulation to the largest T per batch)."""
+    time_steps = check_time_steps(time_steps)
+    rows = {t: {"time_steps": t, "metrics": {}} for t in time_steps}
+    for name, split in splits.items():
+        sweep = _sweep(student, split, time_steps, batch_size, device, None, detailed=False, desc=f"simulate {name}")
+        prefix = "" if name == task.selection_split else f"{name}/"
+        for t in time_steps:
+            rows[t]["metrics"].update({prefix + k: v for k, v in _subset_metrics(task, split, sweep.logits[t]).items()})
+    for row in rows.values():
+        row["score"] = row["metrics"][task.metric]
+    return list(rows.values())
+
+
+def diagnose(student, task: TaskData, split: EncodedSplit, time_steps: Sequence[int] = DEFAULT_TIME_STEPS,
+             batch_size: int = 32, max_batches: int | None = None, device: torch.device | str = "cpu",
+             teacher_score: float | None = None) -> Diagnostics:
+    """Convergence, accuracy-vs-T and energy of ``student`` on ``split`` (see the module docstring)."""
+    time_steps = check_time_steps(time_steps)
+    device = torch.device(device)
+    student = student.to(device).eval()
+    cfg = student.config
+    s = _sweep(student, split, time_steps, batch_size, device, max_batches, detailed=True, desc="diagnose")
+    examples = len(s.lengths)
+    names = student.population_names(cfg.num_hidden_layers)
+    populations = []
+    for name in names:
+        elements = max(s.element_count[name], 1.0)
+        populations.append(PopulationDiagnostics(
+            name=name,
+            rate_error=[float(e / elements) for e in s.error_sum[name]],
+            firing_rate=s.spikes[name] / (elements * time_steps[-1]),
+            silent_frac=s.silent[name] / elements,
+            saturated_frac=s.saturated[name] / elements,
+        ))
+    mean_rate_error = [float(np.mean([p.rate_error[k] for p in populations])) for k in range(len(time_steps))]
+    scores = [_subset_metrics(task, split, s.logits[t])[task.metric] for t in time_steps]
+
+    teacher_layers = cfg.teacher_num_hidden_layers or cfg.num_hidden_layers
+    ann = sum(bert_macs(cfg.hidden_size, cfg.intermediate_size, cfg.num_attention_heads, teacher_layers,
+                        cfg.num_labels, n) for n in s.lengths) / examples
+    energy_vs_T = []
+    for k, t in enumerate(time_steps):
+        accumulates = s.accumulates[k] / examples
+        macs = sum(student_macs(cfg.hidden_size, cfg.intermediate_size, cfg.num_attention_heads, cfg.num_hidden_layers,
+                                cfg.num_labels, n, t) for n in s.lengths) / examples
+        snn = ACCUMULATE_PJ * accumulates + MAC_PJ * macs
+        energy_vs_T.append({"time_steps": t, "accumulates": accumulates, "macs": macs, "snn_pj": snn,
+                            "ann_pj": MAC_PJ * ann, "ratio": snn / (MAC_PJ * ann)})
+    at = cfg.time_steps if cfg.time_steps in time_steps else time_steps[-1]
+    energy = dict(energy_vs_T[time_steps.index(at)])
+    energy.update(ann_macs=ann, accumulate_pj=ACCUMULATE_PJ, mac_pj=MAC_PJ,
+                  teacher_layers=teacher_layers, note="per example; ratio = snn_pj / ann_pj")
+    return Diagnostics(
+        time_steps=time_steps,
+        metric=task.metric,
+        score_vs_T=scores,
+        solve_score=_subset_metrics(task, split, s.solve_logits)[task.metric],
+        mean_rate_error=mean_rate_error,
+        populations=populations,
+        energy=energy,
+        energy_vs_T=energy_vs_T,
+        residual=float(np.mean(s.residual)) if s.residual else 0.0,
+        residual_vs_T=[float(r / examples) for r in s.residual_sum],
+        solver_iterations=s.iterations,
+        spectral_radius=float(np.mean(s.spectral_radius)) if s.spectral_radius else None,
+        examples=examples,
+        teacher_score=teacher_score,
+    )
+
+
+# ----------------------------------------------------------------------------- reporting
+def population_kind(name: str) -> str:
+    """What feeds the population: the operation in front of its neurons."""
+    part = name.split(".")[-1]
+    return {"embeddings": "embedding (LayerNorm)", "key": "affine", "value": "affine", "context": "softmax attention",
+            "attention_output": "LayerNorm", "intermediate": "GELU", "output": "LayerNorm"}[part]
+
+
+def format_table(d: Diagnostics) -> str:
+    shown = [t for t in d.time_steps if t in (8, 16, 32, 64, 128)] or d.time_steps
+    cols = [d.time_steps.index(t) for t in shown]
+    width = max(len(p.name) for p in d.populations)
+    head = f"{'population':<{width}}  {'fed by':<21}" + "".join(f"{'err T=' + str(t):>11}" for t in shown)
+    head += f"{'firing':>8}{'silent':>8}{'satur.':>8}"
+    lines = [head, "-" * len(head)]
+    for p in d.populations:
+        lines.append(f"{p.name:<{width}}  {population_kind(p.name):<21}" + "".join(f"{p.rate_error[k]:>11.4f}" for k in cols)
+                     + f"{p.firing_rate:>8.3f}{p.silent_frac:>8.3f}{p.saturated_frac:>8.3f}")
+    lines.append(f"{'mean':<{width}}  {'':<21}" + "".join(f"{d.mean_rate_error[k]:>11.4f}" for k in cols))
+    lines.append("")
+    lines.append(f"{d.metric} vs T: " + ", ".join(f"T={t} {s:.4f}" for t, s in zip(d.time_steps, d.score_vs_T))
+                 + f" | equilibrium (solve) {d.solve_score:.4f}" + (f" | teacher {d.teacher_score:.4f}" if d.teacher_score is not None else ""))
+    lines.append(f"equilibrium residual {d.residual:.2e}, solver iterations {d.solver_iterations}, spectral radius "
+                 + (f"{d.spectral_radius:.3f}" if d.spectral_radius is not None else "n/a (no feedback)"))
+    e = d.energy
+    lines.append(f"energy per example at T={e['time_steps']}: {e['accumulates']:.3e} AC + {e['macs']:.3e} MAC = "
+                 f"{e['snn_pj'] / 1e6:.2f} uJ; teacher ({e['teacher_layers']} layers) {e['ann_macs']:.3e} MAC = "
+                 f"{e['ann_pj'] / 1e6:.2f} uJ; SNN/ANN = {e['ratio']:.3f}")
+    return "\n".join(lines)
+
+
+def plot(d: Diagnostics, out_dir: str | Path) -> list[Path]:
+    """rate_error.png (log-log with a 1/T guide), score_vs_T.png, firing_rate.png."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = []
+    colours = {"embedding (LayerNorm)": "tab:gray", "affine": "tab:blue", "softmax attention": "tab:purple",
+               "LayerNorm": "tab:green", "GELU": "tab:orange"}
+    T = np.array(d.time_steps, dtype=float)
+
+    fig, ax = plt.subplots(figsize=(7, 5))
+    seen = set()
+    for p in d.populations:
+        kind = population_kind(p.name)
+        ax.loglog(T, np.maximum(p.rate_error, 1e-12), color=colours[kind], alpha=0.45, lw=1,
+                  label=None if kind in seen else f"{kind}-fed")
+        seen.add(kind)
+    ax.loglog(T, d.mean_rate_error, color="black", lw=2.5, marker="o", label="mean over populations")
+    anchor = d.mean_rate_error[-1] * T[-1]  # through the largest T: the asymptote
+    ax.loglog(T, anchor / T, "k--", lw=1, label="1/T guide")
+    ax.set_xlabel("time steps T")
+    ax.set_ylabel(r"mean $|\hat a(T) - a^*|$")
+    ax.set_title("Spike rates converge to the equilibrium")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    paths.append(out_dir / "rate_error.png")
+    fig.savefig(paths[-1], dpi=120)
+    plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    ax.semilogx(T, d.score_vs_T, marker="o", label="spiking student (simulate)", base=2)
+    ax.axhline(d.solve_score, color="tab:green", ls=":", label="student at equilibrium (solve)")
+    if d.teacher_score is not None:
+        ax.axhline(d.teacher_score, color="tab:red", ls="--", label="teacher")
+    ax.set_xlabel("time steps T")
+    ax.set_ylabel(d.metric)
+    ax.set_title(f"{d.metric} vs T")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    paths.append(out_dir / "score_vs_T.png")
+    fig.savefig(paths[-1], dpi=120)
+    plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(max(7, 0.45 * len(d.populations)), 4.5))
+    x = np.arange(len(d.populations))
+    ax.bar(x, [p.firing_rate for p in d.populations], color=[colours[population_kind(p.name)] for p in d.populations])
+    ax.plot(x, [p.silent_frac for p in d.populations], "kv", ms=4, label="silent fraction")
+    ax.plot(x, [p.saturated_frac for p in d.populations], "r^", ms=4, label="saturated fraction")
+    ax.set_xticks(x, [p.name for p in d.populations], rotation=75, fontsize=7)
+    ax.set_ylabel(f"spikes per neuron per step (T={d.time_steps[-1]})")
+    ax.set_title("Firing rate per population")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    paths.append(out_dir / "firing_rate.png")
+    fig.savefig(paths[-1], dpi=120)
+    plt.close(fig)
+    return paths
+
+
+def write_report(d: Diagnostics, out_dir: str | Path) -> Path:
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / "diagnostics.json"
+    path.write_text(json.dumps(d.to_dict(), indent=2, default=lambda x: None if isinstance(x, float) and math.isnan(x) else x) + "\n")
+    return path

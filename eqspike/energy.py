@@ -1,0 +1,102 @@
+"""Energy estimates from operation counts (DESIGN.md §5; 45 nm CMOS figures, Horowitz 2014):
+
+    E_SNN = 0.9 pJ x accumulates + 4.6 pJ x multiply-accumulates that remain
+    E_ANN = 4.6 pJ x the dense network's multiply-accumulates
+
+Accumulates are counted from the spikes actually fired: every spike of a neuron adds one synaptic
+weight at each of its targets (its fan-out). What a spiking BERT still does in full precision is
+counted as multiply-accumulates per time step: the score scaling and softmax, LayerNorm, GELU, the
+rate normalisation and current increment of populations fed by a non-linear operation, and once per
+example the embedding LayerNorm and the classifier head. The ANN is counted with the same per-op
+costs, so that the ratio compares like with like. These are estimates of arithmetic energy only
+(no memory traffic), as in the SpikingBERT and SpikeLM papers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+ACCUMULATE_PJ = 0.9
+MAC_PJ = 4.6
+SOFTMAX_OPS_PER_SCORE = 3  # exp, running sum, divide
+SCALE_OPS_PER_SCORE = 1  # 1/sqrt(d) (and the mask add)
+LAYERNORM_OPS_PER_ELEMENT = 5  # mean, variance, normalise, scale, shift
+GELU_OPS_PER_ELEMENT = 4  # tanh approximation
+DRIVE_OPS_PER_NEURON = 3  # rate normalisation 1/t, and t*F(t) - (t-1)*F(t-1)
+
+
+@dataclass
+class EnergyEstimate:
+    accumulates: float
+    macs: float
+
+    @property
+    def picojoules(self) -> float:
+        return ACCUMULATE_PJ * self.accumulates + MAC_PJ * self.macs
+
+
+def synaptic_accumulates(spike_counts: Mapping[str, Tensor], fan_out: Mapping[str, Tensor | float]) -> Tensor:
+    """Per example: sum over populations of (spikes fired by each neuron) x (its fan-out).
+
+    spike_counts[name]: (batch, ...) counts sum_t |s(t)|; fan_out[name]: a number, or a tensor that
+    broadcasts against the counts (e.g. per example and token). Populations without a fan-out entry
+    drive nothing (e.g. the output read by a full-precision head) and are not counted.
+    """
+    total: Tensor | float = 0.0
+    for name, count in spike_counts.items():
+        if name in fan_out:
+            total = total + (count * fan_out[name]).flatten(1).sum(1)
+    return torch.as_tensor(total)
+
+
+def bert_fan_out(hidden: int, intermediate: int, layers: int, lengths: Tensor, mask: Tensor, feedback: bool) -> dict[str, Tensor | float]:
+    """Fan-out of each population of the spiking BERT student (eqspike.model), per neuron.
+
+    input of a block (embeddings or previous output): W_K, W_V, W_Q rows (3H) + the residual (1);
+    key and value: every query position of the example (L) in QK^T and PV;
+    context: W_O (H); attention_output: W_1 (I) + the residual (1); intermediate: W_2 (H).
+    Pad tokens fire nothing that is counted (``mask``).
+    """
+    token = mask[:, :, None].float()
+    per_query = lengths.float()[:, None, None] * token
+    fan: dict[str, Tensor | float] = {"embeddings": (3 * hidden + 1) * token}
+    for m in range(layers):
+        fan[f"block{m}.key"] = per_query
+        fan[f"block{m}.value"] = per_query
+        fan[f"block{m}.context"] = hidden * token
+        fan[f"block{m}.attention_output"] = (intermediate + 1) * token
+        fan[f"block{m}.intermediate"] = hidden * token
+        if m + 1 < layers:
+            fan[f"block{m}.output"] = (3 * hidden + 1) * token
+        elif feedback:
+            fan[f"block{m}.output"] = hidden * token
+    return fan
+
+
+def student_macs(hidden: int, intermediate: int, heads: int, layers: int, labels: int, length: float, time_steps: int) -> float:
+    """Multiply-accumulates the spiking student still does for one example of ``length`` tokens."""
+    per_step_per_block = (
+        heads * length * length * (SCALE_OPS_PER_SCORE + SOFTMAX_OPS_PER_SCORE)
+        + 2 * length * hidden * LAYERNORM_OPS_PER_ELEMENT
+        + length * intermediate * GELU_OPS_PER_ELEMENT
+        # non-linearly fed populations: context, attention_output, output (H each), intermediate (I)
+        + length * (3 * hidden + intermediate) * DRIVE_OPS_PER_NEURON
+    )
+    once = length * hidden * LAYERNORM_OPS_PER_ELEMENT + hidden * hidden + hidden * labels
+    return time_steps * layers * per_step_per_block + once
+
+
+def bert_macs(hidden: int, intermediate: int, heads: int, layers: int, labels: int, length: float) -> float:
+    """Multiply-accumulates of a dense BERT encoder + pooler + classifier for one example."""
+    per_layer = (
+        length * (4 * hidden * hidden + 2 * hidden * intermediate)  # Q, K, V, O projections and the FFN
+        + 2 * length * length * hidden  # Q K^T and P V
+        + heads * length * length * (SCALE_OPS_PER_SCORE + SOFTMAX_OPS_PER_SCORE)
+        + 2 * length * hidden * LAYERNORM_OPS_PER_ELEMENT
+        + length * intermediate * GELU_OPS_PER_ELEMENT
+    )
+    return layers * per_layer + length * hidden * LAYERNORM_OPS_PER_ELEMENT + hidden * hidden + hidden * labels

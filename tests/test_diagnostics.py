@@ -1,0 +1,112 @@
+import json
+
+import pytest
+import torch
+
+from eqspike.cli import main
+from eqspike.config import RunConfig
+from eqspike.distillation import Distiller
+from eqspike.energy import bert_macs, synaptic_accumulates
+from eqspike.equilibrium import Population, RateMap, simulate
+from eqspike.neurons import NeuronConfig
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tiny_teacher, toy_files, tmp_path_factory):
+    run = tmp_path_factory.mktemp("diag") / "run"
+    Distiller(RunConfig(teacher=tiny_teacher.path, train_file=str(toy_files[0]), validation_file=str(toy_files[1]),
+                        max_seq_length=32, student_layers=2, batch_size=16, intermediate_epochs=1, prediction_epochs=1,
+                        intermediate_lr=1e-3, prediction_lr=1e-3, time_steps=16, calibration_examples=32,
+                        output_dir=str(run), device="cpu"), log=lambda *_: None).run()
+    return run
+
+
+def test_energy_counts_match_a_hand_count_on_two_populations():
+    current = torch.tensor([[0.5, 1.0, -0.25, 0.0]])  # IF neurons fire every 2nd, every, every 4th (-), never
+    weight = torch.randn(3, 4)
+    rate_map = RateMap([Population("a", (), lambda: current), Population("b", ("a",), lambda a: a @ weight.T)],
+                       NeuronConfig(threshold=1.0, signed=True))
+    result = simulate(rate_map, 8)
+    assert result.spike_counts["a"].tolist() == [[4.0, 8.0, 2.0, 0.0]]
+    # Each spike of 'a' reaches the 3 neurons of 'b': (4 + 8 + 2 + 0) * 3 accumulates; 'b' drives nothing.
+    accumulates = synaptic_accumulates(result.spike_counts, {"a": 3})
+    assert accumulates.tolist() == [42.0]
+
+
+def test_dense_bert_mac_count_by_hand():
+    # hidden 2, intermediate 4, 1 head, 1 layer, 2 labels, 3 tokens:
+    # projections 3*(4*2*2 + 2*2*4) = 96; QK^T and PV 2*3*3*2 = 36; scores 1*9*(1+3) = 36;
+    # two LayerNorms 2*3*2*5 = 60; GELU 3*4*4 = 48; embedding LayerNorm 3*2*5 = 30; pooler 4; classifier 4
+    assert bert_macs(2, 4, 1, 1, 2, 3) == 96 + 36 + 36 + 60 + 48 + 30 + 4 + 4
+
+
+def test_diagnose_writes_the_report_and_rates_converge(tiny_run, capsys):
+    out = tiny_run / "diag_out"
+    assert main(["diagnose", str(tiny_run), "--time-steps", "2", "8", "32", "128", "--out", str(out)]) == 0
+    data = json.loads((out / "diagnostics.json").read_text())
+    assert {"time_steps", "mean_rate_error", "score_vs_T", "populations", "energy", "residual", "spectral_radius"} <= set(data)
+    assert data["time_steps"] == [2, 8, 32, 128] and len(data["mean_rate_error"]) == 4 and len(data["score_vs_T"]) == 4
+    assert set(data["energy"]) >= {"snn_pj", "ann_pj", "ratio", "accumulates", "macs"}
+    assert data["energy"]["ratio"] == pytest.approx(data["energy"]["snn_pj"] / data["energy"]["ann_pj"])
+    assert data["spectral_radius"] is None  # no feedback
+    assert len(data["populations"]) == 1 + 2 * 6
+    for population in data["populations"]:
+        assert set(population) >= {"name", "rate_error", "firing_rate", "silent_frac", "saturated_frac"}
+        assert population["rate_error"][3] <= 0.25 * population["rate_error"][1], population  # T=128 vs T=8
+        assert 0 <= population["silent_frac"] <= 1 and 0 <= population["firing_rate"] <= 1
+    for name in ("rate_error.png", "score_vs_T.png", "firing_rate.png"):
+        assert (out / name).stat().st_size > 10_000
+    assert "block1.intermediate" in capsys.readouterr().out  # the table
+
+
+def test_evaluate_uses_the_same_sweep_as_diagnose(tiny_run, capsys):
+    assert main(["evaluate", str(tiny_run), "--time-steps", "8", "32"]) == 0
+    rows = json.loads((tiny_run / "evaluate.json").read_text())["rows"]
+    from eqspike.cli import _load_run
+    from eqspike.diagnostics import diagnose
+
+    _, student, task, splits, device, _ = _load_run(tiny_run, None, "cpu")
+    report = diagnose(student, task, splits[task.selection_split], [8, 32])
+    assert [r["score"] for r in rows] == report.score_vs_T
+
+
+def test_diagnose_with_feedback_reports_a_spectral_radius(tiny_teacher, toy_files, tmp_path):
+    from eqspike.data import EncodedSplit, load_task_data
+    from eqspike.diagnostics import diagnose
+    from eqspike.model import SpikingBertForSequenceClassification
+
+    student = SpikingBertForSequenceClassification.from_teacher(tiny_teacher.model, 2, feedback=True)
+    with torch.no_grad():
+        student.feedback.weight.normal_(std=0.05)
+    task = load_task_data(train_file=toy_files[0], validation_file=toy_files[1])
+    split = EncodedSplit(task.validation["validation"][:16], tiny_teacher.tokenizer, 32)
+    report = diagnose(student, task, split, [4, 16], batch_size=16)
+    assert report.spectral_radius is not None and 0 < report.spectral_radius < 1
+    assert report.solver_iterations > 1 and report.residual < 1e-3
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--time-steps", "0", "8"], "time steps must be positive integers; got [0]"),
+])
+def test_diagnose_bad_time_steps(tiny_run, capsys, args, message):
+    assert main(["diagnose", str(tiny_run), *args]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_diagnose_refuses_what_is_not_a_run(tmp_path, capsys):
+    assert main(["diagnose", str(tmp_path)]) == 2
+    assert "is not an eqspike run directory" in capsys.readouterr().err
+
+
+def test_diagnose_when_the_task_data_is_gone(tiny_run, tmp_path, capsys):
+    import shutil
+
+    import yaml
+
+    moved = tmp_path / "moved_run"
+    shutil.copytree(tiny_run, moved)
+    config = yaml.safe_load((moved / "config.yaml").read_text())
+    config["validation_file"] = str(tmp_path / "gone.csv")
+    (moved / "config.yaml").write_text(yaml.safe_dump(config))
+    assert main(["diagnose", str(moved)]) == 2
+    assert "gone.csv does not exist" in capsys.readouterr().err
