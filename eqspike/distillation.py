@@ -30,7 +30,7 @@ import eqspike
 from eqspike.config import ConfigError, RunConfig, save_yaml
 from eqspike.data import EncodedSplit, TaskData, batch_order, iterate_batches, load_task_data
 from eqspike.evaluation import evaluate
-from eqspike.model import SpikingBertConfig, SpikingBertForSequenceClassification, uniform_layer_map
+from eqspike.model import SpikingBertForSequenceClassification, uniform_layer_map
 from eqspike.teacher import Teacher, _from_pretrained, load_teacher, locate, teacher_name, teacher_targets
 from eqspike.training import atomic_directory, linear_schedule, make_optimizer, progress, resolve_device, set_seed
 
