@@ -107,6 +107,19 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_compare(args: argparse.Namespace) -> int:
+    """Train eqspike and the SpikeLM baseline on the same budget and compare them."""
+    from eqspike.compare import compare
+    from eqspike.config import config_from_args
+    from eqspike.diagnostics import check_time_steps
+
+    time_steps = check_time_steps(args.compare_time_steps)
+    config = config_from_args(args)
+    out = Path(args.out) if args.out else Path("runs") / f"compare-{config.task or 'data'}"
+    compare(config, time_steps, out, _log)
+    return 0
+
+
 def selfcheck(args: argparse.Namespace) -> int:
     """Check this installation's core on this device: the IF rate bound, implicit gradients against
     an unrolled reference, and convergence of spike rates to the equilibrium."""
@@ -165,6 +178,12 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--max-eval-examples", type=int, default=None)
     evaluate.add_argument("--device", choices=["auto", "cpu", "cuda"], default=None)
     evaluate.set_defaults(run=cmd_evaluate)
+    comp = commands.add_parser("compare", help="eqspike vs the surrogate-gradient SpikeLM baseline, same budget")
+    add_config_arguments(comp, exclude=("time_steps", "output_dir", "student_type", "spikelm_time_steps"))
+    comp.add_argument("--time-steps", dest="compare_time_steps", type=int, nargs="+", default=[4, 8],
+                      help="T values: eqspike is evaluated at each, SpikeLM trained at each")
+    comp.add_argument("--out", default=None, help="output folder (default runs/compare-TASK)")
+    comp.set_defaults(run=cmd_compare)
     diag = commands.add_parser("diagnose", help="convergence, accuracy vs T, firing and energy of a trained student")
     diag.add_argument("run_dir", help="a run directory written by `eqspike distill`")
     diag.add_argument("--time-steps", type=int, nargs="+", default=[1, 2, 4, 8, 16, 32, 64, 128])

@@ -44,6 +44,7 @@ class RunConfig:
     teacher_lr: float = 5e-5
     teacher_batch_size: int = 32
     # --- student
+    student_type: str = "eqspike"  # "eqspike" (equilibrium, implicit gradients) or "spikelm" (BPTT baseline)
     student_layers: int | None = 4  # None: as many as the teacher
     student_init: str = "teacher"  # "teacher" (every k-th layer) or "random"
     time_steps: int = 32
@@ -54,6 +55,10 @@ class RunConfig:
     calibration_examples: int = 256
     train_forward: str = "solve"  # how the equilibrium is found in training
     solver: str = "anderson"
+    # --- the SpikeLM baseline (student_type: spikelm)
+    spikelm_time_steps: int = 4
+    spikelm_reset: str = "spikelm"  # their multiplicative update, or "soft"
+    spikelm_recipe: str = "distill"  # same losses as eqspike, or "task": SpikeLM's own recipe (gold labels only)
     # --- distillation
     batch_size: int = 32
     eval_batch_size: int = 64
@@ -106,6 +111,10 @@ class RunConfig:
             raise ValueError(f"warmup_ratio={self.warmup_ratio!r} is not valid; it must lie in [0, 1)")
         check_in_interval("threshold_quantile", self.threshold_quantile, 0.0, 1.0)
         check_choice("student_init", self.student_init, ("teacher", "random"))
+        check_choice("student_type", self.student_type, ("eqspike", "spikelm"))
+        check_int_at_least("spikelm_time_steps", self.spikelm_time_steps, 1)
+        check_choice("spikelm_reset", self.spikelm_reset, ("spikelm", "soft"))
+        check_choice("spikelm_recipe", self.spikelm_recipe, ("distill", "task"))
         check_choice("train_forward", self.train_forward, FORWARD_MODES)
         check_choice("solver", self.solver, SOLVERS)
         check_choice("device", self.device, ("auto", "cpu", "cuda"))

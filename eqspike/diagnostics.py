@@ -65,6 +65,7 @@ class Diagnostics:
     populations: list[PopulationDiagnostics]
     energy: dict[str, Any]
     energy_vs_T: list[dict[str, float]]
+    firing_vs_T: list[float]  # spikes per neuron per step over all populations, at each T
     residual: float
     residual_vs_T: list[float]
     solver_iterations: int
@@ -90,6 +91,7 @@ class _Sweep:
     silent: dict[str, float]
     saturated: dict[str, float]
     accumulates: np.ndarray
+    spikes_vs_T: np.ndarray
     lengths: list[int]
     residual: list[float]
     iterations: int
@@ -108,6 +110,7 @@ def _sweep(student, split: EncodedSplit, time_steps: list[int], batch_size: int,
     s = _Sweep(logits={t: [] for t in time_steps}, solve_logits=[], error_sum={n: np.zeros(n_T) for n in names},
                residual_sum=np.zeros(n_T), element_count={n: 0.0 for n in names}, spikes={n: 0.0 for n in names},
                silent={n: 0.0 for n in names}, saturated={n: 0.0 for n in names}, accumulates=np.zeros(n_T),
+               spikes_vs_T=np.zeros(n_T),
                lengths=[], residual=[], iterations=0, spectral_radius=[])
     total = -(-len(split) // batch_size)
     if max_batches:
@@ -147,6 +150,7 @@ def _sweep(student, split: EncodedSplit, time_steps: list[int], batch_size: int,
                 s.error_sum[name][k] += float(((rates[name] - star[name]).abs() * token).sum())
             s.residual_sum[k] += rate_map.residual(rates)[0] * len(index)
             s.accumulates[k] += float(synaptic_accumulates(counts, fan).sum())
+            s.spikes_vs_T[k] += sum(float((counts[name] * token).sum()) for name in names)
             if t == T_max:
                 for name in names:
                     c = counts[name] * token
@@ -240,6 +244,7 @@ def diagnose(student, task: TaskData, split: EncodedSplit, time_steps: Sequence[
         populations=populations,
         energy=energy,
         energy_vs_T=energy_vs_T,
+        firing_vs_T=[float(s.spikes_vs_T[k] / (sum(s.element_count.values()) * t)) for k, t in enumerate(time_steps)],
         residual=float(np.mean(s.residual)) if s.residual else 0.0,
         residual_vs_T=[float(r / examples) for r in s.residual_sum],
         solver_iterations=s.iterations,

@@ -83,8 +83,21 @@ def default_output_dir(config: RunConfig) -> Path:
     teacher = teacher_name(config.teacher) if config.teacher else "teacher"
     task = config.task or (Path(config.train_file).resolve().parent.name if config.train_file else "data")
     layers = config.student_layers or "all"
+    if config.student_type == "spikelm":
+        return Path("runs") / f"{task}-{teacher}-L{layers}-spikelm-T{config.spikelm_time_steps}"
     bits = {32: "fp", 1: "1bit", 1.58: "1.58bit"}[config.weight_bits]
     return Path("runs") / f"{task}-{teacher}-L{layers}-T{config.time_steps}-{bits}"
+
+
+def load_student(directory: str | Path):
+    """Load a student of either kind from its folder (config.json names the kind)."""
+    from eqspike.baselines.spikelm import MODEL_TYPE as SPIKELM, SpikeLMForSequenceClassification
+
+    config = Path(directory) / "config.json"
+    kind = json.loads(config.read_text()).get("model_type") if config.is_file() else None
+    if kind == SPIKELM:
+        return SpikeLMForSequenceClassification.from_pretrained(directory)
+    return SpikingBertForSequenceClassification.from_pretrained(directory)
 
 
 def prepare_data(config: RunConfig, log=print) -> Prepared:
@@ -144,8 +157,15 @@ class Distiller:
             handle.write(json.dumps(record) + "\n")
 
     # -------------------------------------------------------------- building the student
-    def build_student(self, teacher: Teacher, data: Prepared) -> SpikingBertForSequenceClassification:
+    def build_student(self, teacher: Teacher, data: Prepared):
         c = self.config
+        if c.student_type == "spikelm":
+            from eqspike.baselines.spikelm import SpikeLMForSequenceClassification
+
+            set_seed(c.seed)
+            student = SpikeLMForSequenceClassification.from_teacher(
+                teacher.model, c.student_layers, time_steps=c.spikelm_time_steps, reset=c.spikelm_reset, teacher=c.teacher)
+            return student.to(self.device)  # amplitudes alpha_t are set by the first training batch
         fields = dict(time_steps=c.time_steps, signed=c.signed, feedback=c.feedback, weight_bits=c.weight_bits,
                       threshold_quantile=c.threshold_quantile, forward_mode=c.train_forward, solver=c.solver,
                       teacher=c.teacher)
@@ -185,6 +205,8 @@ class Distiller:
         steps_per_epoch = -(-len(data.train) // c.batch_size)
         stage_steps = {"intermediate": round(c.intermediate_epochs * steps_per_epoch),
                        "prediction": round(c.prediction_epochs * steps_per_epoch)}
+        if self._task_recipe:  # SpikeLM's own recipe: fine-tune on the task loss only
+            stage_steps["intermediate"] = 0
         state = resume_state or {"stage": 0, "stage_step": 0, "global_step": 0, "best_score": None, "best_step": None}
         eval_every = max(1, steps_per_epoch // c.evals_per_epoch)
         started = time.time()
@@ -243,7 +265,14 @@ class Distiller:
         out = student(**inputs, output_attention_scores=stage == "intermediate")
         if stage == "intermediate":
             return intermediate_loss(out, targets, batch["attention_mask"], self.config)
+        if self._task_recipe:
+            gold = F.mse_loss(out.logits.view(-1), batch["labels"].float()) if regression else F.cross_entropy(out.logits, batch["labels"])
+            return {"loss": gold, "gold": gold.detach()}
         return prediction_loss(out.logits, targets["logits"], batch["labels"], regression, self.config)
+
+    @property
+    def _task_recipe(self) -> bool:
+        return self.config.student_type == "spikelm" and self.config.spikelm_recipe == "task"
 
     def _evaluate_and_select(self, student, data: Prepared, state: dict[str, Any]) -> None:
         c = self.config
@@ -268,10 +297,11 @@ class Distiller:
 
     def _finish(self, data: Prepared, teacher: Teacher, teacher_metrics: dict[str, float]) -> dict[str, Any]:
         c = self.config
-        student = SpikingBertForSequenceClassification.from_pretrained(self.output_dir / STUDENT).to(self.device)
-        self.log(f"evaluating the best student as a spiking network (simulate, T={c.time_steps})")
-        spiking = evaluate(lambda b: student(**b, mode="simulate", time_steps=c.time_steps).logits, data.task,
-                           data.splits, c.eval_batch_size, self.device, f"spiking T={c.time_steps}")
+        student = load_student(self.output_dir / STUDENT).to(self.device)
+        T = student.config.time_steps
+        self.log(f"evaluating the best student as a spiking network (simulate, T={T})")
+        spiking = evaluate(lambda b: student(**b, mode="simulate", time_steps=T).logits, data.task,
+                           data.splits, c.eval_batch_size, self.device, f"spiking T={T}")
         solved = evaluate(lambda b: student(**b, mode="solve").logits, data.task, data.splits,
                           c.eval_batch_size, self.device, "student solve")
         metric = data.task.metric
@@ -286,16 +316,17 @@ class Distiller:
             "student_solve_score": solved[metric],
             "student_solve_metrics": solved,
             "score_ratio": spiking[metric] / teacher_metrics[metric] if teacher_metrics[metric] else None,
-            "time_steps": c.time_steps,
-            "weight_bits": c.weight_bits,
+            "time_steps": T,
+            "weight_bits": student.config.weight_bits,
+            "student_type": c.student_type,
             "student_layers": student.config.num_hidden_layers,
             "teacher_layers": student.config.teacher_layers,
             "num_parameters": sum(p.numel() for p in student.parameters()),
             "eqspike_version": eqspike.__version__,
         }
         (self.output_dir / "metrics.json").write_text(json.dumps(result, indent=2) + "\n")
-        self.log(f"teacher {metric} {result['teacher_score']:.4f} | spiking student (T={c.time_steps}, "
-                 f"{c.weight_bits}-bit weights) {metric} {result['student_score']:.4f} | "
+        self.log(f"teacher {metric} {result['teacher_score']:.4f} | spiking {c.student_type} student (T={T}, "
+                 f"{student.config.weight_bits}-bit weights) {metric} {result['student_score']:.4f} | "
                  f"equilibrium (solve) {result['student_solve_score']:.4f}")
         self.log(f"run directory: {self.output_dir}")
         return result

@@ -100,3 +100,21 @@ def bert_macs(hidden: int, intermediate: int, heads: int, layers: int, labels: i
         + length * intermediate * GELU_OPS_PER_ELEMENT
     )
     return layers * per_layer + length * hidden * LAYERNORM_OPS_PER_ELEMENT + hidden * hidden + hidden * labels
+
+
+SPIKELM_MEMBRANE_OPS = 2  # u_t = 0.25 * u_{t-1} * (alpha - s) + x_t: two multiplies per neuron and step
+SPIKELM_ENCODER_OPS = 1  # K/V spike encoders: u / alpha, rounded
+
+
+def spikelm_macs(hidden: int, intermediate: int, heads: int, layers: int, labels: int, length: float, time_steps: int) -> float:
+    """Multiply-accumulates the SpikeLM baseline still does for one example (same per-op costs)."""
+    per_step_per_block = (
+        heads * length * length * (SCALE_OPS_PER_SCORE + SOFTMAX_OPS_PER_SCORE)
+        + 2 * length * hidden * LAYERNORM_OPS_PER_ELEMENT
+        + length * intermediate * GELU_OPS_PER_ELEMENT
+        + length * (5 * hidden + intermediate) * SPIKELM_MEMBRANE_OPS  # inputs of the six spiking linears
+        + length * 2 * hidden * SPIKELM_ENCODER_OPS
+        + 2 * length * hidden  # averaging the block output over T, the residual adds
+    )
+    once = length * hidden * LAYERNORM_OPS_PER_ELEMENT + hidden * hidden + hidden * labels
+    return time_steps * layers * per_step_per_block + once

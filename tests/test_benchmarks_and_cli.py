@@ -64,4 +64,4 @@ def test_cli_unknown_command_lists_the_valid_ones(capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(["distil"])
     assert exit_info.value.code == 2
-    assert "invalid choice: 'distil' (choose from 'teacher', 'distill', 'evaluate', 'diagnose', 'selfcheck')" in capsys.readouterr().err
+    assert "invalid choice: 'distil' (choose from 'teacher', 'distill', 'evaluate', 'compare', 'diagnose', 'selfcheck')" in capsys.readouterr().err

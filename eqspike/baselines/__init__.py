@@ -1,0 +1,1 @@
+"""Baselines trained in the same harness as eqspike, for comparison."""

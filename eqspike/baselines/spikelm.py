@@ -1,0 +1,293 @@
+"""The surrogate-gradient baseline: a SpikeLM student (Xing et al., ICML 2024) of the same encoder shape
+as eqspike's, trained by backprop through time (DESIGN.md §6; reference/spikelm.md §1).
+
+Elastic bi-spiking neuron (ternary spikes of amplitude alpha):
+
+    s_t = alpha_t * clamp(round(u_t / alpha_t), -1, 1)          (fires +-alpha when |u| > alpha / 2)
+    ds/du = 1 where |u| <= alpha_t, else 0                       (clipped straight-through gradient)
+    alpha_t = 2 * mean|u_t| on the first batch, then frozen      (one per layer and time step)
+
+Membrane of a spiking linear over T steps (``reset="spikelm"``, as in their code):
+
+    u_0 = x_0,   u_t = 0.25 * u_{t-1} * stopgrad(alpha_{t-1} - s_{t-1}) + x_t,   y_t = W s_t + b
+
+or ``reset="soft"``: u_t = 0.25 * (u_{t-1} - s_{t-1}) + x_t. Spikes sit on the inputs of the six
+linears of every block (Q, K, V, attention output, FFN in, FFN out) and on K and V themselves; Q is
+real; softmax, LayerNorm, GELU, the residuals, the embeddings and the head are full precision. The
+embedding is repeated over T and every block's output is averaged over T (rate decoding).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+from eqspike.model import SpikingBertEmbeddings, uniform_layer_map
+from eqspike.validation import check_choice, check_int_at_least
+
+MODEL_TYPE = "eqspike-spikelm-bert"
+RESETS = ("spikelm", "soft")
+
+
+class ElasticBiSpike(torch.autograd.Function):
+    """Ternary spikes of amplitude alpha with the clipped straight-through gradient."""
+
+    @staticmethod
+    def forward(ctx, u: Tensor, alpha: Tensor) -> Tensor:  # type: ignore[override]
+        ctx.save_for_backward(u, alpha)
+        return alpha * torch.clamp(torch.round(u / alpha), -1, 1)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):  # type: ignore[override]
+        u, alpha = ctx.saved_tensors
+        return grad * ((u / alpha).abs() <= 1).to(grad.dtype), None
+
+
+class ElasticBiSpiking(nn.Module):
+    """Per-time-step amplitudes alpha_t, set to 2 mean|u_t| on the first batch and then frozen.
+    Counts the spikes it emits (for firing rates and energy) while ``counting`` is on."""
+
+    def __init__(self, time_steps: int) -> None:
+        super().__init__()
+        self.register_buffer("alpha", torch.ones(time_steps))
+        self.register_buffer("initialised", torch.zeros(time_steps, dtype=torch.bool))
+        self.counting = False
+        self.spikes = 0.0  # number of non-zero spikes since count_spikes(True)
+        self.spikes_times_length = 0.0  # each spike weighted by its example's number of tokens
+        self.neuron_steps = 0.0  # neurons x steps observed
+
+    def forward(self, u: Tensor, t: int, mask: Tensor | None = None) -> Tensor:
+        if not bool(self.initialised[t]):
+            with torch.no_grad():
+                self.alpha[t] = (2 * u.abs().mean()).clamp_min(1e-5)
+                self.initialised[t] = True
+        s = ElasticBiSpike.apply(u, self.alpha[t].detach().clone())
+        if self.counting:
+            fired = (s != 0).to(u.dtype)
+            if mask is not None:
+                fired = fired * mask
+                self.neuron_steps += float(mask.sum()) * u.shape[-1]
+                per_example = fired.flatten(1).sum(1)
+                self.spikes_times_length += float((per_example * mask.flatten(1).sum(1)).sum())
+            else:
+                self.neuron_steps += u.numel()
+            self.spikes += float(fired.sum())
+        return s
+
+
+class SpikeLinear(nn.Module):
+    """Spiking neurons on the input of a linear layer, over T steps: y_t = W s_t + b."""
+
+    def __init__(self, in_features: int, out_features: int, time_steps: int, reset: str) -> None:
+        super().__init__()
+        self.linear = nn.Linear(in_features, out_features)
+        self.neurons = ElasticBiSpiking(time_steps)
+        self.reset = reset
+
+    def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:  # x: (T, B, L, D)
+        outputs, u, s = [], None, None
+        for t in range(x.shape[0]):
+            if u is None:
+                u = x[t]
+            elif self.reset == "spikelm":
+                u = 0.25 * u * (self.neurons.alpha[t - 1].clone() - s).detach() + x[t]
+            else:
+                u = 0.25 * (u - s) + x[t]
+            s = self.neurons(u, t, mask)
+            outputs.append(self.linear(s))
+        return torch.stack(outputs)
+
+
+@dataclass
+class SpikeLMConfig:
+    vocab_size: int = 30522
+    hidden_size: int = 768
+    num_hidden_layers: int = 4
+    num_attention_heads: int = 12
+    intermediate_size: int = 3072
+    max_position_embeddings: int = 512
+    type_vocab_size: int = 2
+    layer_norm_eps: float = 1e-12
+    pad_token_id: int = 0
+    num_labels: int = 2
+    problem_type: str = "single_label_classification"
+    id2label: dict[str, str] = field(default_factory=dict)
+    time_steps: int = 4
+    reset: str = "spikelm"
+    teacher: str | None = None
+    teacher_layers: list[int] = field(default_factory=list)
+    teacher_num_hidden_layers: int | None = None
+    weight_bits: float = 32  # SpikeLM keeps full-precision weights
+
+    def __post_init__(self) -> None:
+        check_int_at_least("time_steps", self.time_steps, 1)
+        check_choice("reset", self.reset, RESETS)
+
+    @property
+    def head_size(self) -> int:
+        return self.hidden_size // self.num_attention_heads
+
+
+@dataclass
+class SpikeLMOutput:
+    logits: Tensor
+    hidden_values: list[Tensor]
+    attention_scores: list[Tensor] | None
+
+
+class SpikeLMBlock(nn.Module):
+    def __init__(self, config: SpikeLMConfig) -> None:
+        super().__init__()
+        h, i, T, r = config.hidden_size, config.intermediate_size, config.time_steps, config.reset
+        self.query = SpikeLinear(h, h, T, r)
+        self.key = SpikeLinear(h, h, T, r)
+        self.value = SpikeLinear(h, h, T, r)
+        self.key_spikes = ElasticBiSpiking(T)
+        self.value_spikes = ElasticBiSpiking(T)
+        self.attention_output = SpikeLinear(h, h, T, r)
+        self.attention_norm = nn.LayerNorm(h, eps=config.layer_norm_eps)
+        self.intermediate = SpikeLinear(h, i, T, r)
+        self.output = SpikeLinear(i, h, T, r)
+        self.output_norm = nn.LayerNorm(h, eps=config.layer_norm_eps)
+
+    def spiking_modules(self) -> dict[str, ElasticBiSpiking]:
+        return {"query_in": self.query.neurons, "key_in": self.key.neurons, "value_in": self.value.neurons,
+                "key": self.key_spikes, "value": self.value_spikes, "context": self.attention_output.neurons,
+                "attention_output": self.intermediate.neurons, "intermediate": self.output.neurons}
+
+
+class SpikeLMForSequenceClassification(nn.Module):
+    """The SpikeLM baseline with a sequence-classification head (same interface as the eqspike student)."""
+
+    def __init__(self, config: SpikeLMConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.embeddings = SpikingBertEmbeddings(config)  # type: ignore[arg-type]
+        self.blocks = nn.ModuleList(SpikeLMBlock(config) for _ in range(config.num_hidden_layers))
+        self.pooler = nn.Linear(config.hidden_size, config.hidden_size)
+        self.classifier = nn.Linear(config.hidden_size, config.num_labels)
+
+    def head(self, last_values: Tensor) -> Tensor:
+        return self.classifier(torch.tanh(self.pooler(last_values[:, 0])))
+
+    def forward(self, input_ids: Tensor, attention_mask: Tensor | None = None, token_type_ids: Tensor | None = None,
+                mode: str | None = None, time_steps: int | None = None, output_attention_scores: bool = False,
+                **_: Any) -> SpikeLMOutput:
+        """``mode`` is accepted for interface parity and ignored: the network is always simulated for
+        its trained T (its amplitudes alpha_t exist for those steps only)."""
+        cfg = self.config
+        if time_steps is not None and time_steps != cfg.time_steps:
+            raise ValueError(f"this SpikeLM student was trained with time_steps={cfg.time_steps}; got {time_steps}")
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        if token_type_ids is None:
+            token_type_ids = torch.zeros_like(input_ids)
+        T, heads, size = cfg.time_steps, cfg.num_attention_heads, cfg.head_size
+        mask = attention_mask[:, :, None].to(torch.float32)
+        key_mask = torch.zeros(attention_mask.shape, dtype=torch.float32, device=input_ids.device)
+        key_mask = key_mask.masked_fill(attention_mask == 0, torch.finfo(torch.float32).min)[:, None, None, :]
+        embedded = self.embeddings(input_ids, token_type_ids)
+        x = embedded.unsqueeze(0).expand(T, *embedded.shape)
+        hidden_values, scores = [embedded], []
+
+        def split(z: Tensor) -> Tensor:  # (T, B, L, H) -> (T, B, heads, L, size)
+            return z.view(*z.shape[:3], heads, size).transpose(2, 3)
+
+        for block in self.blocks:
+            q = block.query(x, mask)
+            k = torch.stack([block.key_spikes(kt, t, mask) for t, kt in enumerate(block.key(x, mask))])
+            v = torch.stack([block.value_spikes(vt, t, mask) for t, vt in enumerate(block.value(x, mask))])
+            s = split(q) @ split(k).transpose(-1, -2) / math.sqrt(size)
+            if output_attention_scores:
+                scores.append(s.mean(0))
+            context = (torch.softmax(s + key_mask, dim=-1) @ split(v)).transpose(2, 3).reshape(x.shape)
+            attended = block.attention_norm(block.attention_output(context, mask) + x)
+            x = block.output_norm(block.output(F.gelu(block.intermediate(attended, mask)), mask) + attended)
+            hidden_values.append(x.mean(0))
+        return SpikeLMOutput(self.head(hidden_values[-1]), hidden_values, scores if output_attention_scores else None)
+
+    # ------------------------------------------------------------------ statistics
+    def spiking_modules(self) -> dict[str, ElasticBiSpiking]:
+        return {f"block{m}.{name}": module for m, block in enumerate(self.blocks)
+                for name, module in block.spiking_modules().items()}
+
+    def count_spikes(self, on: bool) -> None:
+        for module in self.spiking_modules().values():
+            module.counting, module.spikes, module.spikes_times_length, module.neuron_steps = on, 0.0, 0.0, 0.0
+
+    def spike_statistics(self) -> tuple[float, float]:
+        """(firing rate: spikes per neuron per step, synaptic accumulates) since count_spikes(True).
+        Fan-out: a spike on a linear's input reaches its out_features; a K or V spike reaches every
+        query position of its example."""
+        cfg = self.config
+        spikes = steps = accumulates = 0.0
+        for name, module in self.spiking_modules().items():
+            spikes += module.spikes
+            steps += module.neuron_steps
+            part = name.split(".")[1]
+            if part in ("key", "value"):
+                accumulates += module.spikes_times_length
+            else:
+                fan = cfg.intermediate_size if part == "attention_output" else cfg.hidden_size
+                accumulates += module.spikes * fan
+        return (spikes / steps if steps else 0.0), accumulates
+
+    # ------------------------------------------------------------------ construction and persistence
+    @classmethod
+    def from_teacher(cls, teacher_model: nn.Module, num_hidden_layers: int | None = None, **fields: Any) -> SpikeLMForSequenceClassification:
+        tcfg = teacher_model.config
+        layers = num_hidden_layers or tcfg.num_hidden_layers
+        teacher_layers = uniform_layer_map(tcfg.num_hidden_layers, layers)
+        config = SpikeLMConfig(
+            vocab_size=tcfg.vocab_size, hidden_size=tcfg.hidden_size, num_hidden_layers=layers,
+            num_attention_heads=tcfg.num_attention_heads, intermediate_size=tcfg.intermediate_size,
+            max_position_embeddings=tcfg.max_position_embeddings, type_vocab_size=tcfg.type_vocab_size,
+            layer_norm_eps=tcfg.layer_norm_eps, pad_token_id=tcfg.pad_token_id or 0, num_labels=tcfg.num_labels,
+            problem_type="regression" if tcfg.num_labels == 1 else "single_label_classification",
+            id2label={str(k): v for k, v in (tcfg.id2label or {}).items()}, teacher_layers=teacher_layers,
+            teacher_num_hidden_layers=tcfg.num_hidden_layers, **fields)
+        student = cls(config)
+        bert = teacher_model.bert
+        with torch.no_grad():
+            student.embeddings.load_state_dict(bert.embeddings.state_dict(), strict=False)
+            for block, index in zip(student.blocks, teacher_layers):
+                layer = bert.encoder.layer[index - 1]
+                pairs = [(block.query.linear, layer.attention.self.query), (block.key.linear, layer.attention.self.key),
+                         (block.value.linear, layer.attention.self.value),
+                         (block.attention_output.linear, layer.attention.output.dense),
+                         (block.attention_norm, layer.attention.output.LayerNorm),
+                         (block.intermediate.linear, layer.intermediate.dense), (block.output.linear, layer.output.dense),
+                         (block.output_norm, layer.output.LayerNorm)]
+                for mine, theirs in pairs:
+                    mine.load_state_dict(theirs.state_dict())
+            if bert.pooler is not None:
+                student.pooler.load_state_dict(bert.pooler.dense.state_dict())
+            student.classifier.load_state_dict(teacher_model.classifier.state_dict())
+        return student
+
+    def save_pretrained(self, directory: str | Path, tokenizer: Any | None = None) -> None:
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        (directory / "config.json").write_text(json.dumps({"model_type": MODEL_TYPE, **dataclasses.asdict(self.config)}, indent=2) + "\n")
+        save_file({k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}, str(directory / "model.safetensors"),
+                  metadata={"format": "pt", "model_type": MODEL_TYPE})
+        if tokenizer is not None:
+            tokenizer.save_pretrained(str(directory))
+
+    @classmethod
+    def from_pretrained(cls, directory: str | Path, **overrides: Any) -> SpikeLMForSequenceClassification:
+        data = json.loads((Path(directory) / "config.json").read_text())
+        if data.pop("model_type", None) != MODEL_TYPE:
+            raise ValueError(f"{directory} is not a SpikeLM baseline student")
+        model = cls(SpikeLMConfig(**{**data, **overrides}))
+        model.load_state_dict(load_file(str(Path(directory) / "model.safetensors")), strict=True)
+        return model.eval()

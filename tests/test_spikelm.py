@@ -1,0 +1,73 @@
+import json
+
+import pytest
+import torch
+
+from eqspike.baselines.spikelm import ElasticBiSpike, ElasticBiSpiking, SpikeLinear
+from eqspike.cli import main
+
+
+def test_elastic_bi_spike_is_ternary_with_threshold_alpha_over_two():
+    alpha = torch.tensor(2.0)
+    u = torch.tensor([-5.0, -1.2, -0.9, 0.0, 0.9, 1.01, 3.0])
+    s = ElasticBiSpike.apply(u, alpha)
+    assert s.tolist() == [-2.0, -2.0, 0.0, 0.0, 0.0, 2.0, 2.0]  # fires +-alpha once |u| > alpha / 2 = 1
+    assert set((s / alpha).tolist()) <= {-1.0, 0.0, 1.0}
+
+
+def test_elastic_bi_spike_gradient_is_the_clipped_straight_through_one():
+    alpha = torch.tensor(2.0)
+    u = torch.tensor([-2.5, -2.0, -0.5, 0.3, 1.99, 2.0, 2.01], requires_grad=True)
+    ElasticBiSpike.apply(u, alpha).sum().backward()
+    assert u.grad.tolist() == [0.0, 1.0, 1.0, 1.0, 1.0, 1.0, 0.0]  # 1 where |u| <= alpha
+
+
+def test_alpha_is_set_from_the_first_batch_per_step_and_then_frozen():
+    neurons = ElasticBiSpiking(time_steps=2)
+    first = torch.tensor([[1.0, -3.0]])
+    neurons(first, 0)
+    assert neurons.alpha[0].item() == pytest.approx(2 * 2.0)  # 2 mean|u|
+    assert neurons.alpha[1].item() == 1.0 and not neurons.initialised[1]
+    neurons(torch.tensor([[10.0, 10.0]]), 0)
+    assert neurons.alpha[0].item() == pytest.approx(4.0)  # frozen
+
+
+@pytest.mark.parametrize("reset", ["spikelm", "soft"])
+def test_membrane_update(reset):
+    layer = SpikeLinear(1, 1, time_steps=3, reset=reset)
+    with torch.no_grad():
+        layer.linear.weight.fill_(1.0)
+        layer.linear.bias.zero_()
+        layer.neurons.alpha.fill_(1.0)
+        layer.neurons.initialised.fill_(True)
+    x = torch.tensor([0.8, 0.3, 0.3]).view(3, 1, 1, 1)
+    out = layer(x).view(-1).tolist()
+    # t0: u = 0.8 -> s = 1.  t1: spikelm u = 0.25 * 0.8 * (1 - 1) + 0.3 = 0.3 -> 0;  soft u = 0.25 * (0.8 - 1) + 0.3 = 0.25 -> 0
+    # t2: spikelm u = 0.25 * 0.3 * (1 - 0) + 0.3 = 0.375 -> 0;  soft u = 0.25 * 0.25 + 0.3 = 0.3625 -> 0
+    assert out == [1.0, 0.0, 0.0]
+    assert layer.neurons.alpha.tolist() == [1.0, 1.0, 1.0]
+
+
+def test_compare_runs_both_and_writes_the_rows(tiny_teacher, toy_files, tmp_path, capsys):
+    out = tmp_path / "compare"
+    code = main(["compare", "--teacher", tiny_teacher.path, "--train-file", str(toy_files[0]), "--validation-file",
+                 str(toy_files[1]), "--max-seq-length", "32", "--device", "cpu", "--student-layers", "2", "--batch-size", "16",
+                 "--intermediate-epochs", "1", "--prediction-epochs", "1", "--intermediate-lr", "1e-3", "--prediction-lr",
+                 "1e-3", "--calibration-examples", "32", "--time-steps", "4", "8", "--out", str(out)])
+    assert code == 0
+    result = json.loads((out / "compare.json").read_text())
+    rows = result["rows"]
+    assert {(r["method"], r["time_steps"]) for r in rows} == {("eqspike", 4), ("eqspike", 8), ("spikelm", 4), ("spikelm", 8)}
+    for row in rows:
+        assert set(row) == {"method", "time_steps", "score", "train_step_s", "peak_train_mem_mb", "firing_rate", "energy_pj"}
+        assert 0 <= row["score"] <= 1 and row["train_step_s"] > 0 and 0 < row["firing_rate"] < 1 and row["energy_pj"] > 0
+    memory = {(r["method"], r["time_steps"]): r["peak_train_mem_mb"] for r in rows}
+    # BPTT keeps every step: SpikeLM's memory grows with T, eqspike's does not and stays below it.
+    assert memory[("spikelm", 8)] > 1.5 * memory[("spikelm", 4)]
+    assert memory[("eqspike", 4)] == memory[("eqspike", 8)] < memory[("spikelm", 4)]
+    assert "| spikelm | 8 |" in (out / "compare.md").read_text() and (out / "compare.png").stat().st_size > 5_000
+    # A second call reuses the finished runs instead of training again.
+    assert main(["compare", "--teacher", tiny_teacher.path, "--train-file", str(toy_files[0]), "--validation-file",
+                 str(toy_files[1]), "--max-seq-length", "32", "--device", "cpu", "--student-layers", "2", "--batch-size", "16",
+                 "--time-steps", "4", "--out", str(out)]) == 0
+    assert "reusing the finished run" in capsys.readouterr().out
