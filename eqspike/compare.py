@@ -18,14 +18,13 @@ import json
 from pathlib import Path
 from typing import Any
 
-import torch
 
 from eqspike.benchmarking import describe_device, peak_memory_mb, seconds_per_call
 from eqspike.config import RunConfig
 from eqspike.data import batch_order
 from eqspike.diagnostics import check_time_steps, diagnose
 from eqspike.distillation import STUDENT, Distiller, load_student, prepare_data
-from eqspike.energy import ACCUMULATE_PJ, MAC_PJ, bert_macs, spikelm_macs
+from eqspike.energy import ACCUMULATE_PJ, MAC_PJ, spikelm_macs
 from eqspike.evaluation import evaluate
 from eqspike.teacher import load_teacher
 
