@@ -63,8 +63,8 @@ _UNCALIBRATED = 1e4  # thresholds so large that nothing is clipped (used during 
 
 
 @dataclass
-class SpikingBertConfig:
-    """Shape of the student, its neurons and how its equilibrium is found."""
+class EncoderShape:
+    """The BERT encoder shape a student shares with its teacher, its labels and its provenance."""
 
     vocab_size: int = 30522
     hidden_size: int = 768
@@ -78,7 +78,19 @@ class SpikingBertConfig:
     num_labels: int = 2
     problem_type: str = "single_label_classification"
     id2label: dict[str, str] = field(default_factory=dict)
-    # neurons and equilibrium
+    teacher: str | None = None
+    teacher_layers: list[int] = field(default_factory=list)
+    teacher_num_hidden_layers: int | None = None  # the teacher's depth (for its energy estimate)
+
+    @property
+    def head_size(self) -> int:
+        return self.hidden_size // self.num_attention_heads
+
+
+@dataclass
+class SpikingBertConfig(EncoderShape):
+    """Shape of the student, its neurons and how its equilibrium is found."""
+
     time_steps: int = 32
     signed: bool = True
     feedback: bool = False
@@ -91,10 +103,6 @@ class SpikingBertConfig:
     backward_tol: float = 1e-5
     weight_bits: float = 32
     threshold_quantile: float = 0.999
-    # provenance
-    teacher: str | None = None
-    teacher_layers: list[int] = field(default_factory=list)
-    teacher_num_hidden_layers: int | None = None  # the teacher's depth (for its energy estimate)
 
     def __post_init__(self) -> None:
         for name in ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
@@ -141,11 +149,6 @@ class SpikingBertConfig:
         if unknown:
             raise ValueError(f"unknown student config keys: {unknown}")
         return cls(**data)
-
-    @property
-    def head_size(self) -> int:
-        return self.hidden_size // self.num_attention_heads
-
 
 @dataclass
 class SpikingBertOutput:
@@ -411,47 +414,54 @@ class SpikingBertForSequenceClassification(nn.Module):
     @classmethod
     def from_teacher(cls, teacher_model: nn.Module, num_hidden_layers: int | None = None, **config_fields: Any) -> SpikingBertForSequenceClassification:
         """A student with the teacher's shape whose block m copies teacher layer
-        round((m+1) * L_T / M) - 1 (uniform map, DistilBERT-style), plus embeddings, pooler and head."""
-        tcfg = teacher_model.config
-        layers = num_hidden_layers or tcfg.num_hidden_layers
-        teacher_layers = uniform_layer_map(tcfg.num_hidden_layers, layers)
-        problem_type = "regression" if tcfg.num_labels == 1 else "single_label_classification"
-        config = SpikingBertConfig(
-            vocab_size=tcfg.vocab_size,
-            hidden_size=tcfg.hidden_size,
-            num_hidden_layers=layers,
-            num_attention_heads=tcfg.num_attention_heads,
-            intermediate_size=tcfg.intermediate_size,
-            max_position_embeddings=tcfg.max_position_embeddings,
-            type_vocab_size=tcfg.type_vocab_size,
-            layer_norm_eps=tcfg.layer_norm_eps,
-            pad_token_id=tcfg.pad_token_id if tcfg.pad_token_id is not None else 0,
-            num_labels=tcfg.num_labels,
-            problem_type=problem_type,
-            id2label={str(k): v for k, v in (tcfg.id2label or {}).items()},
-            teacher_layers=teacher_layers,
-            teacher_num_hidden_layers=tcfg.num_hidden_layers,
-            **config_fields,
-        )
+        round((m+1) * L_T / M) (uniform map, DistilBERT-style), plus embeddings, pooler and head."""
+        config = SpikingBertConfig(**teacher_shape(teacher_model.config, num_hidden_layers), **config_fields)
         student = cls(config)
-        bert = teacher_model.bert
-        with torch.no_grad():
-            student.embeddings.load_state_dict(bert.embeddings.state_dict(), strict=False)
-            for block, index in zip(student.blocks, teacher_layers):
-                layer = bert.encoder.layer[index - 1]
-                pairs = [
-                    (block.query, layer.attention.self.query), (block.key, layer.attention.self.key),
-                    (block.value, layer.attention.self.value), (block.attention_output, layer.attention.output.dense),
-                    (block.attention_norm, layer.attention.output.LayerNorm), (block.intermediate, layer.intermediate.dense),
-                    (block.output, layer.output.dense), (block.output_norm, layer.output.LayerNorm),
-                ]
-                for mine, theirs in pairs:
-                    mine.weight.copy_(theirs.weight)
-                    mine.bias.copy_(theirs.bias)
-            if bert.pooler is not None:
-                student.pooler.load_state_dict(bert.pooler.dense.state_dict())
-            student.classifier.load_state_dict(teacher_model.classifier.state_dict())
+        copy_teacher_weights(student, teacher_model, {
+            "query": lambda b: b.query, "key": lambda b: b.key, "value": lambda b: b.value,
+            "attention_output": lambda b: b.attention_output, "attention_norm": lambda b: b.attention_norm,
+            "intermediate": lambda b: b.intermediate, "output": lambda b: b.output, "output_norm": lambda b: b.output_norm,
+        })
         return student
+
+
+def teacher_shape(teacher_config: Any, num_hidden_layers: int | None = None) -> dict[str, Any]:
+    """The student config fields a teacher's config fixes: its shape, labels and the layer map."""
+    t = teacher_config
+    layers = num_hidden_layers or t.num_hidden_layers
+    return dict(
+        vocab_size=t.vocab_size, hidden_size=t.hidden_size, num_hidden_layers=layers,
+        num_attention_heads=t.num_attention_heads, intermediate_size=t.intermediate_size,
+        max_position_embeddings=t.max_position_embeddings, type_vocab_size=t.type_vocab_size,
+        layer_norm_eps=t.layer_norm_eps, pad_token_id=t.pad_token_id if t.pad_token_id is not None else 0,
+        num_labels=t.num_labels, problem_type="regression" if t.num_labels == 1 else "single_label_classification",
+        id2label={str(k): v for k, v in (t.id2label or {}).items()},
+        teacher_layers=uniform_layer_map(t.num_hidden_layers, layers), teacher_num_hidden_layers=t.num_hidden_layers,
+    )
+
+
+@torch.no_grad()
+def copy_teacher_weights(student: nn.Module, teacher_model: nn.Module, modules: Mapping[str, Any]) -> None:
+    """Copy the teacher's embeddings, pooler, classifier and, into student block m, teacher layer
+    ``student.config.teacher_layers[m]``. ``modules`` maps each part of a block to a function that
+    returns the student's module for it (query, key, value, attention_output, attention_norm,
+    intermediate, output, output_norm)."""
+    bert = teacher_model.bert
+    student.embeddings.load_state_dict(bert.embeddings.state_dict(), strict=False)
+    for block, index in zip(student.blocks, student.config.teacher_layers):
+        layer = bert.encoder.layer[index - 1]
+        theirs = {
+            "query": layer.attention.self.query, "key": layer.attention.self.key, "value": layer.attention.self.value,
+            "attention_output": layer.attention.output.dense, "attention_norm": layer.attention.output.LayerNorm,
+            "intermediate": layer.intermediate.dense, "output": layer.output.dense, "output_norm": layer.output.LayerNorm,
+        }
+        for part, module in theirs.items():
+            mine = modules[part](block)
+            mine.weight.copy_(module.weight)
+            mine.bias.copy_(module.bias)
+    if bert.pooler is not None:
+        student.pooler.load_state_dict(bert.pooler.dense.state_dict())
+    student.classifier.load_state_dict(teacher_model.classifier.state_dict())
 
 
 def uniform_layer_map(teacher_layers: int, student_layers: int) -> list[int]:

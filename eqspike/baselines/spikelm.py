@@ -22,7 +22,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +31,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from eqspike.model import SpikingBertEmbeddings, uniform_layer_map
+from eqspike.model import EncoderShape, SpikingBertEmbeddings, copy_teacher_weights, teacher_shape
 from eqspike.validation import check_choice, check_int_at_least
 
 MODEL_TYPE = "eqspike-spikelm-bert"
@@ -108,33 +108,14 @@ class SpikeLinear(nn.Module):
 
 
 @dataclass
-class SpikeLMConfig:
-    vocab_size: int = 30522
-    hidden_size: int = 768
-    num_hidden_layers: int = 4
-    num_attention_heads: int = 12
-    intermediate_size: int = 3072
-    max_position_embeddings: int = 512
-    type_vocab_size: int = 2
-    layer_norm_eps: float = 1e-12
-    pad_token_id: int = 0
-    num_labels: int = 2
-    problem_type: str = "single_label_classification"
-    id2label: dict[str, str] = field(default_factory=dict)
+class SpikeLMConfig(EncoderShape):
     time_steps: int = 4
     reset: str = "spikelm"
-    teacher: str | None = None
-    teacher_layers: list[int] = field(default_factory=list)
-    teacher_num_hidden_layers: int | None = None
     weight_bits: float = 32  # SpikeLM keeps full-precision weights
 
     def __post_init__(self) -> None:
         check_int_at_least("time_steps", self.time_steps, 1)
         check_choice("reset", self.reset, RESETS)
-
-    @property
-    def head_size(self) -> int:
-        return self.hidden_size // self.num_attention_heads
 
 
 @dataclass
@@ -244,34 +225,14 @@ class SpikeLMForSequenceClassification(nn.Module):
     # ------------------------------------------------------------------ construction and persistence
     @classmethod
     def from_teacher(cls, teacher_model: nn.Module, num_hidden_layers: int | None = None, **fields: Any) -> SpikeLMForSequenceClassification:
-        tcfg = teacher_model.config
-        layers = num_hidden_layers or tcfg.num_hidden_layers
-        teacher_layers = uniform_layer_map(tcfg.num_hidden_layers, layers)
-        config = SpikeLMConfig(
-            vocab_size=tcfg.vocab_size, hidden_size=tcfg.hidden_size, num_hidden_layers=layers,
-            num_attention_heads=tcfg.num_attention_heads, intermediate_size=tcfg.intermediate_size,
-            max_position_embeddings=tcfg.max_position_embeddings, type_vocab_size=tcfg.type_vocab_size,
-            layer_norm_eps=tcfg.layer_norm_eps, pad_token_id=tcfg.pad_token_id or 0, num_labels=tcfg.num_labels,
-            problem_type="regression" if tcfg.num_labels == 1 else "single_label_classification",
-            id2label={str(k): v for k, v in (tcfg.id2label or {}).items()}, teacher_layers=teacher_layers,
-            teacher_num_hidden_layers=tcfg.num_hidden_layers, **fields)
-        student = cls(config)
-        bert = teacher_model.bert
-        with torch.no_grad():
-            student.embeddings.load_state_dict(bert.embeddings.state_dict(), strict=False)
-            for block, index in zip(student.blocks, teacher_layers):
-                layer = bert.encoder.layer[index - 1]
-                pairs = [(block.query.linear, layer.attention.self.query), (block.key.linear, layer.attention.self.key),
-                         (block.value.linear, layer.attention.self.value),
-                         (block.attention_output.linear, layer.attention.output.dense),
-                         (block.attention_norm, layer.attention.output.LayerNorm),
-                         (block.intermediate.linear, layer.intermediate.dense), (block.output.linear, layer.output.dense),
-                         (block.output_norm, layer.output.LayerNorm)]
-                for mine, theirs in pairs:
-                    mine.load_state_dict(theirs.state_dict())
-            if bert.pooler is not None:
-                student.pooler.load_state_dict(bert.pooler.dense.state_dict())
-            student.classifier.load_state_dict(teacher_model.classifier.state_dict())
+        """The same initialisation as the eqspike student: every k-th teacher layer, embeddings and head."""
+        student = cls(SpikeLMConfig(**teacher_shape(teacher_model.config, num_hidden_layers), **fields))
+        copy_teacher_weights(student, teacher_model, {
+            "query": lambda b: b.query.linear, "key": lambda b: b.key.linear, "value": lambda b: b.value.linear,
+            "attention_output": lambda b: b.attention_output.linear, "attention_norm": lambda b: b.attention_norm,
+            "intermediate": lambda b: b.intermediate.linear, "output": lambda b: b.output.linear,
+            "output_norm": lambda b: b.output_norm,
+        })
         return student
 
     def save_pretrained(self, directory: str | Path, tokenizer: Any | None = None) -> None:
