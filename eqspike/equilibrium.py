@@ -142,6 +142,17 @@ class RateMap:
         self.check_state_shapes(rates)
         return rates
 
+    def sweep_until(self, name: str, state: Mapping[str, Tensor] | None = None) -> dict[str, Tensor]:
+        """The Gauss-Seidel sweep stopped after population ``name`` (what it needs, nothing after)."""
+        previous = self.initial_state if state is None else state
+        rates: dict[str, Tensor] = {}
+        for population in self.populations:
+            upstream = [rates[n] if n in rates else previous[n] for n in population.inputs]
+            rates[population.name] = equilibrium_rate(population.current(*upstream), self.neuron_of(population))
+            if population.name == name:
+                return rates
+        raise ValueError(f"{name!r} is not a population of this rate map")
+
     def jacobi(self, rates: Mapping[str, Tensor]) -> dict[str, Tensor]:
         """Every population's equilibrium rate computed from the given rates of its inputs
         (Jacobi form; used to measure how far a set of rates is from being a fixed point)."""

@@ -65,3 +65,29 @@ def test_cli_unknown_command_lists_the_valid_ones(capsys):
         main(["distil"])
     assert exit_info.value.code == 2
     assert "invalid choice: 'distil' (choose from 'teacher', 'distill', 'evaluate', 'compare', 'diagnose', 'selfcheck')" in capsys.readouterr().err
+
+
+def test_training_benchmark_writes_rows_for_every_method(tmp_path):
+    bench = load_benchmark("bench_train")
+    out = tmp_path / "train.json"
+    result = bench.main(["--out", str(out), "--layers", "2", "--hidden", "32", "--heads", "4", "--intermediate", "64",
+                         "--seq", "8", "--batch", "2", "--simulate-steps", "4", "--reference-steps", "8",
+                         "--repeats", "1", "--inference-steps", "2", "4"])
+    data = json.loads(out.read_text())
+    assert data["rows"] == result["rows"]
+    assert [r["method"] for r in data["rows"]] == ["ann", "eqspike_solve", "eqspike_simulate", "reference", "spikelm_bptt"]
+    for row in data["rows"]:
+        assert set(row) == {"method", "step_s", "peak_mem_mb"} and row["step_s"] > 0 and row["peak_mem_mb"] > 0
+    assert [r["time_steps"] for r in data["inference"]] == [2, 4] and all(r["overhead"] > 0 for r in data["inference"])
+
+
+def test_sweep_until_stops_at_the_named_population():
+    from eqspike.examples import StackedSpikingNetwork
+
+    net = StackedSpikingNetwork(8, 4)
+    rate_map = net.rate_map(torch.randn(2, 8))
+    partial = rate_map.sweep_until("p1")
+    assert list(partial) == ["p0", "p1"]
+    assert torch.equal(partial["p1"], rate_map.sweep()["p1"])
+    with pytest.raises(ValueError, match="'p9' is not a population"):
+        rate_map.sweep_until("p9")

@@ -1,0 +1,136 @@
+"""Training-step time and peak memory of eqspike against ANN fine-tuning, the reference SpikingBERT
+scheme and SpikeLM BPTT, on one fixed student shape; and the overhead of the spiking simulation
+over the arithmetic it must do.
+
+    python benchmarks/bench_train.py --out results/bench_train.json
+
+Shape: 4 blocks, hidden 384, 12 heads, FFN 1536, sequences of 64 tokens, batch 16 (random weights
+and tokens; the cost does not depend on the values). One training step = forward + task loss
+(cross-entropy on the logits) + backward, measured the same way for every method:
+  (a) ann              BERT of the same shape (transformers), fine-tuning step
+  (b) eqspike_solve    eqspike student, equilibrium solved directly (one sweep), implicit backward
+  (c) eqspike_simulate eqspike student, spiking simulation for T = 32, implicit backward
+  (d) reference        SpikingBERT's scheme (reference/spikingbert.md §3): a no-grad simulation for
+                       T = 100, then one surrogate pass per distilled quantity, each from the
+                       embedding (5 hidden states + 4 attention maps), backward through them
+  (e) spikelm_bptt     the SpikeLM baseline, backprop through time at T = 4
+Inference: examples per second of the simulation at T = 8, 32, 128, against T times one rate-map
+sweep (the arithmetic the simulation must do at least): overhead = time / (T x sweep time).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import torch
+from torch.nn import functional as F
+
+from eqspike.baselines.spikelm import SpikeLMForSequenceClassification
+from eqspike.benchmarking import describe_device, peak_memory_mb, seconds_per_call
+from eqspike.equilibrium import simulate
+from eqspike.model import SpikingBertConfig, SpikingBertForSequenceClassification
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--layers", type=int, default=4)
+    p.add_argument("--hidden", type=int, default=384)
+    p.add_argument("--heads", type=int, default=12)
+    p.add_argument("--intermediate", type=int, default=1536)
+    p.add_argument("--seq", type=int, default=64)
+    p.add_argument("--batch", type=int, default=16)
+    p.add_argument("--simulate-steps", type=int, default=32)
+    p.add_argument("--reference-steps", type=int, default=100)
+    p.add_argument("--spikelm-steps", type=int, default=4)
+    p.add_argument("--inference-steps", type=int, nargs="+", default=[8, 32, 128])
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    return p.parse_args(argv)
+
+
+def main(argv=None) -> dict:
+    args = parse_args(argv)
+    device = torch.device(args.device)
+    torch.manual_seed(0)
+    shape = dict(vocab_size=30522, hidden_size=args.hidden, num_hidden_layers=args.layers,
+                 num_attention_heads=args.heads, intermediate_size=args.intermediate, num_labels=2)
+    ids = torch.randint(1000, 30000, (args.batch, args.seq), device=device)
+    mask = torch.ones_like(ids)
+    labels = torch.randint(0, 2, (args.batch,), device=device)
+
+    from transformers import BertConfig, BertForSequenceClassification
+
+    ann = BertForSequenceClassification(BertConfig(**shape, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0,
+                                                   attn_implementation="eager")).to(device).train()
+    student = SpikingBertForSequenceClassification(SpikingBertConfig(**shape)).to(device).train()
+    student.calibrate_thresholds([{"input_ids": ids, "attention_mask": mask}])
+    spikelm = SpikeLMForSequenceClassification.from_teacher(ann, args.layers, time_steps=args.spikelm_steps).to(device).train()
+
+    def ann_step():
+        F.cross_entropy(ann(input_ids=ids, attention_mask=mask).logits, labels).backward()
+
+    def eqspike_step(mode: str, T: int | None = None):
+        F.cross_entropy(student(ids, mask, mode=mode, time_steps=T).logits, labels).backward()
+
+    def reference_step():
+        rate_map = student.rate_map(ids, mask, torch.zeros_like(ids))
+        with torch.no_grad():
+            simulate(rate_map, args.reference_steps)
+        targets = ["embeddings"] + [f"block{m}.output" for m in range(args.layers)]
+        targets += [f"block{m}.key" for m in range(args.layers)]  # the attention maps need each block's K
+        total = 0.0
+        for name in targets:  # each surrogate pass starts again from the embedding
+            total = total + rate_map.sweep_until(name)[name].sum()
+        total.backward()
+
+    def spikelm_step():
+        F.cross_entropy(spikelm(ids, mask).logits, labels).backward()
+
+    methods = {
+        "ann": (ann_step, ann),
+        "eqspike_solve": (lambda: eqspike_step("solve"), student),
+        "eqspike_simulate": (lambda: eqspike_step("simulate", args.simulate_steps), student),
+        "reference": (reference_step, student),
+        "spikelm_bptt": (spikelm_step, spikelm),
+    }
+    print(f"device: {describe_device(device)}")
+    print(f"shape: {args.layers} blocks, hidden {args.hidden}, {args.heads} heads, FFN {args.intermediate}, "
+          f"batch {args.batch} x {args.seq} tokens")
+    rows = []
+    for name, (step, model) in methods.items():
+        model.zero_grad(set_to_none=True)
+        memory = peak_memory_mb(step, device)
+        seconds = seconds_per_call(lambda: (model.zero_grad(set_to_none=True), step()), repeats=args.repeats, device=device)
+        rows.append({"method": name, "step_s": round(seconds, 4), "peak_mem_mb": round(memory, 1)})
+    base = rows[0]
+    print(f"{'method':<18}{'s/step':>9}{'x ann':>8}{'peak MiB':>10}{'x ann':>8}")
+    for r in rows:
+        print(f"{r['method']:<18}{r['step_s']:>9.3f}{r['step_s'] / base['step_s']:>8.2f}"
+              f"{r['peak_mem_mb']:>10.1f}{r['peak_mem_mb'] / base['peak_mem_mb']:>8.2f}")
+    reference = next(r for r in rows if r["method"] == "reference")
+    solve = next(r for r in rows if r["method"] == "eqspike_solve")
+    print(f"eqspike (solve) is {reference['step_s'] / solve['step_s']:.1f}x faster than the reference scheme")
+
+    student.eval()
+    with torch.no_grad():
+        rate_map = student.rate_map(ids, mask, torch.zeros_like(ids))
+        sweep_s = seconds_per_call(lambda: rate_map.sweep(), repeats=args.repeats, device=device)
+        inference = []
+        for T in args.inference_steps:
+            sim_s = seconds_per_call(lambda: simulate(rate_map, T), repeats=args.repeats, warmup=0, device=device)
+            inference.append({"time_steps": T, "examples_per_s": round(args.batch / sim_s, 3),
+                              "overhead": round(sim_s / (T * sweep_s), 3)})
+    print(f"inference (one sweep {sweep_s * 1000:.1f} ms): " + ", ".join(
+        f"T={r['time_steps']} {r['examples_per_s']:.2f} ex/s overhead {r['overhead']:.2f}x" for r in inference))
+    result = {"rows": rows, "inference": inference, "device": describe_device(device), "shape": vars(args) | {"out": str(args.out)}}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"wrote {args.out}")
+    return result
+
+
+if __name__ == "__main__":
+    main()
