@@ -31,7 +31,7 @@ from eqspike.config import ConfigError, RunConfig, save_yaml
 from eqspike.data import EncodedSplit, TaskData, batch_order, iterate_batches, load_task_data
 from eqspike.evaluation import evaluate
 from eqspike.model import SpikingBertForSequenceClassification, uniform_layer_map
-from eqspike.teacher import Teacher, _from_pretrained, load_teacher, locate, teacher_name, teacher_targets
+from eqspike.teacher import Teacher, load_teacher, load_tokenizer, locate, teacher_name, teacher_targets
 from eqspike.training import atomic_directory, linear_schedule, make_optimizer, progress, resolve_device, set_seed
 
 STAGES = ("intermediate", "prediction")
@@ -108,7 +108,7 @@ def prepare_data(config: RunConfig, log=print) -> Prepared:
         task.validation = {k: v[: config.max_eval_examples] for k, v in task.validation.items()}
     if not task.train or not all(task.validation.values()):
         raise ConfigError(f"task {task.name!r} has no training or validation examples")
-    tokenizer = _from_pretrained("tokenizer", locate(config.teacher)) if config.teacher else None
+    tokenizer = load_tokenizer(locate(config.teacher)) if config.teacher else None
     if tokenizer is None:
         raise ConfigError("no teacher: give --teacher (a hub id such as bert-base-uncased, or a local directory)")
     train = EncodedSplit(task.train, tokenizer, config.max_seq_length)

@@ -332,14 +332,14 @@ class SpikingBertForSequenceClassification(nn.Module):
         out = self.equilibrium(rate_map, mode=mode, time_steps=time_steps, record_trajectory=record_trajectory)
         rates = out.rates
         names = ["embeddings"] + [f"block{m}.output" for m in range(self.config.num_hidden_layers)]
-        hidden_values = [self.threshold(name) * rates[name] for name in names]
+        hidden_values = [self.population_values(name, rates[name]) for name in names]
         logits = self.head(hidden_values[-1])
         scores = None
         if output_attention_scores:
             scores, source = [], "embeddings"
             for m, block in enumerate(self.blocks):
-                v_in = self.threshold(source) * rates[source]
-                v_key = self.threshold(f"block{m}.key") * rates[f"block{m}.key"]
+                v_in = self.population_values(source, rates[source])
+                v_key = self.population_values(f"block{m}.key", rates[f"block{m}.key"])
                 scores.append(self._scores(block, v_in, v_key))
                 source = f"block{m}.output"
         return SpikingBertOutput(

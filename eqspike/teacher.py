@@ -135,7 +135,7 @@ def _read_json(path: Path) -> dict[str, Any] | None:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
-def _has_task_head(config: Any, task: TaskData) -> bool:
+def _has_task_head(config: Any) -> bool:
     architectures = getattr(config, "architectures", None) or []
     return any(a.endswith("ForSequenceClassification") for a in architectures)
 
@@ -182,13 +182,13 @@ def load_teacher(config: RunConfig, task: TaskData, device: torch.device, splits
             _from_pretrained("model", source)  # raises the TeacherError that explains what to do
             raise
         tokenizer = _from_pretrained("tokenizer", source)
-        if _has_task_head(base_config, task) and base_config.num_labels != task.num_labels:
+        if _has_task_head(base_config) and base_config.num_labels != task.num_labels:
             raise TeacherError(
                 f"teacher {config.teacher} has a trained head with {base_config.num_labels} labels but task "
                 f"{task.name!r} has {task.num_labels}; pass its base model (a new head is then fine-tuned) or a "
                 f"teacher trained on this task"
             )
-        if _has_task_head(base_config, task):
+        if _has_task_head(base_config):
             log(f"teacher: {config.teacher} has a trained {task.num_labels}-label head; using it as it is")
             teacher = Teacher(_load_model(source), tokenizer, source, {"base": config.teacher, "task": task.name, "provided": True})
         else:
