@@ -93,21 +93,25 @@ def fire(u: Tensor, neuron: NeuronConfig, surrogate: bool = False) -> Tensor:
 class IFPopulation:
     """The state of one population during a simulation.
 
-    Holds the membrane potential u, the leak-weighted spike count R, its normaliser Z and the
-    number of spikes fired (|s| summed over time, per neuron, for energy accounting).
+    Holds the leak-weighted spike count R, its normaliser Z, the number of spikes fired (|s| summed
+    over time, per neuron, for energy accounting; skipped with ``count_spikes=False``) and the
+    membrane potential. A population is driven either by ``step`` (any input current) or by
+    ``step_ideal`` (the ideal-current drive of a rate map), not both.
     With ``differentiable=True`` every update is out of place and spikes use the straight-through
     surrogate, so autograd can run backprop-through-time over the simulation.
     """
 
-    def __init__(self, neuron: NeuronConfig, differentiable: bool = False) -> None:
+    def __init__(self, neuron: NeuronConfig, differentiable: bool = False, count_spikes: bool = True) -> None:
         self.neuron = neuron
         self.differentiable = differentiable
+        self.count_spikes = count_spikes
         self.t = 0
         self.normaliser = 0.0  # Z(t)
-        self.u: Tensor | None = None
+        self.u: Tensor | None = None  # membrane after reset, for ``step``
         self.weighted_count: Tensor | None = None  # R(t)
         self.spike_count: Tensor | None = None  # sum_t |s(t)|
-        self._cumulative_ideal: Tensor | float = 0.0  # Z(t-1) * F(t-1), for step_ideal
+        self._ideal: Tensor | None = None  # F(t), for ``step_ideal``
+        self._drive: str | None = None
 
     @property
     def rate(self) -> Tensor:
@@ -116,39 +120,84 @@ class IFPopulation:
             raise RuntimeError("the population has not been stepped yet")
         return self.weighted_count / self.normaliser
 
+    @property
+    def membrane(self) -> Tensor:
+        """u(t) after the reset; for the ideal drive it is Z(t) F(t) - V_th R(t) (see ``step_ideal``)."""
+        if self._drive is None:
+            raise RuntimeError("the population has not been stepped yet")
+        if self._drive == "current":
+            return self.u
+        return self.normaliser * self._ideal - self.neuron.threshold * self.weighted_count
+
+    def _start(self, like: Tensor, drive: str) -> None:
+        if self._drive is None:
+            self._drive = drive
+            self.weighted_count = torch.zeros_like(like)
+            self.spike_count = torch.zeros_like(like) if self.count_spikes else None
+            if drive == "current":
+                self.u = torch.zeros_like(like)
+        elif self._drive != drive:
+            raise RuntimeError("a population is driven by step() or by step_ideal(), not both")
+        self.t += 1
+
+    def _count(self, spikes: Tensor) -> None:
+        if self.count_spikes:  # |s| = s * s for s in {-1, 0, 1}
+            if self.differentiable:
+                self.spike_count = self.spike_count + spikes.detach().abs()
+            else:
+                self.spike_count.addcmul_(spikes, spikes)
+
     def step(self, current: Tensor) -> Tensor:
         """Integrate one step of input current I(t); return the spikes s(t)."""
         gamma, v_th = self.neuron.leak, self.neuron.threshold
-        if self.u is None:
-            self.u = torch.zeros_like(current)
-            self.weighted_count = torch.zeros_like(current)
-            self.spike_count = torch.zeros_like(current)
-        self.t += 1
+        self._start(current, "current")
         self.normaliser = gamma * self.normaliser + 1.0
         if self.differentiable:
             u = gamma * self.u + current
             spikes = fire(u, self.neuron, surrogate=True)
             self.u = u - v_th * spikes
             self.weighted_count = gamma * self.weighted_count + spikes
-            self.spike_count = self.spike_count + spikes.detach().abs()
         else:
             spikes = fire(self.u.mul_(gamma).add_(current), self.neuron)
             self.u.sub_(spikes, alpha=v_th)
             self.weighted_count.mul_(gamma).add_(spikes)
-            self.spike_count.add_(spikes.abs())
+        self._count(spikes)
         return spikes
 
     def step_ideal(self, ideal_current: Tensor) -> Tensor:
         """Drive the population towards clamp(F(t) / V_th) where F(t) is the ideal current computed
         from the upstream running rates (DESIGN.md §2): integrate the increment of the cumulative
-        ideal current, I(t) = Z(t) F(t) - gamma Z(t-1) F(t-1). The membrane then holds exactly
-        Z(t) F(t) - V_th R(t), so |a(t) - clamp(F(t) / V_th)| < 1 / Z(t) at every step. For an
-        affine F(a) = W a + b this current is exactly the synaptic current W s(t) + b."""
-        gamma = self.neuron.leak
-        cumulative = (gamma * self.normaliser + 1.0) * ideal_current
-        current = cumulative - gamma * self._cumulative_ideal
-        self._cumulative_ideal = cumulative
-        return self.step(current)
+        ideal current, I(t) = Z(t) F(t) - gamma Z(t-1) F(t-1). For an affine F(a) = W a + b this
+        current is exactly the synaptic current W s(t) + b.
+
+        By induction the membrane then holds exactly Z(t) F(t) - V_th R(t) after every reset, so
+        |a(t) - clamp(F(t) / V_th)| < 1 / Z(t) at every step, and the step needs no membrane state:
+
+            u(t) / V_th = Z(t) F(t) / V_th - gamma R(t-1)     (before the reset)
+            s(t) = clamp(trunc(u(t) / V_th), lo, 1)           (= the threshold test while |u| < 2 V_th)
+
+        trunc+clamp equals the threshold test for every u: |u| >= V_th gives |trunc(u / V_th)| >= 1.
+        Five elementwise operations per step (six with spike counting) instead of a dozen.
+        """
+        gamma, v_th = self.neuron.leak, self.neuron.threshold
+        self._start(ideal_current, "ideal")
+        self.normaliser = gamma * self.normaliser + 1.0
+        self._ideal = ideal_current
+        if self.differentiable:
+            u = self.normaliser * ideal_current - (gamma * v_th) * self.weighted_count
+            spikes = fire(u, self.neuron, surrogate=True)
+            self.weighted_count = gamma * self.weighted_count + spikes
+        else:
+            if gamma != 1.0:
+                self.weighted_count.mul_(gamma)
+            # minus = -u / V_th = R - (Z / V_th) F in one kernel, then -s = clamp(trunc(-u / V_th), -1, -lo)
+            minus = torch.add(self.weighted_count, ideal_current, alpha=-self.normaliser / v_th)
+            minus.trunc_().clamp_(-1.0, -self.neuron.lowest_rate)
+            self.weighted_count.sub_(minus)
+            self._count(minus)
+            return minus.neg_()
+        self._count(spikes)
+        return spikes
 
 
 @dataclass

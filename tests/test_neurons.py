@@ -68,7 +68,33 @@ def test_ideal_drive_of_an_affine_map_is_the_synaptic_current():
         s_ideal = ideal_driven.step_ideal(weight @ upstream.rate + bias)
         s_synapse = synapse_driven.step(weight @ spikes + bias)
         assert torch.equal(s_ideal, s_synapse)
-        assert torch.allclose(ideal_driven.u, synapse_driven.u, atol=1e-9)
+        assert torch.allclose(ideal_driven.membrane, synapse_driven.membrane, atol=1e-9)
+
+
+@pytest.mark.parametrize("signed", [True, False])
+@pytest.mark.parametrize("leak", [1.0, 0.8])
+@pytest.mark.parametrize("threshold", [1.0, 0.37])
+def test_closed_form_ideal_drive_matches_integrating_the_increments(signed, leak, threshold):
+    """step_ideal keeps no membrane: it fires from u = Z F - gamma V_th R directly. That must give the
+    spikes of integrating I(t) = Z(t) F(t) - gamma Z(t-1) F(t-1) into a membrane (step), for IF and
+    LIF, signed and not, eager and differentiable, with a current that changes every step."""
+    torch.manual_seed(3)
+    neuron = NeuronConfig(threshold=threshold, leak=leak, signed=signed)
+    currents = torch.randn(60, 4, 200, dtype=torch.float64) * 1.5
+    fast, slow, bptt = IFPopulation(neuron), IFPopulation(neuron), IFPopulation(neuron, differentiable=True)
+    previous, normaliser, mismatches = 0.0, 0.0, 0
+    for current in currents:
+        normaliser = leak * normaliser + 1.0
+        increment = normaliser * current - leak * previous
+        previous = normaliser * current
+        s_fast, s_slow, s_bptt = fast.step_ideal(current), slow.step(increment), bptt.step_ideal(current)
+        mismatches += int((s_fast != s_slow).sum())
+        assert torch.equal(s_fast, s_bptt)
+        assert set(s_fast.unique().tolist()) <= ({-1.0, 0.0, 1.0} if signed else {0.0, 1.0})
+    assert mismatches == 0  # in float64 the two roundings never straddle a threshold here
+    assert torch.equal(fast.spike_count, slow.spike_count)
+    assert torch.allclose(fast.rate, slow.rate, atol=1e-12)
+    assert torch.allclose(fast.membrane, slow.membrane, atol=1e-9)
 
 
 def test_surrogate_spike_has_straight_through_window_gradient():
