@@ -46,7 +46,12 @@ def cmd_distill(args: argparse.Namespace) -> int:
         fixed = {k: v for k, v in saved.items()
                  if getattr(args, k, None) is None and k not in ("resume", "overwrite", "max_steps")}
     config = config_from_args(args, **fixed)
-    Distiller(config, _log).run()
+    from eqspike.distributed import shutdown
+
+    try:
+        Distiller(config, _log).run()
+    finally:
+        shutdown()  # leave the process group cleanly under torchrun
     return 0
 
 

@@ -18,12 +18,13 @@ import json
 from pathlib import Path
 from typing import Any
 
+import torch
 
 from eqspike.benchmarking import describe_device, peak_memory_mb, seconds_per_call
 from eqspike.config import RunConfig
 from eqspike.data import batch_order
 from eqspike.diagnostics import check_time_steps, diagnose
-from eqspike.distillation import STUDENT, Distiller, load_student, prepare_data
+from eqspike.distillation import STUDENT, Distiller, StageForward, load_student, prepare_data
 from eqspike.energy import ACCUMULATE_PJ, MAC_PJ, spikelm_macs
 from eqspike.evaluation import evaluate
 from eqspike.teacher import load_teacher
@@ -49,7 +50,8 @@ def _measure_training_step(config: RunConfig, run_dir: Path, teacher, data, batc
     layers = student.config.teacher_layers
 
     def step() -> None:
-        losses = distiller._step(student, teacher, batch, layers, stage, data.task.is_regression)
+        weight = torch.ones(len(batch["input_ids"]), device=device)
+        losses = distiller._step(StageForward(student, stage), teacher, batch, weight, layers, stage, data.task.is_regression)
         losses["loss"].backward()
 
     def clean() -> None:

@@ -8,7 +8,9 @@ Stage 2, prediction layer:     L = tau^2 * CE(softmax(z_T / tau), softmax(z_S / 
     (MSE to the teacher's output, and to the gold score, for regression).
 
 Each stage has its own epochs, learning rate, optimiser and linear schedule. The gradient of every
-term comes from implicit differentiation through the student's equilibrium. The dev metric is
+term comes from implicit differentiation through the student's equilibrium. Under torchrun every rank
+takes a shard of the same global batch and every mean is taken over the global batch
+(``eqspike.distributed``), so N processes train the student one process would. The dev metric is
 measured ``evals_per_epoch`` times per prediction epoch (forward 'solve'); the best student is kept
 in ``RUN_DIR/student``. The final score is that student run as a spiking network ('simulate', T steps).
 """
@@ -29,10 +31,11 @@ from torch.nn import functional as F
 import eqspike
 from eqspike.config import ConfigError, RunConfig, save_yaml
 from eqspike.data import EncodedSplit, TaskData, batch_order, iterate_batches, load_task_data
+from eqspike.distributed import Sharding, initialise, shard
 from eqspike.evaluation import evaluate
 from eqspike.model import SpikingBertForSequenceClassification, uniform_layer_map
 from eqspike.teacher import Teacher, load_teacher, load_tokenizer, locate, teacher_name, teacher_targets
-from eqspike.training import atomic_directory, linear_schedule, make_optimizer, progress, resolve_device, set_seed
+from eqspike.training import atomic_directory, linear_schedule, make_optimizer, progress, set_seed
 
 STAGES = ("intermediate", "prediction")
 CHECKPOINT = "checkpoint"
@@ -44,29 +47,55 @@ class RunDirectoryError(ConfigError):
 
 
 # ----------------------------------------------------------------------------- losses
-def masked_mse(student: Tensor, teacher: Tensor, mask: Tensor) -> Tensor:
+# Every mean is sum / count with the count taken over the global batch (Sharding.total) and the result
+# multiplied by the number of ranks, because DDP averages gradients over ranks. With one process this is
+# the plain mean. ``weight`` (per example, 1 or 0) removes the stand-in example of an empty shard.
+SINGLE = Sharding()
+
+
+def _global_mean(total: Tensor, count: Tensor, sharding: Sharding) -> Tensor:
+    return total / sharding.total(count).clamp_min(1.0) * sharding.world_size
+
+
+def masked_mse(student: Tensor, teacher: Tensor, mask: Tensor, sharding: Sharding = SINGLE) -> Tensor:
     """Mean squared error over the positions where ``mask`` (broadcastable, 0/1) is 1."""
     mask = mask.to(student.dtype).expand_as(student)
-    return ((student - teacher) ** 2 * mask).sum() / mask.sum().clamp_min(1.0)
+    return _global_mean(((student - teacher.to(student.dtype)) ** 2 * mask).sum(), mask.sum(), sharding)
 
 
-def intermediate_loss(out, targets: dict[str, Any], attention_mask: Tensor, config: RunConfig) -> dict[str, Tensor]:
-    tokens = attention_mask[:, :, None]
-    pairs = (attention_mask[:, None, :, None] * attention_mask[:, None, None, :])
-    hidden = sum(masked_mse(v, h, tokens) for v, h in zip(out.hidden_values, targets["hidden"]))
-    attention = sum(masked_mse(s, t, pairs) for s, t in zip(out.attention_scores, targets["scores"]))
+def intermediate_loss(out, targets: dict[str, Any], attention_mask: Tensor, config: RunConfig,
+                      weight: Tensor | None = None, sharding: Sharding = SINGLE) -> dict[str, Tensor]:
+    mask = attention_mask if weight is None else attention_mask * weight[:, None].to(attention_mask.dtype)
+    tokens = mask[:, :, None]
+    pairs = (mask[:, None, :, None] * mask[:, None, None, :])
+    hidden = sum(masked_mse(v, h, tokens, sharding) for v, h in zip(out.hidden_values, targets["hidden"]))
+    attention = sum(masked_mse(s, t, pairs, sharding) for s, t in zip(out.attention_scores, targets["scores"]))
     return {"loss": config.hidden_weight * hidden + config.attention_weight * attention,
             "hidden": hidden.detach(), "attention": attention.detach()}
 
 
-def prediction_loss(logits: Tensor, teacher_logits: Tensor, labels: Tensor, regression: bool, config: RunConfig) -> dict[str, Tensor]:
+def gold_loss(logits: Tensor, labels: Tensor, regression: bool, weight: Tensor | None = None,
+              sharding: Sharding = SINGLE) -> Tensor:
+    """Cross-entropy with the gold labels (MSE with the gold score for regression), averaged over the batch."""
+    weight = torch.ones(len(logits), device=logits.device) if weight is None else weight.to(logits.device)
     if regression:
-        soft = F.mse_loss(logits.view(-1), teacher_logits.view(-1))
-        gold = F.mse_loss(logits.view(-1), labels.float())
+        per_example = (logits.view(-1).float() - labels.float()) ** 2
+    else:
+        per_example = F.cross_entropy(logits.float(), labels, reduction="none")
+    return _global_mean((per_example * weight).sum(), weight.sum(), sharding)
+
+
+def prediction_loss(logits: Tensor, teacher_logits: Tensor, labels: Tensor, regression: bool, config: RunConfig,
+                    weight: Tensor | None = None, sharding: Sharding = SINGLE) -> dict[str, Tensor]:
+    weight = torch.ones(len(logits), device=logits.device) if weight is None else weight.to(logits.device)
+    logits, teacher_logits = logits.float(), teacher_logits.float()
+    if regression:
+        per_example = (logits.view(-1) - teacher_logits.view(-1)) ** 2
     else:
         tau = config.temperature
-        soft = -(F.softmax(teacher_logits / tau, -1) * F.log_softmax(logits / tau, -1)).sum(-1).mean() * tau**2
-        gold = F.cross_entropy(logits, labels)
+        per_example = -(F.softmax(teacher_logits / tau, -1) * F.log_softmax(logits / tau, -1)).sum(-1) * tau**2
+    soft = _global_mean((per_example * weight).sum(), weight.sum(), sharding)
+    gold = gold_loss(logits, labels, regression, weight, sharding)
     return {"loss": soft + config.gold_weight * gold, "soft": soft.detach(), "gold": gold.detach()}
 
 
@@ -118,14 +147,49 @@ def prepare_data(config: RunConfig, log=print) -> Prepared:
     return Prepared(task, tokenizer, train, splits)
 
 
+class StageForward(torch.nn.Module):
+    """The student's forward returning only what a stage's loss reads (hidden values and attention
+    scores, or logits), so that DDP sees the head as unused in the intermediate stage."""
+
+    def __init__(self, student: torch.nn.Module, stage: str) -> None:
+        super().__init__()
+        self.student, self.stage = student, stage
+
+    def forward(self, **inputs: Tensor):
+        if self.stage == "intermediate":
+            out = self.student(**inputs, output_attention_scores=True)
+            return _HiddenAndScores(out.hidden_values, out.attention_scores)
+        return self.student(**inputs).logits
+
+
+@dataclass
+class _HiddenAndScores:
+    hidden_values: list[Tensor]
+    attention_scores: list[Tensor]
+
+
 class Distiller:
     """``Distiller(config).run()`` distils a spiking student and writes the run directory."""
 
     def __init__(self, config: RunConfig, log=print) -> None:
         self.config = config
-        self.log = log
+        self.sharding, self.device = initialise(config.device)
+        self.log = log if self.sharding.is_main else (lambda *_: None)
         self.output_dir = Path(config.output_dir) if config.output_dir else default_output_dir(config)
-        self.device = resolve_device(config.device)
+
+    def _on_main_first(self, action):
+        """Run ``action`` on rank 0, then on the other ranks (which may read what rank 0 wrote).
+        An error on rank 0 stops every rank instead of leaving them waiting."""
+        result, ok = None, True
+        if self.sharding.is_main:
+            try:
+                result = action()
+            except BaseException:
+                self.sharding.all_ok(False)
+                raise
+        if not self.sharding.all_ok(ok):
+            raise RunDirectoryError("rank 0 failed; its message says why")
+        return result if self.sharding.is_main else action()
 
     # -------------------------------------------------------------- run directory
     def _claim_output_dir(self) -> dict[str, Any] | None:
@@ -146,6 +210,8 @@ class Distiller:
         return None
 
     def _start_output_dir(self, resuming: bool) -> None:
+        if not self.sharding.is_main:
+            return
         out = self.output_dir
         if self.config.overwrite and out.exists() and not resuming:
             shutil.rmtree(out)
@@ -153,6 +219,8 @@ class Distiller:
         save_yaml(self.config, out / "config.yaml")
 
     def _log_metrics(self, record: dict[str, Any]) -> None:
+        if not self.sharding.is_main:
+            return
         with (self.output_dir / "metrics.jsonl").open("a") as handle:
             handle.write(json.dumps(record) + "\n")
 
@@ -183,17 +251,34 @@ class Distiller:
         student.calibrate_thresholds(batches)
         return student.to(self.device)
 
+    def _global_batch(self, data: Prepared, stage_index: int, step: int, steps_per_epoch: int) -> list[int]:
+        """The indices of the global batch of one optimiser step (the same for any number of ranks)."""
+        epoch, position = divmod(step, steps_per_epoch)
+        return batch_order(len(data.train), self.config.batch_size, self.config.seed, 1000 * stage_index + epoch)[position]
+
+    def _local_batch(self, data: Prepared, indices: list[int]) -> tuple[dict[str, Tensor], Tensor]:
+        """This rank's shard of a global batch, on the device, and the examples' loss weights (1, or 0
+        for the stand-in example of an empty shard)."""
+        mine, real = shard(indices, self.sharding)
+        batch = {k: v.to(self.device) for k, v in data.train.collate([data.train[i] for i in mine]).items()}
+        return batch, torch.full((len(mine),), 1.0 if real else 0.0, device=self.device)
+
     # -------------------------------------------------------------- main loop
     def run(self) -> dict[str, Any]:
-        c = self.config
+        c, sharding = self.config, self.sharding
         resume_state = self._claim_output_dir()
         set_seed(c.seed)
         data = prepare_data(c, self.log)
-        teacher = load_teacher(c, data.task, self.device, data.splits, data.train, self.log)
+        teacher = self._on_main_first(lambda: load_teacher(c, data.task, self.device, data.splits, data.train, self.log))
         self._start_output_dir(resuming=resume_state is not None)
-        teacher_logits = lambda batch: teacher.model(**batch).logits  # noqa: E731
-        teacher_metrics = evaluate(teacher_logits, data.task, data.splits, c.eval_batch_size, self.device, "teacher dev")
-        self.log(f"teacher: dev {data.task.metric} {teacher_metrics[data.task.metric]:.4f}")
+        if sharding.distributed:
+            self.log(f"distributed: {sharding.world_size} processes ({torch.distributed.get_backend()}), "
+                     f"{c.batch_size} examples per step in all; rank 0 logs, evaluates and writes checkpoints")
+        teacher_metrics = None
+        if sharding.is_main:
+            teacher_logits = lambda batch: teacher.model(**batch).logits  # noqa: E731
+            teacher_metrics = evaluate(teacher_logits, data.task, data.splits, c.eval_batch_size, self.device, "teacher dev")
+            self.log(f"teacher: dev {data.task.metric} {teacher_metrics[data.task.metric]:.4f}")
 
         student = self.build_student(teacher, data)
         if resume_state is not None:
@@ -208,12 +293,23 @@ class Distiller:
         if self._task_recipe:  # SpikeLM's own recipe: fine-tune on the task loss only
             stage_steps["intermediate"] = 0
         state = resume_state or {"stage": 0, "stage_step": 0, "global_step": 0, "best_score": None, "best_step": None}
+        if c.student_type == "spikelm" and resume_state is None:
+            # alpha_t = 2 mean|u_t| of the first global batch, the same on every rank
+            first_stage = 0 if stage_steps["intermediate"] else 1
+            first = data.train.collate([data.train[i] for i in self._global_batch(data, first_stage, 0, steps_per_epoch)])
+            with torch.no_grad():
+                student(**{k: first[k].to(self.device) for k in ("input_ids", "attention_mask", "token_type_ids")})
         eval_every = max(1, steps_per_epoch // c.evals_per_epoch)
         started = time.time()
 
         for stage_index in range(state["stage"], len(STAGES)):
             stage = STAGES[stage_index]
             total = stage_steps[stage]
+            forward = StageForward(student, stage)
+            if sharding.distributed:
+                forward = torch.nn.parallel.DistributedDataParallel(
+                    forward, device_ids=[self.device] if self.device.type == "cuda" else None,
+                    broadcast_buffers=False, find_unused_parameters=True)
             lr = c.intermediate_lr if stage == "intermediate" else c.prediction_lr
             optimizer = make_optimizer(student.named_parameters(), lr, c.weight_decay)
             schedule = linear_schedule(optimizer, max(1, total), c.warmup_ratio)
@@ -223,18 +319,17 @@ class Distiller:
                 optimizer.load_state_dict(checkpoint["optimizer"])
                 schedule.load_state_dict(checkpoint["schedule"])
                 self.log(f"resume: {stage} stage at step {first}/{total} (global step {state['global_step']})")
-            bar = progress(total=total, desc=f"distill {stage}")
+            bar = progress(total=total, desc=f"distill {stage}", disable=None if sharding.is_main else True)
             bar.update(first)
             for step in range(first, total):
-                epoch, position = divmod(step, steps_per_epoch)
-                indices = batch_order(len(data.train), c.batch_size, c.seed, 1000 * stage_index + epoch)[position]
-                batch = {k: v.to(self.device) for k, v in data.train.collate([data.train[i] for i in indices]).items()}
-                losses = self._step(student, teacher, batch, layers, stage, data.task.is_regression)
+                batch, weight = self._local_batch(data, self._global_batch(data, stage_index, step, steps_per_epoch))
+                losses = self._step(forward, teacher, batch, weight, layers, stage, data.task.is_regression)
                 losses["loss"].backward()
                 torch.nn.utils.clip_grad_norm_(student.parameters(), c.max_grad_norm)
                 optimizer.step()
                 schedule.step()
                 optimizer.zero_grad(set_to_none=True)
+                losses = sharding.mean_of({k: v.detach() for k, v in losses.items()})
                 state.update(stage=stage_index, stage_step=step + 1, global_step=state["global_step"] + 1)
                 bar.update(1)
                 bar.set_postfix(loss=f"{losses['loss'].item():.4f}")
@@ -255,26 +350,34 @@ class Distiller:
             state.update(stage=stage_index + 1, stage_step=0)
             self._save_checkpoint(student, optimizer, schedule, state)
             self.log(f"{stage} stage done ({total} steps)")
-        if state["best_score"] is None:  # no prediction stage: the final student is the one kept
+        if state["best_score"] is None and sharding.is_main:  # no prediction stage: the final student is kept
             self._evaluate_and_select(student, data, state)
+        if not sharding.is_main:
+            return {"status": "done", "rank": sharding.rank}
         return self._finish(data, teacher, teacher_metrics)
 
-    def _step(self, student, teacher: Teacher, batch: dict[str, Tensor], layers: list[int], stage: str, regression: bool):
+    def _step(self, forward, teacher: Teacher, batch: dict[str, Tensor], weight: Tensor, layers: list[int],
+              stage: str, regression: bool):
         inputs = {k: batch[k] for k in ("input_ids", "attention_mask", "token_type_ids")}
-        targets = teacher_targets(teacher.model, inputs, layers)
-        out = student(**inputs, output_attention_scores=stage == "intermediate")
-        if stage == "intermediate":
-            return intermediate_loss(out, targets, batch["attention_mask"], self.config)
+        sharding = self.sharding
         if self._task_recipe:
-            gold = F.mse_loss(out.logits.view(-1), batch["labels"].float()) if regression else F.cross_entropy(out.logits, batch["labels"])
+            gold = gold_loss(forward(**inputs), batch["labels"], regression, weight, sharding)
             return {"loss": gold, "gold": gold.detach()}
-        return prediction_loss(out.logits, targets["logits"], batch["labels"], regression, self.config)
+        with torch.no_grad():
+            targets = teacher_targets(teacher.model, inputs, layers)
+        out = forward(**inputs)
+        if stage == "intermediate":
+            return intermediate_loss(out, targets, batch["attention_mask"], self.config, weight, sharding)
+        return prediction_loss(out, targets["logits"], batch["labels"], regression, self.config, weight, sharding)
 
     @property
     def _task_recipe(self) -> bool:
         return self.config.student_type == "spikelm" and self.config.spikelm_recipe == "task"
 
     def _evaluate_and_select(self, student, data: Prepared, state: dict[str, Any]) -> None:
+        """Dev score (forward 'solve') on rank 0; the best student so far is saved."""
+        if not self.sharding.is_main:
+            return
         c = self.config
         student.eval()
         metrics = evaluate(lambda b: student(**b, mode="solve").logits, data.task, data.splits,
@@ -290,6 +393,8 @@ class Distiller:
                 student.save_pretrained(staging, data.tokenizer)
 
     def _save_checkpoint(self, student, optimizer, schedule, state: dict[str, Any]) -> None:
+        if not self.sharding.is_main:
+            return
         with atomic_directory(self.output_dir / CHECKPOINT) as staging:
             torch.save(student.state_dict(), staging / "student.pt")
             torch.save({"optimizer": optimizer.state_dict(), "schedule": schedule.state_dict()}, staging / "optimizer.pt")

@@ -1,0 +1,113 @@
+"""Data-parallel training under ``torchrun`` (DistributedDataParallel), with the results of one process.
+
+``torchrun --nproc_per_node N -m eqspike distill ...`` starts N processes; each reads RANK, WORLD_SIZE
+and LOCAL_RANK from the environment. Every optimiser step uses the same global batch as a single
+process (``data.batch_order``); each rank takes an interleaved shard of it (``shard``). The losses
+are sums over the shard divided by the *global* normaliser (``Sharding.total``), multiplied by N
+because DDP averages gradients over ranks, so the gradient is that of the one-process loss up to the
+order of floating-point additions.
+
+torch's DistributedSampler is not used: it shuffles each rank's shard independently, so the global
+batches (and the result) would depend on the number of processes. ``shard`` is its deterministic
+counterpart for the batches of ``batch_order``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+from torch import Tensor
+
+
+@dataclass(frozen=True)
+class Sharding:
+    """This process's place in the job: rank r of world_size N (N = 1 without torchrun)."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+    def total(self, local: Tensor) -> Tensor:
+        """The sum of ``local`` over all ranks (a loss normaliser such as the number of tokens)."""
+        if not self.distributed:
+            return local
+        total = local.detach().clone()
+        dist.all_reduce(total, op=dist.ReduceOp.SUM)
+        return total
+
+    def mean_of(self, values: dict[str, Tensor]) -> dict[str, Tensor]:
+        """Rank-averaged copies of detached scalars (for logging: each rank holds N x its share)."""
+        if not self.distributed:
+            return values
+        names = list(values)
+        stacked = torch.stack([values[n].detach().float() for n in names])
+        dist.all_reduce(stacked, op=dist.ReduceOp.SUM)
+        return dict(zip(names, stacked / self.world_size))
+
+    def barrier(self) -> None:
+        if self.distributed:
+            dist.barrier()
+
+    def all_ok(self, ok: bool) -> bool:
+        """True on every rank when ``ok`` is True on every rank (to stop all of them on one error)."""
+        if not self.distributed:
+            return ok
+        flag = torch.tensor([0 if ok else 1])
+        dist.all_reduce(flag, op=dist.ReduceOp.SUM)
+        return int(flag.item()) == 0
+
+
+def from_environment() -> Sharding:
+    """The sharding torchrun describes in RANK / WORLD_SIZE / LOCAL_RANK (one process when unset)."""
+    try:
+        world_size = int(os.environ.get("WORLD_SIZE", "1"))
+        rank = int(os.environ.get("RANK", "0"))
+        local_rank = int(os.environ.get("LOCAL_RANK", str(rank)))
+    except ValueError as error:
+        raise ValueError(f"RANK / WORLD_SIZE / LOCAL_RANK must be integers ({error})") from None
+    if world_size < 1 or not 0 <= rank < world_size:
+        raise ValueError(f"RANK={rank} and WORLD_SIZE={world_size} do not describe a process of the job")
+    return Sharding(rank, world_size, local_rank)
+
+
+def initialise(device_name: str) -> tuple[Sharding, torch.device]:
+    """Join the process group when run under torchrun (NCCL on CUDA, gloo on CPU) and pick this
+    rank's device: cuda:LOCAL_RANK on CUDA."""
+    sharding = from_environment()
+    cuda = device_name == "cuda" or (device_name == "auto" and torch.cuda.is_available())
+    device = torch.device("cuda", sharding.local_rank) if cuda else torch.device("cpu")
+    if cuda:
+        torch.cuda.set_device(device)
+    if sharding.distributed and not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if cuda else "gloo")
+    return sharding, device
+
+
+def shutdown() -> None:
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def shard(indices: Sequence[int], sharding: Sharding) -> tuple[list[int], bool]:
+    """This rank's part of one global batch: indices[rank::world_size].
+
+    A rank left without examples (a last batch smaller than the number of ranks) gets the batch's
+    first example and ``False``: it must still run forward and backward (DDP reduces gradients from
+    every rank) but with its loss multiplied by 0.
+    """
+    mine = list(indices[sharding.rank :: sharding.world_size])
+    if mine:
+        return mine, True
+    return [indices[0]], False

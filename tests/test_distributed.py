@@ -1,0 +1,64 @@
+"""torchrun with 2 CPU processes (gloo) trains the student one process trains (up to float noise)."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from eqspike.distillation import Distiller
+from eqspike.distributed import Sharding, from_environment, shard
+from tests.test_distill import QUIET, tiny_config
+
+
+def test_shards_interleave_and_cover_the_global_batch():
+    batch = [7, 3, 9, 1, 4]
+    parts = [shard(batch, Sharding(rank, 2)) for rank in range(2)]
+    assert parts == [([7, 9, 4], True), ([3, 1], True)]
+    # A batch smaller than the number of ranks: the rank left out gets a stand-in with weight 0.
+    assert shard([5], Sharding(1, 2)) == ([5], False)
+    assert shard([5], Sharding(0, 1)) == ([5], True)
+
+
+def test_environment_describes_the_process(monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "4")
+    monkeypatch.setenv("RANK", "2")
+    monkeypatch.setenv("LOCAL_RANK", "0")
+    assert from_environment() == Sharding(2, 4, 0)
+    monkeypatch.setenv("RANK", "4")
+    with pytest.raises(ValueError, match="RANK=4 and WORLD_SIZE=4"):
+        from_environment()
+
+
+@pytest.mark.slow
+def test_torchrun_two_processes_match_one_process(tiny_teacher, toy_files, tmp_path):
+    # batch 5 over 96 examples: the last batch of each epoch has 1 example, so rank 1 gets an empty shard.
+    changes = dict(batch_size=5, intermediate_epochs=1, prediction_epochs=1, save_steps=1000, logging_steps=1)
+    one = tmp_path / "one"
+    Distiller(tiny_config(tiny_teacher, toy_files, one, **changes), **QUIET).run()
+
+    two = tmp_path / "two"
+    config = tiny_config(tiny_teacher, toy_files, two, **changes)
+    args = ["distill"]
+    for key, value in config.to_dict().items():
+        if value is not None and value is not False:
+            args += [f"--{key.replace('_', '-')}"] + ([] if value is True else [str(value)])
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=os.getcwd())
+    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                           "-m", "eqspike", *args], env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert done.stdout.count("distributed: 2 processes (gloo)") == 1  # rank 0 alone logs
+
+    a, b = torch.load(one / "checkpoint" / "student.pt"), torch.load(two / "checkpoint" / "student.pt")
+    assert a.keys() == b.keys()
+    worst = max((a[k].float() - b[k].float()).abs().max().item() for k in a)
+    assert worst < 1e-4, f"weights differ by {worst}"
+    lines = lambda run: [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]  # noqa: E731
+    losses_one = [x["loss"] for x in lines(one) if "loss" in x]
+    losses_two = [x["loss"] for x in lines(two) if "loss" in x]
+    assert len(losses_one) == len(losses_two) == 40
+    assert max(abs(p - q) for p, q in zip(losses_one, losses_two)) < 1e-4 * max(map(abs, losses_one))
+    m1, m2 = (json.loads((run / "metrics.json").read_text()) for run in (one, two))
+    assert m1["student_score"] == m2["student_score"] and m1["teacher_score"] == m2["teacher_score"]
