@@ -20,6 +20,7 @@ import yaml
 
 from eqspike.equilibrium import FORWARD_MODES, SOLVERS
 from eqspike.quantization import parse_weight_bits
+from eqspike.training import PRECISIONS
 from eqspike.validation import check_choice, check_in_interval, check_int_at_least, check_positive
 
 
@@ -83,6 +84,7 @@ class RunConfig:
     logging_steps: int = 10
     max_steps: int | None = None  # stop after this many optimiser steps in total (time-boxed runs)
     device: str = "auto"
+    precision: str = "fp32"  # "bf16": autocast the teacher and the rate map in training (solvers stay float32)
 
     def __post_init__(self) -> None:
         try:
@@ -118,6 +120,7 @@ class RunConfig:
         check_choice("train_forward", self.train_forward, FORWARD_MODES)
         check_choice("solver", self.solver, SOLVERS)
         check_choice("device", self.device, ("auto", "cpu", "cuda"))
+        check_choice("precision", self.precision, PRECISIONS)
         self.weight_bits = parse_weight_bits(self.weight_bits)
         if self.task is not None:
             self.task = self.task.lower()

@@ -35,7 +35,7 @@ from eqspike.distributed import Sharding, initialise, shard
 from eqspike.evaluation import evaluate
 from eqspike.model import SpikingBertForSequenceClassification, uniform_layer_map
 from eqspike.teacher import Teacher, load_teacher, load_tokenizer, locate, teacher_name, teacher_targets
-from eqspike.training import atomic_directory, linear_schedule, make_optimizer, progress, set_seed
+from eqspike.training import atomic_directory, autocast, linear_schedule, make_optimizer, progress, set_seed
 
 STAGES = ("intermediate", "prediction")
 CHECKPOINT = "checkpoint"
@@ -59,8 +59,10 @@ def _global_mean(total: Tensor, count: Tensor, sharding: Sharding) -> Tensor:
 
 def masked_mse(student: Tensor, teacher: Tensor, mask: Tensor, sharding: Sharding = SINGLE) -> Tensor:
     """Mean squared error over the positions where ``mask`` (broadcastable, 0/1) is 1."""
-    mask = mask.to(student.dtype).expand_as(student)
-    return _global_mean(((student - teacher.to(student.dtype)) ** 2 * mask).sum(), mask.sum(), sharding)
+    dtype = torch.promote_types(student.dtype, torch.float32)  # bf16 (autocast) outputs: loss in float32
+    student, teacher = student.to(dtype), teacher.to(dtype)
+    mask = mask.to(dtype).expand_as(student)
+    return _global_mean(((student - teacher) ** 2 * mask).sum(), mask.sum(), sharding)
 
 
 def intermediate_loss(out, targets: dict[str, Any], attention_mask: Tensor, config: RunConfig,
@@ -79,7 +81,7 @@ def gold_loss(logits: Tensor, labels: Tensor, regression: bool, weight: Tensor |
     """Cross-entropy with the gold labels (MSE with the gold score for regression), averaged over the batch."""
     weight = torch.ones(len(logits), device=logits.device) if weight is None else weight.to(logits.device)
     if regression:
-        per_example = (logits.view(-1).float() - labels.float()) ** 2
+        per_example = (logits.view(-1).float() - labels.to(logits.device).float()) ** 2
     else:
         per_example = F.cross_entropy(logits.float(), labels, reduction="none")
     return _global_mean((per_example * weight).sum(), weight.sum(), sharding)
@@ -88,7 +90,8 @@ def gold_loss(logits: Tensor, labels: Tensor, regression: bool, weight: Tensor |
 def prediction_loss(logits: Tensor, teacher_logits: Tensor, labels: Tensor, regression: bool, config: RunConfig,
                     weight: Tensor | None = None, sharding: Sharding = SINGLE) -> dict[str, Tensor]:
     weight = torch.ones(len(logits), device=logits.device) if weight is None else weight.to(logits.device)
-    logits, teacher_logits = logits.float(), teacher_logits.float()
+    dtype = torch.promote_types(logits.dtype, torch.float32)
+    logits, teacher_logits = logits.to(dtype), teacher_logits.to(dtype)
     if regression:
         per_example = (logits.view(-1) - teacher_logits.view(-1)) ** 2
     else:
@@ -360,12 +363,16 @@ class Distiller:
               stage: str, regression: bool):
         inputs = {k: batch[k] for k in ("input_ids", "attention_mask", "token_type_ids")}
         sharding = self.sharding
+        with autocast(self.config.precision, self.device):  # losses below are computed in float32
+            if self._task_recipe:
+                out = forward(**inputs)
+            else:
+                with torch.no_grad():
+                    targets = teacher_targets(teacher.model, inputs, layers)
+                out = forward(**inputs)
         if self._task_recipe:
-            gold = gold_loss(forward(**inputs), batch["labels"], regression, weight, sharding)
+            gold = gold_loss(out, batch["labels"], regression, weight, sharding)
             return {"loss": gold, "gold": gold.detach()}
-        with torch.no_grad():
-            targets = teacher_targets(teacher.model, inputs, layers)
-        out = forward(**inputs)
         if stage == "intermediate":
             return intermediate_loss(out, targets, batch["attention_mask"], self.config, weight, sharding)
         return prediction_loss(out, targets["logits"], batch["labels"], regression, self.config, weight, sharding)

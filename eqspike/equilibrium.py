@@ -50,6 +50,12 @@ BACKWARD_MODES = ("ift", "phantom")
 # §1.8 item 1), so it is not offered anywhere.
 
 _PRECOMPUTED = "eqspike_precomputed"
+_LOW_PRECISION = (torch.bfloat16, torch.float16)
+
+
+def _rate(current: Tensor, neuron: NeuronConfig) -> Tensor:
+    """equilibrium_rate, with rates kept in float32 when the current comes from autocast (bf16)."""
+    return equilibrium_rate(current.float() if current.dtype in _LOW_PRECISION else current, neuron)
 
 
 def _precomputed_solver(func, x0, max_iter=0, tol=0.0, stop_mode="rel", indexing=None, **kwargs):
@@ -138,7 +144,7 @@ class RateMap:
         rates: dict[str, Tensor] = {}
         for population in self.populations:
             upstream = [rates[name] if name in rates else previous[name] for name in population.inputs]
-            rates[population.name] = equilibrium_rate(population.current(*upstream), self.neuron_of(population))
+            rates[population.name] = _rate(population.current(*upstream), self.neuron_of(population))
         self.check_state_shapes(rates)
         return rates
 
@@ -148,7 +154,7 @@ class RateMap:
         rates: dict[str, Tensor] = {}
         for population in self.populations:
             upstream = [rates[n] if n in rates else previous[n] for n in population.inputs]
-            rates[population.name] = equilibrium_rate(population.current(*upstream), self.neuron_of(population))
+            rates[population.name] = _rate(population.current(*upstream), self.neuron_of(population))
             if population.name == name:
                 return rates
         raise ValueError(f"{name!r} is not a population of this rate map")
@@ -157,7 +163,7 @@ class RateMap:
         """Every population's equilibrium rate computed from the given rates of its inputs
         (Jacobi form; used to measure how far a set of rates is from being a fixed point)."""
         return {
-            p.name: equilibrium_rate(p.current(*[rates[name] for name in p.inputs]), self.neuron_of(p))
+            p.name: _rate(p.current(*[rates[name] for name in p.inputs]), self.neuron_of(p))
             for p in self.populations
         }
 
@@ -412,8 +418,15 @@ class EquilibriumLayer(nn.Module):
         else:
             deq, start = self.given_deq, [simulation.rates[n].detach() for n in names]
 
+        # Under autocast (bf16) the rate map runs in low precision but the solvers do not: their
+        # least-squares and history updates stay in float32 on the float32 state.
+        device_type = start[0].device.type
+        autocast = torch.is_autocast_enabled(device_type)
+        autocast_dtype = torch.get_autocast_dtype(device_type)
+
         def phi(*state: Tensor):
-            swept = rate_map.sweep(dict(zip(names, state)))
+            with torch.autocast(device_type, dtype=autocast_dtype, enabled=autocast):
+                swept = rate_map.sweep(dict(zip(names, state)))
             out = tuple(swept[n] for n in names)
             return out[0] if len(out) == 1 else out
 
@@ -422,7 +435,8 @@ class EquilibriumLayer(nn.Module):
             stats.backward_residual = float(info["rel_lowest"].max().item())
 
         deq.train(torch.is_grad_enabled())  # torchdeq's eval mode returns z* without a gradient
-        z_out, info = deq(phi, start[0] if len(start) == 1 else start, backward_writer=backward_writer)
+        with torch.autocast(device_type, enabled=False):
+            z_out, info = deq(phi, start[0] if len(start) == 1 else start, backward_writer=backward_writer)
         z_star = z_out[-1]
         z_star = [z_star] if torch.is_tensor(z_star) else list(z_star)
         if simulation is None:

@@ -7,12 +7,14 @@ import random
 import shutil
 import tempfile
 from collections.abc import Iterable
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
+
+from eqspike.validation import EqspikeError
 
 
 def resolve_device(name: str = "auto") -> torch.device:
@@ -21,6 +23,21 @@ def resolve_device(name: str = "auto") -> torch.device:
     if name == "cuda" and not torch.cuda.is_available():
         raise ValueError("device='cuda' was asked for but no CUDA device is available; use --device cpu")
     return torch.device(name)
+
+
+PRECISIONS = ("fp32", "bf16")
+
+
+def autocast(precision: str, device: torch.device):
+    """The training-step context: bf16 autocast (CUDA, or CPU where supported) or nothing for fp32."""
+    if precision == "fp32":
+        return nullcontext()
+    if precision != "bf16":
+        raise EqspikeError(f"precision={precision!r} is not valid; choose one of: {', '.join(map(repr, PRECISIONS))}")
+    if device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        raise EqspikeError(f"precision='bf16' needs a GPU with bfloat16 support; {torch.cuda.get_device_name(device)} "
+                         f"has none: use --precision fp32")
+    return torch.autocast(device.type, dtype=torch.bfloat16)
 
 
 def set_seed(seed: int) -> None:

@@ -1,6 +1,7 @@
 """End to end: teacher store, distillation, resume, CLI errors (tiny BERT, toy data; seconds each)."""
 
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -122,6 +123,7 @@ def test_cli_resume_continues_with_the_saved_settings(tiny_teacher, toy_files, t
         (["--weight-bits", "2"], "weight_bits='2' is not valid; choose one of: 32, 1, 1.58"),
         (["--time-steps", "0"], "time_steps=0 is not valid; it must be an integer >= 1"),
         (["--solver", "newton"], "solver='newton' is not valid; choose one of: 'anderson', 'broyden', 'fixed_point_iter'"),
+        (["--precision", "fp16"], "precision='fp16' is not valid; choose one of: 'fp32', 'bf16'"),
     ],
 )
 def test_cli_bad_values_are_one_line_errors(tiny_teacher, toy_files, tmp_path, capsys, extra, message):
@@ -180,3 +182,18 @@ def test_quickstart_teacher_resolves_to_its_offline_mirror():
     config = json.loads((path / "config.json").read_text())
     assert config["model_type"] == "bert" and config["hidden_size"] == 384 and config["num_hidden_layers"] == 6
     assert teacher_name("sentence-transformers/all-MiniLM-L6-v2") == "all-MiniLM-L6-v2"
+
+
+def test_bf16_training_step_tracks_fp32(tiny_teacher, toy_files, tmp_path):
+    """--precision bf16 autocasts the teacher and the rate map; the losses stay close to float32's."""
+    losses = {}
+    for precision in ("fp32", "bf16"):
+        run = tmp_path / precision
+        result = Distiller(tiny_config(tiny_teacher, toy_files, run, precision=precision, max_steps=4, logging_steps=1),
+                           **QUIET).run()
+        assert result["status"] == "interrupted"
+        losses[precision] = [json.loads(x)["loss"] for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert len(losses["bf16"]) == 4 and all(math.isfinite(v) for v in losses["bf16"])
+    assert losses["bf16"] != losses["fp32"]  # the autocast really changed the arithmetic
+    for a, b in zip(losses["fp32"], losses["bf16"]):
+        assert abs(a - b) < 0.05 * abs(a)

@@ -188,3 +188,36 @@ def test_bad_rate_map_structure_is_named():
         from eqspike.neurons import NeuronConfig
 
         tiny_map(neuron=NeuronConfig(threshold=-1))
+
+
+def test_bf16_autocast_runs_the_rate_map_low_and_the_solver_in_float32():
+    """Under autocast the currents are bf16, but the rates, the equilibrium state and every solver
+    call stay float32 (autocast is off inside the solver), and the implicit gradient still flows."""
+    from eqspike.examples import StackedSpikingNetwork
+
+    torch.manual_seed(0)
+    net = StackedSpikingNetwork(32, 3, feedback=True, feedback_gain=0.3, seed=0)
+    x = torch.randn(4, 8, 32)
+    layer = EquilibriumLayer(EquilibriumConfig(tol=1e-3, max_iter=60))
+    seen = []
+    solver = layer.solve_deq.f_solver
+
+    def recording_solver(func, x0, *args, **kwargs):
+        seen.append((torch.is_autocast_enabled("cpu"), x0.dtype, func(x0).dtype))
+        return solver(func, x0, *args, **kwargs)
+
+    layer.solve_deq.f_solver = recording_solver
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        rate_map = net.rate_map(x)
+        assert any(p.current(*[rate_map.initial_state.get(n, torch.zeros(4, 8, 32)) for n in p.inputs]).dtype
+                   == torch.bfloat16 for p in rate_map.populations)  # the currents really are bf16
+        out = layer(rate_map)
+    assert seen == [(False, torch.float32, torch.float32)]
+    assert all(r.dtype == torch.float32 for r in out.rates.values())
+    assert out.stats.solver_residual < 2e-2  # a fixed point of the bf16 map, to bf16's precision
+    with torch.no_grad():
+        exact = EquilibriumLayer(EquilibriumConfig(tol=1e-6, max_iter=100))(net.rate_map(x)).rates
+    assert max((out.rates[k] - exact[k]).abs().max().item() for k in exact) < 0.05
+    sum(r.sum() for r in out.rates.values()).backward()
+    grads = [p.grad for p in net.parameters()]
+    assert all(g is not None and torch.isfinite(g).all() for g in grads) and any(g.abs().sum() > 0 for g in grads)
