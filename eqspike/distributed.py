@@ -17,10 +17,16 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import timedelta
 
 import torch
 import torch.distributed as dist
 from torch import Tensor
+
+
+# Rank 0 evaluates the dev set alone while the other ranks wait at their next collective: allow for a
+# long evaluation (torch's default is 10 minutes for NCCL).
+PROCESS_GROUP_TIMEOUT = timedelta(hours=2)
 
 
 @dataclass(frozen=True)
@@ -85,13 +91,15 @@ def from_environment() -> Sharding:
 def initialise(device_name: str) -> tuple[Sharding, torch.device]:
     """Join the process group when run under torchrun (NCCL on CUDA, gloo on CPU) and pick this
     rank's device: cuda:LOCAL_RANK on CUDA."""
+    from eqspike.training import resolve_device
+
     sharding = from_environment()
-    cuda = device_name == "cuda" or (device_name == "auto" and torch.cuda.is_available())
-    device = torch.device("cuda", sharding.local_rank) if cuda else torch.device("cpu")
-    if cuda:
+    device = resolve_device(device_name)
+    if device.type == "cuda":
+        device = torch.device("cuda", sharding.local_rank)
         torch.cuda.set_device(device)
     if sharding.distributed and not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if cuda else "gloo")
+        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo", timeout=PROCESS_GROUP_TIMEOUT)
     return sharding, device
 
 
