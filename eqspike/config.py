@@ -75,6 +75,10 @@ class RunConfig:
     temperature: float = 1.0
     gold_weight: float = 0.0  # weight of the gold-label loss in the prediction stage
     evals_per_epoch: int = 1  # dev evaluations (best-checkpoint selection) per prediction epoch
+    cache_teacher: bool = False  # run the teacher once over the training set and read its targets back
+    teacher_cache_dir: str | None = None  # default: TEACHER_STORE/cache
+    teacher_cache_dtype: str = "float16"  # or "float32" (exact, twice the disk)
+    teacher_cache_max_gb: float = 20.0  # refuse a cache larger than this
     # --- run
     output_dir: str | None = None
     overwrite: bool = False
@@ -121,6 +125,8 @@ class RunConfig:
         check_choice("solver", self.solver, SOLVERS)
         check_choice("device", self.device, ("auto", "cpu", "cuda"))
         check_choice("precision", self.precision, PRECISIONS)
+        check_choice("teacher_cache_dtype", self.teacher_cache_dtype, ("float16", "float32"))
+        check_positive("teacher_cache_max_gb", self.teacher_cache_max_gb)
         self.weight_bits = parse_weight_bits(self.weight_bits)
         if self.task is not None:
             self.task = self.task.lower()

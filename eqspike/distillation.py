@@ -179,6 +179,7 @@ class Distiller:
         self.sharding, self.device = initialise(config.device)
         self.log = log if self.sharding.is_main else (lambda *_: None)
         self.output_dir = Path(config.output_dir) if config.output_dir else default_output_dir(config)
+        self.teacher_cache = None
 
     def _on_main_first(self, action):
         """Run ``action`` on rank 0, then on the other ranks (which may read what rank 0 wrote).
@@ -296,6 +297,9 @@ class Distiller:
         if self._task_recipe:  # SpikeLM's own recipe: fine-tune on the task loss only
             stage_steps["intermediate"] = 0
         state = resume_state or {"stage": 0, "stage_step": 0, "global_step": 0, "best_score": None, "best_step": None}
+        if c.cache_teacher and not self._task_recipe:
+            self.teacher_cache = self._open_teacher_cache(teacher, data, layers,
+                                                          with_layers=state["stage"] == 0 and stage_steps["intermediate"] > 0)
         if c.student_type == "spikelm" and resume_state is None:
             # alpha_t = 2 mean|u_t| of the first global batch, the same on every rank
             first_stage = 0 if stage_steps["intermediate"] else 1
@@ -367,8 +371,11 @@ class Distiller:
             if self._task_recipe:
                 out = forward(**inputs)
             else:
-                with torch.no_grad():
-                    targets = teacher_targets(teacher.model, inputs, layers)
+                if self.teacher_cache is not None:
+                    targets = self.teacher_cache.targets(batch["index"].tolist(), inputs["input_ids"].shape[1], self.device)
+                else:
+                    with torch.no_grad():
+                        targets = teacher_targets(teacher.model, inputs, layers)
                 out = forward(**inputs)
         if self._task_recipe:
             gold = gold_loss(out, batch["labels"], regression, weight, sharding)
@@ -376,6 +383,15 @@ class Distiller:
         if stage == "intermediate":
             return intermediate_loss(out, targets, batch["attention_mask"], self.config, weight, sharding)
         return prediction_loss(out, targets["logits"], batch["labels"], regression, self.config, weight, sharding)
+
+    def _open_teacher_cache(self, teacher: Teacher, data: Prepared, layers: list[int], with_layers: bool):
+        from eqspike.teacher_cache import build_or_open
+
+        c = self.config
+        root = Path(c.teacher_cache_dir) if c.teacher_cache_dir else Path(c.teacher_store) / "cache"
+        return self._on_main_first(lambda: build_or_open(
+            teacher.model, data.train, layers, root, with_layers=with_layers, dtype=c.teacher_cache_dtype,
+            batch_size=c.eval_batch_size, device=self.device, max_gb=c.teacher_cache_max_gb, log=self.log))
 
     @property
     def _task_recipe(self) -> bool:

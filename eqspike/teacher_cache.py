@@ -1,0 +1,180 @@
+"""Teacher outputs computed once per data set (``--cache-teacher``) and read back at every step.
+
+Distillation asks the teacher for the same targets of the same examples every epoch. The cache runs
+the teacher once over the training split and stores, per example and without padding:
+
+    logits.npy                      (N, C)                         float32
+    hidden_{j}.npy, j = 0..K        (total tokens, H)              hidden states of the distilled layers
+    scores_{j}.npy, j = 1..K        (sum_i heads * L_i^2,)         pre-softmax attention scores
+    token_offsets.npy / score_offsets.npy                          where example i starts
+
+as memory-mapped .npy files in a folder named by a fingerprint of the teacher's weights, the token
+ids, the layer map and the storage dtype, so a different teacher or data set never reads a stale
+cache. ``float16`` storage (the default) halves the disk and differs from the live targets by
+float16 rounding (relative 5e-4); ``float32`` reproduces them up to float noise. Hidden states and
+scores are only stored when the intermediate stage needs them.
+
+Size: tokens * H * (K + 1) + heads * sum_i L_i^2 * K values. For GLUE-sized data sets with attention
+scores this is large (MNLI with a 6-layer BERT-base student: over a terabyte); ``max_gb`` refuses a
+cache that would not fit and says how large it would be.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from eqspike.data import EncodedSplit, sequential_batches
+from eqspike.teacher import teacher_targets
+from eqspike.training import atomic_directory, progress
+from eqspike.validation import EqspikeError
+
+CACHE_DTYPES = ("float16", "float32")
+_FLOAT16_MAX = float(np.finfo(np.float16).max)
+FORMAT_VERSION = 1
+
+
+class TeacherCacheError(EqspikeError):
+    """The teacher cache cannot be built as asked (too large, or unusable)."""
+
+
+def fingerprint(teacher: nn.Module, split: EncodedSplit, layers: Sequence[int], dtype: str, with_layers: bool) -> str:
+    """A digest of everything the cached values depend on: weights, token ids, layers, dtype."""
+    digest = hashlib.sha256()
+    digest.update(json.dumps({"version": FORMAT_VERSION, "layers": list(layers), "dtype": dtype,
+                              "with_layers": with_layers}).encode())
+    for name, tensor in sorted(teacher.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+    for ids, types in zip(split.input_ids, split.token_type_ids):
+        digest.update(np.asarray(ids, dtype=np.int64).tobytes())
+        digest.update(np.asarray(types, dtype=np.int8).tobytes())
+    return digest.hexdigest()[:20]
+
+
+def estimated_bytes(split: EncodedSplit, hidden_size: int, heads: int, num_labels: int, layers: Sequence[int],
+                    dtype: str, with_layers: bool) -> int:
+    lengths = np.array([len(ids) for ids in split.input_ids], dtype=np.int64)
+    values = 0
+    if with_layers:
+        values = int(lengths.sum()) * hidden_size * (len(layers) + 1) + heads * int((lengths**2).sum()) * len(layers)
+    return values * np.dtype(dtype).itemsize + len(lengths) * num_labels * 4
+
+
+class TeacherCache:
+    """Read-only view of a built cache: ``targets(indices, length)`` is ``teacher_targets`` of a batch."""
+
+    def __init__(self, folder: str | Path) -> None:
+        self.folder = Path(folder)
+        self.meta = json.loads((self.folder / "meta.json").read_text())
+        self.with_layers = self.meta["with_layers"]
+        self.heads = self.meta["heads"]
+        load = lambda name: np.load(self.folder / f"{name}.npy", mmap_mode="r")  # noqa: E731
+        self.logits = load("logits")
+        self.lengths = load("lengths")
+        if self.with_layers:
+            self.token_offsets, self.score_offsets = load("token_offsets"), load("score_offsets")
+            self.hidden = [load(f"hidden_{j}") for j in range(len(self.meta["layers"]) + 1)]
+            self.scores = [load(f"scores_{j + 1}") for j in range(len(self.meta["layers"]))]
+
+    def __len__(self) -> int:
+        return len(self.lengths)
+
+    def targets(self, indices: Sequence[int], length: int, device: torch.device | str = "cpu") -> dict[str, Any]:
+        """Logits, hidden states (zero past each example's end) and scores of examples ``indices``,
+        padded to ``length`` tokens, in float32 on ``device``."""
+        indices = [int(i) for i in indices]
+        out: dict[str, Any] = {"logits": torch.from_numpy(np.ascontiguousarray(self.logits[indices])).to(device)}
+        if not self.with_layers:
+            return out
+        batch, heads = len(indices), self.heads
+        hidden = [torch.zeros(batch, length, h.shape[1]) for h in self.hidden]
+        scores = [torch.zeros(batch, heads, length, length) for _ in self.scores]
+        for row, i in enumerate(indices):
+            n = int(self.lengths[i])
+            if n > length:
+                raise TeacherCacheError(f"example {i} has {n} tokens but the batch was padded to {length}")
+            start, end = int(self.token_offsets[i]), int(self.token_offsets[i + 1])
+            for j, values in enumerate(self.hidden):
+                hidden[j][row, :n] = torch.from_numpy(values[start:end].astype(np.float32))
+            start = int(self.score_offsets[i])
+            for j, values in enumerate(self.scores):
+                block = values[start : start + heads * n * n].astype(np.float32).reshape(heads, n, n)
+                scores[j][row, :, :n, :n] = torch.from_numpy(block)
+        out["hidden"] = [h.to(device) for h in hidden]
+        out["scores"] = [s.to(device) for s in scores]
+        return out
+
+
+def build_or_open(teacher: nn.Module, split: EncodedSplit, layers: Sequence[int], root: str | Path, *,
+                  with_layers: bool = True, dtype: str = "float16", batch_size: int = 64,
+                  device: torch.device | str = "cpu", max_gb: float = 20.0, log=print) -> TeacherCache:
+    """The cache of ``teacher`` on ``split`` under ``root`` (built on the first call, then reused)."""
+    if dtype not in CACHE_DTYPES:
+        raise TeacherCacheError(f"teacher_cache_dtype={dtype!r} is not valid; choose one of: {', '.join(map(repr, CACHE_DTYPES))}")
+    config = teacher.config
+    heads, hidden_size = config.num_attention_heads, config.hidden_size
+    folder = Path(root) / fingerprint(teacher, split, layers, dtype, with_layers)
+    if (folder / "meta.json").is_file():
+        log(f"teacher cache: reusing {folder}")
+        return TeacherCache(folder)
+    size = estimated_bytes(split, hidden_size, heads, config.num_labels, layers, dtype, with_layers)
+    if size > max_gb * 2**30:
+        raise TeacherCacheError(
+            f"the teacher cache for {len(split)} examples would take {size / 2**30:.1f} GiB, over teacher_cache_max_gb="
+            f"{max_gb:g}; raise teacher_cache_max_gb, use teacher_cache_dtype float16, or leave cache_teacher off"
+        )
+    log(f"teacher cache: running the teacher once over {len(split)} examples ({size / 2**20:.1f} MiB) into {folder}")
+    lengths = np.array([len(ids) for ids in split.input_ids], dtype=np.int64)
+    token_offsets = np.concatenate([[0], np.cumsum(lengths)])
+    score_offsets = np.concatenate([[0], np.cumsum(heads * lengths**2)])
+    with atomic_directory(folder) as staging:
+        create = lambda name, shape, kind: np.lib.format.open_memmap(staging / f"{name}.npy", mode="w+", dtype=kind, shape=shape)  # noqa: E731
+        logits = create("logits", (len(split), config.num_labels), np.float32)
+        np.save(staging / "lengths.npy", lengths)
+        if with_layers:
+            np.save(staging / "token_offsets.npy", token_offsets)
+            np.save(staging / "score_offsets.npy", score_offsets)
+            hidden = [create(f"hidden_{j}", (int(token_offsets[-1]), hidden_size), dtype) for j in range(len(layers) + 1)]
+            scores = [create(f"scores_{j + 1}", (int(score_offsets[-1]),), dtype) for j in range(len(layers))]
+        batches = sequential_batches(split, batch_size)
+        with torch.no_grad():
+            for batch in progress(batches, total=-(-len(split) // batch_size), desc="teacher cache"):
+                index = batch["index"].tolist()
+                inputs = {k: batch[k].to(device) for k in ("input_ids", "attention_mask", "token_type_ids")}
+                targets = teacher_targets(teacher, inputs, list(layers))
+                logits[index] = targets["logits"].float().cpu().numpy()
+                if not with_layers:
+                    continue
+                stored = lambda t: _storable(t, dtype)  # noqa: E731
+                hidden_values = [stored(h) for h in targets["hidden"]]
+                score_values = [stored(s) for s in targets["scores"]]
+                for row, i in enumerate(index):
+                    n = int(lengths[i])
+                    for j, values in enumerate(hidden_values):
+                        hidden[j][token_offsets[i] : token_offsets[i + 1]] = values[row, :n]
+                    for j, values in enumerate(score_values):
+                        scores[j][score_offsets[i] : score_offsets[i + 1]] = values[row, :, :n, :n].reshape(-1)
+        for array in [logits, *(hidden + scores if with_layers else [])]:
+            array.flush()
+        del logits
+        if with_layers:
+            del hidden, scores
+        meta = {"version": FORMAT_VERSION, "examples": len(split), "layers": list(layers), "dtype": dtype,
+                "with_layers": with_layers, "heads": heads, "hidden_size": hidden_size, "bytes": size}
+        (staging / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
+    return TeacherCache(folder)
+
+
+def _storable(values: Tensor, dtype: str) -> np.ndarray:
+    values = values.float()
+    if dtype == "float16":
+        values = values.clamp(-_FLOAT16_MAX, _FLOAT16_MAX)
+    return values.cpu().numpy().astype(dtype)
