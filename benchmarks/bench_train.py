@@ -16,7 +16,8 @@ and tokens; the cost does not depend on the values). One training step = forward
   (e) spikelm_bptt     the SpikeLM baseline, backprop through time at T = 4
 Inference: examples per second of the simulation at T = 8, 32, 128, against T times one rate-map
 sweep (the arithmetic the simulation must do at least): overhead = simulation time / time of T sweeps,
-both timed the same way (median of --repeats after one warm-up call).
+timed alternately (--inference-repeats pairs after one warm-up each; the median of the pair ratios).
+The simulation does not count spikes here (``count_spikes=False``: inference needs no energy tally).
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ import torch
 from torch.nn import functional as F
 
 from eqspike.baselines.spikelm import SpikeLMForSequenceClassification
-from eqspike.benchmarking import describe_device, peak_memory_mb, seconds_per_call
+from eqspike.benchmarking import describe_device, paired_seconds, peak_memory_mb, seconds_per_call
 from eqspike.equilibrium import simulate
 from eqspike.model import SpikingBertConfig, SpikingBertForSequenceClassification
 
@@ -48,6 +49,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--spikelm-steps", type=int, default=4)
     p.add_argument("--inference-steps", type=int, nargs="+", default=[8, 32, 128])
     p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--inference-repeats", type=int, default=5, help="alternating simulation / sweeps pairs per T")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     return p.parse_args(argv)
 
@@ -120,10 +122,11 @@ def main(argv=None) -> dict:
         rate_map = student.rate_map(ids, mask, torch.zeros_like(ids))
         inference = []
         for T in args.inference_steps:
-            sweeps_s = seconds_per_call(lambda: [rate_map.sweep() for _ in range(T)], repeats=args.repeats, device=device)
-            sim_s = seconds_per_call(lambda: simulate(rate_map, T), repeats=args.repeats, device=device)
+            sim_s, sweeps_s, overhead = paired_seconds(lambda: simulate(rate_map, T, count_spikes=False),
+                                                       lambda: [rate_map.sweep() for _ in range(T)],
+                                                       repeats=args.inference_repeats, device=device)
             inference.append({"time_steps": T, "examples_per_s": round(args.batch / sim_s, 3),
-                              "sweep_ms": round(1000 * sweeps_s / T, 2), "overhead": round(sim_s / sweeps_s, 3)})
+                              "sweep_ms": round(1000 * sweeps_s / T, 2), "overhead": round(overhead, 3)})
     print("inference: " + ", ".join(
         f"T={r['time_steps']} {r['examples_per_s']:.2f} ex/s overhead {r['overhead']:.2f}x (sweep {r['sweep_ms']:.1f} ms)"
         for r in inference))

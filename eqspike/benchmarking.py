@@ -84,6 +84,16 @@ def seconds_per_call(fn: Callable[[], object], repeats: int = 3, warmup: int = 1
     return statistics.median(times)
 
 
+def paired_seconds(fn: Callable[[], object], baseline: Callable[[], object], repeats: int = 3,
+                   device: torch.device | str = "cpu") -> tuple[float, float, float]:
+    """Times ``fn`` and ``baseline`` alternately (after one warm-up call each), so that both see the
+    same machine load; returns their median times and the median of the per-pair ratios fn/baseline."""
+    pairs = [(seconds_per_call(fn, 1, warmup=1 if i == 0 else 0, device=device),
+              seconds_per_call(baseline, 1, warmup=1 if i == 0 else 0, device=device)) for i in range(repeats)]
+    return (statistics.median(a for a, _ in pairs), statistics.median(b for _, b in pairs),
+            statistics.median(a / b for a, b in pairs))
+
+
 def describe_device(device: torch.device | str = "cpu") -> str:
     """A one-line description of where a benchmark ran."""
     device = torch.device(device)

@@ -158,7 +158,7 @@ def _sweep(student, split: EncodedSplit, time_steps: list[int], batch_size: int,
                     s.silent[name] += float(((counts[name] == 0) * token).sum())
                     s.saturated[name] += float(((counts[name] >= t) * token).sum())
 
-        simulate(rate_map, T_max, observer=observer)
+        simulate(rate_map, T_max, observer=observer, count_spikes=detailed)
     return s
 
 

@@ -211,6 +211,7 @@ def simulate(
     record_trajectory: bool = False,
     differentiable: bool = False,
     observer: Observer | None = None,
+    count_spikes: bool = True,
 ) -> SimulationResult:
     """Run the spiking network of ``rate_map`` for ``time_steps`` steps.
 
@@ -221,11 +222,13 @@ def simulate(
     that is backprop-through-time, the baseline eqspike avoids (memory grows with T).
     ``observer(t, rates, spike_counts)`` is called after every step t = 1..T with the running rates
     a(t) and the spikes fired so far, so that statistics at many T come from one simulation.
+    ``count_spikes=False`` skips the per-neuron spike counts (energy accounting): spike_counts is then
+    empty, and each step is one elementwise operation per neuron cheaper.
     """
     check_int_at_least("time_steps", time_steps, 1)
     grad_mode = torch.enable_grad() if differentiable else torch.no_grad()
     with grad_mode:
-        neurons = {p.name: IFPopulation(rate_map.neuron_of(p), differentiable) for p in rate_map.populations}
+        neurons = {p.name: IFPopulation(rate_map.neuron_of(p), differentiable, count_spikes) for p in rate_map.populations}
         running: dict[str, Tensor] = dict(rate_map.initial_state)
         trajectory: dict[str, list[Tensor]] = {p.name: [] for p in rate_map.populations}
         for step in range(time_steps):
@@ -238,12 +241,12 @@ def simulate(
             if step == 0:
                 rate_map.check_state_shapes(running)
             if observer is not None:
-                observer(step + 1, running, {name: neurons[name].spike_count for name in neurons})
+                observer(step + 1, running, {name: n.spike_count for name, n in neurons.items() if count_spikes})
         rates = {name: neurons[name].rate for name in neurons}
     return SimulationResult(
         rates=rates,
         trajectory={k: torch.stack(v) for k, v in trajectory.items()} if record_trajectory else None,
-        spike_counts={name: neurons[name].spike_count for name in neurons},
+        spike_counts={name: n.spike_count for name, n in neurons.items() if count_spikes},
         time_steps=time_steps,
     )
 
@@ -370,11 +373,13 @@ class EquilibriumLayer(nn.Module):
         mode: str | None = None,
         time_steps: int | None = None,
         record_trajectory: bool = False,
+        count_spikes: bool = False,
     ) -> EquilibriumOutput:
         """Find the rates of every population of ``rate_map`` at equilibrium.
 
         mode / time_steps override the config for this call (e.g. evaluate a 'solve'-trained
-        network by simulation at several T).
+        network by simulation at several T). ``count_spikes``: also return each neuron's number of
+        spikes ('simulate' only).
         """
         mode = check_choice("mode", self.config.forward if mode is None else mode, FORWARD_MODES)
         time_steps = self.config.time_steps if time_steps is None else time_steps
@@ -382,7 +387,7 @@ class EquilibriumLayer(nn.Module):
         needs_grad = torch.is_grad_enabled()
 
         if mode == "simulate":
-            simulation = simulate(rate_map, time_steps, record_trajectory=record_trajectory)
+            simulation = simulate(rate_map, time_steps, record_trajectory=record_trajectory, count_spikes=count_spikes)
             stats = EquilibriumStats(forward=mode, iterations=time_steps, time_steps=time_steps)
             rates = simulation.rates
             if needs_grad:  # value: the spike rates; gradient: implicit, at the simulated state
@@ -401,7 +406,7 @@ class EquilibriumLayer(nn.Module):
             rates=rates,
             stats=stats,
             trajectory=simulation.trajectory if simulation else None,
-            spike_counts=simulation.spike_counts if simulation else None,
+            spike_counts=simulation.spike_counts if simulation and count_spikes else None,
         )
 
     def _solve_feedback_state(

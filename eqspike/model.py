@@ -161,7 +161,7 @@ class SpikingBertOutput:
     attention_scores: list[Tensor] | None
     rates: dict[str, Tensor]
     stats: EquilibriumStats
-    spike_counts: dict[str, Tensor] | None = None
+    spike_counts: dict[str, Tensor] | None = None  # 'simulate' with count_spikes=True
     trajectory: dict[str, Tensor] | None = None
 
 
@@ -322,6 +322,7 @@ class SpikingBertForSequenceClassification(nn.Module):
         time_steps: int | None = None,
         output_attention_scores: bool = False,
         record_trajectory: bool = False,
+        count_spikes: bool = False,
     ) -> SpikingBertOutput:
         """Find the equilibrium (``mode`` 'solve' or 'simulate', default from the config) and classify."""
         if attention_mask is None:
@@ -329,7 +330,8 @@ class SpikingBertForSequenceClassification(nn.Module):
         if token_type_ids is None:
             token_type_ids = torch.zeros_like(input_ids)
         rate_map = self.rate_map(input_ids, attention_mask, token_type_ids)
-        out = self.equilibrium(rate_map, mode=mode, time_steps=time_steps, record_trajectory=record_trajectory)
+        out = self.equilibrium(rate_map, mode=mode, time_steps=time_steps, record_trajectory=record_trajectory,
+                               count_spikes=count_spikes)
         rates = out.rates
         names = ["embeddings"] + [f"block{m}.output" for m in range(self.config.num_hidden_layers)]
         hidden_values = [self.population_values(name, rates[name]) for name in names]

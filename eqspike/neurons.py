@@ -108,17 +108,25 @@ class IFPopulation:
         self.t = 0
         self.normaliser = 0.0  # Z(t)
         self.u: Tensor | None = None  # membrane after reset, for ``step``
-        self.weighted_count: Tensor | None = None  # R(t)
-        self.spike_count: Tensor | None = None  # sum_t |s(t)|
+        self._count: Tensor | None = None  # sign * R(t); the eager ideal drive keeps -R (one kernel less)
+        self._sign = 1.0
+        self.spike_count: Tensor | None = None  # sum_t |s(t)|, None with count_spikes=False
         self._ideal: Tensor | None = None  # F(t), for ``step_ideal``
         self._drive: str | None = None
 
     @property
+    def weighted_count(self) -> Tensor:
+        """R(t) = gamma R(t-1) + s(t): the leak-weighted spike count."""
+        if self._count is None:
+            raise RuntimeError("the population has not been stepped yet")
+        return self._count if self._sign > 0 else -self._count
+
+    @property
     def rate(self) -> Tensor:
         """a(t) = R(t) / Z(t): the (leak-weighted) average spike rate so far."""
-        if self.weighted_count is None:
+        if self._count is None:
             raise RuntimeError("the population has not been stepped yet")
-        return self.weighted_count / self.normaliser
+        return self._count / (self._sign * self.normaliser)
 
     @property
     def membrane(self) -> Tensor:
@@ -132,15 +140,16 @@ class IFPopulation:
     def _start(self, like: Tensor, drive: str) -> None:
         if self._drive is None:
             self._drive = drive
-            self.weighted_count = torch.zeros_like(like)
-            self.spike_count = torch.zeros_like(like) if self.count_spikes else None
+            self._count = torch.zeros_like(like, dtype=torch.promote_types(like.dtype, torch.float32))
+            self._sign = -1.0 if drive == "ideal" and not self.differentiable else 1.0
+            self.spike_count = torch.zeros_like(self._count) if self.count_spikes else None
             if drive == "current":
                 self.u = torch.zeros_like(like)
         elif self._drive != drive:
             raise RuntimeError("a population is driven by step() or by step_ideal(), not both")
         self.t += 1
 
-    def _count(self, spikes: Tensor) -> None:
+    def _count_spikes(self, spikes: Tensor) -> None:
         if self.count_spikes:  # |s| = s * s for s in {-1, 0, 1}
             if self.differentiable:
                 self.spike_count = self.spike_count + spikes.detach().abs()
@@ -156,12 +165,12 @@ class IFPopulation:
             u = gamma * self.u + current
             spikes = fire(u, self.neuron, surrogate=True)
             self.u = u - v_th * spikes
-            self.weighted_count = gamma * self.weighted_count + spikes
+            self._count = gamma * self._count + spikes
         else:
             spikes = fire(self.u.mul_(gamma).add_(current), self.neuron)
             self.u.sub_(spikes, alpha=v_th)
-            self.weighted_count.mul_(gamma).add_(spikes)
-        self._count(spikes)
+            self._count.mul_(gamma).add_(spikes)
+        self._count_spikes(spikes)
         return spikes
 
     def step_ideal(self, ideal_current: Tensor) -> Tensor:
@@ -177,26 +186,23 @@ class IFPopulation:
             s(t) = clamp(trunc(u(t) / V_th), lo, 1)           (= the threshold test while |u| < 2 V_th)
 
         trunc+clamp equals the threshold test for every u: |u| >= V_th gives |trunc(u / V_th)| >= 1.
-        Five elementwise operations per step (six with spike counting) instead of a dozen.
+        Four elementwise operations per step (five with spike counting), and one more to read the rate.
         """
         gamma, v_th = self.neuron.leak, self.neuron.threshold
         self._start(ideal_current, "ideal")
         self.normaliser = gamma * self.normaliser + 1.0
         self._ideal = ideal_current
         if self.differentiable:
-            u = self.normaliser * ideal_current - (gamma * v_th) * self.weighted_count
+            u = self.normaliser * ideal_current - (gamma * v_th) * self._count
             spikes = fire(u, self.neuron, surrogate=True)
-            self.weighted_count = gamma * self.weighted_count + spikes
-        else:
+            self._count = gamma * self._count + spikes
+        else:  # the state is -R, so that u / V_th = Z F / V_th + (-gamma R) is one kernel
             if gamma != 1.0:
-                self.weighted_count.mul_(gamma)
-            # minus = -u / V_th = R - (Z / V_th) F in one kernel, then -s = clamp(trunc(-u / V_th), -1, -lo)
-            minus = torch.add(self.weighted_count, ideal_current, alpha=-self.normaliser / v_th)
-            minus.trunc_().clamp_(-1.0, -self.neuron.lowest_rate)
-            self.weighted_count.sub_(minus)
-            self._count(minus)
-            return minus.neg_()
-        self._count(spikes)
+                self._count.mul_(gamma)
+            spikes = torch.add(self._count, ideal_current, alpha=self.normaliser / v_th)
+            spikes.trunc_().clamp_(self.neuron.lowest_rate, 1.0)
+            self._count.sub_(spikes)
+        self._count_spikes(spikes)
         return spikes
 
 

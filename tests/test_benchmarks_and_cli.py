@@ -72,7 +72,7 @@ def test_training_benchmark_writes_rows_for_every_method(tmp_path):
     out = tmp_path / "train.json"
     result = bench.main(["--out", str(out), "--layers", "2", "--hidden", "32", "--heads", "4", "--intermediate", "64",
                          "--seq", "8", "--batch", "2", "--simulate-steps", "4", "--reference-steps", "8",
-                         "--repeats", "1", "--inference-steps", "2", "4"])
+                         "--repeats", "1", "--inference-repeats", "1", "--inference-steps", "2", "4"])
     data = json.loads(out.read_text())
     assert data["rows"] == result["rows"]
     assert [r["method"] for r in data["rows"]] == ["ann", "eqspike_solve", "eqspike_simulate", "reference", "spikelm_bptt"]

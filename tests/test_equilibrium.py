@@ -94,12 +94,17 @@ def test_spike_rates_converge_to_the_equilibrium_as_one_over_T(feedback):
 
 def test_trajectory_and_spike_counts():
     net = StackedSpikingNetwork(8, 3)
-    result = simulate(net.rate_map(torch.randn(2, 8)), 10, record_trajectory=True)
+    x = torch.randn(2, 8)
+    result = simulate(net.rate_map(x), 10, record_trajectory=True)
     assert result.trajectory["p2"].shape == (10, 2, 8)
     assert torch.equal(result.trajectory["p2"][-1], result.rates["p2"])
     for name, count in result.spike_counts.items():
         assert (count >= result.rates[name].abs() * 10 - 1e-5).all()
         assert (count <= 10).all()
+    # Without counting the rates are the same spike for spike, and no counts are returned.
+    uncounted = simulate(net.rate_map(x), 10, count_spikes=False)
+    assert uncounted.spike_counts == {}
+    assert all(torch.equal(uncounted.rates[k], result.rates[k]) for k in result.rates)
 
 
 # ---------------------------------------------------------------- memory does not grow with T (5c)
