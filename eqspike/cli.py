@@ -203,12 +203,30 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+DISTRIBUTED_COMMANDS = ("distill",)
+
+
+def _quiet_transformers() -> None:
+    """eqspike shows its own progress; transformers' per-file loading and saving bars are noise in logs."""
+    from transformers.utils import logging
+
+    logging.disable_progress_bar()
+
+
 def main(argv: list[str] | None = None) -> int:
+    import os
+
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()
         return 0
+    if int(os.environ.get("WORLD_SIZE", "1") or 1) > 1 and args.command not in DISTRIBUTED_COMMANDS:
+        print(f"eqspike {args.command}: error: this command runs in one process; under torchrun only "
+              f"{', '.join(DISTRIBUTED_COMMANDS)} is distributed (WORLD_SIZE={os.environ['WORLD_SIZE']})", file=sys.stderr)
+        return 2
+    if args.command != "selfcheck":
+        _quiet_transformers()
     try:
         return args.run(args)
     except EqspikeError as error:

@@ -62,3 +62,13 @@ def test_torchrun_two_processes_match_one_process(tiny_teacher, toy_files, tmp_p
     assert max(abs(p - q) for p, q in zip(losses_one, losses_two)) < 1e-4 * max(map(abs, losses_one))
     m1, m2 = (json.loads((run / "metrics.json").read_text()) for run in (one, two))
     assert m1["student_score"] == m2["student_score"] and m1["teacher_score"] == m2["teacher_score"]
+
+
+def test_commands_that_are_not_distributed_refuse_to_run_under_torchrun(monkeypatch, capsys):
+    from eqspike.cli import main
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    assert main(["selfcheck"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == ("eqspike selfcheck: error: this command runs in one process; under torchrun only distill is "
+                   "distributed (WORLD_SIZE=2)")
