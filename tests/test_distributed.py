@@ -33,23 +33,32 @@ def test_environment_describes_the_process(monkeypatch):
 
 
 @pytest.mark.slow
-def test_torchrun_two_processes_match_one_process(tiny_teacher, toy_files, tmp_path):
+def test_torchrun_two_processes_interrupted_and_resumed_match_one_process(tiny_teacher, toy_files, tmp_path):
     # batch 5 over 96 examples: the last batch of each epoch has 1 example, so rank 1 gets an empty shard.
     changes = dict(batch_size=5, intermediate_epochs=1, prediction_epochs=1, save_steps=1000, logging_steps=1)
     one = tmp_path / "one"
     Distiller(tiny_config(tiny_teacher, toy_files, one, **changes), **QUIET).run()
 
+    # Two processes, stopped after 25 of the 40 steps (in the prediction stage) and resumed, again on two.
     two = tmp_path / "two"
-    config = tiny_config(tiny_teacher, toy_files, two, **changes)
+    config = tiny_config(tiny_teacher, toy_files, two, max_steps=25, **changes)
     args = ["distill"]
     for key, value in config.to_dict().items():
         if value is not None and value is not False:
             args += [f"--{key.replace('_', '-')}"] + ([] if value is True else [str(value)])
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=os.getcwd())
-    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-                           "-m", "eqspike", *args], env=env, capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    assert done.stdout.count("distributed: 2 processes (gloo)") == 1  # rank 0 alone logs
+
+    def torchrun(*arguments: str) -> str:
+        done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                               "-m", "eqspike", *arguments], env=env, capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+        return done.stdout
+
+    first = torchrun(*args)
+    assert first.count("distributed: 2 processes (gloo)") == 1  # rank 0 alone logs
+    assert "stopped after 25 steps" in first and not (two / "metrics.json").exists()
+    resumed = torchrun("distill", "--resume", "--output-dir", str(two))
+    assert "resume: prediction stage at step 5/20" in resumed
 
     a, b = torch.load(one / "checkpoint" / "student.pt"), torch.load(two / "checkpoint" / "student.pt")
     assert a.keys() == b.keys()
