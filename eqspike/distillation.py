@@ -277,12 +277,11 @@ class Distiller:
         self._start_output_dir(resuming=resume_state is not None)
         if sharding.distributed:
             self.log(f"distributed: {sharding.world_size} processes ({torch.distributed.get_backend()}), "
-                     f"{c.batch_size} examples per step in all; rank 0 logs, evaluates and writes checkpoints")
-        teacher_metrics = None
-        if sharding.is_main:
-            teacher_logits = lambda batch: teacher.model(**batch).logits  # noqa: E731
-            teacher_metrics = evaluate(teacher_logits, data.task, data.splits, c.eval_batch_size, self.device, "teacher dev")
-            self.log(f"teacher: dev {data.task.metric} {teacher_metrics[data.task.metric]:.4f}")
+                     f"{c.batch_size} examples per step in all; evaluation batches are shared out; "
+                     f"rank 0 logs and writes checkpoints")
+        teacher_logits = lambda batch: teacher.model(**batch).logits  # noqa: E731
+        teacher_metrics = self._evaluate(teacher_logits, data, "teacher dev")
+        self.log(f"teacher: dev {data.task.metric} {teacher_metrics[data.task.metric]:.4f}")
 
         student = self.build_student(teacher, data)
         if resume_state is not None:
@@ -357,10 +356,8 @@ class Distiller:
             state.update(stage=stage_index + 1, stage_step=0)
             self._save_checkpoint(student, optimizer, schedule, state)
             self.log(f"{stage} stage done ({total} steps)")
-        if state["best_score"] is None and sharding.is_main:  # no prediction stage: the final student is kept
+        if state["best_score"] is None:  # no prediction stage: the final student is the one kept
             self._evaluate_and_select(student, data, state)
-        if not sharding.is_main:
-            return {"status": "done", "rank": sharding.rank}
         return self._finish(data, teacher, teacher_metrics)
 
     def _step(self, forward, teacher: Teacher, batch: dict[str, Tensor], weight: Tensor, layers: list[int],
@@ -397,14 +394,14 @@ class Distiller:
     def _task_recipe(self) -> bool:
         return self.config.student_type == "spikelm" and self.config.spikelm_recipe == "task"
 
+    def _evaluate(self, logits_fn, data: Prepared, desc: str) -> dict[str, float]:
+        """Dev metrics, with the batches shared out over the ranks (every rank gets them all)."""
+        return evaluate(logits_fn, data.task, data.splits, self.config.eval_batch_size, self.device, desc, self.sharding)
+
     def _evaluate_and_select(self, student, data: Prepared, state: dict[str, Any]) -> None:
-        """Dev score (forward 'solve') on rank 0; the best student so far is saved."""
-        if not self.sharding.is_main:
-            return
-        c = self.config
+        """Dev score (forward 'solve'); rank 0 saves the best student so far."""
         student.eval()
-        metrics = evaluate(lambda b: student(**b, mode="solve").logits, data.task, data.splits,
-                           c.eval_batch_size, self.device, "student dev")
+        metrics = self._evaluate(lambda b: student(**b, mode="solve").logits, data, "student dev")
         student.train()
         score = metrics[data.task.metric]
         self._log_metrics({"step": state["global_step"], "eval": metrics, "mode": "solve"})
@@ -412,8 +409,9 @@ class Distiller:
         self.log(f"step {state['global_step']}: dev {data.task.metric} {score:.4f} (solve)" + (" *best*" if improved else ""))
         if improved:
             state.update(best_score=score, best_step=state["global_step"])
-            with atomic_directory(self.output_dir / STUDENT) as staging:
-                student.save_pretrained(staging, data.tokenizer)
+            if self.sharding.is_main:
+                with atomic_directory(self.output_dir / STUDENT) as staging:
+                    student.save_pretrained(staging, data.tokenizer)
 
     def _save_checkpoint(self, student, optimizer, schedule, state: dict[str, Any]) -> None:
         if not self.sharding.is_main:
@@ -425,13 +423,12 @@ class Distiller:
 
     def _finish(self, data: Prepared, teacher: Teacher, teacher_metrics: dict[str, float]) -> dict[str, Any]:
         c = self.config
+        self.sharding.barrier()  # rank 0 has written the best student
         student = load_student(self.output_dir / STUDENT).to(self.device)
         T = student.config.time_steps
         self.log(f"evaluating the best student as a spiking network (simulate, T={T})")
-        spiking = evaluate(lambda b: student(**b, mode="simulate", time_steps=T).logits, data.task,
-                           data.splits, c.eval_batch_size, self.device, f"spiking T={T}")
-        solved = evaluate(lambda b: student(**b, mode="solve").logits, data.task, data.splits,
-                          c.eval_batch_size, self.device, "student solve")
+        spiking = self._evaluate(lambda b: student(**b, mode="simulate", time_steps=T).logits, data, f"spiking T={T}")
+        solved = self._evaluate(lambda b: student(**b, mode="solve").logits, data, "student solve")
         metric = data.task.metric
         result = {
             "task": data.task.name,
@@ -452,7 +449,8 @@ class Distiller:
             "num_parameters": sum(p.numel() for p in student.parameters()),
             "eqspike_version": eqspike.__version__,
         }
-        (self.output_dir / "metrics.json").write_text(json.dumps(result, indent=2) + "\n")
+        if self.sharding.is_main:
+            (self.output_dir / "metrics.json").write_text(json.dumps(result, indent=2) + "\n")
         self.log(f"teacher {metric} {result['teacher_score']:.4f} | spiking {c.student_type} student (T={T}, "
                  f"{student.config.weight_bits}-bit weights) {metric} {result['student_score']:.4f} | "
                  f"equilibrium (solve) {result['student_solve_score']:.4f}")

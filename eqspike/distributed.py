@@ -24,8 +24,8 @@ import torch.distributed as dist
 from torch import Tensor
 
 
-# Rank 0 evaluates the dev set alone while the other ranks wait at their next collective: allow for a
-# long evaluation (torch's default is 10 minutes for NCCL).
+# Rank 0 writes checkpoints and the best student while the other ranks wait at their next collective,
+# and a rank may take a while to load a large teacher first: allow for that (NCCL's default is 10 min).
 PROCESS_GROUP_TIMEOUT = timedelta(hours=2)
 
 
@@ -61,6 +61,14 @@ class Sharding:
         stacked = torch.stack([values[n].detach().float() for n in names])
         dist.all_reduce(stacked, op=dist.ReduceOp.SUM)
         return dict(zip(names, stacked / self.world_size))
+
+    def gather(self, local: object) -> list[object]:
+        """Every rank's ``local`` (any picklable object), in rank order, on every rank."""
+        if not self.distributed:
+            return [local]
+        gathered: list[object] = [None] * self.world_size
+        dist.all_gather_object(gathered, local)
+        return gathered
 
     def barrier(self) -> None:
         if self.distributed:

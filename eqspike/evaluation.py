@@ -9,21 +9,33 @@ import torch
 from torch import Tensor
 
 from eqspike.data import EncodedSplit, TaskData, compute_metrics, sequential_batches
+from eqspike.distributed import Sharding
 from eqspike.training import progress
 
 LogitsFn = Callable[[Mapping[str, Tensor]], Tensor]
 
 
 @torch.no_grad()
-def predict(logits_fn: LogitsFn, split: EncodedSplit, batch_size: int, device: torch.device, desc: str = "predict") -> np.ndarray:
-    """Logits for every example of ``split``, in the split's order."""
+def predict(logits_fn: LogitsFn, split: EncodedSplit, batch_size: int, device: torch.device, desc: str = "predict",
+            sharding: Sharding = Sharding()) -> np.ndarray:
+    """Logits for every example of ``split``, in the split's order. Under torchrun each rank runs
+    every N-th batch and all ranks receive all logits."""
     outputs: list[tuple[Tensor, Tensor]] = []
     batches = sequential_batches(split, batch_size)
-    for batch in progress(batches, total=-(-len(split) // batch_size), desc=desc):
+    total = -(-len(split) // batch_size)
+    mine = -(-(total - sharding.rank) // sharding.world_size)
+    bar = progress(total=mine, desc=desc, disable=None if sharding.is_main else True)
+    for number, batch in enumerate(batches):
+        if number % sharding.world_size != sharding.rank:
+            continue
         index = batch.pop("index")
         labels = batch.pop("labels")  # noqa: F841  (not needed to predict)
         batch = {k: v.to(device) for k, v in batch.items()}
         outputs.append((index, logits_fn(batch).float().cpu()))
+        bar.update(1)
+    bar.close()
+    if sharding.distributed:
+        outputs = [pair for part in sharding.gather(outputs) for pair in part]
     order = torch.cat([i for i, _ in outputs]).argsort()
     return torch.cat([logits for _, logits in outputs])[order].numpy()
 
@@ -41,12 +53,15 @@ def evaluate(
     batch_size: int,
     device: torch.device,
     desc: str = "eval",
+    sharding: Sharding = Sharding(),
 ) -> dict[str, float]:
     """Metrics of every validation split; the selection split's keys are bare ("accuracy"), the
-    others are prefixed with the split name ("validation_mismatched/accuracy")."""
+    others are prefixed with the split name ("validation_mismatched/accuracy"). Under torchrun the
+    batches are spread over the ranks and every rank gets the same metrics."""
     metrics: dict[str, float] = {}
     for name, split in splits.items():
-        values = metrics_from_logits(task, predict(logits_fn, split, batch_size, device, f"{desc} {name}"), split.labels)
+        logits = predict(logits_fn, split, batch_size, device, f"{desc} {name}", sharding)
+        values = metrics_from_logits(task, logits, split.labels)
         prefix = "" if name == task.selection_split else f"{name}/"
         metrics.update({prefix + key: value for key, value in values.items()})
     return metrics

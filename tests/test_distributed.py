@@ -81,3 +81,32 @@ def test_commands_that_are_not_distributed_refuse_to_run_under_torchrun(monkeypa
     err = capsys.readouterr().err.strip()
     assert err == ("eqspike selfcheck: error: this command runs in one process; under torchrun only distill is "
                    "distributed (WORLD_SIZE=2)")
+
+
+def test_evaluation_batches_are_shared_out_and_gathered(monkeypatch, tiny_teacher, toy_files):
+    """Each rank predicts every N-th batch; the gathered logits are every example's, in order."""
+    from eqspike.config import RunConfig
+    from eqspike.distillation import prepare_data
+    from eqspike.evaluation import predict
+
+    split = prepare_data(RunConfig(teacher=tiny_teacher.path, train_file=str(toy_files[0]),
+                                   validation_file=str(toy_files[1]), max_seq_length=32), log=lambda *_: None).train
+    model = tiny_teacher.model
+    full = predict(lambda b: model(**b).logits, split, 10, torch.device("cpu"))
+
+    def run_rank(rank: int, other_shares: list):
+        sizes, captured = [], {}
+
+        def gather(self, local):  # stands in for all_gather_object
+            captured["share"] = local
+            return [local, *other_shares]
+
+        monkeypatch.setattr(Sharding, "gather", gather)
+        logits = predict(lambda b: (sizes.append(len(b["input_ids"])), model(**b).logits)[1], split, 10,
+                         torch.device("cpu"), sharding=Sharding(rank, 2))
+        return sizes, captured["share"], logits
+
+    sizes1, share1, _ = run_rank(1, [])
+    sizes0, _, combined = run_rank(0, [share1])
+    assert len(sizes0) == len(sizes1) == 5 and sum(sizes0) + sum(sizes1) == len(split) == 96
+    assert combined.shape == full.shape and abs(combined - full).max() < 1e-5
