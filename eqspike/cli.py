@@ -214,20 +214,20 @@ def _quiet_transformers() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    import os
+    from eqspike.distributed import from_environment
 
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()
         return 0
-    if int(os.environ.get("WORLD_SIZE", "1") or 1) > 1 and args.command not in DISTRIBUTED_COMMANDS:
-        print(f"eqspike {args.command}: error: this command runs in one process; under torchrun only "
-              f"{', '.join(DISTRIBUTED_COMMANDS)} is distributed (WORLD_SIZE={os.environ['WORLD_SIZE']})", file=sys.stderr)
-        return 2
-    if args.command != "selfcheck":
-        _quiet_transformers()
     try:
+        world_size = from_environment().world_size
+        if world_size > 1 and args.command not in DISTRIBUTED_COMMANDS:
+            raise EqspikeError(f"this command runs in one process; under torchrun only "
+                               f"{', '.join(DISTRIBUTED_COMMANDS)} is distributed (WORLD_SIZE={world_size})")
+        if args.command != "selfcheck":
+            _quiet_transformers()
         return args.run(args)
     except EqspikeError as error:
         print(f"eqspike {args.command}: error: {error}", file=sys.stderr)

@@ -24,6 +24,9 @@ from eqspike.training import PRECISIONS
 from eqspike.validation import check_choice, check_in_interval, check_int_at_least, check_positive
 
 
+TEACHER_CACHE_DTYPES = ("float16", "float32")
+
+
 class ConfigError(EqspikeError):
     """A configuration value or file that cannot be used (the message names it)."""
 
@@ -125,7 +128,7 @@ class RunConfig:
         check_choice("solver", self.solver, SOLVERS)
         check_choice("device", self.device, ("auto", "cpu", "cuda"))
         check_choice("precision", self.precision, PRECISIONS)
-        check_choice("teacher_cache_dtype", self.teacher_cache_dtype, ("float16", "float32"))
+        check_choice("teacher_cache_dtype", self.teacher_cache_dtype, TEACHER_CACHE_DTYPES)
         check_positive("teacher_cache_max_gb", self.teacher_cache_max_gb)
         self.weight_bits = parse_weight_bits(self.weight_bits)
         if self.task is not None:

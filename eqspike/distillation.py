@@ -184,14 +184,14 @@ class Distiller:
     def _on_main_first(self, action):
         """Run ``action`` on rank 0, then on the other ranks (which may read what rank 0 wrote).
         An error on rank 0 stops every rank instead of leaving them waiting."""
-        result, ok = None, True
+        result = None
         if self.sharding.is_main:
             try:
                 result = action()
             except BaseException:
                 self.sharding.all_ok(False)
                 raise
-        if not self.sharding.all_ok(ok):
+        if not self.sharding.all_ok(True):
             raise RunDirectoryError("rank 0 failed; its message says why")
         return result if self.sharding.is_main else action()
 
@@ -365,21 +365,21 @@ class Distiller:
         inputs = {k: batch[k] for k in ("input_ids", "attention_mask", "token_type_ids")}
         sharding = self.sharding
         with autocast(self.config.precision, self.device):  # losses below are computed in float32
-            if self._task_recipe:
-                out = forward(**inputs)
-            else:
-                if self.teacher_cache is not None:
-                    targets = self.teacher_cache.targets(batch["index"].tolist(), inputs["input_ids"].shape[1], self.device)
-                else:
-                    with torch.no_grad():
-                        targets = teacher_targets(teacher.model, inputs, layers)
-                out = forward(**inputs)
+            targets = None if self._task_recipe else self._teacher_targets(teacher, batch, inputs, layers)
+            out = forward(**inputs)
         if self._task_recipe:
             gold = gold_loss(out, batch["labels"], regression, weight, sharding)
             return {"loss": gold, "gold": gold.detach()}
         if stage == "intermediate":
             return intermediate_loss(out, targets, batch["attention_mask"], self.config, weight, sharding)
         return prediction_loss(out, targets["logits"], batch["labels"], regression, self.config, weight, sharding)
+
+    def _teacher_targets(self, teacher: Teacher, batch: dict[str, Tensor], inputs: dict[str, Tensor], layers: list[int]):
+        """The teacher's targets for a batch: read from the cache when there is one, else computed."""
+        if self.teacher_cache is not None:
+            return self.teacher_cache.targets(batch["index"].tolist(), inputs["input_ids"].shape[1], self.device)
+        with torch.no_grad():
+            return teacher_targets(teacher.model, inputs, layers)
 
     def _open_teacher_cache(self, teacher: Teacher, data: Prepared, layers: list[int], with_layers: bool):
         from eqspike.teacher_cache import build_or_open

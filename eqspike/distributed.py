@@ -23,6 +23,8 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
+from eqspike.validation import EqspikeError
+
 
 # Rank 0 writes checkpoints and the best student while the other ranks wait at their next collective,
 # and a rank may take a while to load a large teacher first: allow for that (NCCL's default is 10 min).
@@ -76,11 +78,7 @@ class Sharding:
 
     def all_ok(self, ok: bool) -> bool:
         """True on every rank when ``ok`` is True on every rank (to stop all of them on one error)."""
-        if not self.distributed:
-            return ok
-        flag = torch.tensor([0 if ok else 1])
-        dist.all_reduce(flag, op=dist.ReduceOp.SUM)
-        return int(flag.item()) == 0
+        return all(self.gather(ok))
 
 
 def from_environment() -> Sharding:
@@ -90,9 +88,9 @@ def from_environment() -> Sharding:
         rank = int(os.environ.get("RANK", "0"))
         local_rank = int(os.environ.get("LOCAL_RANK", str(rank)))
     except ValueError as error:
-        raise ValueError(f"RANK / WORLD_SIZE / LOCAL_RANK must be integers ({error})") from None
+        raise EqspikeError(f"RANK / WORLD_SIZE / LOCAL_RANK must be integers ({error})") from None
     if world_size < 1 or not 0 <= rank < world_size:
-        raise ValueError(f"RANK={rank} and WORLD_SIZE={world_size} do not describe a process of the job")
+        raise EqspikeError(f"RANK={rank} and WORLD_SIZE={world_size} do not describe a process of the job")
     return Sharding(rank, world_size, local_rank)
 
 

@@ -50,12 +50,11 @@ BACKWARD_MODES = ("ift", "phantom")
 # §1.8 item 1), so it is not offered anywhere.
 
 _PRECOMPUTED = "eqspike_precomputed"
-_LOW_PRECISION = (torch.bfloat16, torch.float16)
 
 
 def _rate(current: Tensor, neuron: NeuronConfig) -> Tensor:
-    """equilibrium_rate, with rates kept in float32 when the current comes from autocast (bf16)."""
-    return equilibrium_rate(current.float() if current.dtype in _LOW_PRECISION else current, neuron)
+    """equilibrium_rate, with rates kept in at least float32 when the current comes from autocast (bf16)."""
+    return equilibrium_rate(current.to(torch.promote_types(current.dtype, torch.float32)), neuron)
 
 
 def _precomputed_solver(func, x0, max_iter=0, tol=0.0, stop_mode="rel", indexing=None, **kwargs):
@@ -140,11 +139,7 @@ class RateMap:
     def sweep(self, state: Mapping[str, Tensor] | None = None) -> dict[str, Tensor]:
         """One Gauss-Seidel sweep: a_l = clamp(F_l(...) / V_th, lo, 1) for every population in order;
         feedback inputs read ``state`` (the initial state when None)."""
-        previous = self.initial_state if state is None else state
-        rates: dict[str, Tensor] = {}
-        for population in self.populations:
-            upstream = [rates[name] if name in rates else previous[name] for name in population.inputs]
-            rates[population.name] = _rate(population.current(*upstream), self.neuron_of(population))
+        rates = self.sweep_until(self.populations[-1].name, state)
         self.check_state_shapes(rates)
         return rates
 

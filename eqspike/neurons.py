@@ -108,25 +108,29 @@ class IFPopulation:
         self.t = 0
         self.normaliser = 0.0  # Z(t)
         self.u: Tensor | None = None  # membrane after reset, for ``step``
-        self._count: Tensor | None = None  # sign * R(t); the eager ideal drive keeps -R (one kernel less)
-        self._sign = 1.0
+        self._count: Tensor | None = None  # R(t); -R(t) for the eager ideal drive (one kernel less, ``_negated``)
         self.spike_count: Tensor | None = None  # sum_t |s(t)|, None with count_spikes=False
         self._ideal: Tensor | None = None  # F(t), for ``step_ideal``
         self._drive: str | None = None
+
+    @property
+    def _negated(self) -> bool:
+        """Whether ``_count`` holds -R (the eager ideal drive) rather than R."""
+        return self._drive == "ideal" and not self.differentiable
 
     @property
     def weighted_count(self) -> Tensor:
         """R(t) = gamma R(t-1) + s(t): the leak-weighted spike count."""
         if self._count is None:
             raise RuntimeError("the population has not been stepped yet")
-        return self._count if self._sign > 0 else -self._count
+        return -self._count if self._negated else self._count
 
     @property
     def rate(self) -> Tensor:
         """a(t) = R(t) / Z(t): the (leak-weighted) average spike rate so far."""
         if self._count is None:
             raise RuntimeError("the population has not been stepped yet")
-        return self._count / (self._sign * self.normaliser)
+        return self._count / (-self.normaliser if self._negated else self.normaliser)
 
     @property
     def membrane(self) -> Tensor:
@@ -141,7 +145,6 @@ class IFPopulation:
         if self._drive is None:
             self._drive = drive
             self._count = torch.zeros_like(like, dtype=torch.promote_types(like.dtype, torch.float32))
-            self._sign = -1.0 if drive == "ideal" and not self.differentiable else 1.0
             self.spike_count = torch.zeros_like(self._count) if self.count_spikes else None
             if drive == "current":
                 self.u = torch.zeros_like(like)

@@ -32,12 +32,12 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from eqspike.config import TEACHER_CACHE_DTYPES as CACHE_DTYPES
 from eqspike.data import EncodedSplit, sequential_batches
 from eqspike.teacher import teacher_targets
 from eqspike.training import atomic_directory, progress
 from eqspike.validation import EqspikeError
 
-CACHE_DTYPES = ("float16", "float32")
 _FLOAT16_MAX = float(np.finfo(np.float16).max)
 FORMAT_VERSION = 1
 
@@ -60,9 +60,9 @@ def fingerprint(teacher: nn.Module, split: EncodedSplit, layers: Sequence[int], 
     return digest.hexdigest()[:20]
 
 
-def estimated_bytes(split: EncodedSplit, hidden_size: int, heads: int, num_labels: int, layers: Sequence[int],
+def estimated_bytes(lengths: np.ndarray, hidden_size: int, heads: int, num_labels: int, layers: Sequence[int],
                     dtype: str, with_layers: bool) -> int:
-    lengths = np.array([len(ids) for ids in split.input_ids], dtype=np.int64)
+    """Bytes of the cache for examples of ``lengths`` tokens."""
     values = 0
     if with_layers:
         values = int(lengths.sum()) * hidden_size * (len(layers) + 1) + heads * int((lengths**2).sum()) * len(layers)
@@ -126,14 +126,15 @@ def build_or_open(teacher: nn.Module, split: EncodedSplit, layers: Sequence[int]
     if (folder / "meta.json").is_file():
         log(f"teacher cache: reusing {folder}")
         return TeacherCache(folder)
-    size = estimated_bytes(split, hidden_size, heads, config.num_labels, layers, dtype, with_layers)
+    lengths = np.array([len(ids) for ids in split.input_ids], dtype=np.int64)
+    size = estimated_bytes(lengths, hidden_size, heads, config.num_labels, layers, dtype, with_layers)
     if size > max_gb * 2**30:
+        smaller = ", use teacher_cache_dtype float16" if dtype != "float16" else ""
         raise TeacherCacheError(
             f"the teacher cache for {len(split)} examples would take {size / 2**30:.1f} GiB, over teacher_cache_max_gb="
-            f"{max_gb:g}; raise teacher_cache_max_gb, use teacher_cache_dtype float16, or leave cache_teacher off"
+            f"{max_gb:g}; raise teacher_cache_max_gb{smaller}, or leave cache_teacher off"
         )
     log(f"teacher cache: running the teacher once over {len(split)} examples ({size / 2**20:.1f} MiB) into {folder}")
-    lengths = np.array([len(ids) for ids in split.input_ids], dtype=np.int64)
     token_offsets = np.concatenate([[0], np.cumsum(lengths)])
     score_offsets = np.concatenate([[0], np.cumsum(heads * lengths**2)])
     with atomic_directory(folder) as staging:
@@ -154,9 +155,8 @@ def build_or_open(teacher: nn.Module, split: EncodedSplit, layers: Sequence[int]
                 logits[index] = targets["logits"].float().cpu().numpy()
                 if not with_layers:
                     continue
-                stored = lambda t: _storable(t, dtype)  # noqa: E731
-                hidden_values = [stored(h) for h in targets["hidden"]]
-                score_values = [stored(s) for s in targets["scores"]]
+                hidden_values = [_storable(h, dtype) for h in targets["hidden"]]
+                score_values = [_storable(s, dtype) for s in targets["scores"]]
                 for row, i in enumerate(index):
                     n = int(lengths[i])
                     for j, values in enumerate(hidden_values):
