@@ -18,7 +18,6 @@ import json
 from pathlib import Path
 from typing import Any
 
-import torch
 
 from eqspike.benchmarking import describe_device, peak_memory_mb, seconds_per_call
 from eqspike.config import RunConfig
@@ -42,17 +41,16 @@ def _train_or_load(config: RunConfig, log) -> Path:
     return out
 
 
-def _measure_training_step(config: RunConfig, run_dir: Path, teacher, data, batch, device, repeats: int) -> tuple[float, float]:
-    """(seconds, peak MiB) of one training step of the run's student on ``batch``."""
+def _measure_training_step(config: RunConfig, run_dir: Path, teacher, data, indices: list[int], device,
+                           repeats: int) -> tuple[float, float]:
+    """(seconds, peak MiB) of one training step of the run's student on the batch ``indices``."""
     distiller = Distiller(config, log=lambda *_: None)
     student = load_student(run_dir / STUDENT).to(device).train()
     stage = "prediction" if config.student_type == "spikelm" and config.spikelm_recipe == "task" else "intermediate"
     layers = student.config.teacher_layers
 
     def step() -> None:
-        weight = torch.ones(len(batch["input_ids"]), device=device)
-        losses = distiller._step(StageForward(student, stage), teacher, batch, weight, layers, stage, data.task.is_regression)
-        losses["loss"].backward()
+        distiller.step(StageForward(student, stage), teacher, data, indices, layers, stage)
 
     def clean() -> None:
         student.zero_grad(set_to_none=True)
@@ -80,13 +78,12 @@ def compare(config: RunConfig, time_steps: list[int], out_dir: str | Path, log=p
     data = prepare_data(config, log=lambda *_: None)
     teacher = load_teacher(config, data.task, device, data.splits, data.train, log=lambda *_: None)
     indices = batch_order(len(data.train), config.batch_size, config.seed, 0)[0]
-    batch = {k: v.to(device) for k, v in data.train.collate([data.train[i] for i in indices]).items()}
     split = data.splits[data.task.selection_split]
     metric = data.task.metric
     rows: list[dict[str, Any]] = []
 
     log("compare: measuring eqspike")
-    eq_seconds, eq_memory = _measure_training_step(eq_config, eq_dir, teacher, data, batch, device, repeats)
+    eq_seconds, eq_memory = _measure_training_step(eq_config, eq_dir, teacher, data, indices, device, repeats)
     report = diagnose(load_student(eq_dir / STUDENT), data.task, split, time_steps, config.eval_batch_size, None, device)
     for k, T in enumerate(time_steps):
         rows.append({"method": "eqspike", "time_steps": T, "score": report.score_vs_T[k], "train_step_s": eq_seconds,
@@ -96,7 +93,7 @@ def compare(config: RunConfig, time_steps: list[int], out_dir: str | Path, log=p
     lengths = [len(ids) for ids in split.input_ids]
     for T, (sl_config, run_dir) in spikelm.items():
         log(f"compare: measuring spikelm T={T}")
-        seconds, memory = _measure_training_step(sl_config, run_dir, teacher, data, batch, device, repeats)
+        seconds, memory = _measure_training_step(sl_config, run_dir, teacher, data, indices, device, repeats)
         student = load_student(run_dir / STUDENT).to(device)
         student.count_spikes(True)
         score = evaluate(lambda b: student(**b).logits, data.task, {data.task.selection_split: split},

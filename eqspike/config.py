@@ -64,7 +64,8 @@ class RunConfig:
     spikelm_reset: str = "spikelm"  # their multiplicative update, or "soft"
     spikelm_recipe: str = "distill"  # same losses as eqspike, or "task": SpikeLM's own recipe (gold labels only)
     # --- distillation
-    batch_size: int = 32
+    batch_size: int = 32  # examples per optimiser step, over all processes
+    micro_batches: int = 1  # cut each process's share of a batch into this many parts (gradients accumulated)
     eval_batch_size: int = 64
     intermediate_epochs: float = 3.0
     intermediate_lr: float = 5e-5
@@ -101,7 +102,7 @@ class RunConfig:
 
     def _validate(self) -> None:
         for name in ("max_seq_length", "teacher_batch_size", "time_steps", "batch_size", "eval_batch_size",
-                     "calibration_examples", "save_steps", "logging_steps", "evals_per_epoch"):
+                     "calibration_examples", "save_steps", "logging_steps", "evals_per_epoch", "micro_batches"):
             check_int_at_least(name, getattr(self, name), 1)
         for name in ("student_layers", "max_train_examples", "max_eval_examples", "max_steps"):
             if getattr(self, name) is not None:

@@ -17,9 +17,11 @@ in ``RUN_DIR/student``. The final score is that student run as a spiking network
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,7 +33,7 @@ from torch.nn import functional as F
 import eqspike
 from eqspike.config import ConfigError, RunConfig, save_yaml
 from eqspike.data import EncodedSplit, TaskData, batch_order, iterate_batches, load_task_data
-from eqspike.distributed import Sharding, initialise, shard
+from eqspike.distributed import initialise, shard
 from eqspike.evaluation import evaluate
 from eqspike.model import SpikingBertForSequenceClassification, uniform_layer_map
 from eqspike.teacher import Teacher, load_teacher, load_tokenizer, locate, teacher_name, teacher_targets
@@ -47,49 +49,83 @@ class RunDirectoryError(ConfigError):
 
 
 # ----------------------------------------------------------------------------- losses
-# Every mean is sum / count with the count taken over the global batch (Sharding.total) and the result
-# multiplied by the number of ranks, because DDP averages gradients over ranks. With one process this is
-# the plain mean. ``weight`` (per example, 1 or 0) removes the stand-in example of an empty shard.
-SINGLE = Sharding()
+# Every loss is a mean over the *global* batch of an optimiser step, however that batch is cut into
+# parts (ranks under torchrun, micro-batches): each part's loss is its sum divided by the global count
+# (``Share``), times the number of replicas because DDP averages gradients over ranks. The gradients of
+# the parts then add up to the gradient of the one-process mean.
 
 
-def _global_mean(total: Tensor, count: Tensor, sharding: Sharding) -> Tensor:
-    return total / sharding.total(count).clamp_min(1.0) * sharding.world_size
+@dataclass(frozen=True)
+class Share:
+    """What the losses of one part of a global batch divide by: the global batch's number of examples,
+    of real tokens and of (query, key) pairs of real tokens; the number of replicas DDP averages over;
+    and whether the part holds real examples (a stand-in for an empty part has weight 0)."""
+
+    examples: float
+    tokens: float
+    pairs: float
+    replicas: int = 1
+    real: bool = True
+
+    @classmethod
+    def of(cls, lengths: list[int], replicas: int = 1) -> Share:
+        """The counts of a global batch whose sequences have ``lengths`` real tokens."""
+        return cls(float(len(lengths)), float(sum(lengths)), float(sum(n * n for n in lengths)), replicas)
+
+    @classmethod
+    def whole(cls, attention_mask: Tensor) -> Share:
+        """A batch that is a whole global batch of one process (plain means)."""
+        return cls.of(attention_mask.sum(1).tolist())
 
 
-def masked_mse(student: Tensor, teacher: Tensor, mask: Tensor, sharding: Sharding = SINGLE) -> Tensor:
-    """Mean squared error over the positions where ``mask`` (broadcastable, 0/1) is 1."""
+def masked_mse(student: Tensor, teacher: Tensor, mask: Tensor, positions: float | None = None) -> Tensor:
+    """sum_{mask} (s - t)^2 / (positions * features): the mean squared error per feature over
+    ``positions`` masked positions (default: the positions of ``mask``). ``mask`` (0/1) has the
+    leading dimensions of ``student`` and size 1 on its feature dimensions."""
     dtype = torch.promote_types(student.dtype, torch.float32)  # bf16 (autocast) outputs: loss in float32
-    student, teacher = student.to(dtype), teacher.to(dtype)
-    mask = mask.to(dtype).expand_as(student)
-    return _global_mean(((student - teacher) ** 2 * mask).sum(), mask.sum(), sharding)
+    student, teacher, mask = student.to(dtype), teacher.to(dtype), mask.to(dtype)
+    features = student.numel() // mask.numel()
+    positions = mask.sum() if positions is None else positions
+    return ((student - teacher) ** 2 * mask).sum() / (max(float(positions), 1.0) * features)
 
 
 def intermediate_loss(out, targets: dict[str, Any], attention_mask: Tensor, config: RunConfig,
-                      weight: Tensor | None = None, sharding: Sharding = SINGLE) -> dict[str, Tensor]:
-    mask = attention_mask if weight is None else attention_mask * weight[:, None].to(attention_mask.dtype)
+                      share: Share | None = None) -> dict[str, Tensor]:
+    """w_h * sum_m MSE(v_m, H_T[k(m)]) + w_a * sum_m MSE(S_m, S_T[k(m)]) over real tokens and real
+    (query, key) pairs."""
+    share = share or Share.whole(attention_mask)
+    mask = attention_mask * float(share.real)
     tokens = mask[:, :, None]
-    pairs = (mask[:, None, :, None] * mask[:, None, None, :])
-    hidden = sum(masked_mse(v, h, tokens, sharding) for v, h in zip(out.hidden_values, targets["hidden"]))
-    attention = sum(masked_mse(s, t, pairs, sharding) for s, t in zip(out.attention_scores, targets["scores"]))
+    pairs = mask[:, None, :, None] * mask[:, None, None, :]
+    hidden = sum(masked_mse(v, h, tokens, share.tokens) for v, h in zip(out.hidden_values, targets["hidden"]))
+    attention = sum(masked_mse(s, t, pairs, share.pairs) for s, t in zip(out.attention_scores, targets["scores"]))
+    hidden, attention = hidden * share.replicas, attention * share.replicas
     return {"loss": config.hidden_weight * hidden + config.attention_weight * attention,
             "hidden": hidden.detach(), "attention": attention.detach()}
 
 
-def gold_loss(logits: Tensor, labels: Tensor, regression: bool, weight: Tensor | None = None,
-              sharding: Sharding = SINGLE) -> Tensor:
-    """Cross-entropy with the gold labels (MSE with the gold score for regression), averaged over the batch."""
-    weight = torch.ones(len(logits), device=logits.device) if weight is None else weight.to(logits.device)
+def _example_mean(per_example: Tensor, share: Share) -> Tensor:
+    """sum over this part's examples / the global number of examples, times the replicas."""
+    return per_example.sum() * float(share.real) / max(share.examples, 1.0) * share.replicas
+
+
+def _gold_per_example(logits: Tensor, labels: Tensor, regression: bool) -> Tensor:
+    labels = labels.to(logits.device)
     if regression:
-        per_example = (logits.view(-1).float() - labels.to(logits.device).float()) ** 2
-    else:
-        per_example = F.cross_entropy(logits.float(), labels, reduction="none")
-    return _global_mean((per_example * weight).sum(), weight.sum(), sharding)
+        return (logits.view(-1).float() - labels.float()) ** 2
+    return F.cross_entropy(logits.float(), labels, reduction="none")
+
+
+def gold_loss(logits: Tensor, labels: Tensor, regression: bool, share: Share | None = None) -> Tensor:
+    """Cross-entropy with the gold labels (squared error with the gold score for regression),
+    averaged over the global batch."""
+    return _example_mean(_gold_per_example(logits, labels, regression), share or Share(float(len(logits)), 0.0, 0.0))
 
 
 def prediction_loss(logits: Tensor, teacher_logits: Tensor, labels: Tensor, regression: bool, config: RunConfig,
-                    weight: Tensor | None = None, sharding: Sharding = SINGLE) -> dict[str, Tensor]:
-    weight = torch.ones(len(logits), device=logits.device) if weight is None else weight.to(logits.device)
+                    share: Share | None = None) -> dict[str, Tensor]:
+    """tau^2 * CE(softmax(z_T / tau), softmax(z_S / tau)) + w_g * gold (squared errors for regression)."""
+    share = share or Share(float(len(logits)), 0.0, 0.0)
     dtype = torch.promote_types(logits.dtype, torch.float32)
     logits, teacher_logits = logits.to(dtype), teacher_logits.to(dtype)
     if regression:
@@ -97,8 +133,8 @@ def prediction_loss(logits: Tensor, teacher_logits: Tensor, labels: Tensor, regr
     else:
         tau = config.temperature
         per_example = -(F.softmax(teacher_logits / tau, -1) * F.log_softmax(logits / tau, -1)).sum(-1) * tau**2
-    soft = _global_mean((per_example * weight).sum(), weight.sum(), sharding)
-    gold = gold_loss(logits, labels, regression, weight, sharding)
+    soft = _example_mean(per_example, share)
+    gold = gold_loss(logits, labels, regression, share)
     return {"loss": soft + config.gold_weight * gold, "soft": soft.detach(), "gold": gold.detach()}
 
 
@@ -260,12 +296,24 @@ class Distiller:
         epoch, position = divmod(step, steps_per_epoch)
         return batch_order(len(data.train), self.config.batch_size, self.config.seed, 1000 * stage_index + epoch)[position]
 
-    def _local_batch(self, data: Prepared, indices: list[int]) -> tuple[dict[str, Tensor], Tensor]:
-        """This rank's shard of a global batch, on the device, and the examples' loss weights (1, or 0
-        for the stand-in example of an empty shard)."""
-        mine, real = shard(indices, self.sharding)
-        batch = {k: v.to(self.device) for k, v in data.train.collate([data.train[i] for i in mine]).items()}
-        return batch, torch.full((len(mine),), 1.0 if real else 0.0, device=self.device)
+    def step(self, forward, teacher: Teacher, data: Prepared, indices: list[int], layers: list[int], stage: str) -> dict[str, Tensor]:
+        """Forward and backward of this rank's parts of the global batch ``indices``, gradients
+        accumulated over its ``micro_batches`` parts (DDP synchronises them after the last part).
+        Returns the detached losses summed over the parts; their mean over ranks is the loss of the
+        global batch."""
+        share = Share.of([len(data.train.input_ids[i]) for i in indices], self.sharding.world_size)
+        parts = shard(indices, self.sharding, self.config.micro_batches)
+        totals: dict[str, Tensor] = {}
+        for number, (mine, real) in enumerate(parts, start=1):
+            batch = {k: v.to(self.device) for k, v in data.train.collate([data.train[i] for i in mine]).items()}
+            synchronise = number == len(parts) or not hasattr(forward, "no_sync")
+            with nullcontext() if synchronise else forward.no_sync():
+                losses = self._losses(forward, teacher, batch, layers, stage, data.task.is_regression,
+                                      dataclasses.replace(share, real=real))
+                losses["loss"].backward()
+            for name, value in losses.items():
+                totals[name] = totals[name] + value.detach() if name in totals else value.detach()
+        return totals
 
     # -------------------------------------------------------------- main loop
     def run(self) -> dict[str, Any]:
@@ -328,14 +376,13 @@ class Distiller:
             bar = progress(total=total, desc=f"distill {stage}", disable=None if sharding.is_main else True)
             bar.update(first)
             for step in range(first, total):
-                batch, weight = self._local_batch(data, self._global_batch(data, stage_index, step, steps_per_epoch))
-                losses = self._step(forward, teacher, batch, weight, layers, stage, data.task.is_regression)
-                losses["loss"].backward()
+                indices = self._global_batch(data, stage_index, step, steps_per_epoch)
+                losses = self.step(forward, teacher, data, indices, layers, stage)
                 torch.nn.utils.clip_grad_norm_(student.parameters(), c.max_grad_norm)
                 optimizer.step()
                 schedule.step()
                 optimizer.zero_grad(set_to_none=True)
-                losses = sharding.mean_of({k: v.detach() for k, v in losses.items()})
+                losses = sharding.mean_of(losses)
                 state.update(stage=stage_index, stage_step=step + 1, global_step=state["global_step"] + 1)
                 bar.update(1)
                 bar.set_postfix(loss=f"{losses['loss'].item():.4f}")
@@ -360,19 +407,18 @@ class Distiller:
             self._evaluate_and_select(student, data, state)
         return self._finish(data, teacher, teacher_metrics)
 
-    def _step(self, forward, teacher: Teacher, batch: dict[str, Tensor], weight: Tensor, layers: list[int],
-              stage: str, regression: bool):
+    def _losses(self, forward, teacher: Teacher, batch: dict[str, Tensor], layers: list[int], stage: str,
+                regression: bool, share: Share) -> dict[str, Tensor]:
         inputs = {k: batch[k] for k in ("input_ids", "attention_mask", "token_type_ids")}
-        sharding = self.sharding
         with autocast(self.config.precision, self.device):  # losses below are computed in float32
             targets = None if self._task_recipe else self._teacher_targets(teacher, batch, inputs, layers)
             out = forward(**inputs)
         if self._task_recipe:
-            gold = gold_loss(out, batch["labels"], regression, weight, sharding)
+            gold = gold_loss(out, batch["labels"], regression, share)
             return {"loss": gold, "gold": gold.detach()}
         if stage == "intermediate":
-            return intermediate_loss(out, targets, batch["attention_mask"], self.config, weight, sharding)
-        return prediction_loss(out, targets["logits"], batch["labels"], regression, self.config, weight, sharding)
+            return intermediate_loss(out, targets, batch["attention_mask"], self.config, share)
+        return prediction_loss(out, targets["logits"], batch["labels"], regression, self.config, share)
 
     def _teacher_targets(self, teacher: Teacher, batch: dict[str, Tensor], inputs: dict[str, Tensor], layers: list[int]):
         """The teacher's targets for a batch: read from the cache when there is one, else computed."""

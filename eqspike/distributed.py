@@ -3,9 +3,10 @@
 ``torchrun --nproc_per_node N -m eqspike distill ...`` starts N processes; each reads RANK, WORLD_SIZE
 and LOCAL_RANK from the environment. Every optimiser step uses the same global batch as a single
 process (``data.batch_order``); each rank takes an interleaved shard of it (``shard``). The losses
-are sums over the shard divided by the *global* normaliser (``Sharding.total``), multiplied by N
-because DDP averages gradients over ranks, so the gradient is that of the one-process loss up to the
-order of floating-point additions.
+are sums over the shard divided by the *global* batch's counts (``distillation.Share``), multiplied by
+N because DDP averages gradients over ranks, so the gradient is that of the one-process loss up to the
+order of floating-point additions. One process with ``micro_batches=N`` computes exactly the parts
+that N processes compute, and adds their gradients in the same order: the same weights, bit for bit.
 
 torch's DistributedSampler is not used: it shuffles each rank's shard independently, so the global
 batches (and the result) would depend on the number of processes. ``shard`` is its deterministic
@@ -46,14 +47,6 @@ class Sharding:
     @property
     def distributed(self) -> bool:
         return self.world_size > 1
-
-    def total(self, local: Tensor) -> Tensor:
-        """The sum of ``local`` over all ranks (a loss normaliser such as the number of tokens)."""
-        if not self.distributed:
-            return local
-        total = local.detach().clone()
-        dist.all_reduce(total, op=dist.ReduceOp.SUM)
-        return total
 
     def mean_of(self, values: dict[str, Tensor]) -> dict[str, Tensor]:
         """Rank-averaged copies of detached scalars (for logging: each rank holds N x its share)."""
@@ -114,14 +107,19 @@ def shutdown() -> None:
         dist.destroy_process_group()
 
 
-def shard(indices: Sequence[int], sharding: Sharding) -> tuple[list[int], bool]:
-    """This rank's part of one global batch: indices[rank::world_size].
+def shard(indices: Sequence[int], sharding: Sharding, micro_batches: int = 1) -> list[tuple[list[int], bool]]:
+    """This rank's parts of one global batch: ``micro_batches`` interleaved parts, part m being
+    ``indices[m * N + rank :: N * micro_batches]`` (N = world size).
 
-    A rank left without examples (a last batch smaller than the number of ranks) gets the batch's
-    first example and ``False``: it must still run forward and backward (DDP reduces gradients from
-    every rank) but with its loss multiplied by 0.
+    The global batch is cut into N * micro_batches interleaved parts, and part j goes to rank
+    j mod N. So one process with 2 micro-batches computes exactly the parts that 2 processes compute
+    with one each (tests/test_distributed.py relies on this). A part left without examples (a last
+    batch smaller than the number of parts) gets the batch's first example and ``False``: it must
+    still run forward and backward (DDP reduces gradients from every rank) but with weight 0.
     """
-    mine = list(indices[sharding.rank :: sharding.world_size])
-    if mine:
-        return mine, True
-    return [indices[0]], False
+    stride = sharding.world_size * micro_batches
+    parts = []
+    for m in range(micro_batches):
+        mine = list(indices[m * sharding.world_size + sharding.rank :: stride])
+        parts.append((mine, True) if mine else ([indices[0]], False))
+    return parts
