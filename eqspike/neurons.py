@@ -3,19 +3,39 @@
 Per time step t = 1..T, for a population with input current I(t):
 
     u(t) = gamma * u(t-1) + I(t)
-    s(t) = +1 if u(t) >= V_th;  -1 if signed and u(t) <= -V_th;  else 0
+    s(t) = +1 if u(t) >= V_th / 2;  -1 if signed and u(t) < -V_th / 2;  else 0     (rounding="round")
+    s(t) = +1 if u(t) >= V_th;      -1 if signed and u(t) <= -V_th;     else 0     (rounding="trunc")
     u(t) <- u(t) - V_th * s(t)
 
 The average spike rate (ASR) is leak-weighted so that IF neurons (gamma = 1) get the plain mean:
 
     a(T) = R(T) / Z(T),   R(t) = gamma R(t-1) + s(t),   Z(t) = gamma Z(t-1) + 1   (Z(T) = T for IF)
 
-Because |u| < V_th after every reset while the neuron is not saturated, a constant current gives
+The rounding neuron fires half a threshold earlier than the classic (truncating) one: it is the IF
+neuron whose membrane starts at V_th / 2 (for unsigned neurons literally so). An IF neuron under a
+constant current I then emits exactly
 
-    |a(T) - clamp(I / V_th, lo, 1)| < 1 / Z(T)       (lo = -1 signed, 0 unsigned)
+    R(T) = floor(T I / V_th + 1/2)   (round)     or     trunc(T I / V_th)   (trunc)
 
-which is 1/T for IF. With a leak the bound stops at (1 - gamma): only IF has the clamp as its exact
-equilibrium, which is why IF is the default.
+spikes, clamped to [lo T, T] (lo = -1 signed, 0 unsigned), so its rate is the T-step quantizer
+
+    a(T) = Q_T(I / V_th) = clamp(floor(T I / V_th + 1/2) / T, lo, 1)      (``time_step_rate``)
+
+and |a(T) - clamp(I / V_th, lo, 1)| <= 1 / (2T) for round, < 1 / T for trunc. A constant current
+never makes a neuron reverse, so hysteresis (below) leaves these counts exactly as they are. At T = 4 a truncating
+neuron needs a quarter of its threshold to fire at all and is silent below; the rounding one needs an
+eighth. With a leak the bound stops at (1 - gamma): only IF has the clamp as its exact equilibrium,
+which is why IF is the default.
+
+Chatter and hysteresis. Under a current that moves (upstream rates still settling) a rounding
+neuron whose membrane hovers near +-V_th / 2 fires +1 and later -1: spikes that cancel in the count
+but cost energy. With hysteresis h a reversal needs the membrane past -(1/2 + h) V_th (resp. +), so
+while one spike a step can follow the drive, |u| <= (1/2 + h) V_th after every step and
+
+    |a(t) - clamp(I(t) / V_th, lo, 1)| <= (1/2 + h) / t      (h = 1/2: the truncating neuron's 1/t)
+
+with the count still exactly round(t I / V_th) for a constant current. docs/design.md gives the
+measurements: it saves spikes at large T and costs accuracy at T <= 8, where one count is a lot.
 """
 
 from __future__ import annotations
@@ -25,7 +45,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from eqspike.validation import check_in_interval, check_int_at_least, check_positive
+from eqspike.validation import check_choice, check_in_interval, check_int_at_least, check_positive
 
 
 @dataclass(frozen=True)
@@ -34,34 +54,92 @@ class NeuronConfig:
 
     threshold: V_th > 0.  leak: gamma in (0, 1]; 1 is integrate-and-fire (IF).
     signed: ternary spikes {-1, 0, +1} when True, binary {0, 1} otherwise.
+    rounding: 'round' (fire at +-V_th / 2: the spike count rounds the integrated current) or
+        'trunc' (fire at +-V_th: the count truncates it; the classic IF neuron).
+    hysteresis: h in [0, 1/2] (round only): a neuron whose last spike was +1 fires -1 only below
+        -(1/2 + h) V_th, and vice versa, so that a membrane jittering around +-V_th / 2 does not
+        fire +1, -1, +1, ... (chatter); the first spike and spikes of the same sign are unchanged.
     """
 
     threshold: float = 1.0
     leak: float = 1.0
     signed: bool = True
+    rounding: str = "round"
+    hysteresis: float = 0.0
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "threshold", check_positive("threshold", self.threshold))
         object.__setattr__(self, "leak", check_in_interval("leak", self.leak, 0.0, 1.0))
         if not isinstance(self.signed, bool):
             raise ValueError(f"signed={self.signed!r} is not valid; it must be True or False")
+        check_choice("rounding", self.rounding, ROUNDINGS)
+        if isinstance(self.hysteresis, bool) or not isinstance(self.hysteresis, (int, float)) or not 0 <= self.hysteresis <= 0.5:
+            raise ValueError(f"hysteresis={self.hysteresis!r} is not valid; it must lie in [0, 0.5] (thresholds)")
+        if self.hysteresis and (self.rounding != "round" or not self.signed):
+            raise ValueError("hysteresis needs signed rounding neurons (signed=True, rounding='round')")
+        object.__setattr__(self, "hysteresis", float(self.hysteresis))
 
     @property
     def lowest_rate(self) -> float:
         """lo: -1 for signed neurons, 0 for unsigned ones."""
         return -1.0 if self.signed else 0.0
 
+    @property
+    def offset(self) -> float:
+        """The membrane's head start in thresholds: 1/2 for the rounding neuron, 0 for truncation."""
+        return 0.5 if self.rounding == "round" else 0.0
+
+
+ROUNDINGS = ("round", "trunc")
+
 
 def equilibrium_rate(current: Tensor, neuron: NeuronConfig) -> Tensor:
-    """Closed-form IF equilibrium rate: a* = clamp(I / V_th, lo, 1)."""
+    """Closed-form IF equilibrium rate (T = infinity): a* = clamp(I / V_th, lo, 1)."""
     return (current / neuron.threshold).clamp(neuron.lowest_rate, 1.0)
 
 
-def _heaviside_spikes(u: Tensor, threshold: float, signed: bool) -> Tensor:
-    spikes = (u >= threshold).to(u.dtype)
-    if signed:
-        spikes = spikes - (u <= -threshold).to(u.dtype)
-    return spikes
+def spike_count_of(scaled: Tensor, neuron: NeuronConfig) -> Tensor:
+    """The neuron's integer reading of an integrated current in thresholds, x = T I / V_th:
+    floor(x + 1/2) for round, trunc(x) for trunc (before the clamp to [lo T, T])."""
+    return (scaled + 0.5).floor() if neuron.rounding == "round" else scaled.trunc()
+
+
+class _RoundStraightThrough(torch.autograd.Function):
+    """The neuron's count reading in the forward, the identity in the backward."""
+
+    @staticmethod
+    def forward(ctx, scaled: Tensor, neuron: NeuronConfig) -> Tensor:  # type: ignore[override]
+        return spike_count_of(scaled, neuron)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):  # type: ignore[override]
+        return grad, None
+
+
+def time_step_rate(current: Tensor, neuron: NeuronConfig, time_steps: int) -> Tensor:
+    """The rate an IF population reaches after T steps of a constant current (the T-step quantizer):
+
+        Q_T(I) = clamp(floor(T I / V_th + 1/2) / T, lo, 1)     (round; trunc(T I / V_th) for trunc)
+
+    computed as round(T clamp(I / V_th, lo, 1)) / T (the same values). Differentiable with a
+    straight-through gradient inside the range: dQ_T/dI = 1/V_th where lo <= I / V_th <= 1, else 0
+    (QCFS, Bu et al. 2022). With a learnable threshold theta and the decoded value
+    v = theta Q_T(F / theta), autograd then gives LSQ's step-size gradient (Esser et al. 2020):
+    dv/dtheta = Q_T - F / theta inside the range, and lo or 1 where it is clipped.
+    """
+    check_int_at_least("time_steps", time_steps, 1)
+    if neuron.leak != 1.0:
+        raise ValueError(f"the T-step quantizer is the IF neuron's (leak=1.0); this neuron has leak={neuron.leak}")
+    clipped = (current / neuron.threshold).clamp(neuron.lowest_rate, 1.0)
+    return _RoundStraightThrough.apply(clipped * time_steps, neuron) / time_steps
+
+
+def _heaviside_spikes(u: Tensor, neuron: NeuronConfig) -> Tensor:
+    if neuron.rounding == "round":
+        spikes = (u >= 0.5 * neuron.threshold).to(u.dtype)
+        return spikes - (u < -0.5 * neuron.threshold).to(u.dtype) if neuron.signed else spikes
+    spikes = (u >= neuron.threshold).to(u.dtype)
+    return spikes - (u <= -neuron.threshold).to(u.dtype) if neuron.signed else spikes
 
 
 class _StraightThroughSpike(torch.autograd.Function):
@@ -69,25 +147,27 @@ class _StraightThroughSpike(torch.autograd.Function):
     ds/du = 1/V_th for |u| < 2 V_th (signed) or 0 < u < 2 V_th (unsigned), 0 elsewhere."""
 
     @staticmethod
-    def forward(ctx, u: Tensor, threshold: float, signed: bool) -> Tensor:  # type: ignore[override]
+    def forward(ctx, u: Tensor, neuron: NeuronConfig) -> Tensor:  # type: ignore[override]
         ctx.save_for_backward(u)
-        ctx.threshold, ctx.signed = threshold, signed
-        return _heaviside_spikes(u, threshold, signed)
+        ctx.neuron = neuron
+        return _heaviside_spikes(u, neuron)
 
     @staticmethod
     def backward(ctx, grad_spikes: Tensor):  # type: ignore[override]
         (u,) = ctx.saved_tensors
-        lower = -2.0 * ctx.threshold if ctx.signed else 0.0
-        window = (u > lower) & (u < 2.0 * ctx.threshold)
-        return grad_spikes * window.to(grad_spikes.dtype) / ctx.threshold, None, None
+        threshold = ctx.neuron.threshold
+        lower = -2.0 * threshold if ctx.neuron.signed else 0.0
+        window = (u > lower) & (u < 2.0 * threshold)
+        return grad_spikes * window.to(grad_spikes.dtype) / threshold, None
 
 
 def fire(u: Tensor, neuron: NeuronConfig, surrogate: bool = False) -> Tensor:
-    """Spikes s = H(u - V_th) - [signed] H(-u - V_th). With ``surrogate=True`` the spike is
-    differentiable through a straight-through window (used only by backprop-through-time)."""
+    """Spikes s = H(u - c V_th) - [signed] H(-u - c V_th), c = 1/2 (round) or 1 (trunc; the
+    threshold itself counts as crossed upwards). With ``surrogate=True`` the spike is differentiable
+    through a straight-through window (used only by backprop-through-time)."""
     if surrogate:
-        return _StraightThroughSpike.apply(u, neuron.threshold, neuron.signed)
-    return _heaviside_spikes(u, neuron.threshold, neuron.signed)
+        return _StraightThroughSpike.apply(u, neuron)
+    return _heaviside_spikes(u, neuron)
 
 
 class IFPopulation:
@@ -112,10 +192,11 @@ class IFPopulation:
         self.spike_count: Tensor | None = None  # sum_t |s(t)|, None with count_spikes=False
         self._ideal: Tensor | None = None  # F(t), for ``step_ideal``
         self._drive: str | None = None
+        self._last: Tensor | None = None  # sign of the last spike, with hysteresis
 
     @property
     def _negated(self) -> bool:
-        """Whether ``_count`` holds -R (the eager ideal drive) rather than R."""
+        """Whether ``_count`` holds c - R (the eager ideal drive; c = the neuron's offset) rather than R."""
         return self._drive == "ideal" and not self.differentiable
 
     @property
@@ -123,14 +204,18 @@ class IFPopulation:
         """R(t) = gamma R(t-1) + s(t): the leak-weighted spike count."""
         if self._count is None:
             raise RuntimeError("the population has not been stepped yet")
-        return -self._count if self._negated else self._count
+        return torch.rsub(self._count, self.neuron.offset) if self._negated else self._count
 
     @property
     def rate(self) -> Tensor:
         """a(t) = R(t) / Z(t): the (leak-weighted) average spike rate so far."""
         if self._count is None:
             raise RuntimeError("the population has not been stepped yet")
-        return self._count / (-self.normaliser if self._negated else self.normaliser)
+        if not self._negated:
+            return self._count / self.normaliser
+        if self.neuron.offset:
+            return torch.rsub(self._count, self.neuron.offset).div_(self.normaliser)
+        return self._count / -self.normaliser
 
     @property
     def membrane(self) -> Tensor:
@@ -145,12 +230,29 @@ class IFPopulation:
         if self._drive is None:
             self._drive = drive
             self._count = torch.zeros_like(like, dtype=torch.promote_types(like.dtype, torch.float32))
+            if self._negated:
+                self._count += self.neuron.offset
             self.spike_count = torch.zeros_like(self._count) if self.count_spikes else None
             if drive == "current":
                 self.u = torch.zeros_like(like)
+            if self.neuron.hysteresis:
+                if self.differentiable:
+                    raise ValueError("hysteresis is not differentiable (backprop-through-time needs hysteresis=0)")
+                self._last = torch.zeros_like(self._count)
         elif self._drive != drive:
             raise RuntimeError("a population is driven by step() or by step_ideal(), not both")
         self.t += 1
+
+    def _hysteresis_spikes(self, y: Tensor) -> Tensor:
+        """Spikes from y = u / V_th + 1/2 with hysteresis h: +1 if y >= 1 + h [last spike -1],
+        -1 if y < -h [last spike +1]. Writing y' = y + (h/2) last, both thresholds become symmetric
+        in |last|: +1 iff y' >= 1 + (h/2)|last|, -1 iff y' < -(h/2)|last|."""
+        half = 0.5 * self.neuron.hysteresis
+        width = self._last.abs() * half  # w = (h/2) |last|
+        shifted = (torch.add(y, self._last, alpha=half) + width) / (1.0 + 2.0 * width)  # (y' + w) / (1 + 2w)
+        spikes = shifted.floor_().clamp_(-1.0, 1.0)  # +1 iff y' >= 1 + w, -1 iff y' < -w
+        self._last = torch.where(spikes != 0, spikes, self._last)
+        return spikes
 
     def _count_spikes(self, spikes: Tensor) -> None:
         if self.count_spikes:  # |s| = s * s for s in {-1, 0, 1}
@@ -170,7 +272,8 @@ class IFPopulation:
             self.u = u - v_th * spikes
             self._count = gamma * self._count + spikes
         else:
-            spikes = fire(self.u.mul_(gamma).add_(current), self.neuron)
+            self.u.mul_(gamma).add_(current)
+            spikes = self._hysteresis_spikes(self.u / v_th + 0.5) if self._last is not None else fire(self.u, self.neuron)
             self.u.sub_(spikes, alpha=v_th)
             self._count.mul_(gamma).add_(spikes)
         self._count_spikes(spikes)
@@ -178,18 +281,22 @@ class IFPopulation:
 
     def step_ideal(self, ideal_current: Tensor) -> Tensor:
         """Drive the population towards clamp(F(t) / V_th) where F(t) is the ideal current computed
-        from the upstream running rates (DESIGN.md §2): integrate the increment of the cumulative
+        from the upstream running rates (docs/design.md): integrate the increment of the cumulative
         ideal current, I(t) = Z(t) F(t) - gamma Z(t-1) F(t-1). For an affine F(a) = W a + b this
         current is exactly the synaptic current W s(t) + b.
 
-        By induction the membrane then holds exactly Z(t) F(t) - V_th R(t) after every reset, so
-        |a(t) - clamp(F(t) / V_th)| < 1 / Z(t) at every step, and the step needs no membrane state:
+        By induction the membrane then holds exactly Z(t) F(t) - V_th R(t) after every reset, so the
+        step needs no membrane state:
 
-            u(t) / V_th = Z(t) F(t) / V_th - gamma R(t-1)     (before the reset)
-            s(t) = clamp(trunc(u(t) / V_th), lo, 1)           (= the threshold test while |u| < 2 V_th)
+            u(t) / V_th = Z(t) F(t) / V_th - gamma R(t-1)                 (before the reset)
+            s(t) = clamp(floor(u(t) / V_th + 1/2), lo, 1)   (round)   or   clamp(trunc(u(t) / V_th), lo, 1)
 
-        trunc+clamp equals the threshold test for every u: |u| >= V_th gives |trunc(u / V_th)| >= 1.
-        Four elementwise operations per step (five with spike counting), and one more to read the rate.
+        which equals the threshold test of ``fire`` for every u. While one spike a step can follow
+        the drive (the neuron is not saturated and Z F moves by less than a threshold a step beyond
+        F itself), R(t) = round(Z(t) F(t) / V_th), i.e. |a(t) - clamp(F(t) / V_th)| <= 1 / (2 Z(t)):
+        the rates are those of the T-step quantizer applied to the latest current (``time_step_rate``).
+        Eager state: c - R with c = 1/2 (round) or 0 (trunc), so that u / V_th + c is one kernel; a
+        step is four elementwise operations (five with spike counting), plus one or two to read the rate.
         """
         gamma, v_th = self.neuron.leak, self.neuron.threshold
         self._start(ideal_current, "ideal")
@@ -199,11 +306,17 @@ class IFPopulation:
             u = self.normaliser * ideal_current - (gamma * v_th) * self._count
             spikes = fire(u, self.neuron, surrogate=True)
             self._count = gamma * self._count + spikes
-        else:  # the state is -R, so that u / V_th = Z F / V_th + (-gamma R) is one kernel
-            if gamma != 1.0:
+        else:
+            offset = self.neuron.offset
+            if gamma != 1.0:  # c - gamma R = gamma (c - R) + (1 - gamma) c
                 self._count.mul_(gamma)
+                if offset:
+                    self._count.add_((1.0 - gamma) * offset)
             spikes = torch.add(self._count, ideal_current, alpha=self.normaliser / v_th)
-            spikes.trunc_().clamp_(self.neuron.lowest_rate, 1.0)
+            if self._last is not None:
+                spikes = self._hysteresis_spikes(spikes)
+            else:
+                (spikes.floor_() if offset else spikes.trunc_()).clamp_(self.neuron.lowest_rate, 1.0)
             self._count.sub_(spikes)
         self._count_spikes(spikes)
         return spikes

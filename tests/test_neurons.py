@@ -7,21 +7,65 @@ from eqspike.neurons import (
     equilibrium_rate,
     fire,
     simulate_constant_current,
+    time_step_rate,
 )
 
 
+@pytest.mark.parametrize("rounding, bound", [("round", 0.5), ("trunc", 1.0)])
 @pytest.mark.parametrize("signed", [True, False])
 @pytest.mark.parametrize("time_steps", [1, 2, 7, 8, 32, 100])
-def test_if_rate_within_one_over_T_of_clamp(signed, time_steps):
+def test_if_rate_within_its_bound_of_clamp(signed, time_steps, rounding, bound):
+    """|a(T) - clamp(I / V_th)| <= 1 / (2T) for the rounding neuron, < 1 / T for the truncating one."""
     torch.manual_seed(time_steps)
-    neuron = NeuronConfig(threshold=0.7, signed=signed)
-    current = torch.empty(20_000).uniform_(-2.5, 2.5)
+    neuron = NeuronConfig(threshold=0.7, signed=signed, rounding=rounding)
+    current = torch.empty(20_000, dtype=torch.float64).uniform_(-2.5, 2.5)
     result = simulate_constant_current(current, time_steps, neuron)
     error = (result.rates - equilibrium_rate(current, neuron)).abs()
-    assert error.max() < 1.0 / time_steps
+    assert error.max() <= bound / time_steps + 1e-12
+    if rounding == "trunc":
+        assert error.max() < bound / time_steps
     # The bound is tight: some neuron comes close to it, so the check above is not vacuous.
     if time_steps > 1:
-        assert error.max() > 0.5 / time_steps
+        assert error.max() > 0.9 * bound / time_steps
+
+
+@pytest.mark.parametrize("rounding", ["round", "trunc"])
+@pytest.mark.parametrize("signed", [True, False])
+@pytest.mark.parametrize("time_steps", [1, 2, 3, 4, 8, 17])
+def test_constant_current_rate_is_the_T_step_quantizer_exactly(signed, time_steps, rounding):
+    """After T steps of a constant current the rate is Q_T(I) = clamp(round(T I / V_th) / T, lo, 1)
+    (trunc for the truncating neuron), for every neuron, both drives."""
+    torch.manual_seed(100 + time_steps)
+    neuron = NeuronConfig(threshold=0.37, signed=signed, rounding=rounding)
+    current = torch.empty(4_000, dtype=torch.float64).uniform_(-0.6, 0.6)
+    expected = time_step_rate(current, neuron, time_steps)
+    assert torch.equal(simulate_constant_current(current, time_steps, neuron).rates, expected)
+    ideal = IFPopulation(neuron)
+    for _ in range(time_steps):
+        ideal.step_ideal(current)
+    assert torch.equal(ideal.rate, expected)
+    # by hand, T = 4, V_th = 1: 0.13 -> round(0.52) = 1 spike (trunc: 0); 0.37 -> round(1.48) = 1; 0.38 -> 2
+    by_hand = time_step_rate(torch.tensor([0.13, 0.37, 0.38, -0.13, 2.0]), NeuronConfig(rounding=rounding, signed=signed), 4)
+    if rounding == "round":
+        assert by_hand.tolist() == [0.25, 0.25, 0.5, -0.25 if signed else 0.0, 1.0]
+    else:
+        assert by_hand.tolist() == [0.0, 0.25, 0.25, 0.0, 1.0]
+
+
+def test_quantizer_gradient_is_straight_through_inside_the_range():
+    """dQ/dI = 1/V_th where lo <= Q <= 1, 0 where clipped; with a learnable threshold and
+    v = theta Q(F / theta), dv/dtheta = Q - F / theta inside (LSQ) and the clip level outside."""
+    neuron = NeuronConfig(threshold=1.0, signed=True)
+    current = torch.tensor([0.1, 0.3, -0.55, 1.7, -3.0], requires_grad=True)
+    time_step_rate(current, NeuronConfig(threshold=2.0), 4).sum().backward()
+    assert current.grad.tolist() == [0.5, 0.5, 0.5, 0.5, 0.0]  # -3/2 is clipped at -1
+    theta = torch.tensor(0.8, requires_grad=True)
+    F = torch.tensor([0.05, 0.45, -0.9, 2.0])  # F / theta = 0.0625, 0.5625, -1.125, 2.5
+    rate = time_step_rate(F / theta, neuron, 4)
+    assert rate.tolist() == [0.0, 0.5, -1.0, 1.0]
+    (theta * rate).sum().backward()
+    # inside: Q - F / theta = (0 - 0.0625) + (0.5 - 0.5625); clipped: -1 and +1 (the last two)
+    assert theta.grad.item() == pytest.approx((0.0 - 0.0625) + (0.5 - 0.5625) + (-1.0) + 1.0)
 
 
 @pytest.mark.parametrize("leak", [0.9, 0.5])
@@ -48,12 +92,56 @@ def test_trajectory_obeys_the_bound_at_every_step():
         assert (result.trajectory[t - 1] - ideal).abs().max() < 1.0 / t
 
 
+@pytest.mark.parametrize("hysteresis", [0.25, 0.5])
+def test_hysteresis_keeps_constant_current_counts_and_bounds_a_moving_one(hysteresis):
+    """Constant current: exactly the rounding neuron's counts (no reversal ever). A current that settles
+    like an upstream rate estimate, I(t) = b + n_t / t with |b|, |n_t| <= 0.3, so that the cumulative
+    current t I(t) moves by at most 0.9 thresholds a step (one spike can follow): the rate stays within
+    (1/2 + h) / t of clamp(I(t)) at every t, and far fewer spikes cancel than without hysteresis."""
+    torch.manual_seed(7)
+    plain, sticky = NeuronConfig(), NeuronConfig(hysteresis=hysteresis)
+    constant = torch.empty(5_000, dtype=torch.float64).uniform_(-1.5, 1.5)
+    for T in (1, 3, 4, 9):
+        assert torch.equal(simulate_constant_current(constant, T, sticky).rates, time_step_rate(constant, plain, T))
+    base = torch.empty(5_000, dtype=torch.float64).uniform_(-0.3, 0.3)
+    populations = {"plain": IFPopulation(plain), "sticky": IFPopulation(sticky)}
+    reversals, last = {k: 0 for k in populations}, {k: torch.zeros_like(base) for k in populations}
+    for t in range(1, 65):
+        current = base + torch.empty_like(base).uniform_(-0.3, 0.3) / t
+        for name, population in populations.items():
+            spikes = population.step_ideal(current)
+            reversals[name] += int(((spikes * last[name]) < 0).sum())
+            last[name] = torch.where(spikes != 0, spikes, last[name])
+        error = (populations["sticky"].rate - equilibrium_rate(current, sticky)).abs()
+        assert error.max() <= (0.5 + hysteresis) / t + 1e-12, t
+    assert reversals["sticky"] < 0.5 * reversals["plain"], reversals
+    spikes = {k: float(p.spike_count.sum()) for k, p in populations.items()}
+    assert spikes["sticky"] < spikes["plain"], spikes
+
+
+def test_hysteresis_is_the_same_for_both_drives():
+    """step (integrating the increments into a membrane) and step_ideal (closed form) fire alike."""
+    torch.manual_seed(8)
+    neuron = NeuronConfig(threshold=0.6, hysteresis=0.5)
+    fast, slow = IFPopulation(neuron), IFPopulation(neuron)
+    previous = 0.0
+    for t in range(1, 41):
+        current = torch.randn(1_000, dtype=torch.float64) * 0.5
+        s_fast, s_slow = fast.step_ideal(current), slow.step(t * current - previous)
+        previous = t * current
+        assert torch.equal(s_fast, s_slow), t
+
+
 def test_spike_values_and_counts():
-    u = torch.tensor([-3.0, -1.0, -0.99, 0.0, 0.99, 1.0, 3.0])
-    assert fire(u, NeuronConfig(signed=True)).tolist() == [-1, -1, 0, 0, 0, 1, 1]
-    assert fire(u, NeuronConfig(signed=False)).tolist() == [0, 0, 0, 0, 0, 1, 1]
-    result = simulate_constant_current(torch.tensor([-1.0, 0.5, 0.0]), 10, NeuronConfig(signed=True))
-    assert result.spike_count.tolist() == [10.0, 5.0, 0.0]
+    u = torch.tensor([-3.0, -1.0, -0.99, -0.5, -0.49, 0.0, 0.49, 0.5, 0.99, 1.0, 3.0])
+    trunc, rounding = NeuronConfig(rounding="trunc"), NeuronConfig(rounding="round")
+    assert fire(u, trunc).tolist() == [-1, -1, 0, 0, 0, 0, 0, 0, 0, 1, 1]
+    assert fire(u, NeuronConfig(signed=False, rounding="trunc")).tolist() == [0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 1]
+    assert fire(u, rounding).tolist() == [-1, -1, -1, 0, 0, 0, 0, 1, 1, 1, 1]
+    assert fire(u, NeuronConfig(signed=False)).tolist() == [0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1]
+    for neuron in (trunc, rounding):
+        result = simulate_constant_current(torch.tensor([-1.0, 0.5, 0.0]), 10, neuron)
+        assert result.spike_count.tolist() == [10.0, 5.0, 0.0]
 
 
 def test_ideal_drive_of_an_affine_map_is_the_synaptic_current():
@@ -71,15 +159,16 @@ def test_ideal_drive_of_an_affine_map_is_the_synaptic_current():
         assert torch.allclose(ideal_driven.membrane, synapse_driven.membrane, atol=1e-9)
 
 
+@pytest.mark.parametrize("rounding", ["round", "trunc"])
 @pytest.mark.parametrize("signed", [True, False])
 @pytest.mark.parametrize("leak", [1.0, 0.8])
 @pytest.mark.parametrize("threshold", [1.0, 0.37])
-def test_closed_form_ideal_drive_matches_integrating_the_increments(signed, leak, threshold):
+def test_closed_form_ideal_drive_matches_integrating_the_increments(signed, leak, threshold, rounding):
     """step_ideal keeps no membrane: it fires from u = Z F - gamma V_th R directly. That must give the
     spikes of integrating I(t) = Z(t) F(t) - gamma Z(t-1) F(t-1) into a membrane (step), for IF and
     LIF, signed and not, eager and differentiable, with a current that changes every step."""
     torch.manual_seed(3)
-    neuron = NeuronConfig(threshold=threshold, leak=leak, signed=signed)
+    neuron = NeuronConfig(threshold=threshold, leak=leak, signed=signed, rounding=rounding)
     currents = torch.randn(60, 4, 200, dtype=torch.float64) * 1.5
     fast, slow, bptt = IFPopulation(neuron), IFPopulation(neuron), IFPopulation(neuron, differentiable=True)
     previous, normaliser, mismatches = 0.0, 0.0, 0
