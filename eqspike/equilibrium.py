@@ -35,7 +35,7 @@ from torchdeq import get_deq
 from torchdeq.solver import register_solver
 from torchdeq.solver.utils import dummy_solver_stat
 
-from eqspike.neurons import IFPopulation, NeuronConfig, equilibrium_rate
+from eqspike.neurons import IFPopulation, NeuronConfig, equilibrium_rate, time_step_rate
 from eqspike.validation import (
     check_choice,
     check_in_interval,
@@ -52,9 +52,12 @@ BACKWARD_MODES = ("ift", "phantom")
 _PRECOMPUTED = "eqspike_precomputed"
 
 
-def _rate(current: Tensor, neuron: NeuronConfig) -> Tensor:
-    """equilibrium_rate, with rates kept in at least float32 when the current comes from autocast (bf16)."""
-    return equilibrium_rate(current.to(torch.promote_types(current.dtype, torch.float32)), neuron)
+def _rate(current: Tensor, neuron: NeuronConfig, time_steps: int | None = None) -> Tensor:
+    """The population's rate for a current: the exact equilibrium clamp(I / V_th, lo, 1) (T = infinity),
+    or the T-step quantizer Q_T (``time_step_rate``). Rates stay in at least float32 when the current
+    comes from autocast (bf16)."""
+    current = current.to(torch.promote_types(current.dtype, torch.float32))
+    return equilibrium_rate(current, neuron) if time_steps is None else time_step_rate(current, neuron, time_steps)
 
 
 def _precomputed_solver(func, x0, max_iter=0, tol=0.0, stop_mode="rel", indexing=None, **kwargs):
@@ -85,6 +88,9 @@ class RateMap:
 
     initial_state: rates of the populations read through feedback edges before anything has fired
     (usually zeros); it fixes the shape of the equilibrium state and is required with feedback.
+    time_steps: None for the exact rates clamp(F / V_th, lo, 1) (the T = infinity equilibrium), or T
+    for the rates T steps of the spiking network give a constant current, Q_T(F) (``time_step_rate``;
+    straight-through gradients): the map a student trained for deployment at T is trained on.
     """
 
     def __init__(
@@ -92,9 +98,11 @@ class RateMap:
         populations: Sequence[Population],
         neuron: NeuronConfig = NeuronConfig(),
         initial_state: Mapping[str, Tensor] | None = None,
+        time_steps: int | None = None,
     ) -> None:
         self.populations = tuple(populations)
         self.neuron = neuron
+        self.time_steps = None if time_steps is None else check_int_at_least("time_steps", time_steps, 1)
         if not self.populations:
             raise ValueError("a rate map needs at least one population")
         position: dict[str, int] = {}
@@ -137,8 +145,8 @@ class RateMap:
         return population.neuron or self.neuron
 
     def sweep(self, state: Mapping[str, Tensor] | None = None) -> dict[str, Tensor]:
-        """One Gauss-Seidel sweep: a_l = clamp(F_l(...) / V_th, lo, 1) for every population in order;
-        feedback inputs read ``state`` (the initial state when None)."""
+        """One Gauss-Seidel sweep: a_l = clamp(F_l(...) / V_th, lo, 1) (or Q_T) for every population in
+        order; feedback inputs read ``state`` (the initial state when None)."""
         rates = self.sweep_until(self.populations[-1].name, state)
         self.check_state_shapes(rates)
         return rates
@@ -149,7 +157,7 @@ class RateMap:
         rates: dict[str, Tensor] = {}
         for population in self.populations:
             upstream = [rates[n] if n in rates else previous[n] for n in population.inputs]
-            rates[population.name] = _rate(population.current(*upstream), self.neuron_of(population))
+            rates[population.name] = _rate(population.current(*upstream), self.neuron_of(population), self.time_steps)
             if population.name == name:
                 return rates
         raise ValueError(f"{name!r} is not a population of this rate map")
@@ -158,7 +166,7 @@ class RateMap:
         """Every population's equilibrium rate computed from the given rates of its inputs
         (Jacobi form; used to measure how far a set of rates is from being a fixed point)."""
         return {
-            p.name: _rate(p.current(*[rates[name] for name in p.inputs]), self.neuron_of(p))
+            p.name: _rate(p.current(*[rates[name] for name in p.inputs]), self.neuron_of(p), self.time_steps)
             for p in self.populations
         }
 

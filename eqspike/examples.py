@@ -66,8 +66,9 @@ class StackedSpikingNetwork(nn.Module):
     def operation(self, index: int) -> str:
         return _OPERATIONS[(index - 1) % len(_OPERATIONS)]
 
-    def rate_map(self, x: Tensor) -> RateMap:
-        """The equilibrium map of the network for input ``x`` (shape (..., width))."""
+    def rate_map(self, x: Tensor, time_steps: int | None = None) -> RateMap:
+        """The equilibrium map of the network for input ``x`` (shape (..., width)); with ``time_steps``
+        the map of T-step rates (the T-step quantizer at every population)."""
         last = f"p{self.depth - 1}"
         if self.feedback:
             first = Population("p0", (last,), lambda a_last: self.input(x) + self.feedback_weight(a_last))
@@ -78,7 +79,7 @@ class StackedSpikingNetwork(nn.Module):
         populations = [first]
         for i in range(1, self.depth):
             populations.append(Population(f"p{i}", (f"p{i - 1}",), self._current(i)))
-        return RateMap(populations, self.neuron, initial_state)
+        return RateMap(populations, self.neuron, initial_state, time_steps)
 
     def _current(self, i: int):
         linear, norm, op = self.layers[i - 1], self.norms[i - 1], self.operation(i)

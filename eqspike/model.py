@@ -50,7 +50,7 @@ from eqspike.equilibrium import (
     RateMap,
     SOLVERS,
 )
-from eqspike.neurons import NeuronConfig
+from eqspike.neurons import ROUNDINGS, NeuronConfig, time_step_rate
 from eqspike.quantization import QuantLinear, parse_weight_bits
 from eqspike.validation import check_choice, check_in_interval, check_int_at_least, check_positive
 
@@ -60,6 +60,7 @@ WEIGHTS_NAME = "model.safetensors"
 BLOCK_POPULATIONS = ("key", "value", "context", "attention_output", "intermediate", "output")
 PROBLEM_TYPES = ("single_label_classification", "regression")
 _UNCALIBRATED = 1e4  # thresholds so large that nothing is clipped (used during calibration)
+THRESHOLD_FLOOR = 1e-3  # the smallest threshold a population uses
 
 
 @dataclass
@@ -91,8 +92,11 @@ class EncoderShape:
 class SpikingBertConfig(EncoderShape):
     """Shape of the student, its neurons and how its equilibrium is found."""
 
-    time_steps: int = 32
+    time_steps: int = 8
     signed: bool = True
+    rounding: str = "round"  # the neuron: 'round' (fires at +-theta/2) or 'trunc' (at +-theta; students saved before 0.2)
+    hysteresis: float = 0.0  # a reversal (+1 after -1, or -1 after +1) needs the membrane past (1/2 + h) theta
+    quantize_rates: bool = False  # 'solve' applies the T-step quantizer Q_T at time_steps (trained for T) instead of clamp
     feedback: bool = False
     forward_mode: str = "solve"
     solver: str = "anderson"
@@ -113,6 +117,8 @@ class SpikingBertConfig(EncoderShape):
                 f"hidden_size={self.hidden_size} is not a multiple of num_attention_heads={self.num_attention_heads}"
             )
         check_choice("problem_type", self.problem_type, PROBLEM_TYPES)
+        check_choice("rounding", self.rounding, ROUNDINGS)
+        NeuronConfig(signed=self.signed, rounding=self.rounding, hysteresis=self.hysteresis)  # validates them together
         check_choice("forward_mode", self.forward_mode, FORWARD_MODES)
         check_choice("solver", self.solver, SOLVERS)
         check_choice("backward_solver", self.backward_solver, SOLVERS)
@@ -144,6 +150,7 @@ class SpikingBertConfig(EncoderShape):
         model_type = data.pop("model_type", None)
         if model_type != MODEL_TYPE:
             raise ValueError(f"model_type={model_type!r} is not an eqspike student (expected {MODEL_TYPE!r})")
+        data.setdefault("rounding", "trunc")  # students saved before the rounding neuron keep their neuron
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
@@ -195,8 +202,8 @@ class SpikingBertBlock(nn.Module):
         self.intermediate = QuantLinear(h, i, weight_bits=bits)
         self.output = QuantLinear(i, h, weight_bits=bits)
         self.output_norm = nn.LayerNorm(h, eps=config.layer_norm_eps)
-        for name in BLOCK_POPULATIONS:
-            self.register_buffer(f"threshold_{name}", torch.ones(i if name == "intermediate" else h))
+        for name in BLOCK_POPULATIONS:  # trained only for a deployment T (``train_thresholds``)
+            setattr(self, f"threshold_{name}", nn.Parameter(torch.ones(i if name == "intermediate" else h), requires_grad=False))
 
     def threshold(self, population: str) -> Tensor:
         return getattr(self, f"threshold_{population}")
@@ -209,7 +216,7 @@ class SpikingBertForSequenceClassification(nn.Module):
         super().__init__()
         self.config = config
         self.embeddings = SpikingBertEmbeddings(config)
-        self.register_buffer("threshold_embeddings", torch.ones(config.hidden_size))
+        self.threshold_embeddings = nn.Parameter(torch.ones(config.hidden_size), requires_grad=False)
         self.blocks = nn.ModuleList(SpikingBertBlock(config) for _ in range(config.num_hidden_layers))
         self.feedback = None
         if config.feedback:
@@ -218,7 +225,7 @@ class SpikingBertForSequenceClassification(nn.Module):
         self.pooler = nn.Linear(config.hidden_size, config.hidden_size)
         self.classifier = nn.Linear(config.hidden_size, config.num_labels)
         self.equilibrium = EquilibriumLayer(config.equilibrium_config())
-        self.neuron = NeuronConfig(threshold=1.0, signed=config.signed)
+        self.neuron = NeuronConfig(threshold=1.0, signed=config.signed, rounding=config.rounding, hysteresis=config.hysteresis)
         self.apply(self._init_weights)
 
     @staticmethod
@@ -242,14 +249,25 @@ class SpikingBertForSequenceClassification(nn.Module):
         block, population = name.split(".")
         return self.blocks[int(block[len("block"):])].threshold(population)
 
-    def rate_map(self, input_ids: Tensor, attention_mask: Tensor, token_type_ids: Tensor) -> RateMap:
-        """Phi for one batch: every population's current as a function of its upstream rates."""
+    def thresholds(self) -> dict[str, Tensor]:
+        """Every population's thresholds, kept above THRESHOLD_FLOOR (a trained threshold may drift)."""
+        return {name: self.threshold(name).clamp_min(THRESHOLD_FLOOR) for name in self.population_names(self.config.num_hidden_layers)}
+
+    def train_thresholds(self, enabled: bool = True) -> None:
+        """Make the thresholds trainable parameters (training for a deployment T) or constants."""
+        for name in self.population_names(self.config.num_hidden_layers):
+            self.threshold(name).requires_grad_(enabled)
+
+    def rate_map(self, input_ids: Tensor, attention_mask: Tensor, token_type_ids: Tensor,
+                 time_steps: int | None = None) -> RateMap:
+        """Phi for one batch: every population's current as a function of its upstream rates.
+        ``time_steps``: None for the exact equilibrium rates, T for the T-step quantizer Q_T."""
         cfg = self.config
         embedded = self.embeddings(input_ids, token_type_ids)
         key_mask = torch.zeros(attention_mask.shape, dtype=embedded.dtype, device=embedded.device)
         key_mask = key_mask.masked_fill(attention_mask == 0, torch.finfo(embedded.dtype).min)[:, None, None, :]
         last = f"block{cfg.num_hidden_layers - 1}.output"
-        theta = {name: self.threshold(name) for name in self.population_names(cfg.num_hidden_layers)}
+        theta = self.thresholds()
 
         def value(name: str, rate: Tensor) -> Tensor:  # decoded value v = theta * a
             return theta[name] * rate
@@ -269,7 +287,7 @@ class SpikingBertForSequenceClassification(nn.Module):
         for m, block in enumerate(self.blocks):
             populations += self._block_populations(m, block, source, value, theta, key_mask)
             source = f"block{m}.output"
-        return RateMap(populations, self.neuron, initial_state)
+        return RateMap(populations, self.neuron, initial_state, time_steps)
 
     def _block_populations(self, m, block, source, value, theta, key_mask) -> list[Population]:
         n = lambda population: f"block{m}.{population}"  # noqa: E731
@@ -324,12 +342,18 @@ class SpikingBertForSequenceClassification(nn.Module):
         record_trajectory: bool = False,
         count_spikes: bool = False,
     ) -> SpikingBertOutput:
-        """Find the equilibrium (``mode`` 'solve' or 'simulate', default from the config) and classify."""
+        """Find the equilibrium and classify. ``mode``: 'simulate' runs the spiking network for
+        ``time_steps`` steps (default: the config's); 'solve' finds the fixed point of the rate map
+        directly: with ``quantize_rates`` the T-step quantizer's (T = ``time_steps``, default the
+        config's), which predicts the simulation at T, otherwise the exact (T = infinity) equilibrium."""
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
         if token_type_ids is None:
             token_type_ids = torch.zeros_like(input_ids)
-        rate_map = self.rate_map(input_ids, attention_mask, token_type_ids)
+        solve_steps = None
+        if self.config.quantize_rates and (mode or self.config.forward_mode) == "solve":
+            solve_steps = time_steps or self.config.time_steps
+        rate_map = self.rate_map(input_ids, attention_mask, token_type_ids, solve_steps)
         out = self.equilibrium(rate_map, mode=mode, time_steps=time_steps, record_trajectory=record_trajectory,
                                count_spikes=count_spikes)
         rates = out.rates
@@ -361,13 +385,21 @@ class SpikingBertForSequenceClassification(nn.Module):
 
     def population_values(self, name: str, rate: Tensor) -> Tensor:
         """Decoded value v = theta * a of a population's rates."""
-        return self.threshold(name) * rate
+        return self.threshold(name).clamp_min(THRESHOLD_FLOOR) * rate
 
     # ------------------------------------------------------------------ thresholds
     @torch.no_grad()
-    def calibrate_thresholds(self, batches: Iterable[Mapping[str, Tensor]], quantile: float | None = None, floor: float = 1e-3) -> None:
-        """Threshold balancing: set each neuron's threshold to the ``quantile`` of |activation| over
-        the non-pad tokens of ``batches``, measured with nothing clipped (ANN-equivalent network)."""
+    def calibrate_thresholds(self, batches: Iterable[Mapping[str, Tensor]], quantile: float | None = None,
+                             floor: float = THRESHOLD_FLOOR, time_steps: int | None = None) -> None:
+        """Threshold balancing from the network's own activations v over the non-pad tokens of
+        ``batches``, measured with nothing clipped (the ANN-equivalent network):
+
+          time_steps None: theta = the ``quantile`` of |v| per neuron (little is clipped);
+          time_steps T:    theta = argmin_c sum (c Q_T(v / c) - v)^2 per neuron over candidates
+                           c = q * 2^(-k/4), k = 0..15, q the quantile above: the threshold whose T-step
+                           quantizer represents the neuron's activations best (clipping traded for
+                           resolution; at small T the best threshold is well below the quantile).
+        """
         quantile = self.config.threshold_quantile if quantile is None else quantile
         check_in_interval("quantile", quantile, 0.0, 1.0)
         names = self.population_names(self.config.num_hidden_layers)
@@ -376,14 +408,19 @@ class SpikingBertForSequenceClassification(nn.Module):
         collected: dict[str, list[Tensor]] = {name: [] for name in names}
         for batch in batches:
             mask = batch["attention_mask"].bool()
-            rates = self.forward(batch["input_ids"], batch["attention_mask"], batch.get("token_type_ids"), mode="solve").rates
+            rate_map = self.rate_map(batch["input_ids"], batch["attention_mask"], batch.get("token_type_ids",
+                                     torch.zeros_like(batch["input_ids"])))
+            rates = self.equilibrium(rate_map, mode="solve").rates
             for name in names:
-                collected[name].append((_UNCALIBRATED * rates[name])[mask].abs())
+                collected[name].append((_UNCALIBRATED * rates[name])[mask])
         if not collected[names[0]]:
             raise ValueError("calibrate_thresholds needs at least one batch")
         for name in names:
             values = torch.cat(collected[name])
-            self.threshold(name).copy_(_column_quantile(values, quantile).clamp_min(floor))
+            theta = _column_quantile(values.abs(), quantile).clamp_min(floor)
+            if time_steps is not None:
+                theta = _best_quantizer_thresholds(values, theta, self.neuron, time_steps).clamp_min(floor)
+            self.threshold(name).copy_(theta)
 
     # ------------------------------------------------------------------ persistence
     def save_pretrained(self, directory: str | Path, tokenizer: Any | None = None) -> None:
@@ -471,6 +508,19 @@ def uniform_layer_map(teacher_layers: int, student_layers: int) -> list[int]:
     if student_layers > teacher_layers:
         raise ValueError(f"the student has {student_layers} blocks but the teacher only {teacher_layers} layers")
     return [round((m + 1) * teacher_layers / student_layers) for m in range(student_layers)]
+
+
+def _best_quantizer_thresholds(values: Tensor, largest: Tensor, neuron: NeuronConfig, time_steps: int,
+                               candidates: int = 16) -> Tensor:
+    """Per column of ``values`` (N, C), the threshold c among largest * 2^(-k/4), k < candidates, with
+    the least squared error sum_n (c Q_T(v_n / c) - v_n)^2 of the T-step quantizer."""
+    best, best_error = largest.clone(), torch.full_like(largest, float("inf"))
+    for k in range(candidates):
+        c = largest * 2.0 ** (-k / 4)
+        error = (c * time_step_rate(values / c, neuron, time_steps) - values).pow(2).sum(0)
+        better = error < best_error
+        best, best_error = torch.where(better, c, best), torch.where(better, error, best_error)
+    return best
 
 
 def _column_quantile(values: Tensor, quantile: float) -> Tensor:

@@ -1,3 +1,4 @@
+import pytest
 import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
@@ -47,15 +48,35 @@ def test_spiking_student_converges_to_its_equilibrium_on_every_population(tmp_pa
         assert error[128][name] <= 0.3 * error[16][name], (name, error)
 
 
-def test_gradients_reach_every_trained_weight(tmp_path):
-    _, student, batch = load_pair(tmp_path, layers=2)
-    student.calibrate_thresholds([batch])
+@pytest.mark.parametrize("for_time_steps", [False, True])
+def test_gradients_reach_every_trained_weight(tmp_path, for_time_steps):
+    """Every trainable parameter gets a gradient; trained for a deployment T, the thresholds too."""
+    _, student, batch = load_pair(tmp_path, layers=2, time_steps=4, quantize_rates=for_time_steps)
+    student.calibrate_thresholds([batch], time_steps=4 if for_time_steps else None)
+    student.train_thresholds(for_time_steps)
     student.train()
     out = student(**batch, output_attention_scores=True)
     (out.logits.sum() + sum(s.sum() for s in out.attention_scores) + sum(v.sum() for v in out.hidden_values)).backward()
-    missing = [name for name, p in student.named_parameters() if p.grad is None]
-    # Position/type embeddings of unused rows get zero gradients, not None; nothing may be disconnected.
-    assert missing == []
+    trained = {name: p for name, p in student.named_parameters() if p.requires_grad}
+    assert [name for name, p in trained.items() if p.grad is None] == []
+    thresholds = [name for name in trained if "threshold" in name]
+    assert len(thresholds) == (13 if for_time_steps else 0)  # embeddings + 2 blocks x 6 populations
+    if for_time_steps:  # LSQ-style: thresholds of populations read by the losses move
+        assert all(trained[name].grad.abs().sum() > 0 for name in thresholds if "key" not in name)
+
+
+def test_solve_of_a_student_trained_for_T_is_the_quantized_map(tmp_path):
+    """With quantize_rates, 'solve' gives rates on the grid k/T; without, it gives the exact clamp."""
+    _, student, batch = load_pair(tmp_path, layers=2, time_steps=4, quantize_rates=True)
+    student.calibrate_thresholds([batch], time_steps=4)
+    with torch.no_grad():
+        rates = student(**batch, mode="solve").rates
+        exact = student.equilibrium(student.rate_map(**batch), mode="solve").rates
+        at_8 = student(**batch, mode="solve", time_steps=8).rates
+    for name, rate in rates.items():
+        assert torch.equal(rate * 4, (rate * 4).round()), name
+        assert torch.equal(at_8[name] * 8, (at_8[name] * 8).round()), name
+    assert any(not torch.equal(exact[n] * 4, (exact[n] * 4).round()) for n in exact)
 
 
 def test_save_and_load_round_trip(tmp_path):
