@@ -9,6 +9,8 @@ and tokens; the cost does not depend on the values). One training step = forward
 (cross-entropy on the logits) + backward, measured the same way for every method:
   (a) ann              BERT of the same shape (transformers), fine-tuning step
   (b) eqspike_solve    eqspike student, equilibrium solved directly (one sweep), implicit backward
+  (b') eqspike_solve_T  the same student trained for deployment at T = 4 (--aware-steps): the rate map
+                       applies the 4-step quantizer with straight-through gradients, thresholds trained
   (c) eqspike_simulate eqspike student, spiking simulation for T = 32, implicit backward
   (d) reference        SpikingBERT's scheme (reference/spikingbert.md §3): a no-grad simulation for
                        T = 100, then one surrogate pass per distilled quantity, each from the
@@ -45,6 +47,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--seq", type=int, default=64)
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--simulate-steps", type=int, default=32)
+    p.add_argument("--aware-steps", type=int, default=4, help="the deployment T of the T-aware student (b')")
     p.add_argument("--reference-steps", type=int, default=100)
     p.add_argument("--spikelm-steps", type=int, default=4)
     p.add_argument("--inference-steps", type=int, nargs="+", default=[8, 32, 128])
@@ -76,6 +79,10 @@ def main(argv=None) -> dict:
                                                    attn_implementation="eager")).to(device).train()
     student = SpikingBertForSequenceClassification(SpikingBertConfig(**shape)).to(device).train()
     student.calibrate_thresholds([{"input_ids": ids, "attention_mask": mask}])
+    aware = SpikingBertForSequenceClassification(SpikingBertConfig(**shape, time_steps=args.aware_steps,
+                                                                   quantize_rates=True)).to(device).train()
+    aware.calibrate_thresholds([{"input_ids": ids, "attention_mask": mask}], time_steps=args.aware_steps)
+    aware.train_thresholds(True)
     spikelm = SpikeLMForSequenceClassification.from_teacher(ann, args.layers, time_steps=args.spikelm_steps).to(device).train()
 
     def ann_step():
@@ -83,6 +90,9 @@ def main(argv=None) -> dict:
 
     def eqspike_step(mode: str, T: int | None = None):
         F.cross_entropy(student(ids, mask, mode=mode, time_steps=T).logits, labels).backward()
+
+    def aware_step():
+        F.cross_entropy(aware(ids, mask, mode="solve").logits, labels).backward()
 
     def reference_step():
         rate_map = student.rate_map(ids, mask, torch.zeros_like(ids))
@@ -101,6 +111,7 @@ def main(argv=None) -> dict:
     methods = {
         "ann": (ann_step, ann),
         "eqspike_solve": (lambda: eqspike_step("solve"), student),
+        "eqspike_solve_T": (aware_step, aware),
         "eqspike_simulate": (lambda: eqspike_step("simulate", args.simulate_steps), student),
         "reference": (reference_step, student),
         "spikelm_bptt": (spikelm_step, spikelm),

@@ -1,10 +1,12 @@
 """eqspike against the surrogate-gradient SpikeLM baseline, trained in the same harness (DESIGN.md §6).
 
 Both students start from the same teacher layers, see the same data in the same order (same seed)
-and get the same epochs and losses (``spikelm_recipe="task"`` gives SpikeLM its own recipe). eqspike
-is trained once: its training cost does not depend on T. SpikeLM is trained once per T, since its
-amplitudes alpha_t exist per time step. Every run goes to its own folder under ``out_dir``, and a
-finished run is reused rather than trained again.
+and get the same epochs and losses (``spikelm_recipe="task"`` gives SpikeLM its own recipe). At each
+T, eqspike is trained for that T (its rate map quantized as T steps quantize it; implicit gradients,
+so its training cost does not depend on T) and SpikeLM is trained at that T by backprop through time
+(its amplitudes alpha_t exist per time step). One more eqspike student is trained for T = infinity
+(the exact equilibrium) and run at every T. Every run goes to its own folder under ``out_dir``, and
+a finished run is reused rather than trained again.
 
 Per method and T, the report gives the dev score, the time and peak memory of one training step,
 the firing rate (spikes per neuron per step) and the energy per example (eqspike.energy).
@@ -24,11 +26,14 @@ from eqspike.config import RunConfig
 from eqspike.data import batch_order
 from eqspike.diagnostics import check_time_steps, diagnose
 from eqspike.distillation import STUDENT, Distiller, StageForward, load_student, prepare_data
-from eqspike.energy import ACCUMULATE_PJ, MAC_PJ, spikelm_macs
+from eqspike.energy import spikelm_energy_pj
 from eqspike.evaluation import evaluate
 from eqspike.teacher import load_teacher
 
 ROW_KEYS = ("method", "time_steps", "score", "train_step_s", "peak_train_mem_mb", "firing_rate", "energy_pj")
+METHOD_LABELS = {"eqspike": "eqspike, trained for T", "eqspike-inf": "eqspike, trained for T = inf",
+                 "spikelm": "SpikeLM (BPTT at T)"}
+METHOD_COLOURS = {"eqspike": "tab:blue", "eqspike-inf": "tab:cyan", "spikelm": "tab:orange"}
 
 
 def _train_or_load(config: RunConfig, log) -> Path:
@@ -63,63 +68,73 @@ def _measure_training_step(config: RunConfig, run_dir: Path, teacher, data, indi
 
 
 def compare(config: RunConfig, time_steps: list[int], out_dir: str | Path, log=print, repeats: int = 3) -> dict[str, Any]:
-    """Train (or reuse) both students and write compare.json, compare.md and compare.png in ``out_dir``."""
+    """Train (or reuse) the students and write compare.json, compare.md, compare.png and pareto.png in
+    ``out_dir``: per T, eqspike trained for T and SpikeLM trained at T; and eqspike trained once for
+    T = infinity, run at every T."""
     time_steps = check_time_steps(time_steps)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    eq_config = config.replace(student_type="eqspike", output_dir=str(out_dir / "eqspike"))
-    eq_dir = _train_or_load(eq_config, log)
-    spikelm = {}
+    eq = config.replace(student_type="eqspike")
+    runs: list[tuple[str, int | None, RunConfig]] = [
+        ("eqspike-inf", None, eq.replace(train_for="infinity", energy_budget=None, output_dir=str(out_dir / "eqspike-inf")))]
     for T in time_steps:
-        sl_config = config.replace(student_type="spikelm", spikelm_time_steps=T, output_dir=str(out_dir / f"spikelm-T{T}"))
-        spikelm[T] = (sl_config, _train_or_load(sl_config, log))
+        runs.append(("eqspike", T, eq.replace(train_for="time_steps", time_steps=T, output_dir=str(out_dir / f"eqspike-T{T}"))))
+        runs.append(("spikelm", T, config.replace(student_type="spikelm", spikelm_time_steps=T, energy_budget=None,
+                                                   output_dir=str(out_dir / f"spikelm-T{T}"))))
+    for _, _, run_config in runs:
+        _train_or_load(run_config, log)
 
     device = Distiller(config, log=lambda *_: None).device
     data = prepare_data(config, log=lambda *_: None)
     teacher = load_teacher(config, data.task, device, data.splits, data.train, log=lambda *_: None)
     indices = batch_order(len(data.train), config.batch_size, config.seed, 0)[0]
     split = data.splits[data.task.selection_split]
-    metric = data.task.metric
     rows: list[dict[str, Any]] = []
+    teacher_pj = None
+    for method, T, run_config in runs:
+        log(f"compare: measuring {method}" + (f" T={T}" if T else " at every T"))
+        run_dir = Path(run_config.output_dir)
+        seconds, memory = _measure_training_step(run_config, run_dir, teacher, data, indices, device, repeats)
+        student = load_student(run_dir / STUDENT)
+        if method == "spikelm":
+            score, firing, energy_pj = _spikelm_at(student.to(device), data, split, T, config.eval_batch_size, device)
+            rows.append(_row(method, T, score, seconds, memory, firing, energy_pj))
+            continue
+        report = diagnose(student, data.task, split, time_steps if T is None else [T], config.eval_batch_size, None, device)
+        teacher_pj = report.energy["ann_pj"]
+        for k, t in enumerate(report.time_steps):
+            rows.append(_row(method, t, report.score_vs_T[k], seconds, memory, report.firing_vs_T[k],
+                             report.energy_vs_T[k]["snn_pj"]))
 
-    log("compare: measuring eqspike")
-    eq_seconds, eq_memory = _measure_training_step(eq_config, eq_dir, teacher, data, indices, device, repeats)
-    report = diagnose(load_student(eq_dir / STUDENT), data.task, split, time_steps, config.eval_batch_size, None, device)
-    for k, T in enumerate(time_steps):
-        rows.append({"method": "eqspike", "time_steps": T, "score": report.score_vs_T[k], "train_step_s": eq_seconds,
-                     "peak_train_mem_mb": eq_memory, "firing_rate": report.firing_vs_T[k],
-                     "energy_pj": report.energy_vs_T[k]["snn_pj"]})
-
-    lengths = [len(ids) for ids in split.input_ids]
-    for T, (sl_config, run_dir) in spikelm.items():
-        log(f"compare: measuring spikelm T={T}")
-        seconds, memory = _measure_training_step(sl_config, run_dir, teacher, data, indices, device, repeats)
-        student = load_student(run_dir / STUDENT).to(device)
-        student.count_spikes(True)
-        score = evaluate(lambda b: student(**b).logits, data.task, {data.task.selection_split: split},
-                         config.eval_batch_size, device, f"spikelm T={T}")[metric]
-        firing, accumulates = student.spike_statistics()
-        student.count_spikes(False)
-        c = student.config
-        macs = sum(spikelm_macs(c.hidden_size, c.intermediate_size, c.num_attention_heads, c.num_hidden_layers,
-                                c.num_labels, n, T) for n in lengths)
-        energy = (ACCUMULATE_PJ * accumulates + MAC_PJ * macs) / len(lengths)
-        rows.append({"method": "spikelm", "time_steps": T, "score": score, "train_step_s": seconds,
-                     "peak_train_mem_mb": memory, "firing_rate": firing, "energy_pj": energy})
-
-    c = report.energy
     result = {
-        "task": data.task.name, "metric": metric, "teacher": config.teacher,
-        "teacher_score": json.loads((eq_dir / "metrics.json").read_text())["teacher_score"],
-        "teacher_energy_pj": c["ann_pj"], "device": describe_device(device),
-        "batch_size": config.batch_size, "spikelm_recipe": config.spikelm_recipe, "rows": rows,
+        "task": data.task.name, "metric": data.task.metric, "teacher": config.teacher,
+        "teacher_score": json.loads((Path(runs[0][2].output_dir) / "metrics.json").read_text())["teacher_score"],
+        "teacher_energy_pj": teacher_pj, "device": describe_device(device), "batch_size": config.batch_size,
+        "spikelm_recipe": config.spikelm_recipe, "energy_budget": config.energy_budget, "rows": rows,
     }
     (out_dir / "compare.json").write_text(json.dumps(result, indent=2) + "\n")
     (out_dir / "compare.md").write_text(markdown_table(result) + "\n")
     _plot(result, out_dir / "compare.png")
+    plot_pareto(result, out_dir / "pareto.png")
     log(markdown_table(result))
-    log(f"wrote {out_dir / 'compare.json'}, {out_dir / 'compare.md'}, {out_dir / 'compare.png'}")
+    log(f"wrote {out_dir / 'compare.json'}, {out_dir / 'compare.md'}, {out_dir / 'compare.png'}, {out_dir / 'pareto.png'}")
     return result
+
+
+def _row(method: str, T: int, score: float, seconds: float, memory: float, firing: float, energy_pj: float) -> dict[str, Any]:
+    return {"method": method, "time_steps": T, "score": score, "train_step_s": seconds, "peak_train_mem_mb": memory,
+            "firing_rate": firing, "energy_pj": energy_pj}
+
+
+def _spikelm_at(student, data, split, T: int, batch_size: int, device) -> tuple[float, float, float]:
+    """(dev score, firing rate, energy per example in pJ) of a SpikeLM student."""
+    lengths = [len(ids) for ids in split.input_ids]
+    student.count_spikes(True)
+    score = evaluate(lambda b: student(**b).logits, data.task, {data.task.selection_split: split}, batch_size, device,
+                     f"spikelm T={T}")[data.task.metric]
+    firing, accumulates = student.spike_statistics()
+    student.count_spikes(False)
+    return score, firing, spikelm_energy_pj(student.config, accumulates, lengths, T) / len(lengths)
 
 
 def markdown_table(result: dict[str, Any]) -> str:
@@ -147,9 +162,10 @@ def _plot(result: dict[str, Any], path: Path) -> None:
     fig, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 3.6))
     x = np.arange(len(steps))
     for ax, (key, label) in zip(axes, panels):
-        for offset, method, colour in ((-0.2, "eqspike", "tab:blue"), (0.2, "spikelm", "tab:orange")):
+        for offset, method in ((-0.27, "eqspike"), (0.0, "eqspike-inf"), (0.27, "spikelm")):
             values = {r["time_steps"]: r[key] for r in result["rows"] if r["method"] == method}
-            ax.bar(x + offset, [values.get(t, np.nan) for t in steps], width=0.4, label=method, color=colour)
+            ax.bar(x + offset, [values.get(t, np.nan) for t in steps], width=0.27, label=METHOD_LABELS[method],
+                   color=METHOD_COLOURS[method])
         if key == "score":
             ax.axhline(result["teacher_score"], color="tab:red", ls="--", lw=1, label="teacher")
         ax.set_xticks(x, [f"T={t}" for t in steps])
@@ -157,4 +173,34 @@ def _plot(result: dict[str, Any], path: Path) -> None:
     axes[0].legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_pareto(result: dict[str, Any], path: Path) -> None:
+    """Accuracy against energy per example (relative to the teacher): each method at each T, and the teacher."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.6))
+    for method in ("eqspike", "eqspike-inf", "spikelm"):
+        rows = sorted((r for r in result["rows"] if r["method"] == method), key=lambda r: r["time_steps"])
+        if not rows:
+            continue
+        x = [r["energy_pj"] / result["teacher_energy_pj"] for r in rows]
+        y = [r["score"] for r in rows]
+        ax.plot(x, y, marker="o", color=METHOD_COLOURS[method], label=METHOD_LABELS[method])
+        for xi, yi, r in zip(x, y, rows):
+            ax.annotate(f"T={r['time_steps']}", (xi, yi), textcoords="offset points", xytext=(4, -10), fontsize=7,
+                        color=METHOD_COLOURS[method])
+    ax.plot([1.0], [result["teacher_score"]], marker="*", ms=12, color="tab:red", ls="none", label="teacher (dense)")
+    ax.set_xscale("log")
+    ax.set_xlabel("energy per example / teacher's (log)")
+    ax.set_ylabel(f"dev {result['metric']}")
+    ax.set_title(f"{result['task']}: accuracy against energy")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
     plt.close(fig)

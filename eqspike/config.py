@@ -19,12 +19,14 @@ from typing import Any
 import yaml
 
 from eqspike.equilibrium import FORWARD_MODES, SOLVERS
+from eqspike.neurons import ROUNDINGS, NeuronConfig
 from eqspike.quantization import parse_weight_bits
 from eqspike.training import PRECISIONS
 from eqspike.validation import check_choice, check_in_interval, check_int_at_least, check_positive
 
 
 TEACHER_CACHE_DTYPES = ("float16", "float32")
+TRAIN_FOR = ("time_steps", "infinity")
 
 
 class ConfigError(EqspikeError):
@@ -51,7 +53,12 @@ class RunConfig:
     student_type: str = "eqspike"  # "eqspike" (equilibrium, implicit gradients) or "spikelm" (BPTT baseline)
     student_layers: int | None = 4  # None: as many as the teacher
     student_init: str = "teacher"  # "teacher" (every k-th layer) or "random"
-    time_steps: int = 32
+    time_steps: int = 8  # the deployment T: the student is trained for it (train_for) and scored at it
+    train_for: str = "time_steps"  # "time_steps": the rates of T steps (T-step quantizer); "infinity": exact rates
+    threshold_lr: float = 1e-2  # learning rate of the thresholds (trained with train_for: time_steps)
+    energy_budget: float | None = None  # train for at most this energy per example, as a fraction of the teacher's
+    rounding: str = "round"  # the neuron: "round" (fires at +-theta/2) or "trunc" (at +-theta)
+    hysteresis: float = 0.0  # in thresholds, [0, 0.5]: a spike against the last one's sign needs (1/2 + h) theta
     signed: bool = True
     feedback: bool = False
     weight_bits: float = 32
@@ -121,6 +128,15 @@ class RunConfig:
             raise ValueError(f"warmup_ratio={self.warmup_ratio!r} is not valid; it must lie in [0, 1)")
         check_in_interval("threshold_quantile", self.threshold_quantile, 0.0, 1.0)
         check_choice("student_init", self.student_init, ("teacher", "random"))
+        check_choice("train_for", self.train_for, TRAIN_FOR)
+        check_choice("rounding", self.rounding, ROUNDINGS)
+        NeuronConfig(signed=self.signed, rounding=self.rounding, hysteresis=self.hysteresis)  # validates them together
+        check_positive("threshold_lr", self.threshold_lr)
+        if self.energy_budget is not None:
+            check_positive("energy_budget", self.energy_budget)
+            if self.train_for != "time_steps" or self.student_type != "eqspike":
+                raise ValueError("energy_budget needs an eqspike student trained for its time steps "
+                                 f"(student_type='eqspike', train_for='time_steps'; got {self.student_type!r}, {self.train_for!r})")
         check_choice("student_type", self.student_type, ("eqspike", "spikelm"))
         check_int_at_least("spikelm_time_steps", self.spikelm_time_steps, 1)
         check_choice("spikelm_reset", self.spikelm_reset, ("spikelm", "soft"))

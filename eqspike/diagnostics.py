@@ -30,7 +30,7 @@ import torch
 from torch import Tensor
 
 from eqspike.data import EncodedSplit, TaskData, sequential_batches
-from eqspike.energy import ACCUMULATE_PJ, MAC_PJ, bert_fan_out, bert_macs, student_macs, synaptic_accumulates
+from eqspike.energy import ACCUMULATE_PJ, MAC_PJ, StudentEnergy, synaptic_accumulates
 from eqspike.equilibrium import simulate
 from eqspike.evaluation import metrics_from_logits
 from eqspike.training import progress
@@ -48,11 +48,19 @@ def check_time_steps(time_steps: Sequence[Any]) -> list[int]:
 
 @dataclass
 class PopulationDiagnostics:
+    """One population: mean |a_hat(T) - a*| at each T; spikes per neuron per step and the fractions of
+    silent neurons (no spike yet) and saturated ones (a spike every step) at each T, and (the last
+    three fields) at the largest T."""
+
     name: str
     rate_error: list[float]
     firing_rate: float
     silent_frac: float
     saturated_frac: float
+    firing_vs_T: list[float] = field(default_factory=list)
+    silent_vs_T: list[float] = field(default_factory=list)
+    saturated_vs_T: list[float] = field(default_factory=list)
+    mismatch_vs_T: list[float] = field(default_factory=list)  # fraction of neurons whose a_hat(T) != Q_T map's
 
 
 @dataclass
@@ -66,6 +74,8 @@ class Diagnostics:
     energy: dict[str, Any]
     energy_vs_T: list[dict[str, float]]
     firing_vs_T: list[float]  # spikes per neuron per step over all populations, at each T
+    quantized_score_vs_T: list[float]  # the metric of the T-step quantized rate map (what T-aware training fits)
+    mismatch_vs_T: list[float]  # fraction of all neurons whose simulated rate at T differs from that map's
     residual: float
     residual_vs_T: list[float]
     solver_iterations: int
@@ -83,15 +93,16 @@ class _Sweep:
     """What one pass over the data collected."""
 
     logits: dict[int, list[tuple[Tensor, Tensor]]]
+    quantized_logits: dict[int, list[tuple[Tensor, Tensor]]]
     solve_logits: list[tuple[Tensor, Tensor]]
+    mismatch: dict[str, np.ndarray]
     error_sum: dict[str, np.ndarray]
     residual_sum: np.ndarray
     element_count: dict[str, float]
-    spikes: dict[str, float]
-    silent: dict[str, float]
-    saturated: dict[str, float]
+    spikes: dict[str, np.ndarray]
+    silent: dict[str, np.ndarray]
+    saturated: dict[str, np.ndarray]
     accumulates: np.ndarray
-    spikes_vs_T: np.ndarray
     lengths: list[int]
     residual: list[float]
     iterations: int
@@ -107,10 +118,10 @@ def _sweep(student, split: EncodedSplit, time_steps: list[int], batch_size: int,
     index_of = {t: k for k, t in enumerate(time_steps)}
     T_max = time_steps[-1]
     n_T = len(time_steps)
-    s = _Sweep(logits={t: [] for t in time_steps}, solve_logits=[], error_sum={n: np.zeros(n_T) for n in names},
-               residual_sum=np.zeros(n_T), element_count={n: 0.0 for n in names}, spikes={n: 0.0 for n in names},
-               silent={n: 0.0 for n in names}, saturated={n: 0.0 for n in names}, accumulates=np.zeros(n_T),
-               spikes_vs_T=np.zeros(n_T),
+    s = _Sweep(logits={t: [] for t in time_steps}, quantized_logits={t: [] for t in time_steps}, solve_logits=[],
+               mismatch={n: np.zeros(n_T) for n in names}, error_sum={n: np.zeros(n_T) for n in names},
+               residual_sum=np.zeros(n_T), element_count={n: 0.0 for n in names}, spikes={n: np.zeros(n_T) for n in names},
+               silent={n: np.zeros(n_T) for n in names}, saturated={n: np.zeros(n_T) for n in names}, accumulates=np.zeros(n_T),
                lengths=[], residual=[], iterations=0, spectral_radius=[])
     total = -(-len(split) // batch_size)
     if max_batches:
@@ -135,7 +146,7 @@ def _sweep(student, split: EncodedSplit, time_steps: list[int], batch_size: int,
                 s.spectral_radius.append(_spectral_radius(rate_map, star))
             lengths = mask.sum(1)
             s.lengths += lengths.tolist()
-            fan = bert_fan_out(cfg.hidden_size, cfg.intermediate_size, cfg.num_hidden_layers, lengths, mask, cfg.feedback)
+            fan = StudentEnergy.of(cfg).fan_out(mask)
             for name in names:
                 s.element_count[name] += float(token.sum()) * star[name].shape[-1]
 
@@ -146,17 +157,18 @@ def _sweep(student, split: EncodedSplit, time_steps: list[int], batch_size: int,
             s.logits[t].append((index, student.head(student.population_values(last, rates[last])).float().cpu()))
             if not detailed:
                 return
+            quantized = student.equilibrium(student.rate_map(batch["input_ids"], mask, batch["token_type_ids"], t),
+                                            mode="solve").rates
+            s.quantized_logits[t].append((index, student.head(student.population_values(last, quantized[last])).float().cpu()))
             for name in names:
                 s.error_sum[name][k] += float(((rates[name] - star[name]).abs() * token).sum())
+                s.mismatch[name][k] += float((((rates[name] - quantized[name]).abs() > 0.25 / t) * token).sum())
             s.residual_sum[k] += rate_map.residual(rates)[0] * len(index)
             s.accumulates[k] += float(synaptic_accumulates(counts, fan).sum())
-            s.spikes_vs_T[k] += sum(float((counts[name] * token).sum()) for name in names)
-            if t == T_max:
-                for name in names:
-                    c = counts[name] * token
-                    s.spikes[name] += float(c.sum())
-                    s.silent[name] += float(((counts[name] == 0) * token).sum())
-                    s.saturated[name] += float(((counts[name] >= t) * token).sum())
+            for name in names:
+                s.spikes[name][k] += float((counts[name] * token).sum())
+                s.silent[name][k] += float(((counts[name] == 0) * token).sum())
+                s.saturated[name][k] += float(((counts[name] >= t) * token).sum())
 
         simulate(rate_map, T_max, observer=observer, count_spikes=detailed)
     return s
@@ -210,31 +222,31 @@ def diagnose(student, task: TaskData, split: EncodedSplit, time_steps: Sequence[
     populations = []
     for name in names:
         elements = max(s.element_count[name], 1.0)
+        firing = [float(s.spikes[name][k] / (elements * t)) for k, t in enumerate(time_steps)]
+        silent = [float(v / elements) for v in s.silent[name]]
+        saturated = [float(v / elements) for v in s.saturated[name]]
         populations.append(PopulationDiagnostics(
-            name=name,
-            rate_error=[float(e / elements) for e in s.error_sum[name]],
-            firing_rate=s.spikes[name] / (elements * time_steps[-1]),
-            silent_frac=s.silent[name] / elements,
-            saturated_frac=s.saturated[name] / elements,
+            name=name, rate_error=[float(e / elements) for e in s.error_sum[name]],
+            firing_rate=firing[-1], silent_frac=silent[-1], saturated_frac=saturated[-1],
+            firing_vs_T=firing, silent_vs_T=silent, saturated_vs_T=saturated,
+            mismatch_vs_T=[float(v / elements) for v in s.mismatch[name]],
         ))
     mean_rate_error = [float(np.mean([p.rate_error[k] for p in populations])) for k in range(len(time_steps))]
     scores = [_subset_metrics(task, split, s.logits[t])[task.metric] for t in time_steps]
 
-    teacher_layers = cfg.teacher_num_hidden_layers or cfg.num_hidden_layers
-    ann = sum(bert_macs(cfg.hidden_size, cfg.intermediate_size, cfg.num_attention_heads, teacher_layers,
-                        cfg.num_labels, n) for n in s.lengths) / examples
+    model = StudentEnergy.of(cfg)
+    ann_pj = sum(model.teacher_pj(n) for n in s.lengths) / examples
     energy_vs_T = []
     for k, t in enumerate(time_steps):
         accumulates = s.accumulates[k] / examples
-        macs = sum(student_macs(cfg.hidden_size, cfg.intermediate_size, cfg.num_attention_heads, cfg.num_hidden_layers,
-                                cfg.num_labels, n, t) for n in s.lengths) / examples
-        snn = ACCUMULATE_PJ * accumulates + MAC_PJ * macs
-        energy_vs_T.append({"time_steps": t, "accumulates": accumulates, "macs": macs, "snn_pj": snn,
-                            "ann_pj": MAC_PJ * ann, "ratio": snn / (MAC_PJ * ann)})
+        dense_pj = sum(model.dense_pj(n, t) for n in s.lengths) / examples
+        snn = ACCUMULATE_PJ * accumulates + dense_pj
+        energy_vs_T.append({"time_steps": t, "accumulates": accumulates, "macs": dense_pj / MAC_PJ, "snn_pj": snn,
+                            "ann_pj": ann_pj, "ratio": snn / ann_pj})
     at = cfg.time_steps if cfg.time_steps in time_steps else time_steps[-1]
     energy = dict(energy_vs_T[time_steps.index(at)])
-    energy.update(ann_macs=ann, accumulate_pj=ACCUMULATE_PJ, mac_pj=MAC_PJ,
-                  teacher_layers=teacher_layers, note="per example; ratio = snn_pj / ann_pj")
+    energy.update(ann_macs=ann_pj / MAC_PJ, accumulate_pj=ACCUMULATE_PJ, mac_pj=MAC_PJ,
+                  teacher_layers=model.teacher_layers, note="per example; ratio = snn_pj / ann_pj")
     return Diagnostics(
         time_steps=time_steps,
         metric=task.metric,
@@ -244,7 +256,11 @@ def diagnose(student, task: TaskData, split: EncodedSplit, time_steps: Sequence[
         populations=populations,
         energy=energy,
         energy_vs_T=energy_vs_T,
-        firing_vs_T=[float(s.spikes_vs_T[k] / (sum(s.element_count.values()) * t)) for k, t in enumerate(time_steps)],
+        firing_vs_T=[float(sum(v[k] for v in s.spikes.values()) / (sum(s.element_count.values()) * t))
+                     for k, t in enumerate(time_steps)],
+        quantized_score_vs_T=[_subset_metrics(task, split, s.quantized_logits[t])[task.metric] for t in time_steps],
+        mismatch_vs_T=[float(sum(v[k] for v in s.mismatch.values()) / sum(s.element_count.values()))
+                       for k in range(len(time_steps))],
         residual=float(np.mean(s.residual)) if s.residual else 0.0,
         residual_vs_T=[float(r / examples) for r in s.residual_sum],
         solver_iterations=s.iterations,
@@ -273,6 +289,17 @@ def format_table(d: Diagnostics) -> str:
         lines.append(f"{p.name:<{width}}  {population_kind(p.name):<21}" + "".join(f"{p.rate_error[k]:>11.4f}" for k in cols)
                      + f"{p.firing_rate:>8.3f}{p.silent_frac:>8.3f}{p.saturated_frac:>8.3f}")
     lines.append(f"{'mean':<{width}}  {'':<21}" + "".join(f"{d.mean_rate_error[k]:>11.4f}" for k in cols))
+    lines.append("")
+    small = [t for t in d.time_steps if t <= 8][-3:] or d.time_steps[:1]
+    head = f"{'population':<{width}}" + "".join(f"{f'T={t}: firing silent satur. mismatch':>38}" for t in small)
+    lines += [head, "-" * len(head)]
+    for p in d.populations:
+        lines.append(f"{p.name:<{width}}" + "".join(
+            f"{'':>5}{p.firing_vs_T[k]:>7.3f}{p.silent_vs_T[k]:>7.3f}{p.saturated_vs_T[k]:>7.3f}{p.mismatch_vs_T[k]:>9.3f}    "
+            for k in (d.time_steps.index(t) for t in small)))
+    lines.append("(mismatch: neurons whose simulated rate differs from the T-step quantized map's)")
+    lines.append(f"{d.metric} of the T-step quantized map: " + ", ".join(
+        f"T={t} {q:.4f}" for t, q in zip(d.time_steps, d.quantized_score_vs_T)))
     lines.append("")
     lines.append(f"{d.metric} vs T: " + ", ".join(f"T={t} {s:.4f}" for t, s in zip(d.time_steps, d.score_vs_T))
                  + f" | equilibrium (solve) {d.solve_score:.4f}" + (f" | teacher {d.teacher_score:.4f}" if d.teacher_score is not None else ""))

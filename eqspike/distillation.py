@@ -34,12 +34,16 @@ import eqspike
 from eqspike.config import ConfigError, RunConfig, save_yaml
 from eqspike.data import EncodedSplit, TaskData, batch_order, iterate_batches, load_task_data
 from eqspike.distributed import initialise, shard
+from eqspike.energy import StudentEnergy, spikelm_energy_pj
 from eqspike.evaluation import evaluate
 from eqspike.model import SpikingBertForSequenceClassification, uniform_layer_map
 from eqspike.teacher import Teacher, load_teacher, load_tokenizer, locate, teacher_name, teacher_targets
 from eqspike.training import atomic_directory, autocast, linear_schedule, make_optimizer, progress, set_seed
 
 STAGES = ("intermediate", "prediction")
+# Under an energy budget B the loss adds lambda x E, the estimated energy ratio of the step, and after
+# every step lambda <- max(0, lambda + ENERGY_DUAL_STEP (E - B)) (dual ascent on the constraint E <= B).
+ENERGY_DUAL_STEP = 1.0
 CHECKPOINT = "checkpoint"
 STUDENT = "student"
 
@@ -66,6 +70,7 @@ class Share:
     pairs: float
     replicas: int = 1
     real: bool = True
+    teacher_pj: float = 0.0  # the teacher's energy on the global batch (for an energy budget)
 
     @classmethod
     def of(cls, lengths: list[int], replicas: int = 1) -> Share:
@@ -102,6 +107,15 @@ def intermediate_loss(out, targets: dict[str, Any], attention_mask: Tensor, conf
     hidden, attention = hidden * share.replicas, attention * share.replicas
     return {"loss": config.hidden_weight * hidden + config.attention_weight * attention,
             "hidden": hidden.detach(), "attention": attention.detach()}
+
+
+def spike_energy(rates: dict[str, Tensor], attention_mask: Tensor, model: StudentEnergy, time_steps: int,
+                 share: Share) -> Tensor:
+    """The energy of the spikes the rates stand for, relative to the teacher's on the global batch:
+    sum_examples accumulate_pj(T |a|) / teacher_pj. For rates of the T-step quantizer, T |a| is the
+    number of spikes a neuron needs at the least (the simulation adds the ones that cancel)."""
+    counts = {name: rate.abs() * time_steps for name, rate in rates.items()}
+    return model.accumulate_pj(counts, attention_mask).sum() * float(share.real) / max(share.teacher_pj, 1e-9) * share.replicas
 
 
 def _example_mean(per_example: Tensor, share: Share) -> Tensor:
@@ -187,24 +201,35 @@ def prepare_data(config: RunConfig, log=print) -> Prepared:
 
 
 class StageForward(torch.nn.Module):
-    """The student's forward returning only what a stage's loss reads (hidden values and attention
-    scores, or logits), so that DDP sees the head as unused in the intermediate stage."""
+    """The student's forward returning only what a stage's losses read (hidden values and attention
+    scores, or logits; the rates too under an energy budget), so that DDP sees the head as unused in
+    the intermediate stage."""
 
-    def __init__(self, student: torch.nn.Module, stage: str) -> None:
+    def __init__(self, student: torch.nn.Module, stage: str, with_rates: bool = False) -> None:
         super().__init__()
-        self.student, self.stage = student, stage
+        self.student, self.stage, self.with_rates = student, stage, with_rates
 
-    def forward(self, **inputs: Tensor):
+    def forward(self, **inputs: Tensor) -> StageOutput:
         if self.stage == "intermediate":
             out = self.student(**inputs, output_attention_scores=True)
-            return _HiddenAndScores(out.hidden_values, out.attention_scores)
-        return self.student(**inputs).logits
+            return StageOutput(out.hidden_values, out.attention_scores, None, out.rates if self.with_rates else None)
+        out = self.student(**inputs)
+        return StageOutput(None, None, out.logits, out.rates if self.with_rates else None)
 
 
 @dataclass
-class _HiddenAndScores:
-    hidden_values: list[Tensor]
-    attention_scores: list[Tensor]
+class SpikingEvaluation:
+    metrics: dict[str, float]
+    energy_ratio: float  # energy per example / the teacher's
+    spike_factor: float | None = None  # the spikes' energy / the estimate from the quantized rates
+
+
+@dataclass
+class StageOutput:
+    hidden_values: list[Tensor] | None
+    attention_scores: list[Tensor] | None
+    logits: Tensor | None
+    rates: dict[str, Tensor] | None
 
 
 class Distiller:
@@ -216,6 +241,7 @@ class Distiller:
         self.log = log if self.sharding.is_main else (lambda *_: None)
         self.output_dir = Path(config.output_dir) if config.output_dir else default_output_dir(config)
         self.teacher_cache = None
+        self._energy_model: StudentEnergy | None = None  # set for a student trained under an energy budget
 
     def _on_main_first(self, action):
         """Run ``action`` on rank 0, then on the other ranks (which may read what rank 0 wrote).
@@ -274,9 +300,11 @@ class Distiller:
             student = SpikeLMForSequenceClassification.from_teacher(
                 teacher.model, c.student_layers, time_steps=c.spikelm_time_steps, reset=c.spikelm_reset, teacher=c.teacher)
             return student.to(self.device)  # amplitudes alpha_t are set by the first training batch
-        fields = dict(time_steps=c.time_steps, signed=c.signed, feedback=c.feedback, weight_bits=c.weight_bits,
-                      threshold_quantile=c.threshold_quantile, forward_mode=c.train_forward, solver=c.solver,
-                      teacher=c.teacher)
+        for_time_steps = c.train_for == "time_steps"
+        fields = dict(time_steps=c.time_steps, signed=c.signed, rounding=c.rounding, hysteresis=c.hysteresis,
+                      quantize_rates=for_time_steps,
+                      feedback=c.feedback, weight_bits=c.weight_bits, threshold_quantile=c.threshold_quantile,
+                      forward_mode=c.train_forward, solver=c.solver, teacher=c.teacher)
         student = SpikingBertForSequenceClassification.from_teacher(teacher.model, c.student_layers, **fields)
         if c.student_init == "random":
             set_seed(c.seed)
@@ -288,7 +316,8 @@ class Distiller:
             seen += len(batch["input_ids"])
             if seen >= c.calibration_examples:
                 break
-        student.calibrate_thresholds(batches)
+        student.calibrate_thresholds(batches, time_steps=c.time_steps if for_time_steps else None)
+        student.train_thresholds(for_time_steps)
         return student.to(self.device)
 
     def _global_batch(self, data: Prepared, stage_index: int, step: int, steps_per_epoch: int) -> list[int]:
@@ -296,12 +325,19 @@ class Distiller:
         epoch, position = divmod(step, steps_per_epoch)
         return batch_order(len(data.train), self.config.batch_size, self.config.seed, 1000 * stage_index + epoch)[position]
 
-    def step(self, forward, teacher: Teacher, data: Prepared, indices: list[int], layers: list[int], stage: str) -> dict[str, Tensor]:
+    def step(self, forward, teacher: Teacher, data: Prepared, indices: list[int], layers: list[int], stage: str,
+             energy_weight: float = 0.0, spike_factor: float = 1.0) -> dict[str, Tensor]:
         """Forward and backward of this rank's parts of the global batch ``indices``, gradients
         accumulated over its ``micro_batches`` parts (DDP synchronises them after the last part).
         Returns the detached losses summed over the parts; their mean over ranks is the loss of the
-        global batch."""
-        share = Share.of([len(data.train.input_ids[i]) for i in indices], self.sharding.world_size)
+        global batch. When the forward returns rates (an energy budget), the loss adds
+        ``energy_weight`` x the estimated energy ratio E = spike_factor x spike_energy + dense part,
+        where spike_factor is the simulated spikes' energy over the rates' estimate (measured at
+        the last evaluation); ``energy`` is E."""
+        lengths = [len(data.train.input_ids[i]) for i in indices]
+        share = Share.of(lengths, self.sharding.world_size)
+        if self._energy_model is not None:
+            share = dataclasses.replace(share, teacher_pj=sum(map(self._energy_model.teacher_pj, lengths)))
         parts = shard(indices, self.sharding, self.config.micro_batches)
         totals: dict[str, Tensor] = {}
         for number, (mine, real) in enumerate(parts, start=1):
@@ -309,10 +345,13 @@ class Distiller:
             synchronise = number == len(parts) or not hasattr(forward, "no_sync")
             with nullcontext() if synchronise else forward.no_sync():
                 losses = self._losses(forward, teacher, batch, layers, stage, data.task.is_regression,
-                                      dataclasses.replace(share, real=real))
+                                      dataclasses.replace(share, real=real), energy_weight * spike_factor)
                 losses["loss"].backward()
             for name, value in losses.items():
                 totals[name] = totals[name] + value.detach() if name in totals else value.detach()
+        if "energy" in totals:  # + what stays multiply-accumulate (the same on every rank)
+            dense = sum(self._energy_model.dense_pj(n, self.config.time_steps) for n in lengths)
+            totals["energy"] = spike_factor * totals["energy"] + dense / share.teacher_pj
         return totals
 
     # -------------------------------------------------------------- main loop
@@ -335,6 +374,8 @@ class Distiller:
         if resume_state is not None:
             student.load_state_dict(torch.load(self.output_dir / CHECKPOINT / "student.pt", map_location=self.device))
         student.train()
+        if c.energy_budget is not None:
+            self._energy_model = StudentEnergy.of(student.config)
         layers = student.config.teacher_layers if c.student_init == "teacher" else uniform_layer_map(
             teacher.model.config.num_hidden_layers, student.config.num_hidden_layers)
 
@@ -343,7 +384,8 @@ class Distiller:
                        "prediction": round(c.prediction_epochs * steps_per_epoch)}
         if self._task_recipe:  # SpikeLM's own recipe: fine-tune on the task loss only
             stage_steps["intermediate"] = 0
-        state = resume_state or {"stage": 0, "stage_step": 0, "global_step": 0, "best_score": None, "best_step": None}
+        state = resume_state or {"stage": 0, "stage_step": 0, "global_step": 0, "best_score": None, "best_step": None,
+                                 "best_key": None, "energy_weight": 0.0, "spike_factor": 1.0}
         if c.cache_teacher and not self._task_recipe:
             self.teacher_cache = self._open_teacher_cache(teacher, data, layers,
                                                           with_layers=state["stage"] == 0 and stage_steps["intermediate"] > 0)
@@ -359,13 +401,16 @@ class Distiller:
         for stage_index in range(state["stage"], len(STAGES)):
             stage = STAGES[stage_index]
             total = stage_steps[stage]
-            forward = StageForward(student, stage)
+            # The energy budget constrains the prediction stage; the intermediate stage aligns the student
+            # with the teacher's layers, which a budget would fight.
+            budget = c.energy_budget if stage == "prediction" and self._energy_model is not None else None
+            forward = StageForward(student, stage, with_rates=budget is not None)
             if sharding.distributed:
                 forward = torch.nn.parallel.DistributedDataParallel(
                     forward, device_ids=[self.device] if self.device.type == "cuda" else None,
                     broadcast_buffers=False, find_unused_parameters=True)
             lr = c.intermediate_lr if stage == "intermediate" else c.prediction_lr
-            optimizer = make_optimizer(student.named_parameters(), lr, c.weight_decay)
+            optimizer = make_optimizer(student.named_parameters(), lr, c.weight_decay, c.threshold_lr)
             schedule = linear_schedule(optimizer, max(1, total), c.warmup_ratio)
             first = state["stage_step"] if stage_index == state["stage"] else 0
             if first and resume_state is not None:
@@ -373,16 +418,22 @@ class Distiller:
                 optimizer.load_state_dict(checkpoint["optimizer"])
                 schedule.load_state_dict(checkpoint["schedule"])
                 self.log(f"resume: {stage} stage at step {first}/{total} (global step {state['global_step']})")
+            if budget is not None and first == 0:  # the spikes-per-rate factor of the starting student
+                self._evaluate_and_select(student, data, state)
             bar = progress(total=total, desc=f"distill {stage}", disable=None if sharding.is_main else True)
             bar.update(first)
             for step in range(first, total):
                 indices = self._global_batch(data, stage_index, step, steps_per_epoch)
-                losses = self.step(forward, teacher, data, indices, layers, stage)
+                losses = self.step(forward, teacher, data, indices, layers, stage, state["energy_weight"], state["spike_factor"])
                 torch.nn.utils.clip_grad_norm_(student.parameters(), c.max_grad_norm)
                 optimizer.step()
                 schedule.step()
                 optimizer.zero_grad(set_to_none=True)
                 losses = sharding.mean_of(losses)
+                if budget is not None:  # dual ascent: the weight grows while the estimate is over budget
+                    state["energy_weight"] = max(0.0, state["energy_weight"] + ENERGY_DUAL_STEP * (
+                        losses["energy"].item() - budget))
+                    losses["energy_weight"] = torch.tensor(state["energy_weight"])
                 state.update(stage=stage_index, stage_step=step + 1, global_step=state["global_step"] + 1)
                 bar.update(1)
                 bar.set_postfix(loss=f"{losses['loss'].item():.4f}")
@@ -408,17 +459,23 @@ class Distiller:
         return self._finish(data, teacher, teacher_metrics)
 
     def _losses(self, forward, teacher: Teacher, batch: dict[str, Tensor], layers: list[int], stage: str,
-                regression: bool, share: Share) -> dict[str, Tensor]:
+                regression: bool, share: Share, energy_weight: float) -> dict[str, Tensor]:
         inputs = {k: batch[k] for k in ("input_ids", "attention_mask", "token_type_ids")}
         with autocast(self.config.precision, self.device):  # losses below are computed in float32
             targets = None if self._task_recipe else self._teacher_targets(teacher, batch, inputs, layers)
             out = forward(**inputs)
         if self._task_recipe:
-            gold = gold_loss(out, batch["labels"], regression, share)
+            gold = gold_loss(out.logits, batch["labels"], regression, share)
             return {"loss": gold, "gold": gold.detach()}
         if stage == "intermediate":
-            return intermediate_loss(out, targets, batch["attention_mask"], self.config, share)
-        return prediction_loss(out, targets["logits"], batch["labels"], regression, self.config, share)
+            losses = intermediate_loss(out, targets, batch["attention_mask"], self.config, share)
+        else:
+            losses = prediction_loss(out.logits, targets["logits"], batch["labels"], regression, self.config, share)
+        if out.rates is not None:  # under an energy budget
+            energy = spike_energy(out.rates, batch["attention_mask"], self._energy_model, self.config.time_steps, share)
+            losses["loss"] = losses["loss"] + energy_weight * energy
+            losses["energy"] = energy.detach()
+        return losses
 
     def _teacher_targets(self, teacher: Teacher, batch: dict[str, Tensor], inputs: dict[str, Tensor], layers: list[int]):
         """The teacher's targets for a batch: read from the cache when there is one, else computed."""
@@ -445,19 +502,64 @@ class Distiller:
         return evaluate(logits_fn, data.task, data.splits, self.config.eval_batch_size, self.device, desc, self.sharding)
 
     def _evaluate_and_select(self, student, data: Prepared, state: dict[str, Any]) -> None:
-        """Dev score (forward 'solve'); rank 0 saves the best student so far."""
+        """Dev score; rank 0 saves the best student so far. A student trained for its time steps is
+        scored as it is deployed: simulated for T steps, its energy measured from its spikes. Under an
+        energy budget the best student is the best-scoring one within budget (while none is, the one
+        with the least energy). A student trained for T = infinity is scored at its equilibrium (solve)."""
+        c = self.config
         student.eval()
-        metrics = self._evaluate(lambda b: student(**b, mode="solve").logits, data, "student dev")
+        energy = None
+        if c.student_type == "eqspike" and c.train_for == "time_steps":
+            evaluation = self._spiking_evaluation(student, data, c.time_steps, c.energy_budget is not None)
+            metrics, energy, mode = evaluation.metrics, evaluation.energy_ratio, f"simulate T={c.time_steps}"
+            if evaluation.spike_factor is not None:
+                state["spike_factor"] = evaluation.spike_factor
+        else:
+            metrics, mode = self._evaluate(lambda b: student(**b, mode="solve").logits, data, "student dev"), "solve"
         student.train()
         score = metrics[data.task.metric]
-        self._log_metrics({"step": state["global_step"], "eval": metrics, "mode": "solve"})
-        improved = state["best_score"] is None or score > state["best_score"]
-        self.log(f"step {state['global_step']}: dev {data.task.metric} {score:.4f} (solve)" + (" *best*" if improved else ""))
+        self._log_metrics({"step": state["global_step"], "eval": metrics, "mode": mode, "energy_ratio": energy})
+        feasible = c.energy_budget is None or energy <= c.energy_budget
+        key = [feasible, score if feasible else -energy]
+        improved = state.get("best_key") is None or key > state["best_key"]
+        self.log(f"step {state['global_step']}: dev {data.task.metric} {score:.4f} ({mode}"
+                 + (f", energy {energy:.3f}" if energy is not None else "") + ")" + (" *best*" if improved else ""))
         if improved:
-            state.update(best_score=score, best_step=state["global_step"])
+            state.update(best_score=score, best_step=state["global_step"], best_key=key)
             if self.sharding.is_main:
                 with atomic_directory(self.output_dir / STUDENT) as staging:
                     student.save_pretrained(staging, data.tokenizer)
+
+    def _spiking_evaluation(self, student, data: Prepared, T: int, spike_factor: bool = False) -> SpikingEvaluation:
+        """Dev metrics of the student run as a spiking network for T steps, and its energy per example
+        relative to the teacher's, from the spikes it fired (eqspike.energy; every dev split).
+        ``spike_factor``: also the ratio of the spikes' energy to the estimate from the T-step
+        quantized rates (T |a| spikes a neuron; the simulation adds spikes that cancel)."""
+        if self.config.student_type == "spikelm":
+            student.count_spikes(True)
+            metrics = self._evaluate(lambda b: student(**b).logits, data, f"spiking T={T}")
+            accumulates = sum(self.sharding.gather(student.spike_statistics()[1]))
+            student.count_spikes(False)
+            lengths = [len(x) for split in data.splits.values() for x in split.input_ids]
+            pj = spikelm_energy_pj(student.config, accumulates, lengths, T)
+            return SpikingEvaluation(metrics, pj / sum(map(StudentEnergy.of(student.config).teacher_pj, lengths)))
+        model, spent = StudentEnergy.of(student.config), {"spikes": 0.0, "dense": 0.0, "teacher": 0.0, "rates": 0.0}
+
+        def logits(batch: dict[str, Tensor]) -> Tensor:
+            mask = batch["attention_mask"]
+            out = student(**batch, mode="simulate", time_steps=T, count_spikes=True)
+            spent["spikes"] += float(model.accumulate_pj(out.spike_counts, mask).sum())
+            spent["dense"] += sum(model.dense_pj(n, T) for n in mask.sum(1).tolist())
+            spent["teacher"] += sum(map(model.teacher_pj, mask.sum(1).tolist()))
+            if spike_factor:
+                rates = student(**batch, mode="solve", time_steps=T).rates
+                spent["rates"] += float(model.accumulate_pj({k: v.abs() * T for k, v in rates.items()}, mask).sum())
+            return out.logits
+
+        metrics = self._evaluate(logits, data, f"spiking T={T}")
+        total = {key: sum(part[key] for part in self.sharding.gather(spent)) for key in spent}
+        factor = total["spikes"] / total["rates"] if spike_factor and total["rates"] > 0 else None
+        return SpikingEvaluation(metrics, (total["spikes"] + total["dense"]) / total["teacher"], factor)
 
     def _save_checkpoint(self, student, optimizer, schedule, state: dict[str, Any]) -> None:
         if not self.sharding.is_main:
@@ -473,7 +575,8 @@ class Distiller:
         student = load_student(self.output_dir / STUDENT).to(self.device)
         T = student.config.time_steps
         self.log(f"evaluating the best student as a spiking network (simulate, T={T})")
-        spiking = self._evaluate(lambda b: student(**b, mode="simulate", time_steps=T).logits, data, f"spiking T={T}")
+        evaluation = self._spiking_evaluation(student, data, T)
+        spiking, energy_ratio = evaluation.metrics, evaluation.energy_ratio
         solved = self._evaluate(lambda b: student(**b, mode="solve").logits, data, "student solve")
         metric = data.task.metric
         result = {
@@ -487,7 +590,10 @@ class Distiller:
             "student_solve_score": solved[metric],
             "student_solve_metrics": solved,
             "score_ratio": spiking[metric] / teacher_metrics[metric] if teacher_metrics[metric] else None,
+            "student_energy_ratio": energy_ratio,
             "time_steps": T,
+            "train_for": c.train_for if c.student_type == "eqspike" else None,
+            "energy_budget": c.energy_budget,
             "weight_bits": student.config.weight_bits,
             "student_type": c.student_type,
             "student_layers": student.config.num_hidden_layers,
@@ -498,7 +604,7 @@ class Distiller:
         if self.sharding.is_main:
             (self.output_dir / "metrics.json").write_text(json.dumps(result, indent=2) + "\n")
         self.log(f"teacher {metric} {result['teacher_score']:.4f} | spiking {c.student_type} student (T={T}, "
-                 f"{student.config.weight_bits}-bit weights) {metric} {result['student_score']:.4f} | "
-                 f"equilibrium (solve) {result['student_solve_score']:.4f}")
+                 f"{student.config.weight_bits}-bit weights) {metric} {result['student_score']:.4f}, energy "
+                 f"{energy_ratio:.3f} x the teacher's | rate map (solve) {result['student_solve_score']:.4f}")
         self.log(f"run directory: {self.output_dir}")
         return result

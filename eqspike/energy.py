@@ -29,16 +29,6 @@ GELU_OPS_PER_ELEMENT = 4  # tanh approximation
 DRIVE_OPS_PER_NEURON = 3  # rate normalisation 1/t, and t*F(t) - (t-1)*F(t-1)
 
 
-@dataclass
-class EnergyEstimate:
-    accumulates: float
-    macs: float
-
-    @property
-    def picojoules(self) -> float:
-        return ACCUMULATE_PJ * self.accumulates + MAC_PJ * self.macs
-
-
 def synaptic_accumulates(spike_counts: Mapping[str, Tensor], fan_out: Mapping[str, Tensor | float]) -> Tensor:
     """Per example: sum over populations of (spikes fired by each neuron) x (its fan-out).
 
@@ -118,3 +108,50 @@ def spikelm_macs(hidden: int, intermediate: int, heads: int, layers: int, labels
     )
     once = length * hidden * LAYERNORM_OPS_PER_ELEMENT + hidden * hidden + hidden * labels
     return time_steps * layers * per_step_per_block + once
+
+
+@dataclass(frozen=True)
+class StudentEnergy:
+    """The energy model of one spiking BERT student shape and of its dense teacher (costs above).
+
+    Per example of ``length`` tokens: the teacher costs ``teacher_pj``; the student costs
+    ``accumulate_pj`` (its spikes, counted at their targets) + ``dense_pj`` (what stays
+    multiply-accumulate, which grows with T)."""
+
+    hidden: int
+    intermediate: int
+    heads: int
+    layers: int
+    labels: int
+    teacher_layers: int
+    feedback: bool = False
+
+    @classmethod
+    def of(cls, config) -> StudentEnergy:
+        """From a SpikingBertConfig (the teacher's depth is recorded there)."""
+        return cls(config.hidden_size, config.intermediate_size, config.num_attention_heads, config.num_hidden_layers,
+                   config.num_labels, config.teacher_num_hidden_layers or config.num_hidden_layers,
+                   getattr(config, "feedback", False))
+
+    def teacher_pj(self, length: float) -> float:
+        return MAC_PJ * bert_macs(self.hidden, self.intermediate, self.heads, self.teacher_layers, self.labels, length)
+
+    def dense_pj(self, length: float, time_steps: int) -> float:
+        return MAC_PJ * student_macs(self.hidden, self.intermediate, self.heads, self.layers, self.labels, length, time_steps)
+
+    def fan_out(self, attention_mask: Tensor) -> dict[str, Tensor | float]:
+        return bert_fan_out(self.hidden, self.intermediate, self.layers, attention_mask.sum(1), attention_mask, self.feedback)
+
+    def accumulate_pj(self, spike_counts: Mapping[str, Tensor], attention_mask: Tensor) -> Tensor:
+        """Per example: 0.9 pJ x every spike of ``spike_counts`` (per neuron, (batch, tokens, width))
+        at each of its targets. Differentiable in the counts (e.g. T |a| from quantized rates)."""
+        return ACCUMULATE_PJ * synaptic_accumulates(spike_counts, self.fan_out(attention_mask))
+
+
+def spikelm_energy_pj(config, accumulates: float, lengths: list[int], time_steps: int) -> float:
+    """Total energy of the SpikeLM baseline over examples of ``lengths`` tokens: its counted synaptic
+    ``accumulates`` plus the multiply-accumulates it still does (``spikelm_macs``)."""
+    c = config
+    return ACCUMULATE_PJ * accumulates + MAC_PJ * sum(
+        spikelm_macs(c.hidden_size, c.intermediate_size, c.num_attention_heads, c.num_hidden_layers, c.num_labels, n, time_steps)
+        for n in lengths)

@@ -46,16 +46,25 @@ def set_seed(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def make_optimizer(named_parameters: Iterable[tuple[str, nn.Parameter]], lr: float, weight_decay: float) -> torch.optim.AdamW:
-    """AdamW with no weight decay on biases and LayerNorm weights."""
-    decay, no_decay = [], []
+def make_optimizer(named_parameters: Iterable[tuple[str, nn.Parameter]], lr: float, weight_decay: float,
+                   threshold_lr: float | None = None) -> torch.optim.AdamW:
+    """AdamW with no weight decay on biases and LayerNorm weights; thresholds (parameters named
+    ``threshold*``, when trainable) in a group of their own with ``threshold_lr`` and no decay: a
+    threshold is a step size of order 1, not a weight of order 0.05, so it needs a larger rate."""
+    decay, no_decay, thresholds = [], [], []
     for name, parameter in named_parameters:
         if not parameter.requires_grad:
             continue
-        (no_decay if parameter.ndim < 2 or "norm" in name.lower() else decay).append(parameter)
-    return torch.optim.AdamW(
-        [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}], lr=lr
-    )
+        if name.rsplit(".", 1)[-1].startswith("threshold"):
+            thresholds.append(parameter)
+        elif parameter.ndim < 2 or "norm" in name.lower():
+            no_decay.append(parameter)
+        else:
+            decay.append(parameter)
+    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    if thresholds:
+        groups.append({"params": thresholds, "weight_decay": 0.0, "lr": threshold_lr or lr})
+    return torch.optim.AdamW(groups, lr=lr)
 
 
 def linear_schedule(optimizer: torch.optim.Optimizer, total_steps: int, warmup_ratio: float) -> torch.optim.lr_scheduler.LambdaLR:

@@ -198,3 +198,33 @@ def test_bf16_training_step_tracks_fp32(tiny_teacher, toy_files, tmp_path):
     assert losses["bf16"] != losses["fp32"]  # the autocast really changed the arithmetic
     for a, b in zip(losses["fp32"], losses["bf16"]):
         assert abs(a - b) < 0.05 * abs(a)
+
+
+def _teacher_gap_at(run: Path, teacher, toy_files, time_steps: int) -> float:
+    """Mean KL(teacher || spiking student at T) over the dev set: how well the student as deployed
+    reproduces the teacher's predictions (finer than accuracy on a learnable toy task)."""
+    from eqspike.distillation import load_student, prepare_data
+
+    data = prepare_data(RunConfig(teacher=teacher.path, train_file=str(toy_files[0]), validation_file=str(toy_files[1]),
+                                  max_seq_length=32), log=lambda *_: None)
+    student = load_student(run / "student")
+    split = data.splits["validation"]
+    batch = split.collate([split[i] for i in range(len(split))])
+    inputs = {k: batch[k] for k in ("input_ids", "attention_mask", "token_type_ids")}
+    with torch.no_grad():
+        theirs = torch.log_softmax(teacher.model(**inputs).logits, -1)
+        mine = torch.log_softmax(student(**inputs, mode="simulate", time_steps=time_steps).logits, -1)
+    return float((theirs.exp() * (theirs - mine)).sum(-1).mean())
+
+
+@pytest.mark.slow
+def test_a_student_trained_for_T_beats_one_trained_for_infinity_at_T(tiny_teacher, toy_files, tmp_path):
+    """The deployment T as a training target: at T = 4 the student trained on the 4-step quantized
+    rate map reproduces the teacher better than the same student trained on the exact equilibrium."""
+    gaps = {}
+    for train_for in ("time_steps", "infinity"):
+        run = tmp_path / train_for
+        metrics = Distiller(tiny_config(tiny_teacher, toy_files, run, time_steps=4, train_for=train_for), **QUIET).run()
+        assert metrics["train_for"] == train_for and 0 < metrics["student_energy_ratio"] < 1
+        gaps[train_for] = _teacher_gap_at(run, tiny_teacher, toy_files, 4)
+    assert gaps["time_steps"] < 0.5 * gaps["infinity"], gaps

@@ -57,15 +57,20 @@ def test_compare_runs_both_and_writes_the_rows(tiny_teacher, toy_files, tmp_path
     assert code == 0
     result = json.loads((out / "compare.json").read_text())
     rows = result["rows"]
-    assert {(r["method"], r["time_steps"]) for r in rows} == {("eqspike", 4), ("eqspike", 8), ("spikelm", 4), ("spikelm", 8)}
+    assert {(r["method"], r["time_steps"]) for r in rows} == {(m, T) for m in ("eqspike", "eqspike-inf", "spikelm") for T in (4, 8)}
     for row in rows:
         assert set(row) == {"method", "time_steps", "score", "train_step_s", "peak_train_mem_mb", "firing_rate", "energy_pj"}
         assert 0 <= row["score"] <= 1 and row["train_step_s"] > 0 and 0 < row["firing_rate"] < 1 and row["energy_pj"] > 0
     memory = {(r["method"], r["time_steps"]): r["peak_train_mem_mb"] for r in rows}
     # BPTT keeps every step: SpikeLM's memory grows with T, eqspike's does not and stays below it.
     assert memory[("spikelm", 8)] > 1.5 * memory[("spikelm", 4)]
+    # eqspike is trained for each T (implicit gradients): the same memory at T = 4 and 8.
     assert memory[("eqspike", 4)] == memory[("eqspike", 8)] < memory[("spikelm", 4)]
     assert "| spikelm | 8 |" in (out / "compare.md").read_text() and (out / "compare.png").stat().st_size > 5_000
+    assert (out / "pareto.png").stat().st_size > 5_000
+    trained_for = {T: json.loads((out / f"eqspike-T{T}" / "metrics.json").read_text())["train_for"] for T in (4, 8)}
+    assert trained_for == {4: "time_steps", 8: "time_steps"}
+    assert json.loads((out / "eqspike-inf" / "metrics.json").read_text())["train_for"] == "infinity"
     # A second call reuses the finished runs instead of training again.
     assert main(["compare", "--teacher", tiny_teacher.path, "--train-file", str(toy_files[0]), "--validation-file",
                  str(toy_files[1]), "--max-seq-length", "32", "--device", "cpu", "--student-layers", "2", "--batch-size", "16",
