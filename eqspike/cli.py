@@ -179,8 +179,15 @@ def selfcheck(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, with a bad argument reported on one line (and where to look) instead of the usage."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="eqspike",
         description="Spiking BERT students by equilibrium-based ANN-to-SNN distillation.",
     )

@@ -25,8 +25,8 @@ from eqspike.benchmarking import describe_device, peak_memory_mb, seconds_per_ca
 from eqspike.config import RunConfig
 from eqspike.data import batch_order
 from eqspike.diagnostics import check_time_steps, diagnose
-from eqspike.distillation import STUDENT, Distiller, StageForward, load_student, prepare_data
-from eqspike.energy import spikelm_energy_pj
+from eqspike.distillation import STUDENT, Distiller, StageForward, TrainingDiverged, load_student, prepare_data
+from eqspike.energy import StudentEnergy, spikelm_energy_pj
 from eqspike.evaluation import evaluate
 from eqspike.teacher import load_teacher
 
@@ -81,8 +81,13 @@ def compare(config: RunConfig, time_steps: list[int], out_dir: str | Path, log=p
         runs.append(("eqspike", T, eq.replace(train_for="time_steps", time_steps=T, output_dir=str(out_dir / f"eqspike-T{T}"))))
         runs.append(("spikelm", T, config.replace(student_type="spikelm", spikelm_time_steps=T, energy_budget=None,
                                                    output_dir=str(out_dir / f"spikelm-T{T}"))))
-    for _, _, run_config in runs:
-        _train_or_load(run_config, log)
+    diverged: dict[str, str] = {}  # a run whose training diverged is reported as such, not dropped
+    for method, T, run_config in runs:
+        try:
+            _train_or_load(run_config, log)
+        except TrainingDiverged as error:
+            log(f"compare: {method}" + (f" T={T}" if T else "") + f" diverged: {error}")
+            diverged[run_config.output_dir] = str(error)
 
     device = Distiller(config, log=lambda *_: None).device
     data = prepare_data(config, log=lambda *_: None)
@@ -90,8 +95,15 @@ def compare(config: RunConfig, time_steps: list[int], out_dir: str | Path, log=p
     indices = batch_order(len(data.train), config.batch_size, config.seed, 0)[0]
     split = data.splits[data.task.selection_split]
     rows: list[dict[str, Any]] = []
-    teacher_pj = None
+    t = teacher.model.config
+    dense = StudentEnergy(t.hidden_size, t.intermediate_size, t.num_attention_heads, t.num_hidden_layers, t.num_labels,
+                          t.num_hidden_layers)
+    teacher_pj = sum(dense.teacher_pj(len(ids)) for ids in split.input_ids) / len(split)
     for method, T, run_config in runs:
+        if run_config.output_dir in diverged:
+            rows += [{**_row(method, t, None, None, None, None, None), "diverged": diverged[run_config.output_dir]}
+                     for t in ([T] if T else time_steps)]
+            continue
         log(f"compare: measuring {method}" + (f" T={T}" if T else " at every T"))
         run_dir = Path(run_config.output_dir)
         seconds, memory = _measure_training_step(run_config, run_dir, teacher, data, indices, device, repeats)
@@ -101,14 +113,13 @@ def compare(config: RunConfig, time_steps: list[int], out_dir: str | Path, log=p
             rows.append(_row(method, T, score, seconds, memory, firing, energy_pj))
             continue
         report = diagnose(student, data.task, split, time_steps if T is None else [T], config.eval_batch_size, None, device)
-        teacher_pj = report.energy["ann_pj"]
         for k, t in enumerate(report.time_steps):
             rows.append(_row(method, t, report.score_vs_T[k], seconds, memory, report.firing_vs_T[k],
                              report.energy_vs_T[k]["snn_pj"]))
 
     result = {
         "task": data.task.name, "metric": data.task.metric, "teacher": config.teacher,
-        "teacher_score": json.loads((Path(runs[0][2].output_dir) / "metrics.json").read_text())["teacher_score"],
+        "teacher_score": teacher.score if teacher.score is not None else _evaluate_teacher(teacher, data, config, device),
         "teacher_energy_pj": teacher_pj, "device": describe_device(device), "batch_size": config.batch_size,
         "spikelm_recipe": config.spikelm_recipe, "energy_budget": config.energy_budget, "rows": rows,
     }
@@ -121,7 +132,12 @@ def compare(config: RunConfig, time_steps: list[int], out_dir: str | Path, log=p
     return result
 
 
-def _row(method: str, T: int, score: float, seconds: float, memory: float, firing: float, energy_pj: float) -> dict[str, Any]:
+def _evaluate_teacher(teacher, data, config: RunConfig, device) -> float:
+    return evaluate(lambda b: teacher.model(**b).logits, data.task, data.splits, config.eval_batch_size, device)[data.task.metric]
+
+
+def _row(method: str, T: int, score: float | None, seconds: float | None, memory: float | None, firing: float | None,
+         energy_pj: float | None) -> dict[str, Any]:
     return {"method": method, "time_steps": T, "score": score, "train_step_s": seconds, "peak_train_mem_mb": memory,
             "firing_rate": firing, "energy_pj": energy_pj}
 
@@ -141,6 +157,9 @@ def markdown_table(result: dict[str, Any]) -> str:
     lines = [f"| method | T | dev {result['metric']} | train step (s) | peak train memory (MiB) | firing rate | energy / example (uJ) | energy / teacher |",
              "|---|---:|---:|---:|---:|---:|---:|---:|"]
     for r in sorted(result["rows"], key=lambda r: (r["time_steps"], r["method"])):
+        if r["score"] is None:
+            lines.append(f"| {r['method']} | {r['time_steps']} | diverged in training | | | | | |")
+            continue
         lines.append(f"| {r['method']} | {r['time_steps']} | {r['score']:.4f} | {r['train_step_s']:.3f} | "
                      f"{r['peak_train_mem_mb']:.1f} | {r['firing_rate']:.3f} | {r['energy_pj'] / 1e6:.1f} | "
                      f"{r['energy_pj'] / result['teacher_energy_pj']:.3f} |")
@@ -163,7 +182,7 @@ def _plot(result: dict[str, Any], path: Path) -> None:
     x = np.arange(len(steps))
     for ax, (key, label) in zip(axes, panels):
         for offset, method in ((-0.27, "eqspike"), (0.0, "eqspike-inf"), (0.27, "spikelm")):
-            values = {r["time_steps"]: r[key] for r in result["rows"] if r["method"] == method}
+            values = {r["time_steps"]: r[key] for r in result["rows"] if r["method"] == method and r["score"] is not None}
             ax.bar(x + offset, [values.get(t, np.nan) for t in steps], width=0.27, label=METHOD_LABELS[method],
                    color=METHOD_COLOURS[method])
         if key == "score":
@@ -185,7 +204,8 @@ def plot_pareto(result: dict[str, Any], path: Path) -> None:
 
     fig, ax = plt.subplots(figsize=(6.4, 4.6))
     for method in ("eqspike", "eqspike-inf", "spikelm"):
-        rows = sorted((r for r in result["rows"] if r["method"] == method), key=lambda r: r["time_steps"])
+        rows = sorted((r for r in result["rows"] if r["method"] == method and r["score"] is not None),
+                      key=lambda r: r["time_steps"])
         if not rows:
             continue
         x = [r["energy_pj"] / result["teacher_energy_pj"] for r in rows]

@@ -21,8 +21,8 @@ import yaml
 from eqspike.equilibrium import FORWARD_MODES, SOLVERS
 from eqspike.neurons import ROUNDINGS, NeuronConfig
 from eqspike.quantization import parse_weight_bits
-from eqspike.training import PRECISIONS
-from eqspike.validation import check_choice, check_in_interval, check_int_at_least, check_positive
+from eqspike.training import PRECISIONS, SCHEDULES, write_atomic
+from eqspike.validation import check_choice, check_in_interval, check_int_at_least, check_non_negative, check_positive
 
 
 TEACHER_CACHE_DTYPES = ("float16", "float32")
@@ -46,9 +46,11 @@ class RunConfig:
     max_eval_examples: int | None = None
     # --- teacher fine-tuning (when the teacher has no trained head for the task)
     teacher_store: str = "teachers"
-    teacher_epochs: float = 3.0
+    teacher_epochs: float = 3.0  # at most this many epochs (fewer when the dev score stops improving)
     teacher_lr: float = 5e-5
     teacher_batch_size: int = 32
+    teacher_schedule: str = "linear"  # after warm-up: "linear" decay to 0, or "constant"
+    teacher_patience: int = 0  # stop after this many epochs without a better dev score (0: never)
     # --- student
     student_type: str = "eqspike"  # "eqspike" (equilibrium, implicit gradients) or "spikelm" (BPTT baseline)
     student_layers: int | None = 4  # None: as many as the teacher
@@ -114,20 +116,17 @@ class RunConfig:
         for name in ("student_layers", "max_train_examples", "max_eval_examples", "max_steps"):
             if getattr(self, name) is not None:
                 check_int_at_least(name, getattr(self, name), 1)
-        for name in ("teacher_epochs", "intermediate_epochs", "prediction_epochs"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-                raise ValueError(f"{name}={value!r} is not valid; it must be a number >= 0")
+        for name in ("teacher_epochs", "intermediate_epochs", "prediction_epochs", "weight_decay", "hidden_weight",
+                     "attention_weight", "gold_weight", "max_grad_norm"):
+            check_non_negative(name, getattr(self, name))
         for name in ("teacher_lr", "intermediate_lr", "prediction_lr", "temperature"):
             check_positive(name, getattr(self, name))
-        for name in ("weight_decay", "hidden_weight", "attention_weight", "gold_weight", "max_grad_norm"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-                raise ValueError(f"{name}={value!r} is not valid; it must be a number >= 0")
-        if not 0 <= self.warmup_ratio < 1:
+        if check_non_negative("warmup_ratio", self.warmup_ratio) >= 1:
             raise ValueError(f"warmup_ratio={self.warmup_ratio!r} is not valid; it must lie in [0, 1)")
         check_in_interval("threshold_quantile", self.threshold_quantile, 0.0, 1.0)
         check_choice("student_init", self.student_init, ("teacher", "random"))
+        check_choice("teacher_schedule", self.teacher_schedule, SCHEDULES)
+        check_int_at_least("teacher_patience", self.teacher_patience, 0)
         check_choice("train_for", self.train_for, TRAIN_FOR)
         check_choice("rounding", self.rounding, ROUNDINGS)
         NeuronConfig(signed=self.signed, rounding=self.rounding, hysteresis=self.hysteresis)  # validates them together
@@ -178,7 +177,21 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
             close = difflib.get_close_matches(str(key), FIELDS, n=1)
             hint = f"; did you mean {close[0]!r}?" if close else ""
             raise ConfigError(f"config file {path}: unknown key {key!r}{hint}")
-    return data
+    return {key: _number_from_text(key, value) for key, value in data.items()}
+
+
+def _number_from_text(name: str, value: Any) -> Any:
+    """YAML 1.1 reads 2e-4 (no dot) as a string: a numeric setting takes numeric text as its number."""
+    base = _base_type(_HINTS[name])
+    if not isinstance(value, str) or base not in (int, float) or name == "weight_bits":
+        return value
+    try:
+        number = float(value)
+    except ValueError:
+        return value  # RunConfig names it as not valid
+    if base is int and number.is_integer():
+        return int(number)
+    return number if base is float else value
 
 
 def add_config_arguments(parser: argparse.ArgumentParser, exclude: tuple[str, ...] = ()) -> None:
@@ -209,7 +222,7 @@ def config_from_args(args: argparse.Namespace, **fixed: Any) -> RunConfig:
 
 
 def save_yaml(config: RunConfig, path: str | Path) -> None:
-    Path(path).write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
+    write_atomic(path, yaml.safe_dump(config.to_dict(), sort_keys=False))
 
 
 def _base_type(hint: Any) -> Any:

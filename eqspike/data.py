@@ -16,6 +16,8 @@ Sources, in the order they are tried:
 from __future__ import annotations
 
 import csv
+import io
+import json
 import random
 import re
 from collections.abc import Iterator, Sequence
@@ -184,55 +186,140 @@ def _load_glue_tsv(task: str, directory: Path) -> TaskData:
                     list(spec.label_names) if spec.label_names else None, spec.metric)
 
 
-def _read_table(path: Path) -> list[dict[str, Any]]:
+def _read_text(path: Path) -> str:
     if not path.is_file():
-        raise DataError(f"data file {path} does not exist")
-    suffix = path.suffix.lower()
-    from datasets import load_dataset
+        raise DataError(f"data file {path} does not exist" if not path.exists() else f"data file {path} is not a file")
+    raw = path.read_bytes()
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        line = raw[: error.start].count(b"\n") + 1
+        raise DataError(f"data file {path} is not UTF-8 text (byte 0x{raw[error.start]:02x} on line {line}); "
+                        f"save it as UTF-8, e.g. iconv -f latin1 -t utf-8 {path.name}") from None
+    if not text.strip():
+        raise DataError(f"data file {path} is empty")
+    return text
 
-    if suffix in (".csv", ".tsv"):
-        kwargs = {"delimiter": "\t", "quoting": csv.QUOTE_NONE} if suffix == ".tsv" else {}
-        dataset = load_dataset("csv", data_files={"data": str(path)}, **kwargs)["data"]
-    elif suffix in (".json", ".jsonl"):
-        dataset = load_dataset("json", data_files={"data": str(path)})["data"]
-    else:
+
+def _read_table(path: Path) -> list[dict[str, Any]]:
+    """Rows of a CSV, TSV, JSON (a list of objects) or JSON-lines file, as dicts; numbers in CSV/TSV
+    cells stay text here (``_load_files`` reads the labels)."""
+    suffix = path.suffix.lower()
+    if suffix not in (".csv", ".tsv", ".json", ".jsonl"):
         raise DataError(f"data file {path}: unsupported format {suffix!r}; use .csv, .tsv, .json or .jsonl")
-    return dataset.to_list()
+    text = _read_text(path)
+    if suffix in (".csv", ".tsv"):
+        dialect = dict(delimiter="\t", quoting=csv.QUOTE_NONE) if suffix == ".tsv" else {}
+        reader = csv.reader(io.StringIO(text, newline=""), **dialect)
+        try:
+            rows = [row for row in reader if row]
+        except csv.Error as error:
+            raise DataError(f"data file {path} is not valid {suffix[1:].upper()} (line {reader.line_num}: {error})") from None
+        header, body = rows[0], rows[1:]
+        if not body:
+            raise DataError(f"data file {path} has a header ({', '.join(header)}) but no rows")
+        short = [number for number, row in enumerate(body, start=2) if len(row) != len(header)]
+        if short:
+            raise DataError(f"data file {path}: {_lines(short)} {'has' if len(short) == 1 else 'have'} a different number of "
+                            f"cells than the header ({len(header)}: {', '.join(header)})")
+        return [dict(zip(header, row)) for row in body]
+    if suffix == ".jsonl" or not text.lstrip().startswith("["):
+        records = []
+        for number, line in enumerate(text.splitlines(), start=1):
+            if line.strip():
+                try:
+                    records.append(json.loads(line))
+                except json.JSONDecodeError as error:
+                    raise DataError(f"data file {path} is not valid JSON lines (line {number}, column {error.colno}: "
+                                    f"{error.msg}); each line must be one JSON object") from None
+    else:
+        try:
+            records = json.loads(text)
+        except json.JSONDecodeError as error:
+            raise DataError(f"data file {path} is not valid JSON (line {error.lineno}, column {error.colno}: {error.msg})") from None
+    bad = [number for number, record in enumerate(records, start=1) if not isinstance(record, dict)]
+    if bad:
+        raise DataError(f"data file {path}: record {_lines(bad, 'record')} is not a JSON object with the columns "
+                        f"sentence1, optional sentence2, label")
+    if not records:
+        raise DataError(f"data file {path} has no rows")
+    return records
+
+
+def _lines(numbers: list[int], word: str = "line") -> str:
+    shown = ", ".join(map(str, numbers[:5])) + (f" and {len(numbers) - 5} more" if len(numbers) > 5 else "")
+    return f"{word}{'s' if len(numbers) > 1 else ''} {shown}" if word == "line" else shown
+
+
+def _number(value: Any) -> int | float | None:
+    """A label read as a number where it is one (JSON numbers, or numeric text in CSV)."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, (int, float)):
+        return value
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return int(number) if number.is_integer() and "." not in str(value) and "e" not in str(value).lower() else number
 
 
 def _load_files(train_path: Path, validation_path: Path, name: str) -> TaskData:
     tables = {"train": _read_table(train_path), "validation": _read_table(validation_path)}
     for split, path in (("train", train_path), ("validation", validation_path)):
         rows = tables[split]
-        if not rows:
-            raise DataError(f"data file {path} has no rows")
-        missing = [c for c in ("sentence1", "label") if c not in rows[0]]
+        columns = list(rows[0])
+        missing = [c for c in ("sentence1", "label") if c not in columns]
         if missing:
             raise DataError(f"data file {path} has no column {', '.join(map(repr, missing))}; "
-                            f"its columns: {', '.join(rows[0])} (needed: sentence1, optional sentence2, label)")
-    labels = [row["label"] for rows in tables.values() for row in rows]
-    if any(label is None for label in labels):
-        raise DataError("some rows have no label")
+                            f"its columns: {', '.join(columns)} (needed: sentence1, optional sentence2, label)")
+        first_line = 2 if path.suffix.lower() in (".csv", ".tsv") else 1  # CSV: line 1 is the header
+        for column in ("sentence1", "label", "sentence2"):
+            empty = [number for number, row in enumerate(rows, start=first_line) if _is_empty(row.get(column))]
+            if column == "sentence2" and len(empty) == len(rows):
+                continue  # a single-text task
+            if empty:
+                hint = " (a pair task needs both texts in every row)" if column == "sentence2" else ""
+                raise DataError(f"data file {path}: {_lines(empty)} {'has' if len(empty) == 1 else 'have'} an empty "
+                                f"{column!r}{hint}; fill {'it' if len(empty) == 1 else 'them'} in or remove those rows")
+    numbers = {split: [_number(row["label"]) for row in rows] for split, rows in tables.items()}
     label_names: list[str] | None
-    if all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in labels) and any(
-        float(x) != int(x) for x in labels
-    ):
-        label_names = None  # regression
-        to_label = float
-    elif all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in labels):
-        values = sorted({int(x) for x in labels})
-        label_names = [str(v) for v in values]
-        to_label = lambda x: values.index(int(x))  # noqa: E731
+    if all(x is not None for values in numbers.values() for x in values):
+        if any(isinstance(x, float) and not float(x).is_integer() for values in numbers.values() for x in values):
+            label_names = None  # regression: non-integer numbers
+            to_label = float
+            labels = None
+        else:
+            values = sorted({int(x) for x in numbers["train"]})
+            label_names = [str(v) for v in values]
+            labels = {split: [str(int(x)) for x in values_] for split, values_ in numbers.items()}
+            to_label = None
     else:
-        label_names = sorted({str(x) for x in labels})
-        to_label = lambda x: label_names.index(str(x))  # noqa: E731
+        labels = {split: [str(row["label"]).strip() for row in rows] for split, rows in tables.items()}
+        label_names = sorted(set(labels["train"]))
+        to_label = None
+    if label_names is not None:
+        if len(label_names) < 2:
+            raise DataError(f"data file {train_path} has a single label ({label_names[0]!r}); a classification task "
+                            f"needs at least two")
+        unknown = sorted(set(labels["validation"]) - set(label_names))
+        if unknown:
+            raise DataError(f"data file {validation_path} has labels that never occur in {train_path}: "
+                            f"{', '.join(map(repr, unknown[:10]))}; the student cannot learn them (training labels: "
+                            f"{', '.join(map(repr, label_names[:10]))}{', ...' if len(label_names) > 10 else ''})")
 
-    def convert(rows: list[dict[str, Any]]) -> list[Example]:
-        return [Example(str(row["sentence1"]), None if row.get("sentence2") is None else str(row["sentence2"]),
-                        to_label(row["label"])) for row in rows]
+    def convert(split: str) -> list[Example]:
+        rows = tables[split]
+        targets = [to_label(row["label"]) for row in rows] if labels is None else [label_names.index(x) for x in labels[split]]
+        return [Example(str(row["sentence1"]), None if _is_empty(row.get("sentence2")) else str(row["sentence2"]), target)
+                for row, target in zip(rows, targets)]
 
     metric = "pearson" if label_names is None else "accuracy"
-    return TaskData(name, convert(tables["train"]), {"validation": convert(tables["validation"])}, label_names, metric)
+    return TaskData(name, convert("train"), {"validation": convert("validation")}, label_names, metric)
+
+
+def _is_empty(value: Any) -> bool:
+    return value is None or (isinstance(value, str) and not value.strip())
 
 
 def load_fortunes(categories: Sequence[str] = FORTUNE_CATEGORIES, per_category: int = FORTUNES_PER_CATEGORY,
@@ -275,6 +362,15 @@ class EncodedSplit(torch.utils.data.Dataset):
 
     def __len__(self) -> int:
         return len(self.labels)
+
+    def update_digest(self, digest: Any, labels: bool = True) -> None:
+        """Feed the token ids, token types (and labels) into a hashlib digest: a fingerprint of the
+        data that anything derived from it (a stored teacher, a teacher cache) is keyed by."""
+        for ids, types in zip(self.input_ids, self.token_type_ids):
+            digest.update(np.asarray(ids, dtype=np.int64).tobytes())
+            digest.update(np.asarray(types, dtype=np.int8).tobytes())
+        if labels:
+            digest.update(np.asarray(self.labels, dtype=np.float64).tobytes())
 
     def __getitem__(self, index: int) -> tuple[list[int], list[int], int | float, int]:
         return self.input_ids[index], self.token_type_ids[index], self.labels[index], index

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import random
 import shutil
 import time
 from contextlib import nullcontext
@@ -31,14 +32,17 @@ from torch import Tensor
 from torch.nn import functional as F
 
 import eqspike
+from eqspike import hub
 from eqspike.config import ConfigError, RunConfig, save_yaml
 from eqspike.data import EncodedSplit, TaskData, batch_order, iterate_batches, load_task_data
+from eqspike.validation import EqspikeError
 from eqspike.distributed import initialise, shard
 from eqspike.energy import StudentEnergy, spikelm_energy_pj
 from eqspike.evaluation import evaluate
 from eqspike.model import SpikingBertForSequenceClassification, uniform_layer_map
-from eqspike.teacher import Teacher, load_teacher, load_tokenizer, locate, teacher_name, teacher_targets
-from eqspike.training import atomic_directory, autocast, linear_schedule, make_optimizer, progress, set_seed
+from eqspike.teacher import Teacher, check_teacher_config, load_teacher, load_tokenizer, locate, teacher_name, teacher_targets
+from eqspike.training import (StepLog, atomic_directory, autocast, linear_schedule, make_optimizer, progress,
+                              recover_directory, set_seed, write_atomic)
 
 STAGES = ("intermediate", "prediction")
 # Under an energy budget B the loss adds lambda x E, the estimated energy ratio of the step, and after
@@ -50,6 +54,10 @@ STUDENT = "student"
 
 class RunDirectoryError(ConfigError):
     """The run directory cannot be used as asked."""
+
+
+class TrainingDiverged(EqspikeError):
+    """A loss or gradient became non-finite; the run stopped with its last good checkpoint."""
 
 
 # ----------------------------------------------------------------------------- losses
@@ -171,28 +179,100 @@ def default_output_dir(config: RunConfig) -> Path:
     return Path("runs") / f"{task}-{teacher}-L{layers}-T{config.time_steps}-{bits}"
 
 
+def _read_state(path: Path) -> dict[str, Any]:
+    try:
+        state = json.loads(path.read_text())
+        if not isinstance(state, dict) or not {"stage", "stage_step", "global_step"} <= set(state):
+            raise ValueError("it lacks stage, stage_step or global_step")
+    except (ValueError, UnicodeDecodeError) as error:
+        raise RunDirectoryError(f"cannot resume: {path} is corrupted ({str(error).splitlines()[0][:120]}); "
+                                f"start the run again with --overwrite") from None
+    return state
+
+
+def _trim_log(path: Path, step: int) -> None:
+    """Keep the lines of metrics.jsonl up to the checkpoint's step: the resumed run logs the steps after
+    it again, and a crash may have cut the last line short."""
+    if not path.is_file():
+        return
+    kept = []
+    for line in path.read_text().splitlines():
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if record.get("step", 0) <= step:
+            kept.append(line)
+    write_atomic(path, "".join(f"{line}\n" for line in kept))
+
+
+def load_checkpoint_file(path: Path, device: torch.device) -> dict[str, Any]:
+    """A checkpoint file (torch.save), refused by name when it cannot be read or holds non-finite weights."""
+    try:
+        data = torch.load(path, map_location=device)
+    except Exception as error:  # a truncated or corrupted file: pickle, zip and EOF errors alike
+        raise RunDirectoryError(f"cannot resume: {path} is corrupted ({type(error).__name__}: "
+                                f"{str(error).splitlines()[0][:120] if str(error) else 'unreadable'}); start the run "
+                                f"again with --overwrite") from None
+    bad = [name for name, value in data.items() if torch.is_tensor(value) and value.is_floating_point()
+           and not torch.isfinite(value).all()]
+    if bad:
+        raise RunDirectoryError(f"cannot resume: {path} holds non-finite weights ({', '.join(bad[:3])}); "
+                                f"start the run again with --overwrite")
+    return data
+
+
 def load_student(directory: str | Path):
     """Load a student of either kind from its folder (config.json names the kind)."""
     from eqspike.baselines.spikelm import MODEL_TYPE as SPIKELM, SpikeLMForSequenceClassification
 
     config = Path(directory) / "config.json"
-    kind = json.loads(config.read_text()).get("model_type") if config.is_file() else None
+    try:
+        kind = json.loads(config.read_text()).get("model_type") if config.is_file() else None
+    except (ValueError, UnicodeDecodeError, AttributeError):
+        kind = None  # from_pretrained names the corrupted file
     if kind == SPIKELM:
         return SpikeLMForSequenceClassification.from_pretrained(directory)
     return SpikingBertForSequenceClassification.from_pretrained(directory)
 
 
+def check_inputs(config: RunConfig) -> TaskData:
+    """Load the task's data and check the teacher's config before any work, reporting every problem
+    at once (a missing teacher and missing data in one message). Without the Hub, transformers and
+    datasets use their caches only, so this takes seconds, not minutes of retries."""
+    hub.use_local_caches_if_offline()
+    problems, task = [], None
+    try:
+        task = load_task_data(config.task, config.data_dir, config.train_file, config.validation_file)
+    except EqspikeError as error:
+        problems.append(str(error))
+    try:
+        check_teacher_config(config)
+    except EqspikeError as error:
+        problems.append(str(error))
+    if problems:
+        raise ConfigError(problems[0] if len(problems) == 1 else
+                          " | ".join(f"({n}) {problem}" for n, problem in enumerate(problems, start=1)))
+    return task
+
+
+def subsample(examples: list, limit: int | None, seed: int) -> list:
+    """At most ``limit`` examples, drawn at random (seeded) and kept in their order: the head of a
+    file is often one class (a dev set ordered by label)."""
+    if not limit or limit >= len(examples):
+        return examples
+    keep = sorted(random.Random(seed).sample(range(len(examples)), limit))
+    return [examples[i] for i in keep]
+
+
 def prepare_data(config: RunConfig, log=print) -> Prepared:
-    task = load_task_data(config.task, config.data_dir, config.train_file, config.validation_file)
-    if config.max_train_examples:
-        task.train = task.train[: config.max_train_examples]
-    if config.max_eval_examples:
-        task.validation = {k: v[: config.max_eval_examples] for k, v in task.validation.items()}
-    if not task.train or not all(task.validation.values()):
-        raise ConfigError(f"task {task.name!r} has no training or validation examples")
-    tokenizer = load_tokenizer(locate(config.teacher)) if config.teacher else None
-    if tokenizer is None:
-        raise ConfigError("no teacher: give --teacher (a hub id such as bert-base-uncased, or a local directory)")
+    task = check_inputs(config)
+    task.train = subsample(task.train, config.max_train_examples, config.seed)
+    task.validation = {k: subsample(v, config.max_eval_examples, config.seed) for k, v in task.validation.items()}
+    if task.label_names is not None and len({e.label for e in task.train}) < 2:
+        raise ConfigError(f"the {len(task.train)} training examples of task {task.name!r} have a single label; "
+                          f"a classification task needs at least two (raise --max-train-examples)")
+    tokenizer = load_tokenizer(locate(config.teacher))
     train = EncodedSplit(task.train, tokenizer, config.max_seq_length)
     splits = {name: EncodedSplit(examples, tokenizer, config.max_seq_length) for name, examples in task.validation.items()}
     log(f"data: {task.name}, {len(train)} train / " + ", ".join(f"{len(s)} {n}" for n, s in splits.items())
@@ -265,9 +345,18 @@ class Distiller:
             raise RunDirectoryError("--resume and --overwrite contradict each other; pass one")
         state_file = out / CHECKPOINT / "state.json"
         if config.resume:
+            if self.sharding.is_main:  # repair what a crash during a write left behind
+                for name, marker in ((CHECKPOINT, "state.json"), (STUDENT, "config.json"), ("metrics.json", None),
+                                     ("config.yaml", None)):
+                    for done in recover_directory(out / name, marker):
+                        self.log(f"resume: {done}")
+            self.sharding.barrier()
             if not state_file.is_file():
                 raise RunDirectoryError(f"cannot resume: {out} has no checkpoint ({state_file} is missing)")
-            return json.loads(state_file.read_text())
+            state = _read_state(state_file)
+            if self.sharding.is_main:
+                _trim_log(out / "metrics.jsonl", state["global_step"])
+            return state
         if out.exists() and any(out.iterdir()):
             if not config.overwrite:
                 raise RunDirectoryError(
@@ -372,7 +461,7 @@ class Distiller:
 
         student = self.build_student(teacher, data)
         if resume_state is not None:
-            student.load_state_dict(torch.load(self.output_dir / CHECKPOINT / "student.pt", map_location=self.device))
+            student.load_state_dict(load_checkpoint_file(self.output_dir / CHECKPOINT / "student.pt", self.device))
         student.train()
         if c.energy_budget is not None:
             self._energy_model = StudentEnergy.of(student.config)
@@ -414,7 +503,7 @@ class Distiller:
             schedule = linear_schedule(optimizer, max(1, total), c.warmup_ratio)
             first = state["stage_step"] if stage_index == state["stage"] else 0
             if first and resume_state is not None:
-                checkpoint = torch.load(self.output_dir / CHECKPOINT / "optimizer.pt", map_location=self.device)
+                checkpoint = load_checkpoint_file(self.output_dir / CHECKPOINT / "optimizer.pt", self.device)
                 optimizer.load_state_dict(checkpoint["optimizer"])
                 schedule.load_state_dict(checkpoint["schedule"])
                 self.log(f"resume: {stage} stage at step {first}/{total} (global step {state['global_step']})")
@@ -422,10 +511,15 @@ class Distiller:
                 self._evaluate_and_select(student, data, state)
             bar = progress(total=total, desc=f"distill {stage}", disable=None if sharding.is_main else True)
             bar.update(first)
+            log_lines = StepLog(f"distill {stage}", total, c.logging_steps, c.batch_size, self.log, first,
+                                enabled=None if sharding.is_main else False)
             for step in range(first, total):
                 indices = self._global_batch(data, stage_index, step, steps_per_epoch)
                 losses = self.step(forward, teacher, data, indices, layers, stage, state["energy_weight"], state["spike_factor"])
-                torch.nn.utils.clip_grad_norm_(student.parameters(), c.max_grad_norm)
+                norm = torch.nn.utils.clip_grad_norm_(student.parameters(), c.max_grad_norm)
+                if not torch.isfinite(norm):  # the same on every rank (gradients are reduced): all stop
+                    bar.close()
+                    raise TrainingDiverged(self._divergence(state, stage, sharding.mean_of(losses)))
                 optimizer.step()
                 schedule.step()
                 optimizer.zero_grad(set_to_none=True)
@@ -437,6 +531,8 @@ class Distiller:
                 state.update(stage=stage_index, stage_step=step + 1, global_step=state["global_step"] + 1)
                 bar.update(1)
                 bar.set_postfix(loss=f"{losses['loss'].item():.4f}")
+                log_lines.update(step + 1, schedule.get_last_lr()[0],
+                                 **{k: losses[k].item() for k in ("loss", "energy") if k in losses})
                 if state["global_step"] % c.logging_steps == 0:
                     self._log_metrics({"step": state["global_step"], "stage": stage, "lr": schedule.get_last_lr()[0],
                                        "elapsed_s": round(time.time() - started, 2),
@@ -476,6 +572,16 @@ class Distiller:
             losses["loss"] = losses["loss"] + energy_weight * energy
             losses["energy"] = energy.detach()
         return losses
+
+    def _divergence(self, state: dict[str, Any], stage: str, losses: dict[str, Tensor]) -> str:
+        """What to say when a step's gradient is not finite (nothing of that step is applied)."""
+        values = ", ".join(f"{k} {v.item():.4g}" for k, v in losses.items())
+        checkpoint = self.output_dir / CHECKPOINT / "state.json"
+        kept = (f"the last good checkpoint, {checkpoint.parent} (step {json.loads(checkpoint.read_text())['global_step']}), "
+                f"is kept: lower --{stage}-lr or --max-grad-norm and continue with --resume"
+                if checkpoint.is_file() else "no checkpoint had been written yet: lower the learning rate and start again")
+        return (f"training diverged at step {state['global_step'] + 1} ({stage} stage): the gradient is not finite "
+                f"({values}); nothing of that step was applied; {kept}")
 
     def _teacher_targets(self, teacher: Teacher, batch: dict[str, Tensor], inputs: dict[str, Tensor], layers: list[int]):
         """The teacher's targets for a batch: read from the cache when there is one, else computed."""
@@ -602,7 +708,7 @@ class Distiller:
             "eqspike_version": eqspike.__version__,
         }
         if self.sharding.is_main:
-            (self.output_dir / "metrics.json").write_text(json.dumps(result, indent=2) + "\n")
+            write_atomic(self.output_dir / "metrics.json", json.dumps(result, indent=2) + "\n")
         self.log(f"teacher {metric} {result['teacher_score']:.4f} | spiking {c.student_type} student (T={T}, "
                  f"{student.config.weight_bits}-bit weights) {metric} {result['student_score']:.4f}, energy "
                  f"{energy_ratio:.3f} x the teacher's | rate map (solve) {result['student_solve_score']:.4f}")

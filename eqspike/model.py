@@ -52,7 +52,7 @@ from eqspike.equilibrium import (
 )
 from eqspike.neurons import ROUNDINGS, NeuronConfig, time_step_rate
 from eqspike.quantization import QuantLinear, parse_weight_bits
-from eqspike.validation import check_choice, check_in_interval, check_int_at_least, check_positive
+from eqspike.validation import EqspikeError, check_choice, check_in_interval, check_int_at_least, check_positive
 
 MODEL_TYPE = "eqspike-spiking-bert"
 CONFIG_NAME = "config.json"
@@ -424,29 +424,20 @@ class SpikingBertForSequenceClassification(nn.Module):
 
     # ------------------------------------------------------------------ persistence
     def save_pretrained(self, directory: str | Path, tokenizer: Any | None = None) -> None:
-        """Write config.json + model.safetensors (+ the tokenizer's files) into ``directory``."""
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        (directory / CONFIG_NAME).write_text(json.dumps(self.config.to_dict(), indent=2) + "\n")
-        state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
-        save_file(state, str(directory / WEIGHTS_NAME), metadata={"format": "pt", "model_type": MODEL_TYPE})
-        if tokenizer is not None:
-            tokenizer.save_pretrained(str(directory))
+        """Write model.safetensors (+ the tokenizer's files) and config.json into ``directory``."""
+        write_student_files(directory, self.config.to_dict(), self.state_dict(), tokenizer)
 
     @classmethod
     def from_pretrained(cls, directory: str | Path, **overrides: Any) -> SpikingBertForSequenceClassification:
         """Load a student saved by ``save_pretrained``; ``overrides`` replace config fields
         (e.g. ``time_steps``, ``forward_mode``). Returned in eval mode, like transformers."""
-        directory = Path(directory)
-        config_path = directory / CONFIG_NAME
-        if not config_path.is_file():
-            raise FileNotFoundError(f"{directory} is not an eqspike student: {CONFIG_NAME} is missing")
-        data = json.loads(config_path.read_text())
-        if data.get("model_type") != MODEL_TYPE:
-            raise ValueError(f"{directory} is not an eqspike student: model_type is {data.get('model_type')!r}, expected {MODEL_TYPE!r}")
-        config = SpikingBertConfig.from_dict({**data, **overrides})
-        model = cls(config)
-        model.load_state_dict(load_file(str(directory / WEIGHTS_NAME)), strict=True)
+        data, state = read_student_files(directory, MODEL_TYPE)
+        try:
+            config = SpikingBertConfig.from_dict({**data, **overrides})
+            model = cls(config)
+            model.load_state_dict(state, strict=True)
+        except (ValueError, RuntimeError) as error:  # a config or weights that do not belong together
+            raise StudentFileError(f"{directory} does not hold a usable eqspike student: {str(error).splitlines()[0][:200]}") from None
         return model.eval()
 
     # ------------------------------------------------------------------ initialisation from a teacher
@@ -501,6 +492,51 @@ def copy_teacher_weights(student: nn.Module, teacher_model: nn.Module, modules: 
     if bert.pooler is not None:
         student.pooler.load_state_dict(bert.pooler.dense.state_dict())
     student.classifier.load_state_dict(teacher_model.classifier.state_dict())
+
+
+class StudentFileError(EqspikeError):
+    """A saved student's files are missing, corrupted or not finite (the message names the file)."""
+
+
+def write_student_files(directory: str | Path, config: Mapping[str, Any], state: Mapping[str, Tensor],
+                        tokenizer: Any | None = None) -> None:
+    """model.safetensors, the tokenizer's files, and config.json last: a folder with config.json is a
+    complete student (what ``eqspike.training.recover_directory`` relies on after a crash)."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.detach().contiguous().cpu() for k, v in state.items()}, str(directory / WEIGHTS_NAME),
+              metadata={"format": "pt", "model_type": str(config["model_type"])})
+    if tokenizer is not None:
+        tokenizer.save_pretrained(str(directory))
+    (directory / CONFIG_NAME).write_text(json.dumps(dict(config), indent=2) + "\n")
+
+
+def read_student_files(directory: str | Path, model_type: str) -> tuple[dict[str, Any], dict[str, Tensor]]:
+    """config.json and model.safetensors of a saved student of ``model_type``; every problem is refused
+    with the file's name: missing, unreadable, of another kind, or holding non-finite weights."""
+    directory = Path(directory)
+    config_path, weights_path = directory / CONFIG_NAME, directory / WEIGHTS_NAME
+    if not config_path.is_file():
+        raise StudentFileError(f"{directory} is not a saved student: {CONFIG_NAME} is missing")
+    try:
+        data = json.loads(config_path.read_text())
+    except (ValueError, UnicodeDecodeError) as error:
+        raise StudentFileError(f"{config_path} is corrupted: {str(error).splitlines()[0][:120]}") from None
+    if not isinstance(data, dict) or data.get("model_type") != model_type:
+        kind = data.get("model_type") if isinstance(data, dict) else None
+        raise StudentFileError(f"{directory} is not a {model_type} student: model_type is {kind!r}")
+    if not weights_path.is_file():
+        raise StudentFileError(f"{directory} has no {WEIGHTS_NAME}")
+    try:
+        state = load_file(str(weights_path))
+    except Exception as error:  # safetensors raises its own error types for truncated or garbled files
+        raise StudentFileError(f"{weights_path} is corrupted ({type(error).__name__}: "
+                               f"{str(error).splitlines()[0][:120]})") from None
+    bad = [name for name, value in state.items() if value.is_floating_point() and not torch.isfinite(value).all()]
+    if bad:
+        raise StudentFileError(f"{weights_path} holds non-finite weights ({', '.join(bad[:3])}"
+                               f"{', ...' if len(bad) > 3 else ''}); it cannot be used")
+    return data, state
 
 
 def uniform_layer_map(teacher_layers: int, student_layers: int) -> list[int]:

@@ -2,7 +2,9 @@
 
 ``--teacher`` is a hub id or a local directory. Resolution:
   1. a local directory whose teacher card (``teacher_card.json``) names the task: used as it is;
-  2. a stored teacher ``<teacher_store>/<name>-<task>/`` with a card: reused;
+  2. a stored teacher ``<teacher_store>/<name>-<task>-<key>/`` with a card: reused. The key is a digest
+     of the fine-tuning recipe and of the task's data, so a teacher stored by a quick run (one epoch,
+     a subsample) is never taken for a full one; reuse is announced with the stored dev score;
   3. a checkpoint with a trained ``...ForSequenceClassification`` head of the right size: used as it is;
   4. otherwise the model is fine-tuned on the task and stored under (2) with its card.
 
@@ -15,6 +17,7 @@ and used without gradients.
 from __future__ import annotations
 
 import datetime
+import hashlib
 import importlib
 import json
 from dataclasses import dataclass
@@ -30,7 +33,7 @@ import eqspike
 from eqspike.config import RunConfig
 from eqspike.data import EncodedSplit, TaskData, batch_order, iterate_batches
 from eqspike.evaluation import evaluate
-from eqspike.training import atomic_directory, linear_schedule, make_optimizer, progress, set_seed
+from eqspike.training import StepLog, atomic_directory, linear_schedule, make_optimizer, progress, set_seed
 
 CARD_NAME = "teacher_card.json"
 # hub id -> (Python package shipping the same files, folder inside the package)
@@ -131,6 +134,59 @@ def _load_model(source: str, num_labels: int | None = None) -> nn.Module:
     return model.eval()
 
 
+SUPPORTED_TEACHERS = ("bert",)  # model_type: BERT and BERT-architecture models (MiniLM, TinyBERT, ...)
+
+
+def check_teacher_config(config: RunConfig) -> Any:
+    """The teacher's transformers config, after checking what can be checked before any work: it is
+    found (locally, or in the Hub's cache when the Hub cannot be reached), it is a BERT, and the
+    student's depth and the sequence length fit it."""
+    if not config.teacher:
+        raise TeacherError("no teacher: give --teacher (a hub id such as bert-base-uncased, or a local directory)")
+    from transformers import AutoConfig
+
+    source = locate(config.teacher)
+    try:
+        teacher_config = AutoConfig.from_pretrained(source)
+    except (OSError, ValueError) as error:
+        if Path(source).is_dir():
+            raise TeacherError(f"could not read the teacher's config in {source}: {str(error).splitlines()[0][:200]}") from None
+        raise TeacherError(
+            f"teacher {source!r} is not a local directory and could not be loaded from the Hugging Face Hub "
+            f"(offline or not cached). Pass a local directory with --teacher /path/to/model "
+            f"(config.json, model.safetensors and the tokenizer files)") from None
+    kind = getattr(teacher_config, "model_type", None)
+    if kind not in SUPPORTED_TEACHERS:
+        raise TeacherError(f"teacher {config.teacher} is a {kind!r} model; eqspike distils BERT encoders "
+                           f"(model_type {', '.join(map(repr, SUPPORTED_TEACHERS))}: BERT, MiniLM, TinyBERT and the like)")
+    layers = teacher_config.num_hidden_layers
+    if config.student_layers is not None and config.student_layers > layers:
+        raise TeacherError(f"student_layers={config.student_layers} but the teacher {config.teacher} has only {layers} "
+                           f"layers; choose at most {layers}")
+    if config.max_seq_length > teacher_config.max_position_embeddings:
+        raise TeacherError(f"max_seq_length={config.max_seq_length} exceeds the {teacher_config.max_position_embeddings} "
+                           f"positions of the teacher {config.teacher}; choose at most {teacher_config.max_position_embeddings}")
+    return teacher_config
+
+
+def recipe_of(config: RunConfig) -> dict[str, Any]:
+    """Every setting the fine-tuned teacher depends on."""
+    return {"epochs": config.teacher_epochs, "lr": config.teacher_lr, "batch_size": config.teacher_batch_size,
+            "schedule": config.teacher_schedule, "patience": config.teacher_patience,
+            "max_seq_length": config.max_seq_length, "warmup_ratio": config.warmup_ratio,
+            "weight_decay": config.weight_decay, "max_grad_norm": config.max_grad_norm, "seed": config.seed}
+
+
+def store_path(config: RunConfig, task: TaskData, train_split: EncodedSplit | None,
+               splits: dict[str, EncodedSplit] | None) -> Path:
+    """``<teacher_store>/<name>-<task>-<key>``: the key digests the base model, the recipe and the data."""
+    digest = hashlib.sha256(json.dumps({"base": config.teacher, "task": task.name, "recipe": recipe_of(config)},
+                                       sort_keys=True).encode())
+    for split in ([train_split] if train_split is not None else []) + list((splits or {}).values()):
+        split.update_digest(digest)
+    return Path(config.teacher_store) / f"{teacher_name(config.teacher)}-{task.name}-{digest.hexdigest()[:10]}"
+
+
 def _read_json(path: Path) -> dict[str, Any] | None:
     return json.loads(path.read_text()) if path.is_file() else None
 
@@ -166,13 +222,15 @@ def load_teacher(config: RunConfig, task: TaskData, device: torch.device, splits
         raise TeacherError("no teacher: give --teacher (a hub id such as bert-base-uncased, or a local directory)")
     source = locate(config.teacher)
     card = _read_json(Path(source) / CARD_NAME) if Path(source).is_dir() else None
-    stored = Path(config.teacher_store) / f"{teacher_name(config.teacher)}-{task.name}"
+    stored = store_path(config, task, train_split, splits)
     if card and card.get("task") == task.name:
         teacher = Teacher(_load_model(source), _from_pretrained("tokenizer", source), source, card)
     elif (stored / CARD_NAME).is_file():
-        log(f"teacher: reusing the stored teacher {stored}")
-        teacher = Teacher(_load_model(str(stored)), _from_pretrained("tokenizer", str(stored)), str(stored),
-                          _read_json(stored / CARD_NAME) or {})
+        card = _read_json(stored / CARD_NAME) or {}
+        recipe = card.get("recipe", {})
+        log(f"teacher: reusing the stored teacher {stored} (dev {card.get('metric', 'score')} "
+            f"{card.get('dev_score', float('nan')):.4f}, {len(card.get('history', []))} epochs at lr {recipe.get('lr')})")
+        teacher = Teacher(_load_model(str(stored)), _from_pretrained("tokenizer", str(stored)), str(stored), card)
     else:
         from transformers import AutoConfig
 
@@ -215,30 +273,39 @@ def fine_tune(teacher: Teacher, config: RunConfig, task: TaskData, train_split: 
     epochs = max(1, round(config.teacher_epochs)) if config.teacher_epochs else 0
     steps_per_epoch = -(-len(train_split) // config.teacher_batch_size)
     optimizer = make_optimizer(model.named_parameters(), config.teacher_lr, config.weight_decay)
-    schedule = linear_schedule(optimizer, max(1, epochs * steps_per_epoch), config.warmup_ratio)
+    schedule = linear_schedule(optimizer, max(1, epochs * steps_per_epoch), config.warmup_ratio, config.teacher_schedule)
     logits_fn = lambda batch: model(**batch).logits  # noqa: E731
     best, best_state, history = None, None, []
     for epoch in range(epochs):
         model.train()
         bar = progress(iterate_batches(train_split, batch_order(len(train_split), config.teacher_batch_size, config.seed, epoch)),
                        total=steps_per_epoch, desc=f"teacher epoch {epoch + 1}/{epochs}")
-        for batch in bar:
+        log_lines = StepLog(f"teacher epoch {epoch + 1}/{epochs}", steps_per_epoch, config.logging_steps,
+                            config.teacher_batch_size, log)
+        for step, batch in enumerate(bar, start=1):
             batch.pop("index")
             batch = {k: v.to(device) for k, v in batch.items()}
             loss = model(**batch).loss
             loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), config.max_grad_norm)
+            if not torch.isfinite(torch.nn.utils.clip_grad_norm_(model.parameters(), config.max_grad_norm)):
+                raise TeacherError(f"teacher fine-tuning diverged in epoch {epoch + 1}, step {step}: the gradient is not "
+                                   f"finite (loss {loss.item():.4g}); nothing was stored; lower --teacher-lr")
             optimizer.step()
             schedule.step()
             optimizer.zero_grad(set_to_none=True)
             bar.set_postfix(loss=f"{loss.item():.4f}")
+            log_lines.update(step, schedule.get_last_lr()[0], loss=loss.item())
         model.eval()
         metrics = evaluate(logits_fn, task, splits, config.eval_batch_size, device, desc="teacher dev")
         history.append({"epoch": epoch + 1, **metrics})
         log(f"teacher epoch {epoch + 1}: " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
         if best is None or metrics[task.metric] > best[task.metric]:
-            best = metrics
+            best, best_epoch = metrics, epoch
             best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        elif config.teacher_patience and epoch - best_epoch >= config.teacher_patience:
+            log(f"teacher: no better dev {task.metric} for {config.teacher_patience} epochs; stopping "
+                f"(best: epoch {best_epoch + 1})")
+            break
     if best_state is not None:
         model.load_state_dict(best_state)
     else:  # no epochs: evaluate the head as it is
@@ -252,10 +319,7 @@ def fine_tune(teacher: Teacher, config: RunConfig, task: TaskData, train_split: 
         "dev_score": best[task.metric],
         "dev_metrics": best,
         "history": history,
-        "recipe": {"epochs": epochs, "lr": config.teacher_lr, "batch_size": config.teacher_batch_size,
-                   "max_seq_length": config.max_seq_length, "warmup_ratio": config.warmup_ratio,
-                   "weight_decay": config.weight_decay, "seed": config.seed,
-                   "max_train_examples": config.max_train_examples},
+        "recipe": {**recipe_of(config), "epochs_run": len(history), "max_train_examples": config.max_train_examples},
         "eqspike_version": eqspike.__version__,
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }

@@ -54,9 +54,7 @@ def fingerprint(teacher: nn.Module, split: EncodedSplit, layers: Sequence[int], 
     for name, tensor in sorted(teacher.state_dict().items()):
         digest.update(name.encode())
         digest.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
-    for ids, types in zip(split.input_ids, split.token_type_ids):
-        digest.update(np.asarray(ids, dtype=np.int64).tobytes())
-        digest.update(np.asarray(types, dtype=np.int8).tobytes())
+    split.update_digest(digest, labels=False)
     return digest.hexdigest()[:20]
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from typing import Any
 
@@ -19,10 +20,22 @@ def check_choice(name: str, value: Any, choices: Iterable[Any]) -> Any:
     return value
 
 
+def _is_real(value: Any) -> bool:
+    """A finite int or float (bools, nan and inf are not)."""
+    return not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)
+
+
 def check_positive(name: str, value: Any) -> float:
-    """A real number > 0."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-        raise ValueError(f"{name}={value!r} is not valid; it must be a number > 0")
+    """A finite real number > 0."""
+    if not _is_real(value) or not value > 0:
+        raise ValueError(f"{name}={value!r} is not valid; it must be a finite number > 0")
+    return float(value)
+
+
+def check_non_negative(name: str, value: Any) -> float:
+    """A finite real number >= 0."""
+    if not _is_real(value) or not value >= 0:
+        raise ValueError(f"{name}={value!r} is not valid; it must be a finite number >= 0")
     return float(value)
 
 
@@ -35,6 +48,6 @@ def check_int_at_least(name: str, value: Any, minimum: int) -> int:
 
 def check_in_interval(name: str, value: Any, low: float, high: float) -> float:
     """A real number in the half-open interval (low, high]."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not low < value <= high:
+    if not _is_real(value) or not low < value <= high:
         raise ValueError(f"{name}={value!r} is not valid; it must lie in ({low}, {high}]")
     return float(value)

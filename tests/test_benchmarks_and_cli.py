@@ -75,7 +75,8 @@ def test_training_benchmark_writes_rows_for_every_method(tmp_path):
                          "--repeats", "1", "--inference-repeats", "1", "--inference-steps", "2", "4"])
     data = json.loads(out.read_text())
     assert data["rows"] == result["rows"]
-    assert [r["method"] for r in data["rows"]] == ["ann", "eqspike_solve", "eqspike_simulate", "reference", "spikelm_bptt"]
+    assert [r["method"] for r in data["rows"]] == ["ann", "eqspike_solve", "eqspike_solve_T", "eqspike_simulate", "reference",
+                                                  "spikelm_bptt"]
     for row in data["rows"]:
         assert set(row) == {"method", "step_s", "peak_mem_mb"} and row["step_s"] > 0 and row["peak_mem_mb"] > 0
     assert [r["time_steps"] for r in data["inference"]] == [2, 4] and all(r["overhead"] > 0 for r in data["inference"])

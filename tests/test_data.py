@@ -7,11 +7,14 @@ from tests.conftest import write_csv
 
 def test_csv_files_labels_read_from_the_data(tmp_path):
     train = write_csv(tmp_path / "train.csv", [("a b", "sports"), ("c d", "food"), ("e", "love")])
-    dev = write_csv(tmp_path / "dev.csv", [("f", "food"), ("g", "art")])
+    dev = write_csv(tmp_path / "dev.csv", [("f", "food"), ("g", "sports")])
     task = load_task_data(train_file=train, validation_file=dev)
-    assert task.label_names == ["art", "food", "love", "sports"]  # union of both files, sorted
-    assert task.num_labels == 4 and task.metric == "accuracy"
-    assert [e.label for e in task.validation["validation"]] == [1, 0]
+    assert task.label_names == ["food", "love", "sports"]  # the training labels, sorted
+    assert task.num_labels == 3 and task.metric == "accuracy"
+    assert [e.label for e in task.validation["validation"]] == [0, 2]
+    numeric = write_csv(tmp_path / "numeric.csv", [("a", 1), ("b", 0), ("c", 1)])
+    task = load_task_data(train_file=numeric, validation_file=numeric)
+    assert task.label_names == ["0", "1"] and [e.label for e in task.train] == [1, 0, 1]
 
 
 def test_json_pairs_and_regression(tmp_path):

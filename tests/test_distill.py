@@ -33,16 +33,25 @@ def test_teacher_store_fine_tunes_once_and_writes_a_card(tiny_teacher, tiny_bert
     assert set(card["recipe"]) >= {"epochs", "lr", "batch_size", "max_seq_length", "seed"}
     stored = Path(tiny_teacher.path)
     assert json.loads((stored / "teacher_card.json").read_text()) == card
-    # Asking again for the same base and task reuses the stored teacher instead of training.
-    messages = []
     from eqspike.distillation import prepare_data
     from eqspike.teacher import load_teacher
 
-    config = RunConfig(teacher=str(tiny_bert), train_file=str(toy_files[0]), validation_file=str(toy_files[1]),
-                       teacher_store=str(stored.parent), max_seq_length=32, device="cpu")
-    data = prepare_data(config, log=messages.append)
-    again = load_teacher(config, data.task, torch.device("cpu"), data.splits, data.train, log=messages.append)
-    assert again.path == str(stored) and any("reusing the stored teacher" in m for m in messages)
+    # The same base, task, data and recipe: the stored teacher is reused, and the log says how good it is.
+    messages = []
+    same = RunConfig(teacher=str(tiny_bert), train_file=str(toy_files[0]), validation_file=str(toy_files[1]),
+                     teacher_store=str(stored.parent), teacher_epochs=6, teacher_lr=3e-3, teacher_batch_size=16,
+                     max_seq_length=32, device="cpu")
+    data = prepare_data(same, log=messages.append)
+    again = load_teacher(same, data.task, torch.device("cpu"), data.splits, data.train, log=messages.append)
+    assert again.path == str(stored)
+    assert any(f"reusing the stored teacher {stored} (dev accuracy {card['dev_score']:.4f}" in m for m in messages)
+    # A quick run (another recipe, or a subsample) never takes the place of that teacher, nor reuses it.
+    for quick in (dict(teacher_epochs=1), dict(max_train_examples=40)):
+        config = same.replace(**quick)
+        data = prepare_data(config, log=lambda *_: None)
+        other = load_teacher(config, data.task, torch.device("cpu"), data.splits, data.train, log=lambda *_: None)
+        assert other.path != str(stored) and Path(other.path).parent == stored.parent
+    assert json.loads((stored / "teacher_card.json").read_text()) == card
 
 
 def test_distill_end_to_end_writes_the_run_directory(tiny_teacher, toy_files, tmp_path):
@@ -154,7 +163,7 @@ def test_cli_teacher_not_found_says_how_to_pass_a_directory(toy_files, tmp_path,
 
 def test_cli_teacher_that_does_not_fit_the_task(tmp_path, toy_files, capsys):
     common = ["--train-file", toy_files[0], "--validation-file", toy_files[1], "--teacher-store", tmp_path / "store",
-              "--device", "cpu", "--teacher-epochs", 0]
+              "--device", "cpu", "--teacher-epochs", 0, "--max-seq-length", 32]
     three = make_tiny_bert(tmp_path / "three_labels", head_labels=3)
     code, err = run_cli(capsys, "teacher", "--teacher", three, *common)
     assert code == 2 and "has a trained head with 3 labels but task 'toy_data0' has 2" in err

@@ -150,7 +150,7 @@ def tiny_map(**kwargs):
         (dict(backward="exact"), r"backward='exact' is not valid; choose one of: 'ift', 'phantom'"),
         (dict(time_steps=0), r"time_steps=0 is not valid; it must be an integer >= 1"),
         (dict(time_steps=-4), r"time_steps=-4 is not valid"),
-        (dict(tol=0.0), r"tol=0.0 is not valid; it must be a number > 0"),
+        (dict(tol=0.0), r"tol=0.0 is not valid; it must be a finite number > 0"),
         (dict(max_iter=2), r"max_iter=2 is too small for solver='anderson'"),
     ],
 )

@@ -53,7 +53,8 @@ def test_compare_runs_both_and_writes_the_rows(tiny_teacher, toy_files, tmp_path
     code = main(["compare", "--teacher", tiny_teacher.path, "--train-file", str(toy_files[0]), "--validation-file",
                  str(toy_files[1]), "--max-seq-length", "32", "--device", "cpu", "--student-layers", "2", "--batch-size", "16",
                  "--intermediate-epochs", "1", "--prediction-epochs", "1", "--intermediate-lr", "1e-3", "--prediction-lr",
-                 "1e-3", "--calibration-examples", "32", "--time-steps", "4", "8", "--out", str(out)])
+                 "1e-3", "--calibration-examples", "32", "--time-steps", "4", "8", "--out", str(out),
+                 "--spikelm-reset", "soft"])  # the reference membrane diverges at T = 8 on this toy (see below)
     assert code == 0
     result = json.loads((out / "compare.json").read_text())
     rows = result["rows"]
@@ -76,3 +77,20 @@ def test_compare_runs_both_and_writes_the_rows(tiny_teacher, toy_files, tmp_path
                  str(toy_files[1]), "--max-seq-length", "32", "--device", "cpu", "--student-layers", "2", "--batch-size", "16",
                  "--time-steps", "4", "--out", str(out)]) == 0
     assert "reusing the finished run" in capsys.readouterr().out
+
+
+def test_compare_reports_a_diverging_baseline_instead_of_failing(tiny_teacher, toy_files, tmp_path, capsys):
+    """SpikeLM's own membrane update, u_t = 0.25 u_(t-1) (alpha - s) + x_t, grows without bound where
+    0.5 alpha > 1: on the tiny teacher it diverges at T = 8. compare says so in its table and keeps the
+    other rows."""
+    out = tmp_path / "compare"
+    code = main(["compare", "--teacher", tiny_teacher.path, "--train-file", str(toy_files[0]), "--validation-file",
+                 str(toy_files[1]), "--max-seq-length", "32", "--device", "cpu", "--student-layers", "2", "--batch-size", "16",
+                 "--intermediate-epochs", "1", "--prediction-epochs", "1", "--intermediate-lr", "1e-3", "--prediction-lr",
+                 "1e-3", "--calibration-examples", "32", "--time-steps", "8", "--out", str(out)])
+    assert code == 0
+    rows = {(r["method"], r["time_steps"]): r for r in json.loads((out / "compare.json").read_text())["rows"]}
+    assert "training diverged at step" in rows[("spikelm", 8)]["diverged"] and rows[("spikelm", 8)]["score"] is None
+    assert rows[("eqspike", 8)]["score"] is not None and "diverged" not in rows[("eqspike", 8)]
+    assert "| spikelm | 8 | diverged in training |" in (out / "compare.md").read_text()
+    assert "spikelm T=8 diverged" in capsys.readouterr().out

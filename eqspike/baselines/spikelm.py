@@ -20,18 +20,17 @@ embedding is repeated over T and every block's output is averaged over T (rate d
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from eqspike.model import EncoderShape, SpikingBertEmbeddings, copy_teacher_weights, teacher_shape
+from eqspike.model import (EncoderShape, SpikingBertEmbeddings, copy_teacher_weights, read_student_files, teacher_shape,
+                           write_student_files)
 from eqspike.validation import check_choice, check_int_at_least
 
 MODEL_TYPE = "eqspike-spikelm-bert"
@@ -236,19 +235,13 @@ class SpikeLMForSequenceClassification(nn.Module):
         return student
 
     def save_pretrained(self, directory: str | Path, tokenizer: Any | None = None) -> None:
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        (directory / "config.json").write_text(json.dumps({"model_type": MODEL_TYPE, **dataclasses.asdict(self.config)}, indent=2) + "\n")
-        save_file({k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}, str(directory / "model.safetensors"),
-                  metadata={"format": "pt", "model_type": MODEL_TYPE})
-        if tokenizer is not None:
-            tokenizer.save_pretrained(str(directory))
+        write_student_files(directory, {"model_type": MODEL_TYPE, **dataclasses.asdict(self.config)}, self.state_dict(),
+                            tokenizer)
 
     @classmethod
     def from_pretrained(cls, directory: str | Path, **overrides: Any) -> SpikeLMForSequenceClassification:
-        data = json.loads((Path(directory) / "config.json").read_text())
-        if data.pop("model_type", None) != MODEL_TYPE:
-            raise ValueError(f"{directory} is not a SpikeLM baseline student")
+        data, state = read_student_files(directory, MODEL_TYPE)
+        data.pop("model_type")
         model = cls(SpikeLMConfig(**{**data, **overrides}))
-        model.load_state_dict(load_file(str(Path(directory) / "model.safetensors")), strict=True)
+        model.load_state_dict(state, strict=True)
         return model.eval()

@@ -1,0 +1,250 @@
+"""Bad or unusual input, tried as a new user would, through the command line: every case ends with
+exit code 2 and one line that names what is wrong, never a traceback; numeric YAML text is accepted.
+(Crashes and kills are in test_crash.py.)"""
+
+import errno
+import json
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from eqspike.cli import main
+from tests.conftest import make_tiny_bert, toy_sentence, write_csv
+
+
+def refused(capsys, *args) -> str:
+    """Run the CLI; it must refuse with exit code 2 and a single line on stderr (no traceback)."""
+    code = main([str(a) for a in args])
+    captured = capsys.readouterr()
+    err = captured.err.strip()
+    assert code == 2, (code, captured.out[-2000:], err)
+    assert "Traceback" not in err and len(err.splitlines()) == 1, err
+    return err
+
+
+def distill_args(teacher, train, dev, out, *extra):
+    return ["distill", "--teacher", teacher, "--train-file", train, "--validation-file", dev, "--output-dir", out,
+            "--max-seq-length", 32, "--student-layers", 2, "--device", "cpu", *extra]
+
+
+# ---------------------------------------------------------------------------- data files
+def write(path: Path, content: str | bytes) -> Path:
+    if isinstance(content, bytes):
+        path.write_bytes(content)
+    else:
+        path.write_text(content)
+    return path
+
+
+@pytest.mark.parametrize("name, content, message", [
+    ("empty.csv", "", "empty.csv is empty"),
+    ("latin1.csv", "sentence1,label\ncaf\xe9 cr\xe8me,1\nplain,0\n".encode("latin-1"),
+     "latin1.csv is not UTF-8 text (byte 0xe9 on line 2)"),
+    ("bad.json", '[{"sentence1": "a", "label": 1},\n {"sentence1": "b" "label": 0}]', "bad.json is not valid JSON (line 2"),
+    ("bad.jsonl", '{"sentence1": "a", "label": 1}\n{"sentence1": "b", label: 0}\n', "bad.jsonl is not valid JSON lines (line 2"),
+    ("header.csv", "sentence1,label\n", "header.csv has a header (sentence1, label) but no rows"),
+    ("one_label.csv", "sentence1,label\ngood film,1\ngreat plot,1\nfun,1\n",
+     "one_label.csv has a single label ('1'); a classification task needs at least two"),
+    ("holes.csv", 'sentence1,label\ngood film,1\n"",0\nfun,1\n"  ",0\n', "holes.csv: lines 3, 5 have an empty 'sentence1'"),
+    ("ragged.csv", "sentence1,label\ngood film,1\nbad,0,extra\n",
+     "ragged.csv: line 3 has a different number of cells than the header"),
+    ("words.txt", "good film\n", "words.txt: unsupported format '.txt'; use .csv, .tsv, .json or .jsonl"),
+])
+def test_bad_data_files_are_named(tiny_teacher, toy_files, tmp_path, capsys, name, content, message):
+    path = write(tmp_path / name, content)
+    err = refused(capsys, *distill_args(tiny_teacher.path, path, toy_files[1], tmp_path / "run"))
+    assert message in err
+    assert not (tmp_path / "run").exists()  # refused before anything was written
+
+
+def test_validation_labels_unknown_to_training_are_named(tiny_teacher, toy_files, tmp_path, capsys):
+    dev = write_csv(tmp_path / "dev.csv", [("good", 1), ("bad", 0), ("odd", 7), ("odd", "spam")])
+    err = refused(capsys, *distill_args(tiny_teacher.path, toy_files[0], dev, tmp_path / "run"))
+    assert "dev.csv has labels that never occur in" in err and "'7', 'spam'" in err
+
+
+def test_subsamples_are_drawn_at_random_not_from_the_head(tmp_path):
+    """A dev file ordered by label (as fortunes' is) must not give a one-class subsample."""
+    from eqspike.config import RunConfig
+    from eqspike.distillation import prepare_data
+    import random
+
+    rng = random.Random(1)
+    rows = [(toy_sentence(rng, label), label) for label in (0, 1) for _ in range(40)]  # all 0s, then all 1s
+    train, dev = write_csv(tmp_path / "train.csv", rows), write_csv(tmp_path / "dev.csv", rows)
+    teacher = make_tiny_bert(tmp_path / "bert", head_labels=2)
+    config = RunConfig(teacher=str(teacher), train_file=str(train), validation_file=str(dev), max_seq_length=32,
+                       max_train_examples=10, max_eval_examples=10)
+    data = prepare_data(config, log=lambda *_: None)
+    assert {e.label for e in data.task.train} == {0, 1} and {e.label for e in data.task.validation["validation"]} == {0, 1}
+    again = prepare_data(config, log=lambda *_: None)  # seeded: the same subsample every time
+    assert [e.text_a for e in again.task.train] == [e.text_a for e in data.task.train]
+
+
+# ---------------------------------------------------------------------------- settings
+@pytest.mark.parametrize("flag, value", [
+    ("--prediction-lr", "inf"), ("--intermediate-lr", "inf"), ("--teacher-lr", "inf"), ("--weight-decay", "nan"),
+    ("--max-grad-norm", "nan"), ("--temperature", "inf"), ("--threshold-lr", "nan"), ("--warmup-ratio", "inf"),
+    ("--hidden-weight", "-inf"), ("--energy-budget", "inf"), ("--threshold-quantile", "nan"), ("--hysteresis", "nan"),
+])
+def test_non_finite_settings_are_refused(tiny_teacher, toy_files, tmp_path, capsys, flag, value):
+    err = refused(capsys, *distill_args(tiny_teacher.path, *toy_files, tmp_path / "run", f"{flag}={value}"))
+    name = flag[2:].replace("-", "_")
+    assert f"{name}={float(value)!r} is not valid" in err
+    assert not (tmp_path / "run").exists()
+
+
+def test_yaml_numbers_without_a_dot_are_numbers(tiny_teacher, toy_files, tmp_path, capsys):
+    """YAML 1.1 reads 2e-4 as text; a numeric setting takes it as the number it is."""
+    config = tmp_path / "run.yaml"
+    config.write_text("intermediate_lr: 2e-4\nprediction_lr: 1e-3\nbatch_size: '16'\nmax_steps: 1\n")
+    code = main([str(a) for a in distill_args(tiny_teacher.path, *toy_files, tmp_path / "run", "--config", config)])
+    assert code == 0, capsys.readouterr().err
+    import yaml
+
+    saved = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())
+    assert saved["intermediate_lr"] == 0.0002 and saved["prediction_lr"] == 0.001 and saved["batch_size"] == 16
+    config.write_text("intermediate_lr: fast\n")
+    assert "intermediate_lr='fast' is not valid" in refused(capsys, *distill_args(
+        tiny_teacher.path, *toy_files, tmp_path / "other", "--config", config))
+
+
+# ---------------------------------------------------------------------------- the teacher
+def test_a_teacher_that_is_not_a_bert_is_refused_before_any_work(toy_files, tmp_path, capsys):
+    from transformers import DistilBertConfig, DistilBertForSequenceClassification
+
+    folder = tmp_path / "distilbert"
+    DistilBertForSequenceClassification(DistilBertConfig(vocab_size=30, dim=32, n_layers=2, n_heads=4, hidden_dim=64,
+                                                         max_position_embeddings=64)).save_pretrained(folder)
+    started = time.time()
+    err = refused(capsys, *distill_args(folder, *toy_files, tmp_path / "run", "--teacher-store", tmp_path / "store"))
+    assert "is a 'distilbert' model; eqspike distils BERT encoders" in err
+    assert time.time() - started < 30 and not (tmp_path / "store").exists() and not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("flag, value, message", [
+    ("--student-layers", 12, "student_layers=12 but the teacher"),
+    ("--max-seq-length", 1024, "max_seq_length=1024 exceeds the 64 positions of the teacher"),
+])
+def test_a_student_that_does_not_fit_the_teacher_is_refused_before_any_work(tiny_bert, toy_files, tmp_path, capsys,
+                                                                           flag, value, message):
+    args = distill_args(tiny_bert, *toy_files, tmp_path / "run", "--teacher-store", tmp_path / "store")
+    args[args.index(flag) + 1] = value
+    err = refused(capsys, *args)
+    assert message in err and not (tmp_path / "store").exists()  # no teacher fine-tuning was started
+
+
+def test_the_headline_command_offline_fails_fast_and_names_every_missing_input(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    started = time.time()
+    err = refused(capsys, "distill", "--teacher", "bert-base-uncased", "--task", "mnli")
+    assert time.time() - started < 20
+    assert "(1) could not load GLUE task 'mnli'" in err and "(2) teacher 'bert-base-uncased'" in err
+    assert "--data-dir" in err and "--teacher /path/to/model" in err
+
+
+# ---------------------------------------------------------------------------- runs that go wrong
+def test_a_diverging_run_stops_with_its_last_good_checkpoint(tiny_teacher, toy_files, tmp_path, capsys, monkeypatch):
+    """The 5th step's gradient is made non-finite (as a too-large learning rate would): the run stops
+    before applying it, keeps the checkpoint of step 4, writes no metrics.json, and says what to do."""
+    run, norms = tmp_path / "run", []
+    real_clip = torch.nn.utils.clip_grad_norm_
+
+    def clip(parameters, max_norm, *args, **kwargs):
+        norms.append(real_clip(parameters, max_norm, *args, **kwargs))
+        return torch.tensor(float("nan")) if len(norms) == 5 else norms[-1]
+
+    monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", clip)
+    err = refused(capsys, *distill_args(tiny_teacher.path, *toy_files, run, "--batch-size", 16, "--save-steps", 2,
+                                        "--calibration-examples", 16))
+    assert "training diverged at step 5 (intermediate stage): the gradient is not finite" in err
+    assert f"the last good checkpoint, {run / 'checkpoint'} (step 4), is kept" in err and "--intermediate-lr" in err
+    assert json.loads((run / "checkpoint" / "state.json").read_text())["global_step"] == 4
+    weights = torch.load(run / "checkpoint" / "student.pt")
+    assert all(torch.isfinite(v).all() for v in weights.values() if v.is_floating_point())
+    assert not (run / "metrics.json").exists()
+
+
+@pytest.fixture
+def finished_run(tiny_teacher, toy_files, tmp_path_factory):
+    run = tmp_path_factory.mktemp("finished") / "run"
+    assert main([str(a) for a in distill_args(tiny_teacher.path, *toy_files, run, "--batch-size", 32, "--time-steps", 4,
+                                              "--intermediate-epochs", 1, "--prediction-epochs", 1,
+                                              "--calibration-examples", 16)]) == 0
+    return run
+
+
+def _truncate(path: Path) -> None:
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
+@pytest.mark.parametrize("damage, command, message", [
+    (lambda run: (run / "student" / "model.safetensors").write_bytes(b"\x00" * 10), "evaluate", "model.safetensors is corrupted"),
+    (lambda run: (run / "student" / "config.json").write_text("{not json"), "evaluate", "config.json is corrupted"),
+    (lambda run: _truncate(run / "checkpoint" / "student.pt"), "resume", "student.pt is corrupted"),
+    (lambda run: (run / "checkpoint" / "state.json").write_text('{"stage": 1'), "resume", "state.json is corrupted"),
+])
+def test_corrupted_files_are_named(finished_run, tmp_path, capsys, damage, command, message):
+    import shutil
+
+    run = tmp_path / "copy"
+    shutil.copytree(finished_run, run)
+    damage(run)
+    args = ["evaluate", run, "--time-steps", 4] if command == "evaluate" else ["distill", "--resume", "--output-dir", run]
+    assert message in refused(capsys, *args)
+
+
+def test_non_finite_weights_are_refused_on_load(finished_run, tmp_path, capsys):
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    run = tmp_path / "copy"
+    shutil.copytree(finished_run, run)
+    weights = load_file(str(run / "student" / "model.safetensors"))
+    weights["classifier.weight"][0, 0] = float("nan")
+    save_file(weights, str(run / "student" / "model.safetensors"))
+    err = refused(capsys, "evaluate", run, "--time-steps", 4)
+    assert "model.safetensors holds non-finite weights (classifier.weight)" in err
+
+
+def test_a_full_disk_during_a_checkpoint_says_so_and_keeps_the_last_one(tiny_teacher, toy_files, tmp_path, capsys,
+                                                                       monkeypatch):
+    run = tmp_path / "run"
+    real_save, calls = torch.save, []
+
+    def save(obj, path, *args, **kwargs):  # the second checkpoint finds the disk full
+        calls.append(path)
+        if len(calls) > 2:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_save(obj, path, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "save", save)
+    err = refused(capsys, *distill_args(tiny_teacher.path, *toy_files, run, "--batch-size", 16, "--save-steps", 2,
+                                        "--calibration-examples", 16))
+    assert "no space left on the device holding" in err and "while writing checkpoint" in err
+    assert "the previous checkpoint is intact" in err
+    assert json.loads((run / "checkpoint" / "state.json").read_text())["global_step"] == 2
+    assert not [p for p in run.iterdir() if p.name.startswith(".checkpoint.")]  # no staging copy left behind
+
+
+def test_log_files_get_progress_lines(tiny_teacher, toy_files, tmp_path, capsys):
+    """Without a terminal (nohup, a batch scheduler) the bars are off and lines come every --logging-steps."""
+    code = main([str(a) for a in distill_args(tiny_teacher.path, *toy_files, tmp_path / "run", "--batch-size", 16,
+                                              "--logging-steps", 3, "--calibration-examples", 16,
+                                              "--intermediate-epochs", 1, "--prediction-epochs", 1)])
+    out = capsys.readouterr().out
+    assert code == 0
+    lines = [line for line in out.splitlines() if line.startswith("distill intermediate: step")]
+    assert [line.split()[3] for line in lines] == ["3/6", "6/6"]
+    assert all(" | loss " in line and " | lr " in line and " ex/s | ETA " in line for line in lines)
+
+
+def test_a_bad_flag_is_one_line_with_a_pointer_to_help(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["distill", "--batch-size", "many"])
+    err = capsys.readouterr().err.strip()
+    assert exit_info.value.code == 2 and len(err.splitlines()) == 1
+    assert "argument --batch-size: invalid int value: 'many'" in err and "eqspike distill --help" in err
