@@ -195,37 +195,48 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     from eqspike.config import add_config_arguments
 
-    teacher = commands.add_parser("teacher", help="fine-tune (or find) the teacher for a task")
+    short = "%(prog)s [--config FILE] [--SETTING VALUE ...]"
+    teacher = commands.add_parser("teacher", help="fine-tune (or find) the teacher for a task", usage=short,
+                                  description="Fine-tune the teacher for a task (or find it in the store) and report its dev score.")
     add_config_arguments(teacher)
     teacher.set_defaults(run=cmd_teacher)
-    distill = commands.add_parser("distill", help="distil a spiking student from a teacher")
+    distill = commands.add_parser("distill", help="distil a spiking student from a teacher", usage=short,
+                                  description="Distil a spiking student from a BERT teacher, trained for --time-steps, "
+                                              "and score it as a spiking network. Every setting can also be a key of "
+                                              "the YAML file given with --config.")
     add_config_arguments(distill)
     distill.set_defaults(run=cmd_distill)
     evaluate = commands.add_parser("evaluate", help="score a trained student as a spiking network at several T")
     evaluate.add_argument("run_dir", help="a run directory written by `eqspike distill`")
     evaluate.add_argument("--time-steps", type=int, nargs="+", default=[8, 16, 32, 64],
                           help="T values (one simulation to the largest gives them all)")
-    evaluate.add_argument("--max-eval-examples", type=int, default=None)
-    evaluate.add_argument("--device", choices=["auto", "cpu", "cuda"], default=None)
+    evaluate.add_argument("--max-eval-examples", type=int, default=None,
+                          help="score this many dev examples (default: the run's setting, else all)")
+    evaluate.add_argument("--device", choices=["auto", "cpu", "cuda"], default=None, help="default: the run's device")
     _add_neuron_arguments(evaluate)
     evaluate.set_defaults(run=cmd_evaluate)
-    comp = commands.add_parser("compare", help="eqspike vs the surrogate-gradient SpikeLM baseline, same budget")
+    comp = commands.add_parser("compare", help="eqspike vs the surrogate-gradient SpikeLM baseline, same budget",
+                               usage="%(prog)s [--time-steps T ...] [--out DIR] [--config FILE] [--SETTING VALUE ...]",
+                               description="At each T: eqspike trained for T and SpikeLM trained at T (backprop through "
+                                           "time), plus eqspike trained for T = infinity; same teacher, data and budget. "
+                                           "Writes compare.json, compare.md, compare.png and pareto.png.")
     add_config_arguments(comp, exclude=("time_steps", "output_dir", "student_type", "spikelm_time_steps"))
     comp.add_argument("--time-steps", dest="compare_time_steps", type=int, nargs="+", default=[4, 8],
-                      help="T values: eqspike is evaluated at each, SpikeLM trained at each")
+                      help="T values: eqspike and SpikeLM are trained for each (default: 4 8)")
     comp.add_argument("--out", default=None, help="output folder (default runs/compare-TASK)")
     comp.set_defaults(run=cmd_compare)
     diag = commands.add_parser("diagnose", help="convergence, accuracy vs T, firing and energy of a trained student")
     diag.add_argument("run_dir", help="a run directory written by `eqspike distill`")
-    diag.add_argument("--time-steps", type=int, nargs="+", default=[1, 2, 4, 8, 16, 32, 64, 128])
+    diag.add_argument("--time-steps", type=int, nargs="+", default=[1, 2, 4, 8, 16, 32, 64, 128],
+                      help="T values, all read from one simulation to the largest (default: 1 2 4 ... 128)")
     diag.add_argument("--batches", type=int, default=None, help="use only the first N batches of the dev set")
-    diag.add_argument("--batch-size", type=int, default=None)
+    diag.add_argument("--batch-size", type=int, default=None, help="default: the run's eval batch size")
     diag.add_argument("--out", default=None, help="output folder (default RUN_DIR/diagnostics)")
-    diag.add_argument("--device", choices=["auto", "cpu", "cuda"], default=None)
+    diag.add_argument("--device", choices=["auto", "cpu", "cuda"], default=None, help="default: the run's device")
     _add_neuron_arguments(diag)
     diag.set_defaults(run=cmd_diagnose)
     check = commands.add_parser("selfcheck", help="check the spiking equilibrium core on this machine")
-    check.add_argument("--seed", type=int, default=0)
+    check.add_argument("--seed", type=int, default=0, help="seed of the random test problems (default: 0)")
     check.set_defaults(run=selfcheck)
     return parser
 

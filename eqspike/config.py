@@ -157,7 +157,77 @@ class RunConfig:
         return dataclasses.replace(self, **changes)
 
 
+# One line per setting for --help (and the docs); the section a setting is listed under starts at the
+# setting named in SECTIONS.
+HELP = {
+    "teacher": "the teacher: a Hugging Face hub id (bert-base-uncased) or a local transformers directory",
+    "task": "a GLUE task (cola, sst2, mrpc, qqp, stsb, mnli, qnli, rte, wnli) or fortunes (the built-in example)",
+    "train_file": "training data: CSV, TSV, JSON or JSON-lines with sentence1, optional sentence2, label",
+    "validation_file": "dev data, in the same format as --train-file",
+    "data_dir": "a folder with the original GLUE TSV files of --task (offline GLUE)",
+    "max_seq_length": "tokens per example, longer ones truncated",
+    "max_train_examples": "train on this many examples, drawn at random (seeded): quick experiments",
+    "max_eval_examples": "evaluate on this many dev examples, drawn at random (seeded)",
+    "teacher_store": "folder of fine-tuned teachers, reused by later runs (teachers/README.md)",
+    "teacher_epochs": "teacher fine-tuning: at most this many epochs",
+    "teacher_lr": "teacher fine-tuning: AdamW learning rate",
+    "teacher_batch_size": "teacher fine-tuning: examples per step",
+    "teacher_schedule": "teacher fine-tuning: after warm-up, 'linear' decay to 0 or a 'constant' rate",
+    "teacher_patience": "teacher fine-tuning: stop after this many epochs without a better dev score (0: never)",
+    "student_type": "'eqspike' (equilibrium, implicit gradients) or 'spikelm' (the surrogate-gradient baseline)",
+    "student_layers": "spiking blocks of the student, initialised from every k-th teacher layer",
+    "student_init": "'teacher' (copy every k-th teacher layer) or 'random'",
+    "time_steps": "the deployment T: the student is trained for T steps and scored as a spiking network at T",
+    "train_for": "'time_steps': train on the T-step quantized rates; 'infinity': on the exact equilibrium",
+    "threshold_lr": "learning rate of the neurons' thresholds (trained with --train-for time_steps)",
+    "energy_budget": "at most this energy per example, as a fraction of the teacher's (e.g. 0.1); none by default",
+    "rounding": "the neuron: 'round' fires at +-threshold/2 (count = round(T I/theta)); 'trunc' at +-threshold",
+    "hysteresis": "in thresholds, 0-0.5: a spike against the last one's sign needs (1/2 + h) theta (fewer cancelling spikes)",
+    "signed": "ternary spikes {-1, 0, +1} (--no-signed: binary)",
+    "feedback": "add a feedback edge from the last block to the first (a true fixed point, solved by --solver)",
+    "weight_bits": "weights of the encoder's linear layers: 32, 1.58 (ternary) or 1 (binary)",
+    "threshold_quantile": "threshold calibration: the quantile of |activation| a threshold starts from",
+    "calibration_examples": "training examples the thresholds are calibrated on",
+    "train_forward": "how training finds the equilibrium: 'solve' (fast, the default) or 'simulate' (T spiking steps)",
+    "solver": "torchdeq solver for the fixed point with --feedback: anderson, broyden or fixed_point_iter",
+    "spikelm_time_steps": "the SpikeLM baseline's T (it is trained by backprop through T steps)",
+    "spikelm_reset": "the SpikeLM membrane: 'spikelm' (their multiplicative update) or 'soft' (reset by subtraction)",
+    "spikelm_recipe": "the SpikeLM baseline's losses: 'distill' (eqspike's) or 'task' (its own: gold labels only)",
+    "batch_size": "examples per optimiser step, over all processes",
+    "micro_batches": "cut each process's share of a batch into this many parts, accumulating gradients (less memory)",
+    "eval_batch_size": "examples per evaluation batch",
+    "intermediate_epochs": "epochs of stage 1: hidden states and attention scores distilled layer by layer",
+    "intermediate_lr": "learning rate of stage 1",
+    "prediction_epochs": "epochs of stage 2: the teacher's predictions distilled",
+    "prediction_lr": "learning rate of stage 2",
+    "warmup_ratio": "linear warm-up over this fraction of a stage's steps",
+    "weight_decay": "AdamW weight decay (not on biases, LayerNorm weights or thresholds)",
+    "max_grad_norm": "gradients clipped to this norm",
+    "hidden_weight": "weight of the hidden-state loss in stage 1",
+    "attention_weight": "weight of the attention-score loss in stage 1",
+    "temperature": "temperature of the soft predictions in stage 2 (the loss is scaled by its square)",
+    "gold_weight": "weight of the gold-label loss added in stage 2",
+    "evals_per_epoch": "dev evaluations per epoch of stage 2 (the best student is kept)",
+    "cache_teacher": "run the teacher once over the training set and read its outputs back from disk",
+    "teacher_cache_dir": "where the teacher cache goes (default: TEACHER_STORE/cache)",
+    "teacher_cache_dtype": "teacher cache values: float16, or float32 (exact, twice the disk)",
+    "teacher_cache_max_gb": "refuse a teacher cache larger than this many GB",
+    "output_dir": "the run directory (default: runs/TASK-TEACHER-L<blocks>-T<steps>-<bits>)",
+    "overwrite": "replace an existing run directory",
+    "resume": "continue the run in --output-dir from its checkpoint, with its saved settings",
+    "seed": "seed of the data order, subsamples and initialisation: a run is repeatable",
+    "save_steps": "write a checkpoint every this many steps",
+    "logging_steps": "a metrics.jsonl line (and a log line when stderr is not a terminal) every this many steps",
+    "max_steps": "stop after this many steps in all (continue later with --resume)",
+    "device": "auto, cpu or cuda",
+    "precision": "fp32, or bf16 autocast for the teacher and the rate map in training (GPUs)",
+}
+SECTIONS = {"teacher": "teacher and data", "teacher_store": "teacher fine-tuning (when the teacher has no head for the task)",
+            "student_type": "student", "spikelm_time_steps": "the SpikeLM baseline (--student-type spikelm)",
+            "batch_size": "distillation", "output_dir": "run"}
+
 FIELDS = {f.name: f for f in dataclasses.fields(RunConfig)}
+assert set(HELP) == set(FIELDS), sorted(set(FIELDS) ^ set(HELP))
 _HINTS = typing.get_type_hints(RunConfig)
 
 
@@ -195,17 +265,23 @@ def _number_from_text(name: str, value: Any) -> Any:
 
 
 def add_config_arguments(parser: argparse.ArgumentParser, exclude: tuple[str, ...] = ()) -> None:
-    """One flag per RunConfig field; defaults are left unset so that only given flags override."""
-    parser.add_argument("--config", help="YAML file of settings (flags given here override it)")
+    """One flag per RunConfig field, grouped by section, each with its help and default; the parsed
+    defaults are left unset so that only given flags override the YAML file."""
+    parser.add_argument("--config", help="YAML file of settings, keys as the flags' names (flags given too override it)")
+    group = parser
     for name, hint in _HINTS.items():
+        if name in SECTIONS:
+            group = parser.add_argument_group(SECTIONS[name])
         if name in exclude:
             continue
         flag = "--" + name.replace("_", "-")
         base = _base_type(hint)
+        default = FIELDS[name].default
+        text = f"{HELP[name]} (default: {'none' if default is None else default})"
         if base is bool:
-            parser.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction, default=None)
+            group.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction, default=None, help=text)
         else:
-            parser.add_argument(flag, dest=name, type=_parser_for(base, name), default=None, metavar=name.upper())
+            group.add_argument(flag, dest=name, type=_parser_for(base, name), default=None, metavar=name.upper(), help=text)
 
 
 def config_from_args(args: argparse.Namespace, **fixed: Any) -> RunConfig:

@@ -92,3 +92,21 @@ def test_sweep_until_stops_at_the_named_population():
     assert torch.equal(partial["p1"], rate_map.sweep()["p1"])
     with pytest.raises(ValueError, match="'p9' is not a population"):
         rate_map.sweep_until("p9")
+
+
+def test_every_flag_of_every_command_explains_itself():
+    """--help: each flag has a one-line description; every setting flag names its default."""
+    import argparse
+
+    from eqspike.cli import build_parser
+
+    parser = build_parser()
+    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    assert set(commands.choices) == {"teacher", "distill", "evaluate", "compare", "diagnose", "selfcheck"}
+    for name, command in commands.choices.items():
+        for action in command._actions:
+            if isinstance(action, argparse._HelpAction):
+                continue
+            assert action.help, (name, action.dest)
+            if name in ("teacher", "distill") and action.dest != "config":
+                assert "(default: " in action.help, (name, action.dest)
