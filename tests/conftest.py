@@ -88,3 +88,18 @@ def tiny_teacher(tmp_path_factory, tiny_bert, toy_files):
     data = prepare_data(config, log=lambda *_: None)
     teacher = load_teacher(config, data.task, torch.device("cpu"), data.splits, data.train, log=lambda *_: None)
     return teacher
+
+
+QUIET = dict(log=lambda *_: None)
+
+
+def tiny_config(tiny_teacher, toy_files, output_dir, **changes):
+    """A RunConfig for a seconds-long distillation of the tiny teacher on the toy task."""
+    from eqspike.config import RunConfig
+
+    base = dict(teacher=tiny_teacher.path, train_file=str(toy_files[0]), validation_file=str(toy_files[1]),
+                max_seq_length=32, student_layers=2, batch_size=16, eval_batch_size=32, intermediate_epochs=1,
+                prediction_epochs=2, intermediate_lr=1e-3, prediction_lr=1e-3, time_steps=16, calibration_examples=32,
+                logging_steps=2, save_steps=4, output_dir=str(output_dir), device="cpu", seed=7)
+    base.update(changes)
+    return RunConfig(**base)

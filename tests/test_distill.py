@@ -12,19 +12,7 @@ from eqspike.cli import main
 from eqspike.config import RunConfig
 from eqspike.distillation import Distiller
 from eqspike.model import SpikingBertForSequenceClassification
-from tests.conftest import make_tiny_bert, write_csv
-
-QUIET = dict(log=lambda *_: None)
-
-
-def tiny_config(tiny_teacher, toy_files, output_dir, **changes) -> RunConfig:
-    base = dict(teacher=tiny_teacher.path, train_file=str(toy_files[0]), validation_file=str(toy_files[1]),
-                max_seq_length=32, student_layers=2, batch_size=16, eval_batch_size=32, intermediate_epochs=1,
-                prediction_epochs=2, intermediate_lr=1e-3, prediction_lr=1e-3, time_steps=16, calibration_examples=32,
-                logging_steps=2, save_steps=4, output_dir=str(output_dir), device="cpu", seed=7)
-    base.update(changes)
-    return RunConfig(**base)
-
+from tests.conftest import QUIET, make_tiny_bert, tiny_config, write_csv
 
 def test_teacher_store_fine_tunes_once_and_writes_a_card(tiny_teacher, tiny_bert, toy_files, tmp_path):
     card = tiny_teacher.card

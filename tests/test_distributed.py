@@ -10,7 +10,7 @@ import torch
 
 from eqspike.distillation import Distiller
 from eqspike.distributed import Sharding, from_environment, shard
-from tests.test_distill import QUIET, tiny_config
+from tests.conftest import QUIET, tiny_config
 
 
 def test_shards_interleave_and_cover_the_global_batch():

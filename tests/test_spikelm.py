@@ -32,20 +32,20 @@ def test_alpha_is_set_from_the_first_batch_per_step_and_then_frozen():
     assert neurons.alpha[0].item() == pytest.approx(4.0)  # frozen
 
 
-@pytest.mark.parametrize("reset", ["spikelm", "soft"])
-def test_membrane_update(reset):
+@pytest.mark.parametrize("reset, expected", [("spikelm", [0.0, 8.0, 0.0]), ("soft", [0.0, 0.0, 0.0])])
+def test_membrane_update_of_each_reset(reset, expected):
+    """alpha = 8 (a spike needs |u| >= 4), x = 2 every step. SpikeLM's update, u_t = 0.25 u_(t-1) (alpha - s)
+    + x_t, doubles a silent membrane; the soft reset, u_t = 0.25 (u_(t-1) - s) + x_t, does not:
+    t0: u = 2, no spike.  t1: spikelm 0.25 * 2 * 8 + 2 = 6 -> spike; soft 0.25 * 2 + 2 = 2.5.
+    t2: spikelm 0.25 * 6 * (8 - 8) + 2 = 2; soft 0.25 * 2.5 + 2 = 2.625: no spike."""
     layer = SpikeLinear(1, 1, time_steps=3, reset=reset)
     with torch.no_grad():
         layer.linear.weight.fill_(1.0)
         layer.linear.bias.zero_()
-        layer.neurons.alpha.fill_(1.0)
+        layer.neurons.alpha.fill_(8.0)
         layer.neurons.initialised.fill_(True)
-    x = torch.tensor([0.8, 0.3, 0.3]).view(3, 1, 1, 1)
-    out = layer(x).view(-1).tolist()
-    # t0: u = 0.8 -> s = 1.  t1: spikelm u = 0.25 * 0.8 * (1 - 1) + 0.3 = 0.3 -> 0;  soft u = 0.25 * (0.8 - 1) + 0.3 = 0.25 -> 0
-    # t2: spikelm u = 0.25 * 0.3 * (1 - 0) + 0.3 = 0.375 -> 0;  soft u = 0.25 * 0.25 + 0.3 = 0.3625 -> 0
-    assert out == [1.0, 0.0, 0.0]
-    assert layer.neurons.alpha.tolist() == [1.0, 1.0, 1.0]
+    out = layer(torch.full((3, 1, 1, 1), 2.0)).view(-1).tolist()
+    assert out == expected
 
 
 def test_compare_runs_both_and_writes_the_rows(tiny_teacher, toy_files, tmp_path, capsys):

@@ -10,7 +10,7 @@ from eqspike.data import iterate_batches
 from eqspike.distillation import Distiller, prepare_data
 from eqspike.teacher import teacher_targets
 from eqspike.teacher_cache import TeacherCacheError, build_or_open
-from tests.test_distill import tiny_config
+from tests.conftest import tiny_config
 
 
 @pytest.fixture(scope="module")
