@@ -18,9 +18,9 @@ from pathlib import Path
 
 import torch
 
-from eqspike.benchmarking import describe_device, peak_memory_mb, seconds_per_call
-from eqspike.equilibrium import EquilibriumConfig, EquilibriumLayer, simulate
-from eqspike.examples import StackedSpikingNetwork, implicit_gradient_check, readout_loss
+from eqspike.analysis.benchmarking import describe_device, peak_memory_mb, seconds_per_call
+from eqspike.core.equilibrium import EquilibriumConfig, EquilibriumLayer, simulate
+from eqspike.core.checks import StackedSpikingNetwork, implicit_gradient_check, readout_loss
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

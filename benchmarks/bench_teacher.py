@@ -28,13 +28,13 @@ from pathlib import Path
 
 import torch
 
-from eqspike.benchmarking import describe_device
+from eqspike.analysis.benchmarking import describe_device
 from eqspike.config import RunConfig
 from eqspike.data import EncodedSplit, batch_order, iterate_batches, load_task_data
-from eqspike.distillation import subsample
+from eqspike.distill.prepare import subsample
 from eqspike.evaluation import evaluate
-from eqspike.teacher import Teacher, _load_model, fine_tune, load_tokenizer, locate
-from eqspike.training import set_seed
+from eqspike.teacher.store import Teacher, _load_model, fine_tune, load_tokenizer, locate
+from eqspike.runtime.devices import set_seed
 
 RECIPES = {
     "linear-3": dict(teacher_epochs=3, teacher_schedule="linear", teacher_patience=0),

@@ -31,10 +31,10 @@ from pathlib import Path
 import torch
 from torch.nn import functional as F
 
-from eqspike.baselines.spikelm import SpikeLMForSequenceClassification
-from eqspike.benchmarking import describe_device, paired_seconds, peak_memory_mb, seconds_per_call
-from eqspike.equilibrium import simulate
-from eqspike.model import SpikingBertConfig, SpikingBertForSequenceClassification
+from eqspike.students.spikelm import SpikeLMForSequenceClassification
+from eqspike.analysis.benchmarking import describe_device, paired_seconds, peak_memory_mb, seconds_per_call
+from eqspike.core.equilibrium import simulate
+from eqspike.students.spiking_bert import SpikingBertConfig, SpikingBertForSequenceClassification
 
 
 def parse_args(argv=None) -> argparse.Namespace:

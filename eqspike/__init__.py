@@ -1,13 +1,21 @@
 """eqspike: spiking BERT students by equilibrium-based ANN-to-SNN distillation.
 
-The core: integrate-and-fire populations (``eqspike.neurons``) whose average spike rates reach the
-fixed point of a rate map, found by simulation or a solver and differentiated implicitly
-(``eqspike.equilibrium``).
+The package, from the bottom up (docs/design.md explains the design):
+
+- ``eqspike.core``: integrate-and-fire populations (``neurons``) whose average spike rates reach the
+  fixed point of a rate map, found by simulation or a solver and differentiated implicitly
+  (``equilibrium``); 1- and 1.58-bit weights (``quantization``); numerical checks (``checks``).
+- ``eqspike.students``: the spiking BERT student and the SpikeLM baseline.
+- ``eqspike.teacher``: the teacher store, the teacher's targets and their cache.
+- ``eqspike.distill``: losses, the run directory and the trainer.
+- ``eqspike.analysis``: convergence diagnostics, energy, benchmarking helpers.
+- ``eqspike.runtime``: devices, torchrun, the Hub, files written safely, progress and optimisers.
+- at the top: ``data``, ``config``, ``evaluation``, ``compare`` and the command line, ``cli``.
 """
 
 __version__ = "0.1.0"
 
-from eqspike.equilibrium import (  # noqa: E402
+from eqspike.core.equilibrium import (  # noqa: E402
     EquilibriumConfig,
     EquilibriumLayer,
     EquilibriumOutput,
@@ -16,7 +24,7 @@ from eqspike.equilibrium import (  # noqa: E402
     RateMap,
     simulate,
 )
-from eqspike.neurons import IFPopulation, NeuronConfig, equilibrium_rate, simulate_constant_current  # noqa: E402
+from eqspike.core.neurons import IFPopulation, NeuronConfig, equilibrium_rate, simulate_constant_current  # noqa: E402
 
 __all__ = [
     "EquilibriumConfig",

@@ -8,9 +8,24 @@ import sys
 from pathlib import Path
 
 import torch
+from transformers.utils import logging
 
 import eqspike
-from eqspike.validation import EqspikeError
+from eqspike.analysis.diagnostics import check_time_steps, diagnose, format_table, plot, score_vs_time_steps, write_report
+from eqspike.compare import compare
+from eqspike.config import RunConfig, add_config_arguments, config_from_args
+from eqspike.core.checks import StackedSpikingNetwork, implicit_gradient_check
+from eqspike.core.equilibrium import EquilibriumConfig, EquilibriumLayer, simulate
+from eqspike.core.neurons import NeuronConfig, equilibrium_rate, simulate_constant_current
+from eqspike.data import EncodedSplit, load_task_data
+from eqspike.distill.prepare import prepare_data
+from eqspike.distill.run_directory import RunDirectory
+from eqspike.distill.trainer import Distiller
+from eqspike.runtime.devices import resolve_device
+from eqspike.runtime.distributed import from_environment, shutdown
+from eqspike.students.spiking_bert import SpikingBertForSequenceClassification
+from eqspike.teacher.store import load_teacher, load_tokenizer
+from eqspike.errors import EqspikeError
 
 
 def _log(message: str) -> None:
@@ -19,11 +34,6 @@ def _log(message: str) -> None:
 
 def cmd_teacher(args: argparse.Namespace) -> int:
     """Fine-tune (or find) the teacher for a task and report its dev score."""
-    from eqspike.config import config_from_args
-    from eqspike.distillation import prepare_data
-    from eqspike.teacher import load_teacher
-    from eqspike.training import resolve_device
-
     config = config_from_args(args)
     data = prepare_data(config, _log)
     teacher = load_teacher(config, data.task, resolve_device(config.device), data.splits, data.train, _log)
@@ -35,18 +45,15 @@ def cmd_teacher(args: argparse.Namespace) -> int:
 
 def cmd_distill(args: argparse.Namespace) -> int:
     """Distil a spiking student from the teacher and evaluate it as a spiking network."""
-    from eqspike.config import config_from_args, load_yaml
-    from eqspike.distillation import Distiller
-
     fixed = {}
-    if args.resume and args.output_dir and (Path(args.output_dir) / "config.yaml").is_file() and not args.config:
+    run = RunDirectory(args.output_dir) if args.output_dir else None
+    if args.resume and run is not None and run.settings.is_file() and not args.config:
         # A resumed run continues with the settings it was started with; flags given now still override.
-        saved = load_yaml(Path(args.output_dir) / "config.yaml")
+        saved = run.saved_settings()
         # max_steps time-boxed the earlier invocation; it does not carry over.
         fixed = {k: v for k, v in saved.items()
                  if getattr(args, k, None) is None and k not in ("resume", "overwrite", "max_steps")}
     config = config_from_args(args, **fixed)
-    from eqspike.distributed import shutdown
 
     try:
         Distiller(config, _log).run()
@@ -58,36 +65,26 @@ def cmd_distill(args: argparse.Namespace) -> int:
 def _load_run(run_dir: Path, max_eval_examples: int | None, device_name: str | None, neuron: dict | None = None):
     """The student, its task data and settings of a run directory written by `eqspike distill`;
     ``neuron`` overrides the student's neuron (rounding, hysteresis) for this evaluation."""
-    from eqspike.config import RunConfig, load_yaml
-    from eqspike.data import EncodedSplit, load_task_data
-    from eqspike.distillation import STUDENT
-    from eqspike.model import SpikingBertForSequenceClassification
-    from eqspike.teacher import load_tokenizer
-    from eqspike.training import resolve_device
-
-    if not (run_dir / STUDENT / "config.json").is_file() or not (run_dir / "config.yaml").is_file():
-        raise EqspikeError(f"{run_dir} is not an eqspike run directory (expected {STUDENT}/config.json and config.yaml)")
-    config = RunConfig(**load_yaml(run_dir / "config.yaml"))
+    run = RunDirectory(run_dir, writes=False)
+    run.require_student()
+    config = RunConfig(**run.saved_settings())
     device = resolve_device(device_name or config.device)
     overrides = {k: v for k, v in (neuron or {}).items() if v is not None}
     try:
-        student = SpikingBertForSequenceClassification.from_pretrained(run_dir / STUDENT, **overrides).to(device)
+        student = SpikingBertForSequenceClassification.from_pretrained(run.student, **overrides).to(device)
     except ValueError as error:
         raise EqspikeError(str(error)) from None
-    tokenizer = load_tokenizer(run_dir / STUDENT)
+    tokenizer = load_tokenizer(run.student)
     task = load_task_data(config.task, config.data_dir, config.train_file, config.validation_file)
     limit = max_eval_examples or config.max_eval_examples
     splits = {name: EncodedSplit(examples[:limit] if limit else examples, tokenizer, config.max_seq_length)
               for name, examples in task.validation.items()}
-    metrics_file = run_dir / "metrics.json"
-    teacher_score = json.loads(metrics_file.read_text()).get("teacher_score") if metrics_file.is_file() else None
+    teacher_score = (run.result() or {}).get("teacher_score")
     return config, student, task, splits, device, teacher_score
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     """The task's metrics of a trained student run as a spiking network, at each T."""
-    from eqspike.diagnostics import check_time_steps, score_vs_time_steps
-
     time_steps = check_time_steps(args.time_steps)
     run_dir = Path(args.run_dir)
     config, student, task, splits, device, _ = _load_run(run_dir, args.max_eval_examples, args.device, _neuron(args))
@@ -102,8 +99,6 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 def cmd_diagnose(args: argparse.Namespace) -> int:
     """Convergence of spike rates to the equilibrium, accuracy vs T, firing and energy; JSON + plots."""
-    from eqspike.diagnostics import check_time_steps, diagnose, format_table, plot, write_report
-
     time_steps = check_time_steps(args.time_steps)
     run_dir = Path(args.run_dir)
     config, student, task, splits, device, teacher_score = _load_run(run_dir, None, args.device, _neuron(args))
@@ -131,10 +126,6 @@ def _add_neuron_arguments(parser: argparse.ArgumentParser) -> None:
 
 def cmd_compare(args: argparse.Namespace) -> int:
     """Train eqspike and the SpikeLM baseline on the same budget and compare them."""
-    from eqspike.compare import compare
-    from eqspike.config import config_from_args
-    from eqspike.diagnostics import check_time_steps
-
     time_steps = check_time_steps(args.compare_time_steps)
     config = config_from_args(args)
     out = Path(args.out) if args.out else Path("runs") / f"compare-{config.task or 'data'}"
@@ -145,10 +136,6 @@ def cmd_compare(args: argparse.Namespace) -> int:
 def selfcheck(args: argparse.Namespace) -> int:
     """Check this installation's core on this device: the IF rate bound, implicit gradients against
     an unrolled reference, and convergence of spike rates to the equilibrium."""
-    from eqspike.equilibrium import EquilibriumConfig, EquilibriumLayer, simulate
-    from eqspike.examples import StackedSpikingNetwork, implicit_gradient_check
-    from eqspike.neurons import NeuronConfig, equilibrium_rate, simulate_constant_current
-
     generator = torch.Generator().manual_seed(args.seed)
     rows: list[tuple[str, str, bool]] = []
 
@@ -181,7 +168,6 @@ def selfcheck(args: argparse.Namespace) -> int:
 
 class _Parser(argparse.ArgumentParser):
     """argparse, with a bad argument reported on one line (and where to look) instead of the usage."""
-
     def error(self, message: str):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
@@ -193,7 +179,6 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"eqspike {eqspike.__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
-    from eqspike.config import add_config_arguments
 
     short = "%(prog)s [--config FILE] [--SETTING VALUE ...]"
     teacher = commands.add_parser("teacher", help="fine-tune (or find) the teacher for a task", usage=short,
@@ -246,13 +231,10 @@ DISTRIBUTED_COMMANDS = ("distill",)
 
 def _quiet_transformers() -> None:
     """eqspike shows its own progress; transformers' per-file loading and saving bars are noise in logs."""
-    from transformers.utils import logging
-
     logging.disable_progress_bar()
 
 
 def main(argv: list[str] | None = None) -> int:
-    from eqspike.distributed import from_environment
 
     parser = build_parser()
     args = parser.parse_args(argv)

@@ -21,14 +21,17 @@ from pathlib import Path
 from typing import Any
 
 
-from eqspike.benchmarking import describe_device, peak_memory_mb, seconds_per_call
+from eqspike.analysis.benchmarking import describe_device, peak_memory_mb, seconds_per_call
 from eqspike.config import RunConfig
 from eqspike.data import batch_order
-from eqspike.diagnostics import check_time_steps, diagnose
-from eqspike.distillation import STUDENT, Distiller, StageForward, TrainingDiverged, load_student, prepare_data
-from eqspike.energy import StudentEnergy, spikelm_energy_pj
+from eqspike.analysis.diagnostics import check_time_steps, diagnose
+from eqspike.distill.run_directory import RunDirectory
+from eqspike.distill.trainer import Distiller, StageForward, TrainingDiverged
+from eqspike.students import load_student
+from eqspike.distill.prepare import prepare_data
+from eqspike.analysis.energy import StudentEnergy, spikelm_energy_pj
 from eqspike.evaluation import evaluate
-from eqspike.teacher import load_teacher
+from eqspike.teacher.store import load_teacher
 
 ROW_KEYS = ("method", "time_steps", "score", "train_step_s", "peak_train_mem_mb", "firing_rate", "energy_pj")
 METHOD_LABELS = {"eqspike": "eqspike, trained for T", "eqspike-inf": "eqspike, trained for T = inf",
@@ -36,21 +39,20 @@ METHOD_LABELS = {"eqspike": "eqspike, trained for T", "eqspike-inf": "eqspike, t
 METHOD_COLOURS = {"eqspike": "tab:blue", "eqspike-inf": "tab:cyan", "spikelm": "tab:orange"}
 
 
-def _train_or_load(config: RunConfig, log) -> Path:
-    out = Path(config.output_dir)
-    if (out / "metrics.json").is_file() and (out / STUDENT / "config.json").is_file():
-        log(f"compare: reusing the finished run {out}")
+def _train_or_load(config: RunConfig, log) -> RunDirectory:
+    run = RunDirectory(config.output_dir)
+    if run.finished:
+        log(f"compare: reusing the finished run {run.root}")
     else:
-        Distiller(config.replace(overwrite=out.exists() and not (out / "checkpoint").exists(),
-                                 resume=(out / "checkpoint" / "state.json").is_file()), log).run()
-    return out
+        Distiller(config.replace(overwrite=run.root.exists() and not run.has_checkpoint, resume=run.has_checkpoint), log).run()
+    return run
 
 
-def _measure_training_step(config: RunConfig, run_dir: Path, teacher, data, indices: list[int], device,
+def _measure_training_step(config: RunConfig, run_dir: RunDirectory, teacher, data, indices: list[int], device,
                            repeats: int) -> tuple[float, float]:
     """(seconds, peak MiB) of one training step of the run's student on the batch ``indices``."""
     distiller = Distiller(config, log=lambda *_: None)
-    student = load_student(run_dir / STUDENT).to(device).train()
+    student = load_student(run_dir.student).to(device).train()
     stage = "prediction" if config.student_type == "spikelm" and config.spikelm_recipe == "task" else "intermediate"
     layers = student.config.teacher_layers
 
@@ -105,9 +107,9 @@ def compare(config: RunConfig, time_steps: list[int], out_dir: str | Path, log=p
                      for t in ([T] if T else time_steps)]
             continue
         log(f"compare: measuring {method}" + (f" T={T}" if T else " at every T"))
-        run_dir = Path(run_config.output_dir)
+        run_dir = RunDirectory(run_config.output_dir)
         seconds, memory = _measure_training_step(run_config, run_dir, teacher, data, indices, device, repeats)
-        student = load_student(run_dir / STUDENT)
+        student = load_student(run_dir.student)
         if method == "spikelm":
             score, firing, energy_pj = _spikelm_at(student.to(device), data, split, T, config.eval_batch_size, device)
             rows.append(_row(method, T, score, seconds, memory, firing, energy_pj))

@@ -13,16 +13,18 @@ import typing
 from dataclasses import dataclass
 from pathlib import Path
 
-from eqspike.validation import EqspikeError
+from eqspike.errors import EqspikeError
 from typing import Any
 
 import yaml
 
-from eqspike.equilibrium import FORWARD_MODES, SOLVERS
-from eqspike.neurons import ROUNDINGS, NeuronConfig
-from eqspike.quantization import parse_weight_bits
-from eqspike.training import PRECISIONS, SCHEDULES, write_atomic
-from eqspike.validation import check_choice, check_in_interval, check_int_at_least, check_non_negative, check_positive
+from eqspike.core.equilibrium import FORWARD_MODES, SOLVERS
+from eqspike.core.neurons import ROUNDINGS, NeuronConfig
+from eqspike.core.quantization import parse_weight_bits
+from eqspike.runtime.devices import PRECISIONS
+from eqspike.runtime.optim import SCHEDULES
+from eqspike.runtime.files import write_atomic
+from eqspike.errors import check_choice, check_in_interval, check_int_at_least, check_non_negative, check_positive
 
 
 TEACHER_CACHE_DTYPES = ("float16", "float32")

@@ -24,7 +24,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from eqspike.validation import EqspikeError
+from eqspike.errors import EqspikeError
 from typing import Any
 
 import numpy as np

@@ -9,8 +9,8 @@ import torch
 from torch import Tensor
 
 from eqspike.data import EncodedSplit, TaskData, compute_metrics, sequential_batches
-from eqspike.distributed import Sharding
-from eqspike.training import progress
+from eqspike.runtime.distributed import Sharding
+from eqspike.runtime.progress import progress
 
 LogitsFn = Callable[[Mapping[str, Tensor]], Tensor]
 

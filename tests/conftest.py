@@ -78,8 +78,8 @@ def tiny_bert(tmp_path_factory):
 def tiny_teacher(tmp_path_factory, tiny_bert, toy_files):
     """The tiny BERT fine-tuned on the toy task and stored with its card (once per session)."""
     from eqspike.config import RunConfig
-    from eqspike.distillation import prepare_data
-    from eqspike.teacher import load_teacher
+    from eqspike.distill.prepare import prepare_data
+    from eqspike.teacher.store import load_teacher
 
     store = tmp_path_factory.mktemp("teacher_store")
     config = RunConfig(teacher=str(tiny_bert), train_file=str(toy_files[0]), validation_file=str(toy_files[1]),

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from eqspike.benchmarking import peak_memory_mb, seconds_per_call
+from eqspike.analysis.benchmarking import peak_memory_mb, seconds_per_call
 from eqspike.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -83,7 +83,7 @@ def test_training_benchmark_writes_rows_for_every_method(tmp_path):
 
 
 def test_sweep_until_stops_at_the_named_population():
-    from eqspike.examples import StackedSpikingNetwork
+    from eqspike.core.checks import StackedSpikingNetwork
 
     net = StackedSpikingNetwork(8, 4)
     rate_map = net.rate_map(torch.randn(2, 8))

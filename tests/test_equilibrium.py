@@ -1,21 +1,8 @@
 import pytest
 import torch
 
-from eqspike.equilibrium import (
-    EquilibriumConfig,
-    EquilibriumLayer,
-    Population,
-    RateMap,
-    simulate,
-)
-from eqspike.examples import (
-    StackedSpikingNetwork,
-    implicit_gradient,
-    implicit_gradient_check,
-    readout_loss,
-    relative_error,
-    unrolled_gradient,
-)
+from eqspike.core.equilibrium import EquilibriumConfig, EquilibriumLayer, Population, RateMap, simulate
+from eqspike.core.checks import StackedSpikingNetwork, implicit_gradient, implicit_gradient_check, readout_loss, relative_error, unrolled_gradient
 
 
 # ---------------------------------------------------------------- implicit gradients (issue 5b)
@@ -190,7 +177,7 @@ def test_bad_rate_map_structure_is_named():
     with pytest.raises(ValueError, match=r"'a' is used twice"):
         RateMap([Population("a", (), lambda: torch.ones(1)), Population("a", (), lambda: torch.ones(1))])
     with pytest.raises(ValueError, match=r"threshold=-1 is not valid"):
-        from eqspike.neurons import NeuronConfig
+        from eqspike.core.neurons import NeuronConfig
 
         tiny_map(neuron=NeuronConfig(threshold=-1))
 
@@ -198,7 +185,7 @@ def test_bad_rate_map_structure_is_named():
 def test_bf16_autocast_runs_the_rate_map_low_and_the_solver_in_float32():
     """Under autocast the currents are bf16, but the rates, the equilibrium state and every solver
     call stay float32 (autocast is off inside the solver), and the implicit gradient still flows."""
-    from eqspike.examples import StackedSpikingNetwork
+    from eqspike.core.checks import StackedSpikingNetwork
 
     torch.manual_seed(0)
     net = StackedSpikingNetwork(32, 3, feedback=True, feedback_gain=0.3, seed=0)
@@ -237,8 +224,8 @@ def test_simulation_implements_the_quantized_map_on_a_feed_forward_network(time_
     steps is within one spike of K (its last step can reach it), and only then. Per network: the
     simulated rates equal the T-step quantized map's sweep where no neuron upstream lagged; where one
     did, its downstream sees a different input (how often, on real data, is what `diagnose` reports)."""
-    from eqspike.examples import StackedSpikingNetwork
-    from eqspike.neurons import time_step_rate
+    from eqspike.core.checks import StackedSpikingNetwork
+    from eqspike.core.neurons import time_step_rate
 
     T = time_steps
     network = StackedSpikingNetwork(64, depth=6, seed=3, dtype=torch.float64)

@@ -3,7 +3,7 @@ import json
 import pytest
 import torch
 
-from eqspike.baselines.spikelm import ElasticBiSpike, ElasticBiSpiking, SpikeLinear
+from eqspike.students.spikelm import ElasticBiSpike, ElasticBiSpiking, SpikeLinear
 from eqspike.cli import main
 
 

@@ -7,9 +7,10 @@ import torch
 
 from eqspike.config import RunConfig
 from eqspike.data import iterate_batches
-from eqspike.distillation import Distiller, prepare_data
-from eqspike.teacher import teacher_targets
-from eqspike.teacher_cache import TeacherCacheError, build_or_open
+from eqspike.distill.trainer import Distiller
+from eqspike.distill.prepare import prepare_data
+from eqspike.teacher.targets import teacher_targets
+from eqspike.teacher.cache import TeacherCacheError, build_or_open
 from tests.conftest import tiny_config
 
 

@@ -12,10 +12,12 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
+from eqspike.errors import check_choice
 
-from eqspike.validation import check_choice
 
 WEIGHT_BITS = (32, 1, 1.58)
+
+
 _EPS = 1e-8
 
 

@@ -1,172 +1,45 @@
-"""Layerwise distillation of a BERT teacher into the spiking student (DESIGN.md §4).
-
-Stage 1, intermediate layers:  L = w_h * sum_m MSE(v_m, H_T[k(m)]) + w_a * sum_m MSE(S_m, S_T[k(m)])
-    v_m: decoded values of the student's embeddings (m = 0) and block outputs at equilibrium;
-    S_m: pre-softmax attention scores; k(m): the uniform layer map. Pad tokens (and pairs with a pad)
-    are masked out of every term.
-Stage 2, prediction layer:     L = tau^2 * CE(softmax(z_T / tau), softmax(z_S / tau)) + w_g * CE(z_S, y)
-    (MSE to the teacher's output, and to the gold score, for regression).
-
-Each stage has its own epochs, learning rate, optimiser and linear schedule. The gradient of every
-term comes from implicit differentiation through the student's equilibrium. Under torchrun every rank
-takes a shard of the same global batch and every mean is taken over the global batch
-(``eqspike.distributed``), so N processes train the student one process would. The dev metric is
-measured ``evals_per_epoch`` times per prediction epoch (forward 'solve'); the best student is kept
-in ``RUN_DIR/student``. The final score is that student run as a spiking network ('simulate', T steps).
-"""
+"""TODO docstring"""
 
 from __future__ import annotations
 
 import dataclasses
-import json
-import random
-import shutil
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-
 import torch
 from torch import Tensor
-from torch.nn import functional as F
-
 import eqspike
-from eqspike import hub
-from eqspike.config import ConfigError, RunConfig, save_yaml
-from eqspike.data import EncodedSplit, TaskData, batch_order, iterate_batches, load_task_data
-from eqspike.validation import EqspikeError
-from eqspike.distributed import initialise, shard
-from eqspike.energy import StudentEnergy, spikelm_energy_pj
+from eqspike.config import RunConfig
+from eqspike.data import batch_order, iterate_batches
+from eqspike.errors import EqspikeError
+from eqspike.runtime.distributed import initialise, shard
+from eqspike.analysis.energy import StudentEnergy, spikelm_energy_pj
 from eqspike.evaluation import evaluate
-from eqspike.model import SpikingBertForSequenceClassification, uniform_layer_map
-from eqspike.teacher import Teacher, check_teacher_config, load_teacher, load_tokenizer, locate, teacher_name, teacher_targets
-from eqspike.training import (StepLog, atomic_directory, autocast, linear_schedule, make_optimizer, progress,
-                              recover_directory, set_seed, write_atomic)
+from eqspike.students.spiking_bert import SpikingBertForSequenceClassification
+from eqspike.students.common import uniform_layer_map
+from eqspike.teacher.store import Teacher, load_teacher, teacher_name
+from eqspike.teacher.targets import teacher_targets
+from eqspike.runtime.progress import StepLog, progress
+from eqspike.runtime.devices import autocast, set_seed
+from eqspike.runtime.optim import linear_schedule, make_optimizer
+from eqspike.distill.losses import Share, gold_loss, intermediate_loss, prediction_loss, spike_energy
+from eqspike.distill.prepare import Prepared, prepare_data
+from eqspike.distill.run_directory import RunDirectory, RunDirectoryError
+from eqspike.students import load_student
+
 
 STAGES = ("intermediate", "prediction")
+
+
 # Under an energy budget B the loss adds lambda x E, the estimated energy ratio of the step, and after
 # every step lambda <- max(0, lambda + ENERGY_DUAL_STEP (E - B)) (dual ascent on the constraint E <= B).
 ENERGY_DUAL_STEP = 1.0
-CHECKPOINT = "checkpoint"
-STUDENT = "student"
-
-
-class RunDirectoryError(ConfigError):
-    """The run directory cannot be used as asked."""
 
 
 class TrainingDiverged(EqspikeError):
     """A loss or gradient became non-finite; the run stopped with its last good checkpoint."""
-
-
-# ----------------------------------------------------------------------------- losses
-# Every loss is a mean over the *global* batch of an optimiser step, however that batch is cut into
-# parts (ranks under torchrun, micro-batches): each part's loss is its sum divided by the global count
-# (``Share``), times the number of replicas because DDP averages gradients over ranks. The gradients of
-# the parts then add up to the gradient of the one-process mean.
-
-
-@dataclass(frozen=True)
-class Share:
-    """What the losses of one part of a global batch divide by: the global batch's number of examples,
-    of real tokens and of (query, key) pairs of real tokens; the number of replicas DDP averages over;
-    and whether the part holds real examples (a stand-in for an empty part has weight 0)."""
-
-    examples: float
-    tokens: float
-    pairs: float
-    replicas: int = 1
-    real: bool = True
-    teacher_pj: float = 0.0  # the teacher's energy on the global batch (for an energy budget)
-
-    @classmethod
-    def of(cls, lengths: list[int], replicas: int = 1) -> Share:
-        """The counts of a global batch whose sequences have ``lengths`` real tokens."""
-        return cls(float(len(lengths)), float(sum(lengths)), float(sum(n * n for n in lengths)), replicas)
-
-    @classmethod
-    def whole(cls, attention_mask: Tensor) -> Share:
-        """A batch that is a whole global batch of one process (plain means)."""
-        return cls.of(attention_mask.sum(1).tolist())
-
-
-def masked_mse(student: Tensor, teacher: Tensor, mask: Tensor, positions: float | None = None) -> Tensor:
-    """sum_{mask} (s - t)^2 / (positions * features): the mean squared error per feature over
-    ``positions`` masked positions (default: the positions of ``mask``). ``mask`` (0/1) has the
-    leading dimensions of ``student`` and size 1 on its feature dimensions."""
-    dtype = torch.promote_types(student.dtype, torch.float32)  # bf16 (autocast) outputs: loss in float32
-    student, teacher, mask = student.to(dtype), teacher.to(dtype), mask.to(dtype)
-    features = student.numel() // mask.numel()
-    positions = mask.sum() if positions is None else positions
-    return ((student - teacher) ** 2 * mask).sum() / (max(float(positions), 1.0) * features)
-
-
-def intermediate_loss(out, targets: dict[str, Any], attention_mask: Tensor, config: RunConfig,
-                      share: Share | None = None) -> dict[str, Tensor]:
-    """w_h * sum_m MSE(v_m, H_T[k(m)]) + w_a * sum_m MSE(S_m, S_T[k(m)]) over real tokens and real
-    (query, key) pairs."""
-    share = share or Share.whole(attention_mask)
-    mask = attention_mask * float(share.real)
-    tokens = mask[:, :, None]
-    pairs = mask[:, None, :, None] * mask[:, None, None, :]
-    hidden = sum(masked_mse(v, h, tokens, share.tokens) for v, h in zip(out.hidden_values, targets["hidden"]))
-    attention = sum(masked_mse(s, t, pairs, share.pairs) for s, t in zip(out.attention_scores, targets["scores"]))
-    hidden, attention = hidden * share.replicas, attention * share.replicas
-    return {"loss": config.hidden_weight * hidden + config.attention_weight * attention,
-            "hidden": hidden.detach(), "attention": attention.detach()}
-
-
-def spike_energy(rates: dict[str, Tensor], attention_mask: Tensor, model: StudentEnergy, time_steps: int,
-                 share: Share) -> Tensor:
-    """The energy of the spikes the rates stand for, relative to the teacher's on the global batch:
-    sum_examples accumulate_pj(T |a|) / teacher_pj. For rates of the T-step quantizer, T |a| is the
-    number of spikes a neuron needs at the least (the simulation adds the ones that cancel)."""
-    counts = {name: rate.abs() * time_steps for name, rate in rates.items()}
-    return model.accumulate_pj(counts, attention_mask).sum() * float(share.real) / max(share.teacher_pj, 1e-9) * share.replicas
-
-
-def _example_mean(per_example: Tensor, share: Share) -> Tensor:
-    """sum over this part's examples / the global number of examples, times the replicas."""
-    return per_example.sum() * float(share.real) / max(share.examples, 1.0) * share.replicas
-
-
-def _gold_per_example(logits: Tensor, labels: Tensor, regression: bool) -> Tensor:
-    labels = labels.to(logits.device)
-    if regression:
-        return (logits.view(-1).float() - labels.float()) ** 2
-    return F.cross_entropy(logits.float(), labels, reduction="none")
-
-
-def gold_loss(logits: Tensor, labels: Tensor, regression: bool, share: Share | None = None) -> Tensor:
-    """Cross-entropy with the gold labels (squared error with the gold score for regression),
-    averaged over the global batch."""
-    return _example_mean(_gold_per_example(logits, labels, regression), share or Share(float(len(logits)), 0.0, 0.0))
-
-
-def prediction_loss(logits: Tensor, teacher_logits: Tensor, labels: Tensor, regression: bool, config: RunConfig,
-                    share: Share | None = None) -> dict[str, Tensor]:
-    """tau^2 * CE(softmax(z_T / tau), softmax(z_S / tau)) + w_g * gold (squared errors for regression)."""
-    share = share or Share(float(len(logits)), 0.0, 0.0)
-    dtype = torch.promote_types(logits.dtype, torch.float32)
-    logits, teacher_logits = logits.to(dtype), teacher_logits.to(dtype)
-    if regression:
-        per_example = (logits.view(-1) - teacher_logits.view(-1)) ** 2
-    else:
-        tau = config.temperature
-        per_example = -(F.softmax(teacher_logits / tau, -1) * F.log_softmax(logits / tau, -1)).sum(-1) * tau**2
-    soft = _example_mean(per_example, share)
-    gold = gold_loss(logits, labels, regression, share)
-    return {"loss": soft + config.gold_weight * gold, "soft": soft.detach(), "gold": gold.detach()}
-
-
-# ----------------------------------------------------------------------------- the run
-@dataclass
-class Prepared:
-    task: TaskData
-    tokenizer: Any
-    train: EncodedSplit
-    splits: dict[str, EncodedSplit]
 
 
 def default_output_dir(config: RunConfig) -> Path:
@@ -177,107 +50,6 @@ def default_output_dir(config: RunConfig) -> Path:
         return Path("runs") / f"{task}-{teacher}-L{layers}-spikelm-T{config.spikelm_time_steps}"
     bits = {32: "fp", 1: "1bit", 1.58: "1.58bit"}[config.weight_bits]
     return Path("runs") / f"{task}-{teacher}-L{layers}-T{config.time_steps}-{bits}"
-
-
-def _read_state(path: Path) -> dict[str, Any]:
-    try:
-        state = json.loads(path.read_text())
-        if not isinstance(state, dict) or not {"stage", "stage_step", "global_step"} <= set(state):
-            raise ValueError("it lacks stage, stage_step or global_step")
-    except (ValueError, UnicodeDecodeError) as error:
-        raise RunDirectoryError(f"cannot resume: {path} is corrupted ({str(error).splitlines()[0][:120]}); "
-                                f"start the run again with --overwrite") from None
-    return state
-
-
-def _trim_log(path: Path, step: int) -> None:
-    """Keep the lines of metrics.jsonl up to the checkpoint's step: the resumed run logs the steps after
-    it again, and a crash may have cut the last line short."""
-    if not path.is_file():
-        return
-    kept = []
-    for line in path.read_text().splitlines():
-        try:
-            record = json.loads(line)
-        except ValueError:
-            continue
-        if record.get("step", 0) <= step:
-            kept.append(line)
-    write_atomic(path, "".join(f"{line}\n" for line in kept))
-
-
-def load_checkpoint_file(path: Path, device: torch.device) -> dict[str, Any]:
-    """A checkpoint file (torch.save), refused by name when it cannot be read or holds non-finite weights."""
-    try:
-        data = torch.load(path, map_location=device)
-    except Exception as error:  # a truncated or corrupted file: pickle, zip and EOF errors alike
-        raise RunDirectoryError(f"cannot resume: {path} is corrupted ({type(error).__name__}: "
-                                f"{str(error).splitlines()[0][:120] if str(error) else 'unreadable'}); start the run "
-                                f"again with --overwrite") from None
-    bad = [name for name, value in data.items() if torch.is_tensor(value) and value.is_floating_point()
-           and not torch.isfinite(value).all()]
-    if bad:
-        raise RunDirectoryError(f"cannot resume: {path} holds non-finite weights ({', '.join(bad[:3])}); "
-                                f"start the run again with --overwrite")
-    return data
-
-
-def load_student(directory: str | Path):
-    """Load a student of either kind from its folder (config.json names the kind)."""
-    from eqspike.baselines.spikelm import MODEL_TYPE as SPIKELM, SpikeLMForSequenceClassification
-
-    config = Path(directory) / "config.json"
-    try:
-        kind = json.loads(config.read_text()).get("model_type") if config.is_file() else None
-    except (ValueError, UnicodeDecodeError, AttributeError):
-        kind = None  # from_pretrained names the corrupted file
-    if kind == SPIKELM:
-        return SpikeLMForSequenceClassification.from_pretrained(directory)
-    return SpikingBertForSequenceClassification.from_pretrained(directory)
-
-
-def check_inputs(config: RunConfig) -> TaskData:
-    """Load the task's data and check the teacher's config before any work, reporting every problem
-    at once (a missing teacher and missing data in one message). Without the Hub, transformers and
-    datasets use their caches only, so this takes seconds, not minutes of retries."""
-    hub.use_local_caches_if_offline()
-    problems, task = [], None
-    try:
-        task = load_task_data(config.task, config.data_dir, config.train_file, config.validation_file)
-    except EqspikeError as error:
-        problems.append(str(error))
-    try:
-        check_teacher_config(config)
-    except EqspikeError as error:
-        problems.append(str(error))
-    if problems:
-        raise ConfigError(problems[0] if len(problems) == 1 else
-                          " | ".join(f"({n}) {problem}" for n, problem in enumerate(problems, start=1)))
-    return task
-
-
-def subsample(examples: list, limit: int | None, seed: int) -> list:
-    """At most ``limit`` examples, drawn at random (seeded) and kept in their order: the head of a
-    file is often one class (a dev set ordered by label)."""
-    if not limit or limit >= len(examples):
-        return examples
-    keep = sorted(random.Random(seed).sample(range(len(examples)), limit))
-    return [examples[i] for i in keep]
-
-
-def prepare_data(config: RunConfig, log=print) -> Prepared:
-    task = check_inputs(config)
-    task.train = subsample(task.train, config.max_train_examples, config.seed)
-    task.validation = {k: subsample(v, config.max_eval_examples, config.seed) for k, v in task.validation.items()}
-    if task.label_names is not None and len({e.label for e in task.train}) < 2:
-        raise ConfigError(f"the {len(task.train)} training examples of task {task.name!r} have a single label; "
-                          f"a classification task needs at least two (raise --max-train-examples)")
-    tokenizer = load_tokenizer(locate(config.teacher))
-    train = EncodedSplit(task.train, tokenizer, config.max_seq_length)
-    splits = {name: EncodedSplit(examples, tokenizer, config.max_seq_length) for name, examples in task.validation.items()}
-    log(f"data: {task.name}, {len(train)} train / " + ", ".join(f"{len(s)} {n}" for n, s in splits.items())
-        + f", {task.num_labels} {'output' if task.is_regression else 'labels'}, metric {task.metric}")
-    return Prepared(task, tokenizer, train, splits)
 
 
 class StageForward(torch.nn.Module):
@@ -319,7 +91,7 @@ class Distiller:
         self.config = config
         self.sharding, self.device = initialise(config.device)
         self.log = log if self.sharding.is_main else (lambda *_: None)
-        self.output_dir = Path(config.output_dir) if config.output_dir else default_output_dir(config)
+        self.run_dir = RunDirectory(config.output_dir or default_output_dir(config), writes=self.sharding.is_main)
         self.teacher_cache = None
         self._energy_model: StudentEnergy | None = None  # set for a student trained under an energy budget
 
@@ -337,53 +109,11 @@ class Distiller:
             raise RunDirectoryError("rank 0 failed; its message says why")
         return result if self.sharding.is_main else action()
 
-    # -------------------------------------------------------------- run directory
-    def _claim_output_dir(self) -> dict[str, Any] | None:
-        """Check the run directory before anything is written; return the checkpoint state to resume."""
-        out, config = self.output_dir, self.config
-        if config.resume and config.overwrite:
-            raise RunDirectoryError("--resume and --overwrite contradict each other; pass one")
-        state_file = out / CHECKPOINT / "state.json"
-        if config.resume:
-            if self.sharding.is_main:  # repair what a crash during a write left behind
-                for name, marker in ((CHECKPOINT, "state.json"), (STUDENT, "config.json"), ("metrics.json", None),
-                                     ("config.yaml", None)):
-                    for done in recover_directory(out / name, marker):
-                        self.log(f"resume: {done}")
-            self.sharding.barrier()
-            if not state_file.is_file():
-                raise RunDirectoryError(f"cannot resume: {out} has no checkpoint ({state_file} is missing)")
-            state = _read_state(state_file)
-            if self.sharding.is_main:
-                _trim_log(out / "metrics.jsonl", state["global_step"])
-            return state
-        if out.exists() and any(out.iterdir()):
-            if not config.overwrite:
-                raise RunDirectoryError(
-                    f"output directory {out} already exists; pass --resume to continue that run or --overwrite to replace it"
-                )
-        return None
-
-    def _start_output_dir(self, resuming: bool) -> None:
-        if not self.sharding.is_main:
-            return
-        out = self.output_dir
-        if self.config.overwrite and out.exists() and not resuming:
-            shutil.rmtree(out)
-        out.mkdir(parents=True, exist_ok=True)
-        save_yaml(self.config, out / "config.yaml")
-
-    def _log_metrics(self, record: dict[str, Any]) -> None:
-        if not self.sharding.is_main:
-            return
-        with (self.output_dir / "metrics.jsonl").open("a") as handle:
-            handle.write(json.dumps(record) + "\n")
-
     # -------------------------------------------------------------- building the student
     def build_student(self, teacher: Teacher, data: Prepared):
         c = self.config
         if c.student_type == "spikelm":
-            from eqspike.baselines.spikelm import SpikeLMForSequenceClassification
+            from eqspike.students.spikelm import SpikeLMForSequenceClassification
 
             set_seed(c.seed)
             student = SpikeLMForSequenceClassification.from_teacher(
@@ -446,11 +176,13 @@ class Distiller:
     # -------------------------------------------------------------- main loop
     def run(self) -> dict[str, Any]:
         c, sharding = self.config, self.sharding
-        resume_state = self._claim_output_dir()
+        self.run_dir.claim(c.resume, c.overwrite, self.log)
+        sharding.barrier()  # rank 0 has repaired what a crash left
+        resume_state = self.run_dir.resume_state() if c.resume else None
         set_seed(c.seed)
         data = prepare_data(c, self.log)
         teacher = self._on_main_first(lambda: load_teacher(c, data.task, self.device, data.splits, data.train, self.log))
-        self._start_output_dir(resuming=resume_state is not None)
+        self.run_dir.start(c, resuming=resume_state is not None)
         if sharding.distributed:
             self.log(f"distributed: {sharding.world_size} processes ({torch.distributed.get_backend()}), "
                      f"{c.batch_size} examples per step in all; evaluation batches are shared out; "
@@ -461,7 +193,7 @@ class Distiller:
 
         student = self.build_student(teacher, data)
         if resume_state is not None:
-            student.load_state_dict(load_checkpoint_file(self.output_dir / CHECKPOINT / "student.pt", self.device))
+            student.load_state_dict(self.run_dir.load_checkpoint("student.pt", self.device))
         student.train()
         if c.energy_budget is not None:
             self._energy_model = StudentEnergy.of(student.config)
@@ -503,7 +235,7 @@ class Distiller:
             schedule = linear_schedule(optimizer, max(1, total), c.warmup_ratio)
             first = state["stage_step"] if stage_index == state["stage"] else 0
             if first and resume_state is not None:
-                checkpoint = load_checkpoint_file(self.output_dir / CHECKPOINT / "optimizer.pt", self.device)
+                checkpoint = self.run_dir.load_checkpoint("optimizer.pt", self.device)
                 optimizer.load_state_dict(checkpoint["optimizer"])
                 schedule.load_state_dict(checkpoint["schedule"])
                 self.log(f"resume: {stage} stage at step {first}/{total} (global step {state['global_step']})")
@@ -534,7 +266,7 @@ class Distiller:
                 log_lines.update(step + 1, schedule.get_last_lr()[0],
                                  **{k: losses[k].item() for k in ("loss", "energy") if k in losses})
                 if state["global_step"] % c.logging_steps == 0:
-                    self._log_metrics({"step": state["global_step"], "stage": stage, "lr": schedule.get_last_lr()[0],
+                    self.run_dir.log({"step": state["global_step"], "stage": stage, "lr": schedule.get_last_lr()[0],
                                        "elapsed_s": round(time.time() - started, 2),
                                        **{k: round(v.item(), 6) for k, v in losses.items()}})
                 if stage == "prediction" and ((step + 1) % eval_every == 0 or step + 1 == total):
@@ -576,10 +308,10 @@ class Distiller:
     def _divergence(self, state: dict[str, Any], stage: str, losses: dict[str, Tensor]) -> str:
         """What to say when a step's gradient is not finite (nothing of that step is applied)."""
         values = ", ".join(f"{k} {v.item():.4g}" for k, v in losses.items())
-        checkpoint = self.output_dir / CHECKPOINT / "state.json"
-        kept = (f"the last good checkpoint, {checkpoint.parent} (step {json.loads(checkpoint.read_text())['global_step']}), "
-                f"is kept: lower --{stage}-lr or --max-grad-norm and continue with --resume"
-                if checkpoint.is_file() else "no checkpoint had been written yet: lower the learning rate and start again")
+        step = self.run_dir.checkpoint_step()
+        kept = (f"the last good checkpoint, {self.run_dir.checkpoint} (step {step}), is kept: lower --{stage}-lr or "
+                f"--max-grad-norm and continue with --resume"
+                if step is not None else "no checkpoint had been written yet: lower the learning rate and start again")
         return (f"training diverged at step {state['global_step'] + 1} ({stage} stage): the gradient is not finite "
                 f"({values}); nothing of that step was applied; {kept}")
 
@@ -591,7 +323,7 @@ class Distiller:
             return teacher_targets(teacher.model, inputs, layers)
 
     def _open_teacher_cache(self, teacher: Teacher, data: Prepared, layers: list[int], with_layers: bool):
-        from eqspike.teacher_cache import build_or_open
+        from eqspike.teacher.cache import build_or_open
 
         c = self.config
         root = Path(c.teacher_cache_dir) if c.teacher_cache_dir else Path(c.teacher_store) / "cache"
@@ -624,7 +356,7 @@ class Distiller:
             metrics, mode = self._evaluate(lambda b: student(**b, mode="solve").logits, data, "student dev"), "solve"
         student.train()
         score = metrics[data.task.metric]
-        self._log_metrics({"step": state["global_step"], "eval": metrics, "mode": mode, "energy_ratio": energy})
+        self.run_dir.log({"step": state["global_step"], "eval": metrics, "mode": mode, "energy_ratio": energy})
         feasible = c.energy_budget is None or energy <= c.energy_budget
         key = [feasible, score if feasible else -energy]
         improved = state.get("best_key") is None or key > state["best_key"]
@@ -632,9 +364,7 @@ class Distiller:
                  + (f", energy {energy:.3f}" if energy is not None else "") + ")" + (" *best*" if improved else ""))
         if improved:
             state.update(best_score=score, best_step=state["global_step"], best_key=key)
-            if self.sharding.is_main:
-                with atomic_directory(self.output_dir / STUDENT) as staging:
-                    student.save_pretrained(staging, data.tokenizer)
+            self.run_dir.save_student(student, data.tokenizer)
 
     def _spiking_evaluation(self, student, data: Prepared, T: int, spike_factor: bool = False) -> SpikingEvaluation:
         """Dev metrics of the student run as a spiking network for T steps, and its energy per example
@@ -668,17 +398,13 @@ class Distiller:
         return SpikingEvaluation(metrics, (total["spikes"] + total["dense"]) / total["teacher"], factor)
 
     def _save_checkpoint(self, student, optimizer, schedule, state: dict[str, Any]) -> None:
-        if not self.sharding.is_main:
-            return
-        with atomic_directory(self.output_dir / CHECKPOINT) as staging:
-            torch.save(student.state_dict(), staging / "student.pt")
-            torch.save({"optimizer": optimizer.state_dict(), "schedule": schedule.state_dict()}, staging / "optimizer.pt")
-            (staging / "state.json").write_text(json.dumps(state, indent=2) + "\n")
+        self.run_dir.save_checkpoint(student.state_dict(), {"optimizer": optimizer.state_dict(),
+                                                            "schedule": schedule.state_dict()}, state)
 
     def _finish(self, data: Prepared, teacher: Teacher, teacher_metrics: dict[str, float]) -> dict[str, Any]:
         c = self.config
         self.sharding.barrier()  # rank 0 has written the best student
-        student = load_student(self.output_dir / STUDENT).to(self.device)
+        student = load_student(self.run_dir.student).to(self.device)
         T = student.config.time_steps
         self.log(f"evaluating the best student as a spiking network (simulate, T={T})")
         evaluation = self._spiking_evaluation(student, data, T)
@@ -707,10 +433,9 @@ class Distiller:
             "num_parameters": sum(p.numel() for p in student.parameters()),
             "eqspike_version": eqspike.__version__,
         }
-        if self.sharding.is_main:
-            write_atomic(self.output_dir / "metrics.json", json.dumps(result, indent=2) + "\n")
+        self.run_dir.write_result(result)
         self.log(f"teacher {metric} {result['teacher_score']:.4f} | spiking {c.student_type} student (T={T}, "
                  f"{student.config.weight_bits}-bit weights) {metric} {result['student_score']:.4f}, energy "
                  f"{energy_ratio:.3f} x the teacher's | rate map (solve) {result['student_solve_score']:.4f}")
-        self.log(f"run directory: {self.output_dir}")
+        self.log(f"run directory: {self.run_dir.root}")
         return result

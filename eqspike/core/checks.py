@@ -9,13 +9,12 @@ true fixed point with a non-zero Jacobian).
 from __future__ import annotations
 
 import math
-
 import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
+from eqspike.core.equilibrium import EquilibriumConfig, EquilibriumLayer, Population, RateMap
+from eqspike.core.neurons import NeuronConfig
 
-from eqspike.equilibrium import EquilibriumConfig, EquilibriumLayer, Population, RateMap
-from eqspike.neurons import NeuronConfig
 
 _OPERATIONS = ("affine", "layernorm", "gelu")
 

@@ -24,16 +24,16 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-
 import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
+from eqspike.students.common import EncoderShape, SpikingBertEmbeddings, copy_teacher_weights, read_student_files, teacher_shape, write_student_files
+from eqspike.errors import check_choice, check_int_at_least
 
-from eqspike.model import (EncoderShape, SpikingBertEmbeddings, copy_teacher_weights, read_student_files, teacher_shape,
-                           write_student_files)
-from eqspike.validation import check_choice, check_int_at_least
 
 MODEL_TYPE = "eqspike-spikelm-bert"
+
+
 RESETS = ("spikelm", "soft")
 
 
@@ -147,6 +147,8 @@ class SpikeLMBlock(nn.Module):
 
 class SpikeLMForSequenceClassification(nn.Module):
     """The SpikeLM baseline with a sequence-classification head (same interface as the eqspike student)."""
+
+    model_type = MODEL_TYPE
 
     def __init__(self, config: SpikeLMConfig) -> None:
         super().__init__()

@@ -27,18 +27,20 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
-
 import numpy as np
 import torch
 from torch import Tensor, nn
-
 from eqspike.config import TEACHER_CACHE_DTYPES as CACHE_DTYPES
 from eqspike.data import EncodedSplit, sequential_batches
-from eqspike.teacher import teacher_targets
-from eqspike.training import atomic_directory, progress
-from eqspike.validation import EqspikeError
+from eqspike.teacher.targets import teacher_targets
+from eqspike.runtime.files import atomic_directory
+from eqspike.runtime.progress import progress
+from eqspike.errors import EqspikeError
+
 
 _FLOAT16_MAX = float(np.finfo(np.float16).max)
+
+
 FORMAT_VERSION = 1
 
 

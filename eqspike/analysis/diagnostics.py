@@ -24,17 +24,16 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
-
 import numpy as np
 import torch
 from torch import Tensor
-
 from eqspike.data import EncodedSplit, TaskData, sequential_batches
-from eqspike.energy import ACCUMULATE_PJ, MAC_PJ, StudentEnergy, synaptic_accumulates
-from eqspike.equilibrium import simulate
+from eqspike.analysis.energy import ACCUMULATE_PJ, MAC_PJ, StudentEnergy, synaptic_accumulates
+from eqspike.core.equilibrium import simulate
 from eqspike.evaluation import metrics_from_logits
-from eqspike.training import progress
-from eqspike.validation import EqspikeError
+from eqspike.runtime.progress import progress
+from eqspike.errors import EqspikeError
+
 
 DEFAULT_TIME_STEPS = (1, 2, 4, 8, 16, 32, 64, 128)
 

@@ -28,26 +28,23 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-
 import torch
 from torch import Tensor, nn
 from torchdeq import get_deq
 from torchdeq.solver import register_solver
 from torchdeq.solver.utils import dummy_solver_stat
+from eqspike.core.neurons import IFPopulation, NeuronConfig, equilibrium_rate, time_step_rate
+from eqspike.errors import check_choice, check_in_interval, check_int_at_least, check_positive
 
-from eqspike.neurons import IFPopulation, NeuronConfig, equilibrium_rate, time_step_rate
-from eqspike.validation import (
-    check_choice,
-    check_in_interval,
-    check_int_at_least,
-    check_positive,
-)
 
 FORWARD_MODES = ("solve", "simulate")
+
+
 SOLVERS = ("anderson", "broyden", "fixed_point_iter")
+
+
 BACKWARD_MODES = ("ift", "phantom")
-# torchdeq's simple_fixed_point_iter cannot be a backward solver with ift=True (reference/deps.md
-# §1.8 item 1), so it is not offered anywhere.
+
 
 _PRECOMPUTED = "eqspike_precomputed"
 

@@ -19,12 +19,10 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
-
 import torch
 import torch.distributed as dist
 from torch import Tensor
-
-from eqspike.validation import EqspikeError
+from eqspike.errors import EqspikeError
 
 
 # Rank 0 writes checkpoints and the best student while the other ranks wait at their next collective,
@@ -90,7 +88,7 @@ def from_environment() -> Sharding:
 def initialise(device_name: str) -> tuple[Sharding, torch.device]:
     """Join the process group when run under torchrun (NCCL on CUDA, gloo on CPU) and pick this
     rank's device: cuda:LOCAL_RANK on CUDA."""
-    from eqspike.training import resolve_device
+    from eqspike.runtime.devices import resolve_device
 
     sharding = from_environment()
     device = resolve_device(device_name)

@@ -16,16 +16,28 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-
 import torch
 from torch import Tensor
 
+
 ACCUMULATE_PJ = 0.9
+
+
 MAC_PJ = 4.6
+
+
 SOFTMAX_OPS_PER_SCORE = 3  # exp, running sum, divide
+
+
 SCALE_OPS_PER_SCORE = 1  # 1/sqrt(d) (and the mask add)
+
+
 LAYERNORM_OPS_PER_ELEMENT = 5  # mean, variance, normalise, scale, shift
+
+
 GELU_OPS_PER_ELEMENT = 4  # tanh approximation
+
+
 DRIVE_OPS_PER_NEURON = 3  # rate normalisation 1/t, and t*F(t) - (t-1)*F(t-1)
 
 
@@ -93,6 +105,8 @@ def bert_macs(hidden: int, intermediate: int, heads: int, layers: int, labels: i
 
 
 SPIKELM_MEMBRANE_OPS = 2  # u_t = 0.25 * u_{t-1} * (alpha - s) + x_t: two multiplies per neuron and step
+
+
 SPIKELM_ENCODER_OPS = 1  # K/V spike encoders: u / alpha, rounded
 
 

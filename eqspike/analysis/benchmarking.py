@@ -13,7 +13,6 @@ import sys
 import time
 from collections.abc import Callable
 from contextlib import contextmanager
-
 import torch
 
 

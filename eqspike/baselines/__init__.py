@@ -1,1 +1,0 @@
-"""Baselines trained in the same harness as eqspike, for comparison."""

@@ -1,0 +1,104 @@
+"""TODO docstring"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+import torch
+from torch import Tensor
+from torch.nn import functional as F
+from eqspike.config import RunConfig
+from eqspike.analysis.energy import StudentEnergy
+
+
+@dataclass(frozen=True)
+class Share:
+    """What the losses of one part of a global batch divide by: the global batch's number of examples,
+    of real tokens and of (query, key) pairs of real tokens; the number of replicas DDP averages over;
+    and whether the part holds real examples (a stand-in for an empty part has weight 0)."""
+
+    examples: float
+    tokens: float
+    pairs: float
+    replicas: int = 1
+    real: bool = True
+    teacher_pj: float = 0.0  # the teacher's energy on the global batch (for an energy budget)
+
+    @classmethod
+    def of(cls, lengths: list[int], replicas: int = 1) -> Share:
+        """The counts of a global batch whose sequences have ``lengths`` real tokens."""
+        return cls(float(len(lengths)), float(sum(lengths)), float(sum(n * n for n in lengths)), replicas)
+
+    @classmethod
+    def whole(cls, attention_mask: Tensor) -> Share:
+        """A batch that is a whole global batch of one process (plain means)."""
+        return cls.of(attention_mask.sum(1).tolist())
+
+
+def masked_mse(student: Tensor, teacher: Tensor, mask: Tensor, positions: float | None = None) -> Tensor:
+    """sum_{mask} (s - t)^2 / (positions * features): the mean squared error per feature over
+    ``positions`` masked positions (default: the positions of ``mask``). ``mask`` (0/1) has the
+    leading dimensions of ``student`` and size 1 on its feature dimensions."""
+    dtype = torch.promote_types(student.dtype, torch.float32)  # bf16 (autocast) outputs: loss in float32
+    student, teacher, mask = student.to(dtype), teacher.to(dtype), mask.to(dtype)
+    features = student.numel() // mask.numel()
+    positions = mask.sum() if positions is None else positions
+    return ((student - teacher) ** 2 * mask).sum() / (max(float(positions), 1.0) * features)
+
+
+def intermediate_loss(out, targets: dict[str, Any], attention_mask: Tensor, config: RunConfig,
+                      share: Share | None = None) -> dict[str, Tensor]:
+    """w_h * sum_m MSE(v_m, H_T[k(m)]) + w_a * sum_m MSE(S_m, S_T[k(m)]) over real tokens and real
+    (query, key) pairs."""
+    share = share or Share.whole(attention_mask)
+    mask = attention_mask * float(share.real)
+    tokens = mask[:, :, None]
+    pairs = mask[:, None, :, None] * mask[:, None, None, :]
+    hidden = sum(masked_mse(v, h, tokens, share.tokens) for v, h in zip(out.hidden_values, targets["hidden"]))
+    attention = sum(masked_mse(s, t, pairs, share.pairs) for s, t in zip(out.attention_scores, targets["scores"]))
+    hidden, attention = hidden * share.replicas, attention * share.replicas
+    return {"loss": config.hidden_weight * hidden + config.attention_weight * attention,
+            "hidden": hidden.detach(), "attention": attention.detach()}
+
+
+def spike_energy(rates: dict[str, Tensor], attention_mask: Tensor, model: StudentEnergy, time_steps: int,
+                 share: Share) -> Tensor:
+    """The energy of the spikes the rates stand for, relative to the teacher's on the global batch:
+    sum_examples accumulate_pj(T |a|) / teacher_pj. For rates of the T-step quantizer, T |a| is the
+    number of spikes a neuron needs at the least (the simulation adds the ones that cancel)."""
+    counts = {name: rate.abs() * time_steps for name, rate in rates.items()}
+    return model.accumulate_pj(counts, attention_mask).sum() * float(share.real) / max(share.teacher_pj, 1e-9) * share.replicas
+
+
+def _example_mean(per_example: Tensor, share: Share) -> Tensor:
+    """sum over this part's examples / the global number of examples, times the replicas."""
+    return per_example.sum() * float(share.real) / max(share.examples, 1.0) * share.replicas
+
+
+def _gold_per_example(logits: Tensor, labels: Tensor, regression: bool) -> Tensor:
+    labels = labels.to(logits.device)
+    if regression:
+        return (logits.view(-1).float() - labels.float()) ** 2
+    return F.cross_entropy(logits.float(), labels, reduction="none")
+
+
+def gold_loss(logits: Tensor, labels: Tensor, regression: bool, share: Share | None = None) -> Tensor:
+    """Cross-entropy with the gold labels (squared error with the gold score for regression),
+    averaged over the global batch."""
+    return _example_mean(_gold_per_example(logits, labels, regression), share or Share(float(len(logits)), 0.0, 0.0))
+
+
+def prediction_loss(logits: Tensor, teacher_logits: Tensor, labels: Tensor, regression: bool, config: RunConfig,
+                    share: Share | None = None) -> dict[str, Tensor]:
+    """tau^2 * CE(softmax(z_T / tau), softmax(z_S / tau)) + w_g * gold (squared errors for regression)."""
+    share = share or Share(float(len(logits)), 0.0, 0.0)
+    dtype = torch.promote_types(logits.dtype, torch.float32)
+    logits, teacher_logits = logits.to(dtype), teacher_logits.to(dtype)
+    if regression:
+        per_example = (logits.view(-1) - teacher_logits.view(-1)) ** 2
+    else:
+        tau = config.temperature
+        per_example = -(F.softmax(teacher_logits / tau, -1) * F.log_softmax(logits / tau, -1)).sum(-1) * tau**2
+    soft = _example_mean(per_example, share)
+    gold = gold_loss(logits, labels, regression, share)
+    return {"loss": soft + config.gold_weight * gold, "soft": soft.detach(), "gold": gold.detach()}

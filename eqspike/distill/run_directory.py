@@ -1,0 +1,168 @@
+"""The run directory: one owner for the files of a distillation run and the rules for them.
+
+    RUN/config.yaml     the resolved settings (a resumed run reads them back)
+    RUN/metrics.jsonl   one line per logged step and per dev evaluation
+    RUN/metrics.json    the final result (written last: its presence means the run finished)
+    RUN/checkpoint/     student.pt, optimizer.pt and state.json (written last) of the last step saved
+    RUN/student/        the best student so far, a from_pretrained folder (config.json written last)
+
+Every write replaces a file or folder in one rename (``eqspike.runtime.files``), so a crash leaves
+the previous version or the new one; ``claim(resume=True)`` repairs what a crash between two renames
+left. An existing run is never overwritten without ``overwrite``. Only the process that ``writes``
+(rank 0 under torchrun) touches the disk.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from eqspike.config import ConfigError, RunConfig, save_yaml
+from eqspike.runtime.files import atomic_directory, recover_directory, write_atomic
+
+CHECKPOINT = "checkpoint"
+STUDENT = "student"
+STATE = "state.json"
+
+
+class RunDirectoryError(ConfigError):
+    """The run directory cannot be used as asked."""
+
+
+class RunDirectory:
+    """The files of one run under ``root`` (see the module docstring)."""
+
+    def __init__(self, root: str | Path, writes: bool = True) -> None:
+        self.root = Path(root)
+        self.writes = writes
+        self.settings = self.root / "config.yaml"
+        self.log_file = self.root / "metrics.jsonl"
+        self.result_file = self.root / "metrics.json"
+        self.checkpoint = self.root / CHECKPOINT
+        self.student = self.root / STUDENT
+
+    # ------------------------------------------------------------------ what is there
+    @property
+    def finished(self) -> bool:
+        return self.result_file.is_file() and (self.student / "config.json").is_file()
+
+    @property
+    def has_checkpoint(self) -> bool:
+        return (self.checkpoint / STATE).is_file()
+
+    def require_student(self) -> None:
+        """Refuse a folder that is not a run directory with a student (evaluate, diagnose)."""
+        if not (self.student / "config.json").is_file() or not self.settings.is_file():
+            raise RunDirectoryError(f"{self.root} is not an eqspike run directory "
+                                    f"(expected {STUDENT}/config.json and config.yaml)")
+
+    def saved_settings(self) -> dict[str, Any]:
+        from eqspike.config import load_yaml
+
+        return load_yaml(self.settings)
+
+    def result(self) -> dict[str, Any] | None:
+        return json.loads(self.result_file.read_text()) if self.result_file.is_file() else None
+
+    # ------------------------------------------------------------------ starting
+    def claim(self, resume: bool, overwrite: bool, log=print) -> dict[str, Any] | None:
+        """Check the directory before anything is written. Resuming: repair what a crash left, trim
+        the log to the checkpoint, and return the checkpoint's state; otherwise None."""
+        if resume and overwrite:
+            raise RunDirectoryError("--resume and --overwrite contradict each other; pass one")
+        if resume:
+            if self.writes:
+                for name, marker in ((CHECKPOINT, STATE), (STUDENT, "config.json"), (self.result_file.name, None),
+                                     (self.settings.name, None)):
+                    for done in recover_directory(self.root / name, marker):
+                        log(f"resume: {done}")
+            return None
+        if self.root.exists() and any(self.root.iterdir()) and not overwrite:
+            raise RunDirectoryError(f"output directory {self.root} already exists; pass --resume to continue that run "
+                                    f"or --overwrite to replace it")
+        return None
+
+    def resume_state(self) -> dict[str, Any]:
+        """The checkpoint's state (after ``claim``); the log keeps the lines up to its step, as the
+        resumed run logs the steps after it again and a crash may have cut the last line short."""
+        state_file = self.checkpoint / STATE
+        if not state_file.is_file():
+            raise RunDirectoryError(f"cannot resume: {self.root} has no checkpoint ({state_file} is missing)")
+        try:
+            state = json.loads(state_file.read_text())
+            if not isinstance(state, dict) or not {"stage", "stage_step", "global_step"} <= set(state):
+                raise ValueError("it lacks stage, stage_step or global_step")
+        except (ValueError, UnicodeDecodeError) as error:
+            raise RunDirectoryError(f"cannot resume: {state_file} is corrupted ({str(error).splitlines()[0][:120]}); "
+                                    f"start the run again with --overwrite") from None
+        if self.writes and self.log_file.is_file():
+            kept = []
+            for line in self.log_file.read_text().splitlines():
+                try:
+                    record = json.loads(line)
+                except ValueError:
+                    continue
+                if record.get("step", 0) <= state["global_step"]:
+                    kept.append(line)
+            write_atomic(self.log_file, "".join(f"{line}\n" for line in kept))
+        return state
+
+    def start(self, config: RunConfig, resuming: bool) -> None:
+        """Create the directory (emptied first with ``overwrite``) and write the settings."""
+        if not self.writes:
+            return
+        if config.overwrite and self.root.exists() and not resuming:
+            shutil.rmtree(self.root)
+        self.root.mkdir(parents=True, exist_ok=True)
+        save_yaml(config, self.settings)
+
+    # ------------------------------------------------------------------ during the run
+    def log(self, record: dict[str, Any]) -> None:
+        if self.writes:
+            with self.log_file.open("a") as handle:
+                handle.write(json.dumps(record) + "\n")
+
+    def log_records(self) -> list[dict[str, Any]]:
+        return [json.loads(line) for line in self.log_file.read_text().splitlines()] if self.log_file.is_file() else []
+
+    def save_checkpoint(self, student_state: dict[str, Any], optimizer_state: dict[str, Any], state: dict[str, Any]) -> None:
+        if not self.writes:
+            return
+        with atomic_directory(self.checkpoint) as staging:
+            torch.save(student_state, staging / "student.pt")
+            torch.save(optimizer_state, staging / "optimizer.pt")
+            (staging / STATE).write_text(json.dumps(state, indent=2) + "\n")
+
+    def load_checkpoint(self, name: str, device: torch.device) -> dict[str, Any]:
+        """``student.pt`` or ``optimizer.pt``, refused by name when unreadable or not finite."""
+        path = self.checkpoint / name
+        try:
+            data = torch.load(path, map_location=device)
+        except Exception as error:  # a truncated or corrupted file: pickle, zip and EOF errors alike
+            raise RunDirectoryError(f"cannot resume: {path} is corrupted ({type(error).__name__}: "
+                                    f"{str(error).splitlines()[0][:120] if str(error) else 'unreadable'}); start the run "
+                                    f"again with --overwrite") from None
+        bad = [key for key, value in data.items() if torch.is_tensor(value) and value.is_floating_point()
+               and not torch.isfinite(value).all()]
+        if bad:
+            raise RunDirectoryError(f"cannot resume: {path} holds non-finite weights ({', '.join(bad[:3])}); "
+                                    f"start the run again with --overwrite")
+        return data
+
+    def checkpoint_step(self) -> int | None:
+        state_file = self.checkpoint / STATE
+        return json.loads(state_file.read_text())["global_step"] if state_file.is_file() else None
+
+    def save_student(self, student, tokenizer) -> None:
+        if self.writes:
+            with atomic_directory(self.student) as staging:
+                student.save_pretrained(staging, tokenizer)
+
+    def write_result(self, result: dict[str, Any]) -> None:
+        if self.writes:
+            write_atomic(self.result_file, json.dumps(result, indent=2) + "\n")
+

@@ -1,0 +1,154 @@
+"""TODO docstring"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+import torch
+from safetensors.torch import load_file, save_file
+from torch import Tensor, nn
+from eqspike.errors import EqspikeError
+
+
+CONFIG_NAME = "config.json"
+
+
+WEIGHTS_NAME = "model.safetensors"
+
+
+PROBLEM_TYPES = ("single_label_classification", "regression")
+
+
+@dataclass
+class EncoderShape:
+    """The BERT encoder shape a student shares with its teacher, its labels and its provenance."""
+
+    vocab_size: int = 30522
+    hidden_size: int = 768
+    num_hidden_layers: int = 4
+    num_attention_heads: int = 12
+    intermediate_size: int = 3072
+    max_position_embeddings: int = 512
+    type_vocab_size: int = 2
+    layer_norm_eps: float = 1e-12
+    pad_token_id: int = 0
+    num_labels: int = 2
+    problem_type: str = "single_label_classification"
+    id2label: dict[str, str] = field(default_factory=dict)
+    teacher: str | None = None
+    teacher_layers: list[int] = field(default_factory=list)
+    teacher_num_hidden_layers: int | None = None  # the teacher's depth (for its energy estimate)
+
+    @property
+    def head_size(self) -> int:
+        return self.hidden_size // self.num_attention_heads
+
+
+class SpikingBertEmbeddings(nn.Module):
+    """Word + position + token-type embeddings and LayerNorm, in full precision."""
+
+    def __init__(self, config: EncoderShape) -> None:
+        super().__init__()
+        self.word_embeddings = nn.Embedding(config.vocab_size, config.hidden_size, padding_idx=config.pad_token_id)
+        self.position_embeddings = nn.Embedding(config.max_position_embeddings, config.hidden_size)
+        self.token_type_embeddings = nn.Embedding(config.type_vocab_size, config.hidden_size)
+        self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+
+    def forward(self, input_ids: Tensor, token_type_ids: Tensor) -> Tensor:
+        positions = torch.arange(input_ids.shape[1], device=input_ids.device)
+        x = self.word_embeddings(input_ids) + self.position_embeddings(positions) + self.token_type_embeddings(token_type_ids)
+        return self.LayerNorm(x)
+
+
+def teacher_shape(teacher_config: Any, num_hidden_layers: int | None = None) -> dict[str, Any]:
+    """The student config fields a teacher's config fixes: its shape, labels and the layer map."""
+    t = teacher_config
+    layers = num_hidden_layers or t.num_hidden_layers
+    return dict(
+        vocab_size=t.vocab_size, hidden_size=t.hidden_size, num_hidden_layers=layers,
+        num_attention_heads=t.num_attention_heads, intermediate_size=t.intermediate_size,
+        max_position_embeddings=t.max_position_embeddings, type_vocab_size=t.type_vocab_size,
+        layer_norm_eps=t.layer_norm_eps, pad_token_id=t.pad_token_id if t.pad_token_id is not None else 0,
+        num_labels=t.num_labels, problem_type="regression" if t.num_labels == 1 else "single_label_classification",
+        id2label={str(k): v for k, v in (t.id2label or {}).items()},
+        teacher_layers=uniform_layer_map(t.num_hidden_layers, layers), teacher_num_hidden_layers=t.num_hidden_layers,
+    )
+
+
+@torch.no_grad()
+def copy_teacher_weights(student: nn.Module, teacher_model: nn.Module, modules: Mapping[str, Any]) -> None:
+    """Copy the teacher's embeddings, pooler, classifier and, into student block m, teacher layer
+    ``student.config.teacher_layers[m]``. ``modules`` maps each part of a block to a function that
+    returns the student's module for it (query, key, value, attention_output, attention_norm,
+    intermediate, output, output_norm)."""
+    bert = teacher_model.bert
+    student.embeddings.load_state_dict(bert.embeddings.state_dict(), strict=False)
+    for block, index in zip(student.blocks, student.config.teacher_layers):
+        layer = bert.encoder.layer[index - 1]
+        theirs = {
+            "query": layer.attention.self.query, "key": layer.attention.self.key, "value": layer.attention.self.value,
+            "attention_output": layer.attention.output.dense, "attention_norm": layer.attention.output.LayerNorm,
+            "intermediate": layer.intermediate.dense, "output": layer.output.dense, "output_norm": layer.output.LayerNorm,
+        }
+        for part, module in theirs.items():
+            mine = modules[part](block)
+            mine.weight.copy_(module.weight)
+            mine.bias.copy_(module.bias)
+    if bert.pooler is not None:
+        student.pooler.load_state_dict(bert.pooler.dense.state_dict())
+    student.classifier.load_state_dict(teacher_model.classifier.state_dict())
+
+
+class StudentFileError(EqspikeError):
+    """A saved student's files are missing, corrupted or not finite (the message names the file)."""
+
+
+def write_student_files(directory: str | Path, config: Mapping[str, Any], state: Mapping[str, Tensor],
+                        tokenizer: Any | None = None) -> None:
+    """model.safetensors, the tokenizer's files, and config.json last: a folder with config.json is a
+    complete student (what ``eqspike.training.recover_directory`` relies on after a crash)."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.detach().contiguous().cpu() for k, v in state.items()}, str(directory / WEIGHTS_NAME),
+              metadata={"format": "pt", "model_type": str(config["model_type"])})
+    if tokenizer is not None:
+        tokenizer.save_pretrained(str(directory))
+    (directory / CONFIG_NAME).write_text(json.dumps(dict(config), indent=2) + "\n")
+
+
+def read_student_files(directory: str | Path, model_type: str) -> tuple[dict[str, Any], dict[str, Tensor]]:
+    """config.json and model.safetensors of a saved student of ``model_type``; every problem is refused
+    with the file's name: missing, unreadable, of another kind, or holding non-finite weights."""
+    directory = Path(directory)
+    config_path, weights_path = directory / CONFIG_NAME, directory / WEIGHTS_NAME
+    if not config_path.is_file():
+        raise StudentFileError(f"{directory} is not a saved student: {CONFIG_NAME} is missing")
+    try:
+        data = json.loads(config_path.read_text())
+    except (ValueError, UnicodeDecodeError) as error:
+        raise StudentFileError(f"{config_path} is corrupted: {str(error).splitlines()[0][:120]}") from None
+    if not isinstance(data, dict) or data.get("model_type") != model_type:
+        kind = data.get("model_type") if isinstance(data, dict) else None
+        raise StudentFileError(f"{directory} is not a {model_type} student: model_type is {kind!r}")
+    if not weights_path.is_file():
+        raise StudentFileError(f"{directory} has no {WEIGHTS_NAME}")
+    try:
+        state = load_file(str(weights_path))
+    except Exception as error:  # safetensors raises its own error types for truncated or garbled files
+        raise StudentFileError(f"{weights_path} is corrupted ({type(error).__name__}: "
+                               f"{str(error).splitlines()[0][:120]})") from None
+    bad = [name for name, value in state.items() if value.is_floating_point() and not torch.isfinite(value).all()]
+    if bad:
+        raise StudentFileError(f"{weights_path} holds non-finite weights ({', '.join(bad[:3])}"
+                               f"{', ...' if len(bad) > 3 else ''}); it cannot be used")
+    return data, state
+
+
+def uniform_layer_map(teacher_layers: int, student_layers: int) -> list[int]:
+    """1-based teacher layer distilled into each student block: round((m+1) * L_T / M), m = 0..M-1."""
+    if student_layers > teacher_layers:
+        raise ValueError(f"the student has {student_layers} blocks but the teacher only {teacher_layers} layers")
+    return [round((m + 1) * teacher_layers / student_layers) for m in range(student_layers)]
