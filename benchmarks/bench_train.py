@@ -12,7 +12,7 @@ and tokens; the cost does not depend on the values). One training step = forward
   (b') eqspike_solve_T  the same student trained for deployment at T = 4 (--aware-steps): the rate map
                        applies the 4-step quantizer with straight-through gradients, thresholds trained
   (c) eqspike_simulate eqspike student, spiking simulation for T = 32, implicit backward
-  (d) reference        SpikingBERT's scheme (reference/spikingbert.md §3): a no-grad simulation for
+  (d) reference        SpikingBERT's scheme (docs/design.md §12): a no-grad simulation for
                        T = 100, then one surrogate pass per distilled quantity, each from the
                        embedding (5 hidden states + 4 attention maps), backward through them
   (e) spikelm_bptt     the SpikeLM baseline, backprop through time at T = 4

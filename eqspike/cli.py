@@ -22,7 +22,7 @@ from eqspike.distill.prepare import prepare_data
 from eqspike.distill.run_directory import RunDirectory
 from eqspike.distill.trainer import Distiller
 from eqspike.runtime.devices import resolve_device
-from eqspike.runtime.distributed import from_environment, shutdown
+from eqspike.runtime.distributed import from_environment
 from eqspike.students.spiking_bert import SpikingBertForSequenceClassification
 from eqspike.teacher.store import load_teacher, load_tokenizer
 from eqspike.errors import EqspikeError
@@ -55,10 +55,7 @@ def cmd_distill(args: argparse.Namespace) -> int:
                  if getattr(args, k, None) is None and k not in ("resume", "overwrite", "max_steps")}
     config = config_from_args(args, **fixed)
 
-    try:
-        Distiller(config, _log).run()
-    finally:
-        shutdown()  # leave the process group cleanly under torchrun
+    Distiller(config, _log).run()  # joins and leaves torchrun's process group itself
     return 0
 
 

@@ -1,4 +1,4 @@
-"""eqspike against the surrogate-gradient SpikeLM baseline, trained in the same harness (DESIGN.md §6).
+"""eqspike against the surrogate-gradient SpikeLM baseline, trained in the same harness (docs/design.md §9).
 
 Both students start from the same teacher layers, see the same data in the same order (same seed)
 and get the same epochs and losses (``spikelm_recipe="task"`` gives SpikeLM its own recipe). At each
@@ -31,6 +31,7 @@ from eqspike.students import load_student
 from eqspike.distill.prepare import prepare_data
 from eqspike.analysis.energy import StudentEnergy, spikelm_energy_pj
 from eqspike.evaluation import evaluate
+from eqspike.runtime.devices import resolve_device
 from eqspike.teacher.store import load_teacher
 
 ROW_KEYS = ("method", "time_steps", "score", "train_step_s", "peak_train_mem_mb", "firing_rate", "energy_pj")
@@ -50,14 +51,15 @@ def _train_or_load(config: RunConfig, log) -> RunDirectory:
 
 def _measure_training_step(config: RunConfig, run_dir: RunDirectory, teacher, data, indices: list[int], device,
                            repeats: int) -> tuple[float, float]:
-    """(seconds, peak MiB) of one training step of the run's student on the batch ``indices``."""
+    """(seconds, peak MiB) of one training step of the run's student on the batch ``indices``: the
+    trainer's own ``step`` (forward, losses, backward) in the stage that trains the most."""
     distiller = Distiller(config, log=lambda *_: None)
     student = load_student(run_dir.student).to(device).train()
-    stage = "prediction" if config.student_type == "spikelm" and config.spikelm_recipe == "task" else "intermediate"
-    layers = student.config.teacher_layers
+    distiller.attach(device, teacher, student.config.teacher_layers)
+    stage = distiller.stages(data)[1 if config.task_loss_only else 0]
 
     def step() -> None:
-        distiller.step(StageForward(student, stage), teacher, data, indices, layers, stage)
+        distiller.step(StageForward(student, stage.name), stage, data, indices)
 
     def clean() -> None:
         student.zero_grad(set_to_none=True)
@@ -91,7 +93,7 @@ def compare(config: RunConfig, time_steps: list[int], out_dir: str | Path, log=p
             log(f"compare: {method}" + (f" T={T}" if T else "") + f" diverged: {error}")
             diverged[run_config.output_dir] = str(error)
 
-    device = Distiller(config, log=lambda *_: None).device
+    device = resolve_device(config.device)
     data = prepare_data(config, log=lambda *_: None)
     teacher = load_teacher(config, data.task, device, data.splits, data.train, log=lambda *_: None)
     indices = batch_order(len(data.train), config.batch_size, config.seed, 0)[0]

@@ -152,6 +152,11 @@ class RunConfig:
         if self.task is not None:
             self.task = self.task.lower()
 
+    @property
+    def task_loss_only(self) -> bool:
+        """SpikeLM's own recipe: no distillation, the task loss alone."""
+        return self.student_type == "spikelm" and self.spikelm_recipe == "task"
+
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 

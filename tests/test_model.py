@@ -93,3 +93,25 @@ def test_save_and_load_round_trip(tmp_path):
     for block in loaded.blocks:
         for layer in (block.query, block.key, block.value, block.attention_output, block.intermediate, block.output):
             assert len(torch.unique(layer.effective_weight().detach())) <= 3
+
+
+def test_a_student_saved_by_eqspike_0_1_still_loads_and_computes_the_same():
+    """tests/data/student_v0_1 was written by eqspike 0.1.0 (flat solver keys, thresholds as buffers, the
+    truncating neuron). It loads, keeps its neuron, and gives the logits it gave then."""
+    import json
+    from pathlib import Path
+
+    from eqspike.students import load_student
+    from eqspike.teacher.store import load_tokenizer
+
+    folder = Path(__file__).parent / "data" / "student_v0_1"
+    expected = json.loads((folder.parent / "student_v0_1_logits.json").read_text())
+    student = load_student(folder)
+    assert student.config.rounding == "trunc" and student.config.equilibrium.max_iter == 30
+    assert student.config.equilibrium.forward == "solve" and not student.config.quantize_rates
+    batch = dict(load_tokenizer(folder)(expected["texts"], padding=True, return_tensors="pt"))
+    with torch.no_grad():
+        simulated = student(**batch, mode="simulate", time_steps=8).logits
+        solved = student(**batch, mode="solve").logits
+    assert torch.allclose(simulated, torch.tensor(expected["simulate_T8"]), atol=1e-6)
+    assert torch.allclose(solved, torch.tensor(expected["solve"]), atol=1e-6)

@@ -1,1 +1,2 @@
-"""TODO"""
+"""Reading a trained student: convergence diagnostics, energy, and benchmarking helpers.
+"""

@@ -1,4 +1,4 @@
-"""Convergence diagnostics and energy of a trained spiking student (DESIGN.md §5).
+"""Convergence diagnostics and energy of a trained spiking student (docs/design.md §10).
 
 For every batch the equilibrium a* is solved directly, and the spiking network is simulated once up
 to the largest T asked for. An observer reads the running rates a_hat(t) and spike counts at each

@@ -1,4 +1,4 @@
-"""Energy estimates from operation counts (DESIGN.md §5; 45 nm CMOS figures, Horowitz 2014):
+"""Energy estimates from operation counts (docs/design.md §7; 45 nm CMOS figures, Horowitz 2014):
 
     E_SNN = 0.9 pJ x accumulates + 4.6 pJ x multiply-accumulates that remain
     E_ANN = 4.6 pJ x the dense network's multiply-accumulates

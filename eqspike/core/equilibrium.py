@@ -1,5 +1,5 @@
 """Spiking equilibrium: the rate map Phi, its spiking simulation, and a layer that finds the fixed
-point and backpropagates by implicit differentiation (DESIGN.md §2-3).
+point and backpropagates by implicit differentiation (docs/design.md §2-3).
 
 A network is a list of named populations in topological order. Population l receives the ideal
 current F_l(rates of its inputs) and has the equilibrium rate

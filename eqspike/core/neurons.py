@@ -1,4 +1,4 @@
-"""Integrate-and-fire neuron populations with reset by subtraction (DESIGN.md §2).
+"""Integrate-and-fire neuron populations with reset by subtraction (docs/design.md §1-2).
 
 Per time step t = 1..T, for a population with input current I(t):
 

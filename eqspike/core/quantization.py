@@ -1,4 +1,4 @@
-"""1-bit and 1.58-bit weights with a straight-through estimator (DESIGN.md §4; BitNet-style).
+"""1-bit and 1.58-bit weights with a straight-through estimator (docs/design.md §4; BitNet-style).
 
     1-bit:    W_q = alpha * sign(W - mu),                   mu = mean(W), alpha = mean|W - mu|
     1.58-bit: W_q = gamma * clip(round(W / gamma), -1, 1),  gamma = mean|W|

@@ -1,1 +1,2 @@
-"""TODO"""
+"""Distillation: the losses, the data preparation, the run directory and the trainer.
+"""

@@ -1,4 +1,14 @@
-"""TODO docstring"""
+"""Layerwise distillation of a BERT teacher into the spiking student (docs/design.md §6).
+
+Stage 1, intermediate layers:  L = w_h * sum_m MSE(v_m, H_T[k(m)]) + w_a * sum_m MSE(S_m, S_T[k(m)])
+    v_m: decoded values of the student's embeddings (m = 0) and block outputs at equilibrium;
+    S_m: pre-softmax attention scores; k(m): the uniform layer map. Pad tokens (and pairs with a pad)
+    are masked out of every term.
+Stage 2, prediction layer:     L = tau^2 * CE(softmax(z_T / tau), softmax(z_S / tau)) + w_g * CE(z_S, y)
+    (MSE to the teacher's output, and to the gold score, for regression).
+
+Every loss is a mean over the global batch of a step, however the batch is cut (``Share``).
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,6 @@
-"""TODO docstring"""
+"""The task's data prepared for a run: loaded and checked with the teacher before any work, subsampled
+(seeded), tokenised with the teacher's tokenizer.
+"""
 
 from __future__ import annotations
 

@@ -1,1 +1,2 @@
-"""TODO"""
+"""What a run needs around the model: devices, torchrun, the Hub, safe files, progress, optimisers.
+"""

@@ -1,4 +1,5 @@
-"""TODO docstring"""
+"""Devices, bf16 autocast and seeds.
+"""
 
 from __future__ import annotations
 

@@ -16,7 +16,8 @@ counterpart for the batches of ``batch_order``.
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 import torch
@@ -103,6 +104,21 @@ def initialise(device_name: str) -> tuple[Sharding, torch.device]:
 def shutdown() -> None:
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
+
+
+@contextmanager
+def process_group(device_name: str) -> Iterator[tuple[Sharding, torch.device]]:
+    """Join torchrun's process group for the ``with`` block (one process: nothing to join) and leave
+    it cleanly. On a normal exit the ranks first meet at a barrier, so that no rank tears the group
+    down while another still talks to it (gloo aborts the process then)."""
+    sharding, device = initialise(device_name)
+    try:
+        yield sharding, device
+    except BaseException:
+        shutdown()
+        raise
+    sharding.barrier()
+    shutdown()
 
 
 def shard(indices: Sequence[int], sharding: Sharding, micro_batches: int = 1) -> list[tuple[list[int], bool]]:

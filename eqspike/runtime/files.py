@@ -1,4 +1,6 @@
-"""TODO docstring"""
+"""Files written so that a crash never leaves half of one: atomic directories and files, the repair of
+what a crash between two renames leaves, and a full disk reported as such.
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""TODO docstring"""
+"""The optimiser and learning-rate schedule shared by teacher fine-tuning and distillation.
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""TODO docstring"""
+"""Progress: bars on a terminal, log lines in a log file.
+"""
 
 from __future__ import annotations
 

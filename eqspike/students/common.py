@@ -1,6 +1,11 @@
-"""TODO docstring"""
+"""What both students share: the encoder shape a student takes from its teacher, the embeddings, the
+teacher initialisation (every k-th layer), and the saved-student files (model.safetensors, the
+tokenizer, config.json last), refused by name when missing, corrupted or not finite.
+"""
 
 from __future__ import annotations
+
+import math
 
 import json
 from collections.abc import Mapping
@@ -100,6 +105,35 @@ def copy_teacher_weights(student: nn.Module, teacher_model: nn.Module, modules: 
     if bert.pooler is not None:
         student.pooler.load_state_dict(bert.pooler.dense.state_dict())
     student.classifier.load_state_dict(teacher_model.classifier.state_dict())
+
+
+# ---------------------------------------------------------------------------- attention, as in BERT
+def split_heads(x: Tensor, heads: int) -> Tensor:
+    """(..., L, H) -> (..., heads, L, H / heads)."""
+    return x.view(*x.shape[:-1], heads, x.shape[-1] // heads).transpose(-3, -2)
+
+
+def merge_heads(x: Tensor) -> Tensor:
+    """(..., heads, L, size) -> (..., L, heads * size)."""
+    x = x.transpose(-3, -2)
+    return x.reshape(*x.shape[:-2], x.shape[-2] * x.shape[-1])
+
+
+def attention_scores(q: Tensor, k: Tensor, heads: int) -> Tensor:
+    """Scaled dot-product scores per head, Q K^T / sqrt(d): (..., L, H) x 2 -> (..., heads, L, L)."""
+    return split_heads(q, heads) @ split_heads(k, heads).transpose(-1, -2) / math.sqrt(q.shape[-1] // heads)
+
+
+def key_padding_mask(attention_mask: Tensor, dtype: torch.dtype) -> Tensor:
+    """The additive mask that keeps softmax off pad keys: 0 for real tokens, the dtype's min for pads,
+    shaped (B, 1, 1, L) to broadcast over heads and queries."""
+    mask = torch.zeros(attention_mask.shape, dtype=dtype, device=attention_mask.device)
+    return mask.masked_fill(attention_mask == 0, torch.finfo(dtype).min)[:, None, None, :]
+
+
+def classification_head(pooler: nn.Linear, classifier: nn.Linear, last_values: Tensor) -> Tensor:
+    """BERT's head: logits from the [CLS] value of the last block (dense + tanh pooler, then the classifier)."""
+    return classifier(torch.tanh(pooler(last_values[:, 0])))
 
 
 class StudentFileError(EqspikeError):

@@ -1,5 +1,5 @@
 """The surrogate-gradient baseline: a SpikeLM student (Xing et al., ICML 2024) of the same encoder shape
-as eqspike's, trained by backprop through time (DESIGN.md §6; reference/spikelm.md §1).
+as eqspike's, trained by backprop through time (docs/design.md §9).
 
 Elastic bi-spiking neuron (ternary spikes of amplitude alpha):
 
@@ -20,14 +20,17 @@ embedding is repeated over T and every block's output is averaged over T (rate d
 from __future__ import annotations
 
 import dataclasses
-import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
-from eqspike.students.common import EncoderShape, SpikingBertEmbeddings, copy_teacher_weights, read_student_files, teacher_shape, write_student_files
+from eqspike.analysis.energy import ACCUMULATE_PJ, spikelm_energy_pj
+from eqspike.students.common import (EncoderShape, SpikingBertEmbeddings, attention_scores, classification_head,
+                                     copy_teacher_weights, key_padding_mask, merge_heads, read_student_files, split_heads,
+                                     teacher_shape, write_student_files)
 from eqspike.errors import check_choice, check_int_at_least
 
 
@@ -159,7 +162,7 @@ class SpikeLMForSequenceClassification(nn.Module):
         self.classifier = nn.Linear(config.hidden_size, config.num_labels)
 
     def head(self, last_values: Tensor) -> Tensor:
-        return self.classifier(torch.tanh(self.pooler(last_values[:, 0])))
+        return classification_head(self.pooler, self.classifier, last_values)
 
     def forward(self, input_ids: Tensor, attention_mask: Tensor | None = None, token_type_ids: Tensor | None = None,
                 mode: str | None = None, time_steps: int | None = None, output_attention_scores: bool = False,
@@ -173,25 +176,21 @@ class SpikeLMForSequenceClassification(nn.Module):
             attention_mask = torch.ones_like(input_ids)
         if token_type_ids is None:
             token_type_ids = torch.zeros_like(input_ids)
-        T, heads, size = cfg.time_steps, cfg.num_attention_heads, cfg.head_size
+        T, heads = cfg.time_steps, cfg.num_attention_heads
         mask = attention_mask[:, :, None].to(torch.float32)
-        key_mask = torch.zeros(attention_mask.shape, dtype=torch.float32, device=input_ids.device)
-        key_mask = key_mask.masked_fill(attention_mask == 0, torch.finfo(torch.float32).min)[:, None, None, :]
+        key_mask = key_padding_mask(attention_mask, torch.float32)
         embedded = self.embeddings(input_ids, token_type_ids)
         x = embedded.unsqueeze(0).expand(T, *embedded.shape)
         hidden_values, scores = [embedded], []
-
-        def split(z: Tensor) -> Tensor:  # (T, B, L, H) -> (T, B, heads, L, size)
-            return z.view(*z.shape[:3], heads, size).transpose(2, 3)
 
         for block in self.blocks:
             q = block.query(x, mask)
             k = torch.stack([block.key_spikes(kt, t, mask) for t, kt in enumerate(block.key(x, mask))])
             v = torch.stack([block.value_spikes(vt, t, mask) for t, vt in enumerate(block.value(x, mask))])
-            s = split(q) @ split(k).transpose(-1, -2) / math.sqrt(size)
+            s = attention_scores(q, k, heads)
             if output_attention_scores:
                 scores.append(s.mean(0))
-            context = (torch.softmax(s + key_mask, dim=-1) @ split(v)).transpose(2, 3).reshape(x.shape)
+            context = merge_heads(torch.softmax(s + key_mask, dim=-1) @ split_heads(v, heads))
             attended = block.attention_norm(block.attention_output(context, mask) + x)
             x = block.output_norm(block.output(F.gelu(block.intermediate(attended, mask)), mask) + attended)
             hidden_values.append(x.mean(0))
@@ -222,6 +221,29 @@ class SpikeLMForSequenceClassification(nn.Module):
                 fan = cfg.intermediate_size if part == "attention_output" else cfg.hidden_size
                 accumulates += module.spikes * fan
         return (spikes / steps if steps else 0.0), accumulates
+
+    # ------------------------------------------------------------------ in a distillation run
+    @classmethod
+    def for_run(cls, teacher_model: nn.Module, config: Any) -> SpikeLMForSequenceClassification:
+        """The baseline a RunConfig asks for, initialised from ``teacher_model`` like the eqspike student."""
+        torch.manual_seed(config.seed)
+        return cls.from_teacher(teacher_model, config.student_layers, time_steps=config.spikelm_time_steps,
+                                reset=config.spikelm_reset, teacher=config.teacher)
+
+    def prepare(self, calibration: list[Mapping[str, Tensor]], first_batch: Mapping[str, Tensor]) -> None:
+        """Before training: alpha_t = 2 mean|u_t| of the first training batch (the same on every rank)."""
+        with torch.no_grad():
+            self(**{k: first_batch[k] for k in ("input_ids", "attention_mask", "token_type_ids")})
+
+    def spiking_run(self, batch: Mapping[str, Tensor], time_steps: int) -> tuple[Tensor, float, float]:
+        """Its logits at its own T, the energy of its spikes and of what stays dense (pJ, summed)."""
+        self.count_spikes(True)
+        logits = self(**batch).logits
+        accumulates = self.spike_statistics()[1]
+        self.count_spikes(False)
+        lengths = batch["attention_mask"].sum(1).tolist()
+        spikes = ACCUMULATE_PJ * accumulates
+        return logits, spikes, spikelm_energy_pj(self.config, accumulates, lengths, self.config.time_steps) - spikes
 
     # ------------------------------------------------------------------ construction and persistence
     @classmethod

@@ -1,21 +1,50 @@
-"""TODO docstring"""
+"""The spiking BERT student (docs/design.md §4).
+
+Every tensor that crosses a block boundary is carried by a population of signed IF neurons. A
+population has one threshold per neuron, theta, and its spikes have amplitude theta: its decoded
+value is v = theta * a, where a is the average spike rate. At equilibrium
+
+    a = clamp(F(v_upstream) / theta, -1, 1),   i.e.  v = clamp(F(v_upstream), -theta, theta),
+
+so v is the ANN activation F clipped at +-theta. The thresholds are calibrated from the network's own
+activations (threshold balancing, ``calibrate_thresholds``) so that little is clipped.
+
+Populations per block, with v_in the block's input population:
+
+    key       = W_K v_in + b_K                         (spiking K)
+    value     = W_V v_in + b_V                         (spiking V)
+    context   = softmax((W_Q v_in + b_Q) v_key^T / sqrt(d) + mask) v_value
+                                                       (Q real-valued; QK^T and PV accumulate over spikes)
+    attention_output = LayerNorm(W_O v_context + b_O + v_in)
+    intermediate     = GELU(W_1 v_attention_output + b_1)
+    output           = LayerNorm(W_2 v_intermediate + b_2 + v_attention_output)
+
+The embeddings (word + position + type, LayerNorm) drive the first population with a constant current
+(plus W_fb v_output of the last block with the optional feedback edge). The classifier reads the [CLS]
+value of the last block through BERT's pooler. Non-spiking operations act on rate-domain values, and
+the simulation drives each population with the increment of its cumulative ideal current, so the
+spiking network converges to this map as T grows (``eqspike.equilibrium``).
+"""
 
 from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
-from eqspike.core.equilibrium import EquilibriumConfig, EquilibriumLayer, EquilibriumStats, FORWARD_MODES, Population, RateMap, SOLVERS
+from eqspike.core.equilibrium import EquilibriumConfig, EquilibriumLayer, EquilibriumStats, Population, RateMap
+from eqspike.analysis.energy import StudentEnergy
 from eqspike.core.neurons import ROUNDINGS, NeuronConfig, time_step_rate
 from eqspike.core.quantization import QuantLinear, parse_weight_bits
 from eqspike.errors import check_choice, check_in_interval, check_int_at_least, check_positive
-from eqspike.students.common import EncoderShape, PROBLEM_TYPES, SpikingBertEmbeddings, StudentFileError, copy_teacher_weights, read_student_files, teacher_shape, write_student_files
+from eqspike.students.common import (PROBLEM_TYPES, EncoderShape, SpikingBertEmbeddings, StudentFileError, attention_scores,
+                                     classification_head, copy_teacher_weights, key_padding_mask, merge_heads,
+                                     read_student_files, split_heads, teacher_shape, write_student_files)
 
 
 MODEL_TYPE = "eqspike-spiking-bert"
@@ -40,13 +69,8 @@ class SpikingBertConfig(EncoderShape):
     hysteresis: float = 0.0  # a reversal (+1 after -1, or -1 after +1) needs the membrane past (1/2 + h) theta
     quantize_rates: bool = False  # 'solve' applies the T-step quantizer Q_T at time_steps (trained for T) instead of clamp
     feedback: bool = False
-    forward_mode: str = "solve"
-    solver: str = "anderson"
-    max_iter: int = 30
-    tol: float = 1e-4
-    backward_solver: str = "fixed_point_iter"
-    backward_max_iter: int = 30
-    backward_tol: float = 1e-5
+    # how the equilibrium is found and differentiated; its time_steps is always the student's
+    equilibrium: EquilibriumConfig = field(default_factory=lambda: EquilibriumConfig(track_residual=False))
     weight_bits: float = 32
     threshold_quantile: float = 0.999
 
@@ -61,27 +85,13 @@ class SpikingBertConfig(EncoderShape):
         check_choice("problem_type", self.problem_type, PROBLEM_TYPES)
         check_choice("rounding", self.rounding, ROUNDINGS)
         NeuronConfig(signed=self.signed, rounding=self.rounding, hysteresis=self.hysteresis)  # validates them together
-        check_choice("forward_mode", self.forward_mode, FORWARD_MODES)
-        check_choice("solver", self.solver, SOLVERS)
-        check_choice("backward_solver", self.backward_solver, SOLVERS)
+        if isinstance(self.equilibrium, Mapping):
+            self.equilibrium = EquilibriumConfig(**self.equilibrium)
+        self.equilibrium = dataclasses.replace(self.equilibrium, time_steps=self.time_steps)
         check_positive("layer_norm_eps", self.layer_norm_eps)
         check_in_interval("threshold_quantile", self.threshold_quantile, 0.0, 1.0)
         self.weight_bits = parse_weight_bits(self.weight_bits)
         self.id2label = {str(k): str(v) for k, v in self.id2label.items()}
-        self.equilibrium_config()  # validates the solver settings
-
-    def equilibrium_config(self) -> EquilibriumConfig:
-        return EquilibriumConfig(
-            forward=self.forward_mode,
-            time_steps=self.time_steps,
-            solver=self.solver,
-            max_iter=self.max_iter,
-            tol=self.tol,
-            backward_solver=self.backward_solver,
-            backward_max_iter=self.backward_max_iter,
-            backward_tol=self.backward_tol,
-            track_residual=False,
-        )
 
     def to_dict(self) -> dict[str, Any]:
         return {"model_type": MODEL_TYPE, **dataclasses.asdict(self)}
@@ -93,11 +103,20 @@ class SpikingBertConfig(EncoderShape):
         if model_type != MODEL_TYPE:
             raise ValueError(f"model_type={model_type!r} is not an eqspike student (expected {MODEL_TYPE!r})")
         data.setdefault("rounding", "trunc")  # students saved before the rounding neuron keep their neuron
+        legacy = {key: data.pop(old) for old, key in LEGACY_EQUILIBRIUM_KEYS.items() if old in data}
+        if legacy:  # saved before the equilibrium settings were one EquilibriumConfig
+            data["equilibrium"] = {"track_residual": False, **legacy, **dict(data.get("equilibrium") or {})}
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
             raise ValueError(f"unknown student config keys: {unknown}")
         return cls(**data)
+
+
+# the flat keys of students saved before 0.2 -> fields of their EquilibriumConfig
+LEGACY_EQUILIBRIUM_KEYS = {"forward_mode": "forward", "solver": "solver", "max_iter": "max_iter", "tol": "tol",
+                           "backward_solver": "backward_solver", "backward_max_iter": "backward_max_iter",
+                           "backward_tol": "backward_tol"}
 
 
 @dataclass
@@ -121,6 +140,7 @@ class SpikingBertBlock(nn.Module):
     def __init__(self, config: SpikingBertConfig) -> None:
         super().__init__()
         h, i, bits = config.hidden_size, config.intermediate_size, config.weight_bits
+        self.heads = config.num_attention_heads
         self.query = QuantLinear(h, h, weight_bits=bits)
         self.key = QuantLinear(h, h, weight_bits=bits)
         self.value = QuantLinear(h, h, weight_bits=bits)
@@ -134,6 +154,44 @@ class SpikingBertBlock(nn.Module):
 
     def threshold(self, population: str) -> Tensor:
         return getattr(self, f"threshold_{population}")
+
+    def scores(self, v_in: Tensor, v_key: Tensor) -> Tensor:
+        """Q K^T / sqrt(d) per head, Q = W_Q v_in + b_Q (real-valued; K a spiking population's value)."""
+        return attention_scores(self.query(v_in), v_key, self.heads)
+
+    def populations(self, prefix: str, source: str, value: Callable[[str, Tensor], Tensor], theta: dict[str, Tensor],
+                    key_mask: Tensor) -> list[Population]:
+        """The block's six populations (names ``prefix + part``) reading the input population ``source``;
+        each current is divided by its population's thresholds ``theta`` (rates are currents / theta),
+        and ``value(name, rate)`` decodes an upstream population (v = theta a). See the module docstring."""
+        n = lambda part: prefix + part  # noqa: E731
+
+        def context(a_in: Tensor, a_key: Tensor, a_value: Tensor) -> Tensor:
+            scores = self.scores(value(source, a_in), value(n("key"), a_key)) + key_mask
+            mixed = torch.softmax(scores, dim=-1) @ split_heads(value(n("value"), a_value), self.heads)
+            return merge_heads(mixed) / theta[n("context")]
+
+        return [
+            Population(n("key"), (source,), lambda a: self.key(value(source, a)) / theta[n("key")]),
+            Population(n("value"), (source,), lambda a: self.value(value(source, a)) / theta[n("value")]),
+            Population(n("context"), (source, n("key"), n("value")), context),
+            Population(
+                n("attention_output"), (n("context"), source),
+                lambda a_ctx, a_in: self.attention_norm(
+                    self.attention_output(value(n("context"), a_ctx)) + value(source, a_in)
+                ) / theta[n("attention_output")],
+            ),
+            Population(
+                n("intermediate"), (n("attention_output"),),
+                lambda a: F.gelu(self.intermediate(value(n("attention_output"), a))) / theta[n("intermediate")],
+            ),
+            Population(
+                n("output"), (n("intermediate"), n("attention_output")),
+                lambda a_int, a_att: self.output_norm(
+                    self.output(value(n("intermediate"), a_int)) + value(n("attention_output"), a_att)
+                ) / theta[n("output")],
+            ),
+        ]
 
 
 class SpikingBertForSequenceClassification(nn.Module):
@@ -153,7 +211,7 @@ class SpikingBertForSequenceClassification(nn.Module):
             nn.init.zeros_(self.feedback.weight)  # starts as the feed-forward network; trained from there
         self.pooler = nn.Linear(config.hidden_size, config.hidden_size)
         self.classifier = nn.Linear(config.hidden_size, config.num_labels)
-        self.equilibrium = EquilibriumLayer(config.equilibrium_config())
+        self.equilibrium = EquilibriumLayer(config.equilibrium)
         self.neuron = NeuronConfig(threshold=1.0, signed=config.signed, rounding=config.rounding, hysteresis=config.hysteresis)
         self.apply(self._init_weights)
 
@@ -193,8 +251,7 @@ class SpikingBertForSequenceClassification(nn.Module):
         ``time_steps``: None for the exact equilibrium rates, T for the T-step quantizer Q_T."""
         cfg = self.config
         embedded = self.embeddings(input_ids, token_type_ids)
-        key_mask = torch.zeros(attention_mask.shape, dtype=embedded.dtype, device=embedded.device)
-        key_mask = key_mask.masked_fill(attention_mask == 0, torch.finfo(embedded.dtype).min)[:, None, None, :]
+        key_mask = key_padding_mask(attention_mask, embedded.dtype)
         last = f"block{cfg.num_hidden_layers - 1}.output"
         theta = self.thresholds()
 
@@ -214,50 +271,9 @@ class SpikingBertForSequenceClassification(nn.Module):
 
         source = "embeddings"
         for m, block in enumerate(self.blocks):
-            populations += self._block_populations(m, block, source, value, theta, key_mask)
+            populations += block.populations(f"block{m}.", source, value, theta, key_mask)
             source = f"block{m}.output"
         return RateMap(populations, self.neuron, initial_state, time_steps)
-
-    def _block_populations(self, m, block, source, value, theta, key_mask) -> list[Population]:
-        n = lambda population: f"block{m}.{population}"  # noqa: E731
-        heads, size = self.config.num_attention_heads, self.config.head_size
-
-        def split_heads(x: Tensor) -> Tensor:  # (B, L, H) -> (B, heads, L, size)
-            return x.view(x.shape[0], x.shape[1], heads, size).transpose(1, 2)
-
-        def context(a_in: Tensor, a_key: Tensor, a_value: Tensor) -> Tensor:
-            scores = self._scores(block, value(source, a_in), value(n("key"), a_key)) + key_mask
-            mixed = torch.softmax(scores, dim=-1) @ split_heads(value(n("value"), a_value))
-            return mixed.transpose(1, 2).reshape(a_in.shape) / theta[n("context")]
-
-        return [
-            Population(n("key"), (source,), lambda a: block.key(value(source, a)) / theta[n("key")]),
-            Population(n("value"), (source,), lambda a: block.value(value(source, a)) / theta[n("value")]),
-            Population(n("context"), (source, n("key"), n("value")), context),
-            Population(
-                n("attention_output"), (n("context"), source),
-                lambda a_ctx, a_in: block.attention_norm(
-                    block.attention_output(value(n("context"), a_ctx)) + value(source, a_in)
-                ) / theta[n("attention_output")],
-            ),
-            Population(
-                n("intermediate"), (n("attention_output"),),
-                lambda a: F.gelu(block.intermediate(value(n("attention_output"), a))) / theta[n("intermediate")],
-            ),
-            Population(
-                n("output"), (n("intermediate"), n("attention_output")),
-                lambda a_int, a_att: block.output_norm(
-                    block.output(value(n("intermediate"), a_int)) + value(n("attention_output"), a_att)
-                ) / theta[n("output")],
-            ),
-        ]
-
-    def _scores(self, block: SpikingBertBlock, v_in: Tensor, v_key: Tensor) -> Tensor:
-        """Scaled dot-product scores Q K^T / sqrt(d) per head, Q = W_Q v_in + b_Q (real-valued)."""
-        heads, size = self.config.num_attention_heads, self.config.head_size
-        q = block.query(v_in).view(*v_in.shape[:2], heads, size).transpose(1, 2)
-        k = v_key.view(*v_key.shape[:2], heads, size).transpose(1, 2)
-        return q @ k.transpose(-1, -2) / math.sqrt(size)
 
     # ------------------------------------------------------------------ forward
     def forward(
@@ -280,7 +296,7 @@ class SpikingBertForSequenceClassification(nn.Module):
         if token_type_ids is None:
             token_type_ids = torch.zeros_like(input_ids)
         solve_steps = None
-        if self.config.quantize_rates and (mode or self.config.forward_mode) == "solve":
+        if self.config.quantize_rates and (mode or self.config.equilibrium.forward) == "solve":
             solve_steps = time_steps or self.config.time_steps
         rate_map = self.rate_map(input_ids, attention_mask, token_type_ids, solve_steps)
         out = self.equilibrium(rate_map, mode=mode, time_steps=time_steps, record_trajectory=record_trajectory,
@@ -295,7 +311,7 @@ class SpikingBertForSequenceClassification(nn.Module):
             for m, block in enumerate(self.blocks):
                 v_in = self.population_values(source, rates[source])
                 v_key = self.population_values(f"block{m}.key", rates[f"block{m}.key"])
-                scores.append(self._scores(block, v_in, v_key))
+                scores.append(block.scores(v_in, v_key))
                 source = f"block{m}.output"
         return SpikingBertOutput(
             logits=logits,
@@ -310,7 +326,7 @@ class SpikingBertForSequenceClassification(nn.Module):
     def head(self, last_values: Tensor) -> Tensor:
         """Logits from the decoded values of the last block's output population: BERT's pooler
         (dense + tanh on [CLS]) and the classifier, in full precision."""
-        return self.classifier(torch.tanh(self.pooler(last_values[:, 0])))
+        return classification_head(self.pooler, self.classifier, last_values)
 
     def population_values(self, name: str, rate: Tensor) -> Tensor:
         """Decoded value v = theta * a of a population's rates."""
@@ -351,6 +367,42 @@ class SpikingBertForSequenceClassification(nn.Module):
                 theta = _best_quantizer_thresholds(values, theta, self.neuron, time_steps).clamp_min(floor)
             self.threshold(name).copy_(theta)
 
+    # ------------------------------------------------------------------ in a distillation run
+    @classmethod
+    def for_run(cls, teacher_model: nn.Module, config: Any) -> SpikingBertForSequenceClassification:
+        """The student a RunConfig asks for, initialised from ``teacher_model`` (its every k-th layer,
+        or at random with student_init='random')."""
+        c = config
+        student = cls.from_teacher(
+            teacher_model, c.student_layers, time_steps=c.time_steps, signed=c.signed, rounding=c.rounding,
+            hysteresis=c.hysteresis, quantize_rates=c.train_for == "time_steps", feedback=c.feedback,
+            weight_bits=c.weight_bits, threshold_quantile=c.threshold_quantile, teacher=c.teacher,
+            equilibrium=EquilibriumConfig(forward=c.train_forward, solver=c.solver, track_residual=False))
+        if c.student_init == "random":
+            torch.manual_seed(c.seed)
+            student = cls(student.config)
+        return student
+
+    def prepare(self, calibration: list[Mapping[str, Tensor]], first_batch: Mapping[str, Tensor]) -> None:
+        """Before training: thresholds calibrated on the ``calibration`` batches (for the T-step quantizer
+        when trained for T, and then trained too)."""
+        self.calibrate_thresholds(calibration, time_steps=self.config.time_steps if self.config.quantize_rates else None)
+        self.train_thresholds(self.config.quantize_rates)
+
+    def spiking_run(self, batch: Mapping[str, Tensor], time_steps: int) -> tuple[Tensor, float, float]:
+        """The network run for T steps on ``batch``: its logits, the energy of the spikes it fired (pJ,
+        counted at their targets) and of what stays dense (pJ), summed over the batch."""
+        out = self(**batch, mode="simulate", time_steps=time_steps, count_spikes=True)
+        energy, mask = StudentEnergy.of(self.config), batch["attention_mask"]
+        dense = sum(energy.dense_pj(n, time_steps) for n in mask.sum(1).tolist())
+        return out.logits, float(energy.accumulate_pj(out.spike_counts, mask).sum()), dense
+
+    def rate_spike_pj(self, batch: Mapping[str, Tensor], time_steps: int) -> float:
+        """The spikes' energy estimated from the T-step quantized rates, T |a| spikes a neuron (pJ)."""
+        rates = self(**batch, mode="solve", time_steps=time_steps).rates
+        counts = {name: rate.abs() * time_steps for name, rate in rates.items()}
+        return float(StudentEnergy.of(self.config).accumulate_pj(counts, batch["attention_mask"]).sum())
+
     # ------------------------------------------------------------------ persistence
     def save_pretrained(self, directory: str | Path, tokenizer: Any | None = None) -> None:
         """Write model.safetensors (+ the tokenizer's files) and config.json into ``directory``."""
@@ -359,7 +411,7 @@ class SpikingBertForSequenceClassification(nn.Module):
     @classmethod
     def from_pretrained(cls, directory: str | Path, **overrides: Any) -> SpikingBertForSequenceClassification:
         """Load a student saved by ``save_pretrained``; ``overrides`` replace config fields
-        (e.g. ``time_steps``, ``forward_mode``). Returned in eval mode, like transformers."""
+        (e.g. ``time_steps``, ``hysteresis``). Returned in eval mode, like transformers."""
         data, state = read_student_files(directory, MODEL_TYPE)
         try:
             config = SpikingBertConfig.from_dict({**data, **overrides})

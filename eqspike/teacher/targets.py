@@ -1,10 +1,16 @@
-"""TODO docstring"""
+"""The teacher's targets for distillation: logits, hidden states and pre-softmax attention scores,
+computed live (``live_targets``) or read from the cache (``cached_targets``) behind one interface: a
+function of the batch.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 import torch
 from torch import nn
+
+from eqspike.students.common import attention_scores
 
 
 @torch.no_grad()
@@ -23,8 +29,18 @@ def teacher_targets(teacher: nn.Module, batch: dict[str, torch.Tensor], layers: 
     for index in layers:
         attention = teacher.bert.encoder.layer[index - 1].attention.self
         h = hidden[index - 1]
-        size = h.shape[-1] // heads
-        q = attention.query(h).view(*h.shape[:2], heads, size).transpose(1, 2)
-        k = attention.key(h).view(*h.shape[:2], heads, size).transpose(1, 2)
-        scores.append(q @ k.transpose(-1, -2) / size**0.5)
+        scores.append(attention_scores(attention.query(h), attention.key(h), heads))
     return {"logits": out.logits, "hidden": [hidden[0]] + [hidden[i] for i in layers], "scores": scores}
+
+
+TargetsFn = Callable[[dict[str, torch.Tensor]], dict[str, Any]]
+
+
+def live_targets(teacher: nn.Module, layers: list[int]) -> TargetsFn:
+    """The teacher run on every batch (no gradient)."""
+    return lambda batch: teacher_targets(teacher, batch, layers)
+
+
+def cached_targets(cache: Any, device: torch.device) -> TargetsFn:
+    """The same targets read back from a ``TeacherCache`` by the batch's example indices."""
+    return lambda batch: cache.targets(batch["index"].tolist(), batch["input_ids"].shape[1], device)

@@ -1,0 +1,46 @@
+"""Scoring a student as it is deployed: the spiking network run for T steps on the dev set, its metric
+and its energy per example relative to the teacher's, from the spikes it fires (docs/design.md §5, §7).
+Under torchrun each rank runs every N-th batch and the sums are gathered.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from torch import Tensor
+
+from eqspike.analysis.energy import StudentEnergy
+from eqspike.distill.prepare import Prepared
+from eqspike.evaluation import evaluate
+from eqspike.runtime.distributed import Sharding
+
+
+@dataclass
+class SpikingScore:
+    metrics: dict[str, float]
+    energy_ratio: float  # energy per example / the teacher's
+    spike_factor: float | None = None  # the spikes' energy / the estimate from the quantized rates
+
+
+def score_spiking(student, data: Prepared, time_steps: int, batch_size: int, device, sharding: Sharding = Sharding(),
+                  spike_factor: bool = False, desc: str = "spiking") -> SpikingScore:
+    """Dev metrics of ``student`` run as a spiking network for T steps (every dev split), and its energy
+    per example relative to the teacher's (``student.spiking_run``). ``spike_factor``: also the
+    ratio of the spikes' energy to the estimate from the T-step quantized rates, T |a| spikes a
+    neuron (the simulation adds spikes that cancel); an energy budget uses it."""
+    teacher = StudentEnergy.of(student.config)
+    spent = {"spikes": 0.0, "dense": 0.0, "teacher": 0.0, "rates": 0.0}
+
+    def logits(batch: dict[str, Tensor]) -> Tensor:
+        out, spikes, dense = student.spiking_run(batch, time_steps)
+        spent["spikes"] += spikes
+        spent["dense"] += dense
+        spent["teacher"] += sum(map(teacher.teacher_pj, batch["attention_mask"].sum(1).tolist()))
+        if spike_factor:
+            spent["rates"] += student.rate_spike_pj(batch, time_steps)
+        return out
+
+    metrics = evaluate(logits, data.task, data.splits, batch_size, device, f"{desc} T={time_steps}", sharding)
+    total = {key: sum(part[key] for part in sharding.gather(spent)) for key in spent}
+    factor = total["spikes"] / total["rates"] if spike_factor and total["rates"] > 0 else None
+    return SpikingScore(metrics, (total["spikes"] + total["dense"]) / total["teacher"], factor)
