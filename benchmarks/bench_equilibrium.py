@@ -18,9 +18,18 @@ from pathlib import Path
 
 import torch
 
-from eqspike.analysis.benchmarking import describe_device, peak_memory_mb, seconds_per_call
-from eqspike.core.equilibrium import EquilibriumConfig, EquilibriumLayer, simulate
-from eqspike.core.checks import StackedSpikingNetwork, implicit_gradient_check, readout_loss
+from eqspike.analysis.benchmarking import (
+    describe_device,
+    peak_memory_mb,
+    seconds_per_call,
+)
+from eqspike.core.checks import (
+    StackedSpikingNetwork,
+    implicit_gradient_check,
+    readout_loss,
+)
+from eqspike.core.equilibrium import EquilibriumConfig, EquilibriumLayer
+from eqspike.core.simulation import simulate
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

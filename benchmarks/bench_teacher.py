@@ -30,11 +30,14 @@ import torch
 
 from eqspike.analysis.benchmarking import describe_device
 from eqspike.config import RunConfig
-from eqspike.data import EncodedSplit, batch_order, iterate_batches, load_task_data
+from eqspike.data.batches import EncodedSplit, batch_order, iterate_batches
+from eqspike.data.tasks import load_task_data
 from eqspike.distill.prepare import subsample
 from eqspike.evaluation import evaluate
-from eqspike.teacher.store import Teacher, _load_model, fine_tune, load_tokenizer, locate
 from eqspike.runtime.devices import set_seed
+from eqspike.teacher.base import Teacher
+from eqspike.teacher.fine_tune import fine_tune
+from eqspike.teacher.store import _load_model, load_tokenizer, locate
 
 RECIPES = {
     "linear-3": dict(teacher_epochs=3, teacher_schedule="linear", teacher_patience=0),

@@ -31,10 +31,16 @@ from pathlib import Path
 import torch
 from torch.nn import functional as F
 
+from eqspike.analysis.benchmarking import (
+    describe_device,
+    paired_seconds,
+    peak_memory_mb,
+    seconds_per_call,
+)
+from eqspike.core.simulation import simulate
 from eqspike.students.spikelm import SpikeLMForSequenceClassification
-from eqspike.analysis.benchmarking import describe_device, paired_seconds, peak_memory_mb, seconds_per_call
-from eqspike.core.equilibrium import simulate
-from eqspike.students.spiking_bert import SpikingBertConfig, SpikingBertForSequenceClassification
+from eqspike.students.spiking_bert import SpikingBertForSequenceClassification
+from eqspike.students.spiking_bert_config import SpikingBertConfig
 
 
 def parse_args(argv=None) -> argparse.Namespace:

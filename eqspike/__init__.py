@@ -15,16 +15,20 @@ The package, from the bottom up (docs/design.md explains the design):
 
 __version__ = "0.1.0"
 
-from eqspike.core.equilibrium import (  # noqa: E402
+from eqspike.core.equilibrium import (
     EquilibriumConfig,
     EquilibriumLayer,
     EquilibriumOutput,
     EquilibriumStats,
-    Population,
-    RateMap,
-    simulate,
 )
-from eqspike.core.neurons import IFPopulation, NeuronConfig, equilibrium_rate, simulate_constant_current  # noqa: E402
+from eqspike.core.neurons import (  # noqa: E402
+    IFPopulation,
+    NeuronConfig,
+    equilibrium_rate,
+    simulate_constant_current,
+)
+from eqspike.core.rate_map import Population, RateMap
+from eqspike.core.simulation import simulate
 
 __all__ = [
     "EquilibriumConfig",

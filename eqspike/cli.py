@@ -11,21 +11,28 @@ import torch
 from transformers.utils import logging
 
 import eqspike
-from eqspike.analysis.diagnostics import check_time_steps, diagnose, format_table, plot, score_vs_time_steps, write_report
+from eqspike.analysis.diagnostics import check_time_steps, diagnose, score_vs_time_steps
+from eqspike.analysis.report import format_table, plot, write_report
 from eqspike.compare import compare
 from eqspike.config import RunConfig, add_config_arguments, config_from_args
 from eqspike.core.checks import StackedSpikingNetwork, implicit_gradient_check
-from eqspike.core.equilibrium import EquilibriumConfig, EquilibriumLayer, simulate
-from eqspike.core.neurons import NeuronConfig, equilibrium_rate, simulate_constant_current
-from eqspike.data import EncodedSplit, load_task_data
+from eqspike.core.equilibrium import EquilibriumConfig, EquilibriumLayer
+from eqspike.core.neurons import (
+    NeuronConfig,
+    equilibrium_rate,
+    simulate_constant_current,
+)
+from eqspike.core.simulation import simulate
+from eqspike.data.batches import EncodedSplit
+from eqspike.data.tasks import load_task_data
 from eqspike.distill.prepare import prepare_data
 from eqspike.distill.run_directory import RunDirectory
 from eqspike.distill.trainer import Distiller
+from eqspike.errors import EqspikeError
 from eqspike.runtime.devices import resolve_device
 from eqspike.runtime.distributed import from_environment
 from eqspike.students.spiking_bert import SpikingBertForSequenceClassification
 from eqspike.teacher.store import load_teacher, load_tokenizer
-from eqspike.errors import EqspikeError
 
 
 def _log(message: str) -> None:

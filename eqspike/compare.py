@@ -20,18 +20,21 @@ import json
 from pathlib import Path
 from typing import Any
 
-
-from eqspike.analysis.benchmarking import describe_device, peak_memory_mb, seconds_per_call
-from eqspike.config import RunConfig
-from eqspike.data import batch_order
+from eqspike.analysis.benchmarking import (
+    describe_device,
+    peak_memory_mb,
+    seconds_per_call,
+)
 from eqspike.analysis.diagnostics import check_time_steps, diagnose
+from eqspike.analysis.energy import StudentEnergy, spikelm_energy_pj
+from eqspike.config import RunConfig
+from eqspike.data.batches import batch_order
+from eqspike.distill.prepare import prepare_data
 from eqspike.distill.run_directory import RunDirectory
 from eqspike.distill.trainer import Distiller, StageForward, TrainingDiverged
-from eqspike.students import load_student
-from eqspike.distill.prepare import prepare_data
-from eqspike.analysis.energy import StudentEnergy, spikelm_energy_pj
 from eqspike.evaluation import evaluate
 from eqspike.runtime.devices import resolve_device
+from eqspike.students import load_student
 from eqspike.teacher.store import load_teacher
 
 ROW_KEYS = ("method", "time_steps", "score", "train_step_s", "peak_train_mem_mb", "firing_rate", "energy_pj")

@@ -12,8 +12,6 @@ import difflib
 import typing
 from dataclasses import dataclass
 from pathlib import Path
-
-from eqspike.errors import EqspikeError
 from typing import Any
 
 import yaml
@@ -21,11 +19,17 @@ import yaml
 from eqspike.core.equilibrium import FORWARD_MODES, SOLVERS
 from eqspike.core.neurons import ROUNDINGS, NeuronConfig
 from eqspike.core.quantization import parse_weight_bits
+from eqspike.errors import (
+    EqspikeError,
+    check_choice,
+    check_in_interval,
+    check_int_at_least,
+    check_non_negative,
+    check_positive,
+)
 from eqspike.runtime.devices import PRECISIONS
-from eqspike.runtime.optim import SCHEDULES
 from eqspike.runtime.files import write_atomic
-from eqspike.errors import check_choice, check_in_interval, check_int_at_least, check_non_negative, check_positive
-
+from eqspike.runtime.optim import SCHEDULES
 
 TEACHER_CACHE_DTYPES = ("float16", "float32")
 TRAIN_FOR = ("time_steps", "infinity")

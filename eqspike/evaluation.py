@@ -8,7 +8,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from eqspike.data import EncodedSplit, TaskData, compute_metrics, sequential_batches
+from eqspike.data.batches import EncodedSplit, sequential_batches
+from eqspike.data.metrics import compute_metrics
+from eqspike.data.tasks import TaskData
 from eqspike.runtime.distributed import Sharding
 from eqspike.runtime.progress import progress
 

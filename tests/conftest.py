@@ -49,7 +49,12 @@ def toy_files(tmp_path_factory):
 def make_tiny_bert(folder, head_labels: int | None = None, layers: int = 4, seed: int = 0, vocab_size: int | None = None):
     """A tiny BERT (hidden 32, 4 heads) with a word-level WordPiece vocabulary, saved with
     save_pretrained. head_labels: also save a ...ForSequenceClassification head of that size."""
-    from transformers import BertConfig, BertForSequenceClassification, BertModel, BertTokenizer
+    from transformers import (
+        BertConfig,
+        BertForSequenceClassification,
+        BertModel,
+        BertTokenizer,
+    )
 
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "vocab.txt").write_text("\n".join(VOCAB) + "\n")

@@ -67,9 +67,10 @@ def test_validation_labels_unknown_to_training_are_named(tiny_teacher, toy_files
 
 def test_subsamples_are_drawn_at_random_not_from_the_head(tmp_path):
     """A dev file ordered by label (as fortunes' is) must not give a one-class subsample."""
+    import random
+
     from eqspike.config import RunConfig
     from eqspike.distill.prepare import prepare_data
-    import random
 
     rng = random.Random(1)
     rows = [(toy_sentence(rng, label), label) for label in (0, 1) for _ in range(40)]  # all 0s, then all 1s

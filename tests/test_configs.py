@@ -3,7 +3,7 @@ from pathlib import Path
 import pytest
 
 from eqspike.config import RunConfig, load_yaml
-from eqspike.data import GLUE_TASKS
+from eqspike.data.tasks import GLUE_TASKS
 
 CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml"))
 

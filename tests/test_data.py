@@ -1,7 +1,8 @@
 import numpy as np
 import pytest
 
-from eqspike.data import DataError, TASK_NAMES, compute_metrics, load_fortunes, load_task_data
+from eqspike.data.metrics import compute_metrics
+from eqspike.data.tasks import TASK_NAMES, DataError, load_fortunes, load_task_data
 from tests.conftest import write_csv
 
 
@@ -78,7 +79,7 @@ def test_fortunes_is_real_and_fixed():
 
 
 def test_metrics():
-    from eqspike.data import TaskData
+    from eqspike.data.tasks import TaskData
 
     binary = TaskData("mrpc", [], {"validation": []}, ["no", "yes"], "f1")
     m = compute_metrics(binary, np.array([1, 1, 0, 0]), np.array([1, 0, 0, 1]))

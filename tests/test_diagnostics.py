@@ -3,12 +3,13 @@ import json
 import pytest
 import torch
 
+from eqspike.analysis.energy import bert_macs, synaptic_accumulates
 from eqspike.cli import main
 from eqspike.config import RunConfig
-from eqspike.distill.trainer import Distiller
-from eqspike.analysis.energy import bert_macs, synaptic_accumulates
-from eqspike.core.equilibrium import Population, RateMap, simulate
 from eqspike.core.neurons import NeuronConfig
+from eqspike.core.rate_map import Population, RateMap
+from eqspike.core.simulation import simulate
+from eqspike.distill.trainer import Distiller
 
 
 @pytest.fixture(scope="module")
@@ -62,8 +63,8 @@ def test_diagnose_writes_the_report_and_rates_converge(tiny_run, capsys):
 def test_evaluate_uses_the_same_sweep_as_diagnose(tiny_run, capsys):
     assert main(["evaluate", str(tiny_run), "--time-steps", "8", "32"]) == 0
     rows = json.loads((tiny_run / "evaluate.json").read_text())["rows"]
-    from eqspike.cli import _load_run
     from eqspike.analysis.diagnostics import diagnose
+    from eqspike.cli import _load_run
 
     _, student, task, splits, device, _ = _load_run(tiny_run, None, "cpu")
     report = diagnose(student, task, splits[task.selection_split], [8, 32])
@@ -71,8 +72,9 @@ def test_evaluate_uses_the_same_sweep_as_diagnose(tiny_run, capsys):
 
 
 def test_diagnose_with_feedback_reports_a_spectral_radius(tiny_teacher, toy_files, tmp_path):
-    from eqspike.data import EncodedSplit, load_task_data
     from eqspike.analysis.diagnostics import diagnose
+    from eqspike.data.batches import EncodedSplit
+    from eqspike.data.tasks import load_task_data
     from eqspike.students.spiking_bert import SpikingBertForSequenceClassification
 
     student = SpikingBertForSequenceClassification.from_teacher(tiny_teacher.model, 2, feedback=True)

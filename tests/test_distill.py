@@ -14,6 +14,7 @@ from eqspike.distill.trainer import Distiller
 from eqspike.students.spiking_bert import SpikingBertForSequenceClassification
 from tests.conftest import QUIET, make_tiny_bert, tiny_config, write_csv
 
+
 def test_teacher_store_fine_tunes_once_and_writes_a_card(tiny_teacher, tiny_bert, toy_files, tmp_path):
     card = tiny_teacher.card
     assert card["task"] and card["base"] == str(tiny_bert)
@@ -200,8 +201,8 @@ def test_bf16_training_step_tracks_fp32(tiny_teacher, toy_files, tmp_path):
 def _teacher_gap_at(run: Path, teacher, toy_files, time_steps: int) -> float:
     """Mean KL(teacher || spiking student at T) over the dev set: how well the student as deployed
     reproduces the teacher's predictions (finer than accuracy on a learnable toy task)."""
-    from eqspike.students import load_student
     from eqspike.distill.prepare import prepare_data
+    from eqspike.students import load_student
 
     data = prepare_data(RunConfig(teacher=teacher.path, train_file=str(toy_files[0]), validation_file=str(toy_files[1]),
                                   max_seq_length=32), log=lambda *_: None)

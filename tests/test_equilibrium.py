@@ -1,8 +1,17 @@
 import pytest
 import torch
 
-from eqspike.core.equilibrium import EquilibriumConfig, EquilibriumLayer, Population, RateMap, simulate
-from eqspike.core.checks import StackedSpikingNetwork, implicit_gradient, implicit_gradient_check, readout_loss, relative_error, unrolled_gradient
+from eqspike.core.checks import (
+    StackedSpikingNetwork,
+    implicit_gradient,
+    implicit_gradient_check,
+    readout_loss,
+    relative_error,
+    unrolled_gradient,
+)
+from eqspike.core.equilibrium import EquilibriumConfig, EquilibriumLayer
+from eqspike.core.rate_map import Population, RateMap
+from eqspike.core.simulation import simulate
 
 
 # ---------------------------------------------------------------- implicit gradients (issue 5b)

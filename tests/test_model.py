@@ -2,8 +2,8 @@ import pytest
 import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-from eqspike.students.spiking_bert import SpikingBertForSequenceClassification
 from eqspike.students.common import uniform_layer_map
+from eqspike.students.spiking_bert import SpikingBertForSequenceClassification
 from tests.conftest import make_tiny_bert
 
 

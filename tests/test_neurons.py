@@ -1,7 +1,14 @@
 import pytest
 import torch
 
-from eqspike.core.neurons import IFPopulation, NeuronConfig, equilibrium_rate, fire, simulate_constant_current, time_step_rate
+from eqspike.core.neurons import (
+    IFPopulation,
+    NeuronConfig,
+    equilibrium_rate,
+    fire,
+    simulate_constant_current,
+    time_step_rate,
+)
 
 
 @pytest.mark.parametrize("rounding, bound", [("round", 0.5), ("trunc", 1.0)])

@@ -1,7 +1,12 @@
 import pytest
 import torch
 
-from eqspike.core.quantization import QuantLinear, parse_weight_bits, quantize_weight, straight_through
+from eqspike.core.quantization import (
+    QuantLinear,
+    parse_weight_bits,
+    quantize_weight,
+    straight_through,
+)
 
 
 def test_ternary_weights_take_three_values_per_tensor():

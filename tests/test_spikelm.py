@@ -3,8 +3,8 @@ import json
 import pytest
 import torch
 
-from eqspike.students.spikelm import ElasticBiSpike, ElasticBiSpiking, SpikeLinear
 from eqspike.cli import main
+from eqspike.students.spikelm import ElasticBiSpike, ElasticBiSpiking, SpikeLinear
 
 
 def test_elastic_bi_spike_is_ternary_with_threshold_alpha_over_two():

@@ -6,11 +6,11 @@ import pytest
 import torch
 
 from eqspike.config import RunConfig
-from eqspike.data import iterate_batches
-from eqspike.distill.trainer import Distiller
+from eqspike.data.batches import iterate_batches
 from eqspike.distill.prepare import prepare_data
-from eqspike.teacher.targets import teacher_targets
+from eqspike.distill.trainer import Distiller
 from eqspike.teacher.cache import TeacherCacheError, build_or_open
+from eqspike.teacher.targets import teacher_targets
 from tests.conftest import tiny_config
 
 

@@ -16,9 +16,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+
 import torch
 from torch import Tensor
-
 
 ACCUMULATE_PJ = 0.9
 

@@ -9,12 +9,14 @@ true fixed point with a non-zero Jacobian).
 from __future__ import annotations
 
 import math
+
 import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
-from eqspike.core.equilibrium import EquilibriumConfig, EquilibriumLayer, Population, RateMap
-from eqspike.core.neurons import NeuronConfig
 
+from eqspike.core.equilibrium import EquilibriumConfig, EquilibriumLayer
+from eqspike.core.neurons import NeuronConfig
+from eqspike.core.rate_map import Population, RateMap
 
 _OPERATIONS = ("affine", "layernorm", "gelu")
 

@@ -41,9 +41,16 @@ measurements: it saves spikes at large T and costs accuracy at T <= 8, where one
 from __future__ import annotations
 
 from dataclasses import dataclass
+
 import torch
 from torch import Tensor
-from eqspike.errors import check_choice, check_in_interval, check_int_at_least, check_positive
+
+from eqspike.errors import (
+    check_choice,
+    check_in_interval,
+    check_int_at_least,
+    check_positive,
+)
 
 
 @dataclass(frozen=True)

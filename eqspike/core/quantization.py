@@ -12,8 +12,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
-from eqspike.errors import check_choice
 
+from eqspike.errors import check_choice
 
 WEIGHT_BITS = (32, 1, 1.58)
 

@@ -14,11 +14,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any
+
 import torch
 from torch import Tensor
 from torch.nn import functional as F
-from eqspike.config import RunConfig
+
 from eqspike.analysis.energy import StudentEnergy
+from eqspike.config import RunConfig
 
 
 @dataclass(frozen=True)

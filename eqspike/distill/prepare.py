@@ -7,10 +7,12 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 from typing import Any
-from eqspike.runtime import hub
+
 from eqspike.config import ConfigError, RunConfig
-from eqspike.data import EncodedSplit, TaskData, load_task_data
+from eqspike.data.batches import EncodedSplit
+from eqspike.data.tasks import TaskData, load_task_data
 from eqspike.errors import EqspikeError
+from eqspike.runtime import hub
 from eqspike.teacher.store import check_teacher_config, load_tokenizer, locate
 
 

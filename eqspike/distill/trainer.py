@@ -27,8 +27,14 @@ from torch import Tensor
 import eqspike
 from eqspike.analysis.energy import StudentEnergy
 from eqspike.config import RunConfig
-from eqspike.data import batch_order, iterate_batches
-from eqspike.distill.losses import Share, gold_loss, intermediate_loss, prediction_loss, spike_energy
+from eqspike.data.batches import batch_order, iterate_batches
+from eqspike.distill.losses import (
+    Share,
+    gold_loss,
+    intermediate_loss,
+    prediction_loss,
+    spike_energy,
+)
 from eqspike.distill.prepare import Prepared, prepare_data
 from eqspike.distill.run_directory import RunDirectory, RunDirectoryError
 from eqspike.distill.scoring import score_spiking
@@ -40,7 +46,8 @@ from eqspike.runtime.optim import linear_schedule, make_optimizer
 from eqspike.runtime.progress import StepLog, progress
 from eqspike.students import STUDENTS, load_student
 from eqspike.students.common import uniform_layer_map
-from eqspike.teacher.store import Teacher, load_teacher, teacher_name
+from eqspike.teacher.base import Teacher
+from eqspike.teacher.store import load_teacher, teacher_name
 from eqspike.teacher.targets import TargetsFn, cached_targets, live_targets
 
 STAGES = ("intermediate", "prediction")

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import random
 from contextlib import nullcontext
+
 import numpy as np
 import torch
+
 from eqspike.errors import EqspikeError
 
 

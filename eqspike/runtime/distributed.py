@@ -20,11 +20,12 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
+
 import torch
 import torch.distributed as dist
 from torch import Tensor
-from eqspike.errors import EqspikeError
 
+from eqspike.errors import EqspikeError
 
 # Rank 0 writes checkpoints and the best student while the other ranks wait at their next collective,
 # and a rank may take a while to load a large teacher first: allow for that (NCCL's default is 10 min).

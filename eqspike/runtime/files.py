@@ -10,6 +10,7 @@ import shutil
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
+
 from eqspike.errors import EqspikeError
 
 

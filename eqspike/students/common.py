@@ -5,18 +5,18 @@ tokenizer, config.json last), refused by name when missing, corrupted or not fin
 
 from __future__ import annotations
 
-import math
-
 import json
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
 import torch
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
-from eqspike.errors import EqspikeError
 
+from eqspike.errors import EqspikeError
 
 CONFIG_NAME = "config.json"
 

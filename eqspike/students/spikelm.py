@@ -24,15 +24,26 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
 import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
-from eqspike.analysis.energy import ACCUMULATE_PJ, spikelm_energy_pj
-from eqspike.students.common import (EncoderShape, SpikingBertEmbeddings, attention_scores, classification_head,
-                                     copy_teacher_weights, key_padding_mask, merge_heads, read_student_files, split_heads,
-                                     teacher_shape, write_student_files)
-from eqspike.errors import check_choice, check_int_at_least
 
+from eqspike.analysis.energy import ACCUMULATE_PJ, spikelm_energy_pj
+from eqspike.errors import check_choice, check_int_at_least
+from eqspike.students.common import (
+    EncoderShape,
+    SpikingBertEmbeddings,
+    attention_scores,
+    classification_head,
+    copy_teacher_weights,
+    key_padding_mask,
+    merge_heads,
+    read_student_files,
+    split_heads,
+    teacher_shape,
+    write_student_files,
+)
 
 MODEL_TYPE = "eqspike-spikelm-bert"
 

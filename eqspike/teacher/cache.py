@@ -27,16 +27,17 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+
 import numpy as np
 import torch
 from torch import Tensor, nn
+
 from eqspike.config import TEACHER_CACHE_DTYPES as CACHE_DTYPES
-from eqspike.data import EncodedSplit, sequential_batches
-from eqspike.teacher.targets import teacher_targets
+from eqspike.data.batches import EncodedSplit, sequential_batches
+from eqspike.errors import EqspikeError
 from eqspike.runtime.files import atomic_directory
 from eqspike.runtime.progress import progress
-from eqspike.errors import EqspikeError
-
+from eqspike.teacher.targets import teacher_targets
 
 _FLOAT16_MAX = float(np.finfo(np.float16).max)
 

