@@ -5,7 +5,7 @@ from eqspike.core.quantization import (
     QuantLinear,
     parse_weight_bits,
     quantize_weight,
-    straight_through,
+    straight_through_weight,
 )
 
 
@@ -32,7 +32,7 @@ def test_binary_weights_take_two_values_centred_on_the_mean():
 def test_straight_through_gradient_is_identity():
     weight = torch.randn(5, 4, requires_grad=True)
     upstream = torch.randn(5, 4)
-    (straight_through(weight, 1.58) * upstream).sum().backward()
+    (straight_through_weight(weight, 1.58) * upstream).sum().backward()
     assert torch.equal(weight.grad, upstream)
 
 

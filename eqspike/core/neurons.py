@@ -41,10 +41,12 @@ measurements: it saves spikes at large T and costs accuracy at T <= 8, where one
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 
 import torch
 from torch import Tensor
 
+from eqspike.core.straight_through import straight_through
 from eqspike.errors import (
     check_choice,
     check_in_interval,
@@ -109,18 +111,6 @@ def spike_count_of(scaled: Tensor, neuron: NeuronConfig) -> Tensor:
     return (scaled + 0.5).floor() if neuron.rounding == "round" else scaled.trunc()
 
 
-class _RoundStraightThrough(torch.autograd.Function):
-    """The neuron's count reading in the forward, the identity in the backward."""
-
-    @staticmethod
-    def forward(ctx, scaled: Tensor, neuron: NeuronConfig) -> Tensor:  # type: ignore[override]
-        return spike_count_of(scaled, neuron)
-
-    @staticmethod
-    def backward(ctx, grad: Tensor):  # type: ignore[override]
-        return grad, None
-
-
 def time_step_rate(current: Tensor, neuron: NeuronConfig, time_steps: int) -> Tensor:
     """The rate an IF population reaches after T steps of a constant current (the T-step quantizer):
 
@@ -136,7 +126,7 @@ def time_step_rate(current: Tensor, neuron: NeuronConfig, time_steps: int) -> Te
     if neuron.leak != 1.0:
         raise ValueError(f"the T-step quantizer is the IF neuron's (leak=1.0); this neuron has leak={neuron.leak}")
     clipped = (current / neuron.threshold).clamp(neuron.lowest_rate, 1.0)
-    return _RoundStraightThrough.apply(clipped * time_steps, neuron) / time_steps
+    return straight_through(partial(spike_count_of, neuron=neuron), clipped * time_steps) / time_steps
 
 
 def _heaviside_spikes(u: Tensor, neuron: NeuronConfig) -> Tensor:

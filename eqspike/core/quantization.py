@@ -9,10 +9,13 @@ forward uses W_q, and the backward passes the gradient straight through (dL/dW :
 
 from __future__ import annotations
 
+from functools import partial
+
 import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from eqspike.core.straight_through import straight_through
 from eqspike.errors import check_choice
 
 WEIGHT_BITS = (32, 1, 1.58)
@@ -47,21 +50,11 @@ def quantize_weight(weight: Tensor, bits: float) -> Tensor:
     return gamma * (weight / gamma).round().clamp(-1, 1)
 
 
-class _StraightThrough(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, weight: Tensor, bits: float) -> Tensor:  # type: ignore[override]
-        return quantize_weight(weight, bits)
-
-    @staticmethod
-    def backward(ctx, grad: Tensor):  # type: ignore[override]
-        return grad, None
-
-
-def straight_through(weight: Tensor, bits: float) -> Tensor:
-    """Exactly W_q in the forward (not W + (W_q - W), which is off by rounding), identity gradient to W."""
+def straight_through_weight(weight: Tensor, bits: float) -> Tensor:
+    """Exactly W_q in the forward, identity gradient to W."""
     if parse_weight_bits(bits) == 32:
         return weight
-    return _StraightThrough.apply(weight, bits)
+    return straight_through(partial(quantize_weight, bits=bits), weight)
 
 
 class QuantLinear(nn.Linear):
@@ -72,7 +65,7 @@ class QuantLinear(nn.Linear):
         self.weight_bits = parse_weight_bits(weight_bits)
 
     def effective_weight(self) -> Tensor:
-        return straight_through(self.weight, self.weight_bits)
+        return straight_through_weight(self.weight, self.weight_bits)
 
     def forward(self, x: Tensor) -> Tensor:
         return F.linear(x, self.effective_weight(), self.bias)
