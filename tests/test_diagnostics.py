@@ -52,9 +52,16 @@ def test_diagnose_writes_the_report_and_rates_converge(tiny_run, capsys):
     assert data["spectral_radius"] is None  # no feedback
     assert len(data["populations"]) == 1 + 2 * 6
     for population in data["populations"]:
-        assert set(population) >= {"name", "rate_error", "firing_rate", "silent_frac", "saturated_frac"}
+        assert set(population) >= {"name", "rate_error", "firing_rate", "silent_frac", "saturated_frac", "firing_vs_T",
+                                   "silent_vs_T", "saturated_vs_T", "lag_vs_T", "mismatch_vs_T"}
         assert population["rate_error"][3] <= 0.25 * population["rate_error"][1], population  # T=128 vs T=8
         assert 0 <= population["silent_frac"] <= 1 and 0 <= population["firing_rate"] <= 1
+        assert population["silent_vs_T"][-1] == population["silent_frac"] and len(population["lag_vs_T"]) == 4
+        assert all(0 <= x <= 1 for x in population["lag_vs_T"] + population["mismatch_vs_T"])
+    # the constant-current population is the T-step quantizer exactly: it never lags, at any T
+    embeddings = data["populations"][0]
+    assert embeddings["name"] == "embeddings" and embeddings["lag_vs_T"] == [0.0] * 4 == embeddings["mismatch_vs_T"]
+    assert len(data["quantized_score_vs_T"]) == 4 and len(data["lag_vs_T"]) == 4
     for name in ("rate_error.png", "score_vs_T.png", "firing_rate.png"):
         assert (out / name).stat().st_size > 10_000
     assert "block1.intermediate" in capsys.readouterr().out  # the table

@@ -32,6 +32,7 @@ from eqspike.analysis.energy import (
     StudentEnergy,
     synaptic_accumulates,
 )
+from eqspike.core.neurons import time_step_rate
 from eqspike.core.simulation import simulate
 from eqspike.data.batches import EncodedSplit, sequential_batches
 from eqspike.data.tasks import TaskData
@@ -64,6 +65,7 @@ class PopulationDiagnostics:
     silent_vs_T: list[float] = field(default_factory=list)
     saturated_vs_T: list[float] = field(default_factory=list)
     mismatch_vs_T: list[float] = field(default_factory=list)  # fraction of neurons whose a_hat(T) != Q_T map's
+    lag_vs_T: list[float] = field(default_factory=list)  # fraction whose count != round(T x) of their own final current
 
 
 @dataclass
@@ -79,6 +81,7 @@ class Diagnostics:
     firing_vs_T: list[float]  # spikes per neuron per step over all populations, at each T
     quantized_score_vs_T: list[float]  # the metric of the T-step quantized rate map (what T-aware training fits)
     mismatch_vs_T: list[float]  # fraction of all neurons whose simulated rate at T differs from that map's
+    lag_vs_T: list[float]  # fraction of all neurons that ended off the count their own final current asks for
     residual: float
     residual_vs_T: list[float]
     solver_iterations: int
@@ -99,6 +102,7 @@ class _Sweep:
     quantized_logits: dict[int, list[tuple[Tensor, Tensor]]]
     solve_logits: list[tuple[Tensor, Tensor]]
     mismatch: dict[str, np.ndarray]
+    lag: dict[str, np.ndarray]
     error_sum: dict[str, np.ndarray]
     residual_sum: np.ndarray
     element_count: dict[str, float]
@@ -122,7 +126,8 @@ def _sweep(student, split: EncodedSplit, time_steps: list[int], batch_size: int,
     T_max = time_steps[-1]
     n_T = len(time_steps)
     s = _Sweep(logits={t: [] for t in time_steps}, quantized_logits={t: [] for t in time_steps}, solve_logits=[],
-               mismatch={n: np.zeros(n_T) for n in names}, error_sum={n: np.zeros(n_T) for n in names},
+               mismatch={n: np.zeros(n_T) for n in names}, lag={n: np.zeros(n_T) for n in names},
+               error_sum={n: np.zeros(n_T) for n in names},
                residual_sum=np.zeros(n_T), element_count={n: 0.0 for n in names}, spikes={n: np.zeros(n_T) for n in names},
                silent={n: np.zeros(n_T) for n in names}, saturated={n: np.zeros(n_T) for n in names}, accumulates=np.zeros(n_T),
                lengths=[], residual=[], iterations=0, spectral_radius=[])
@@ -166,6 +171,10 @@ def _sweep(student, split: EncodedSplit, time_steps: list[int], batch_size: int,
             for name in names:
                 s.error_sum[name][k] += float(((rates[name] - star[name]).abs() * token).sum())
                 s.mismatch[name][k] += float((((rates[name] - quantized[name]).abs() > 0.25 / t) * token).sum())
+            for population in rate_map.populations:  # the neuron's own final current, from the simulated upstream
+                target = time_step_rate(population.current(*[rates[n] for n in population.inputs]),
+                                        rate_map.neuron_of(population), t)
+                s.lag[population.name][k] += float((((rates[population.name] - target).abs() > 0.25 / t) * token).sum())
             s.residual_sum[k] += rate_map.residual(rates)[0] * len(index)
             s.accumulates[k] += float(synaptic_accumulates(counts, fan).sum())
             for name in names:
@@ -233,6 +242,7 @@ def diagnose(student, task: TaskData, split: EncodedSplit, time_steps: Sequence[
             firing_rate=firing[-1], silent_frac=silent[-1], saturated_frac=saturated[-1],
             firing_vs_T=firing, silent_vs_T=silent, saturated_vs_T=saturated,
             mismatch_vs_T=[float(v / elements) for v in s.mismatch[name]],
+            lag_vs_T=[float(v / elements) for v in s.lag[name]],
         ))
     mean_rate_error = [float(np.mean([p.rate_error[k] for p in populations])) for k in range(len(time_steps))]
     scores = [_subset_metrics(task, split, s.logits[t])[task.metric] for t in time_steps]
@@ -264,6 +274,7 @@ def diagnose(student, task: TaskData, split: EncodedSplit, time_steps: Sequence[
         quantized_score_vs_T=[_subset_metrics(task, split, s.quantized_logits[t])[task.metric] for t in time_steps],
         mismatch_vs_T=[float(sum(v[k] for v in s.mismatch.values()) / sum(s.element_count.values()))
                        for k in range(len(time_steps))],
+        lag_vs_T=[float(sum(v[k] for v in s.lag.values()) / sum(s.element_count.values())) for k in range(len(time_steps))],
         residual=float(np.mean(s.residual)) if s.residual else 0.0,
         residual_vs_T=[float(r / examples) for r in s.residual_sum],
         solver_iterations=s.iterations,

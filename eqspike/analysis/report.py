@@ -33,13 +33,16 @@ def format_table(d: Diagnostics) -> str:
     lines.append(f"{'mean':<{width}}  {'':<21}" + "".join(f"{d.mean_rate_error[k]:>11.4f}" for k in cols))
     lines.append("")
     small = [t for t in d.time_steps if t <= 8][-3:] or d.time_steps[:1]
-    head = f"{'population':<{width}}" + "".join(f"{f'T={t}: firing silent satur. mismatch':>38}" for t in small)
+    head = f"{'population':<{width}}" + "".join(f"{f'T={t}: firing silent satur. lag  mismatch':>43}" for t in small)
     lines += [head, "-" * len(head)]
     for p in d.populations:
         lines.append(f"{p.name:<{width}}" + "".join(
-            f"{'':>5}{p.firing_vs_T[k]:>7.3f}{p.silent_vs_T[k]:>7.3f}{p.saturated_vs_T[k]:>7.3f}{p.mismatch_vs_T[k]:>9.3f}    "
+            f"{'':>5}{p.firing_vs_T[k]:>7.3f}{p.silent_vs_T[k]:>7.3f}{p.saturated_vs_T[k]:>7.3f}{p.lag_vs_T[k]:>6.3f}"
+            f"{p.mismatch_vs_T[k]:>9.3f}    "
             for k in (d.time_steps.index(t) for t in small)))
-    lines.append("(mismatch: neurons whose simulated rate differs from the T-step quantized map's)")
+    lines.append("(lag: neurons whose count after T steps is not round(T x) of their own final current, because they "
+                 "could not keep up; mismatch: neurons whose rate differs from the whole T-step quantized map's, a "
+                 "lag upstream included)")
     lines.append(f"{d.metric} of the T-step quantized map: " + ", ".join(
         f"T={t} {q:.4f}" for t, q in zip(d.time_steps, d.quantized_score_vs_T)))
     lines.append("")
