@@ -29,6 +29,12 @@ from eqspike.core.neurons import (  # noqa: E402
 )
 from eqspike.core.rate_map import Population, RateMap
 from eqspike.core.simulation import simulate
+from eqspike.students import (  # registers both students with transformers' AutoConfig and Auto models
+    SpikeLMForSequenceClassification,
+    SpikingBertConfig,
+    SpikingBertForSequenceClassification,
+    load_student,
+)
 
 __all__ = [
     "EquilibriumConfig",
@@ -39,7 +45,11 @@ __all__ = [
     "NeuronConfig",
     "Population",
     "RateMap",
+    "SpikeLMForSequenceClassification",
+    "SpikingBertConfig",
+    "SpikingBertForSequenceClassification",
     "equilibrium_rate",
+    "load_student",
     "simulate",
     "simulate_constant_current",
 ]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import sys
 from pathlib import Path
 
@@ -24,14 +25,16 @@ from eqspike.core.neurons import (
 )
 from eqspike.core.simulation import simulate
 from eqspike.data.batches import EncodedSplit
-from eqspike.data.tasks import load_task_data
+from eqspike.data.tasks import Example, load_task_data
 from eqspike.distill.prepare import prepare_data
 from eqspike.distill.run_directory import RunDirectory
 from eqspike.distill.trainer import Distiller
 from eqspike.errors import EqspikeError
+from eqspike.prediction import Predictor, read_inputs
 from eqspike.runtime.devices import resolve_device
 from eqspike.runtime.distributed import from_environment
-from eqspike.students.spiking_bert import SpikingBertForSequenceClassification
+from eqspike.runtime.files import write_atomic
+from eqspike.students import load_student
 from eqspike.teacher.store import load_teacher, load_tokenizer
 
 
@@ -62,8 +65,13 @@ def cmd_distill(args: argparse.Namespace) -> int:
                  if getattr(args, k, None) is None and k not in ("resume", "overwrite", "max_steps")}
     config = config_from_args(args, **fixed)
 
-    Distiller(config, _log).run()  # joins and leaves torchrun's process group itself
+    Distiller(config, _log, command=_command_line()).run()  # joins and leaves torchrun's process group itself
     return 0
+
+
+def _command_line() -> str:
+    """The command as typed (for metrics.json and the model card); under torchrun, as one process runs it."""
+    return shlex.join(["eqspike", *sys.argv[1:]])
 
 
 def _load_run(run_dir: Path, max_eval_examples: int | None, device_name: str | None, neuron: dict | None = None):
@@ -74,10 +82,7 @@ def _load_run(run_dir: Path, max_eval_examples: int | None, device_name: str | N
     config = RunConfig(**run.saved_settings())
     device = resolve_device(device_name or config.device)
     overrides = {k: v for k, v in (neuron or {}).items() if v is not None}
-    try:
-        student = SpikingBertForSequenceClassification.from_pretrained(run.student, **overrides).to(device)
-    except ValueError as error:
-        raise EqspikeError(str(error)) from None
+    student = load_student(run.student, **overrides).to(device)
     tokenizer = load_tokenizer(run.student)
     task = load_task_data(config.task, config.data_dir, config.train_file, config.validation_file)
     limit = max_eval_examples or config.max_eval_examples
@@ -95,9 +100,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     rows = score_vs_time_steps(student, task, splits, time_steps, config.eval_batch_size, device)
     for row in rows:
         _log(f"T={row['time_steps']:<4d} {task.metric} {row['score']:.4f}")
-    out = run_dir / "evaluate.json"
-    out.write_text(json.dumps({"task": task.name, "metric": task.metric, "rows": rows}, indent=2) + "\n")
-    _log(f"wrote {out}")
+    out = RunDirectory(run_dir).write_evaluation({"task": task.name, "metric": task.metric, "rows": rows})
+    _log(f"wrote {out} and the student's model card")
     return 0
 
 
@@ -116,8 +120,39 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_predict(args: argparse.Namespace) -> int:
+    """Labels and probabilities of a saved student for texts or a file, as a spiking network at T."""
+    if (args.text is None) == (args.file is None):
+        raise EqspikeError("give either --text (with an optional --text-pair) or --file")
+    if args.text_pair is not None and args.text is None:
+        raise EqspikeError("--text-pair needs --text")
+    if args.text_pair is not None and len(args.text_pair) != len(args.text):
+        raise EqspikeError(f"{len(args.text)} --text but {len(args.text_pair)} --text-pair; give one pair per text")
+    if args.time_steps is not None:
+        check_time_steps([args.time_steps])
+    if args.batch_size < 1:
+        raise EqspikeError(f"--batch-size must be at least 1, got {args.batch_size}")
+    predictor = Predictor.load(args.student, resolve_device(args.device or "auto"), args.max_seq_length, **_neuron(args))
+    examples = ([Example(text, pair, 0) for text, pair in zip(args.text, args.text_pair or [None] * len(args.text))]
+                if args.text is not None else read_inputs(args.file))
+    rows = predictor(examples, args.time_steps, args.mode, args.batch_size)
+    lines = [json.dumps({"text": e.text_a, **({"text_pair": e.text_b} if e.text_b is not None else {}), **row})
+             for e, row in zip(examples, rows)]
+    if args.output:
+        write_atomic(Path(args.output), "".join(line + "\n" for line in lines))
+        _log(f"wrote {len(lines)} predictions to {args.output}")
+    elif args.text is not None and sys.stdout.isatty():
+        for e, row in zip(examples, rows):
+            others = ", ".join(f"{k} {v:.3f}" for k, v in sorted(row.get("probabilities", {}).items(), key=lambda kv: -kv[1]))
+            _log(f"{row.get('label', '')} {row['score']:.3f}  ({others})  <- {e.text_a[:60]!r}")
+    else:
+        print("\n".join(lines), flush=True)
+    return 0
+
+
 def _neuron(args: argparse.Namespace) -> dict:
-    return {"rounding": args.rounding, "hysteresis": args.hysteresis}
+    """The neuron settings given on the command line (those not given keep the student's own)."""
+    return {k: v for k, v in {"rounding": args.rounding, "hysteresis": args.hysteresis}.items() if v is not None}
 
 
 def _add_neuron_arguments(parser: argparse.ArgumentParser) -> None:
@@ -224,6 +259,26 @@ def build_parser() -> argparse.ArgumentParser:
     diag.add_argument("--device", choices=["auto", "cpu", "cuda"], default=None, help="default: the run's device")
     _add_neuron_arguments(diag)
     diag.set_defaults(run=cmd_diagnose)
+    pred = commands.add_parser("predict", help="labels and probabilities of a trained student for texts or a file",
+                               usage="%(prog)s STUDENT (--text TEXT [--text-pair TEXT] | --file FILE) [options]",
+                               description="Classify texts with a saved student, run as a spiking network for T steps "
+                                           "(default: the T it was trained for). Prints one JSON line per input "
+                                           "(label, its probability, all probabilities), or writes them to --output.")
+    pred.add_argument("student", help="a run directory written by `eqspike distill`, or a saved student's folder")
+    pred.add_argument("--text", nargs="+", default=None, help="one or more texts to classify")
+    pred.add_argument("--text-pair", nargs="+", default=None, help="second texts of pair tasks (one per --text)")
+    pred.add_argument("--file", default=None, help="a CSV, TSV, JSON or JSON-lines file with a sentence1 (or text) "
+                                                   "column and an optional sentence2 (or text_pair) column")
+    pred.add_argument("--time-steps", type=int, default=None, help="T steps of the spiking network (default: the student's)")
+    pred.add_argument("--mode", choices=["simulate", "solve"], default="simulate",
+                      help="simulate: the spiking network for T steps; solve: its equilibrium rates (default: simulate)")
+    pred.add_argument("--output", default=None, help="write JSON lines here instead of printing them")
+    pred.add_argument("--batch-size", type=int, default=32, help="texts per batch (default: 32)")
+    pred.add_argument("--max-seq-length", type=int, default=None,
+                      help="truncate texts to this many tokens (default: the run's setting, else the student's positions)")
+    pred.add_argument("--device", choices=["auto", "cpu", "cuda"], default=None, help="default: auto")
+    _add_neuron_arguments(pred)
+    pred.set_defaults(run=cmd_predict)
     check = commands.add_parser("selfcheck", help="check the spiking equilibrium core on this machine")
     check.add_argument("--seed", type=int, default=0, help="seed of the random test problems (default: 0)")
     check.set_defaults(run=selfcheck)

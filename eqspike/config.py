@@ -30,6 +30,7 @@ from eqspike.errors import (
 from eqspike.runtime.devices import PRECISIONS
 from eqspike.runtime.files import write_atomic
 from eqspike.runtime.optim import SCHEDULES
+from eqspike.runtime.reporting import REPORT_TO
 
 TEACHER_CACHE_DTYPES = ("float16", "float32")
 TRAIN_FOR = ("time_steps", "infinity")
@@ -105,6 +106,7 @@ class RunConfig:
     seed: int = 42
     save_steps: int = 200
     logging_steps: int = 10
+    report_to: str = "none"  # "tensorboard": the metrics.jsonl scalars also as TensorBoard events in RUN/tensorboard
     max_steps: int | None = None  # stop after this many optimiser steps in total (time-boxed runs)
     device: str = "auto"
     precision: str = "fp32"  # "bf16": autocast the teacher and the rate map in training (solvers stay float32)
@@ -133,6 +135,7 @@ class RunConfig:
         check_choice("student_init", self.student_init, ("teacher", "random"))
         check_choice("teacher_schedule", self.teacher_schedule, SCHEDULES)
         check_int_at_least("teacher_patience", self.teacher_patience, 0)
+        check_choice("report_to", self.report_to, REPORT_TO)
         check_choice("train_for", self.train_for, TRAIN_FOR)
         check_choice("rounding", self.rounding, ROUNDINGS)
         NeuronConfig(signed=self.signed, rounding=self.rounding, hysteresis=self.hysteresis)  # validates them together
@@ -229,6 +232,8 @@ HELP = {
     "seed": "seed of the data order, subsamples and initialisation: a run is repeatable",
     "save_steps": "write a checkpoint every this many steps",
     "logging_steps": "a metrics.jsonl line (and a log line when stderr is not a terminal) every this many steps",
+    "report_to": "none, or tensorboard: the logged scalars also as TensorBoard events in RUN/tensorboard "
+                 "(needs pip install tensorboard)",
     "max_steps": "stop after this many steps in all (continue later with --resume)",
     "device": "auto, cpu or cuda",
     "precision": "fp32, or bf16 autocast for the teacher and the rate map in training (GPUs)",

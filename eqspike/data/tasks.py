@@ -192,7 +192,7 @@ def _read_text(path: Path) -> str:
     return text
 
 
-def _read_table(path: Path) -> list[dict[str, Any]]:
+def read_table(path: Path) -> list[dict[str, Any]]:
     """Rows of a CSV, TSV, JSON (a list of objects) or JSON-lines file, as dicts; numbers in CSV/TSV
     cells stay text here (``_load_files`` reads the labels)."""
     suffix = path.suffix.lower()
@@ -256,7 +256,7 @@ def _number(value: Any) -> int | float | None:
 
 
 def _load_files(train_path: Path, validation_path: Path, name: str) -> TaskData:
-    tables = {"train": _read_table(train_path), "validation": _read_table(validation_path)}
+    tables = {"train": read_table(train_path), "validation": read_table(validation_path)}
     for split, path in (("train", train_path), ("validation", validation_path)):
         rows = tables[split]
         columns = list(rows[0])

@@ -4,7 +4,10 @@
     RUN/metrics.jsonl   one line per logged step and per dev evaluation
     RUN/metrics.json    the final result (written last: its presence means the run finished)
     RUN/checkpoint/     student.pt, optimizer.pt and state.json (written last) of the last step saved
-    RUN/student/        the best student so far, a from_pretrained folder (config.json written last)
+    RUN/student/        the best student so far, a transformers from_pretrained folder, with its model
+                        card (README.md, written last; rewritten with the final scores)
+    RUN/evaluate.json   scores at other T (``eqspike evaluate``), added to the model card
+    RUN/tensorboard/    the metrics.jsonl scalars as TensorBoard events (``report_to="tensorboard"``)
 
 Every write replaces a file or folder in one rename (``eqspike.runtime.files``), so a crash leaves
 the previous version or the new one; ``claim(resume=True)`` repairs what a crash between two renames
@@ -23,6 +26,9 @@ import torch
 
 from eqspike.config import ConfigError, RunConfig, save_yaml
 from eqspike.runtime.files import atomic_directory, recover_directory, write_atomic
+from eqspike.runtime.reporting import open_report
+from eqspike.students import load_student_config
+from eqspike.students.model_card import CARD_NAME, model_card, write_model_card
 
 CHECKPOINT = "checkpoint"
 STUDENT = "student"
@@ -36,9 +42,13 @@ class RunDirectoryError(ConfigError):
 class RunDirectory:
     """The files of one run under ``root`` (see the module docstring)."""
 
-    def __init__(self, root: str | Path, writes: bool = True) -> None:
+    def __init__(self, root: str | Path, writes: bool = True, command: str | None = None,
+                 report_to: str = "none") -> None:
         self.root = Path(root)
         self.writes = writes
+        self.command = command  # the command line that made the run (for the model card)
+        self.report_to = report_to
+        self._report = None  # opened with the first record (RUN/tensorboard)
         self.settings = self.root / "config.yaml"
         self.log_file = self.root / "metrics.jsonl"
         self.result_file = self.root / "metrics.json"
@@ -76,7 +86,7 @@ class RunDirectory:
             raise RunDirectoryError("--resume and --overwrite contradict each other; pass one")
         if resume:
             if self.writes:
-                for name, marker in ((CHECKPOINT, STATE), (STUDENT, "config.json"), (self.result_file.name, None),
+                for name, marker in ((CHECKPOINT, STATE), (STUDENT, CARD_NAME), (self.result_file.name, None),
                                      (self.settings.name, None)):
                     for done in recover_directory(self.root / name, marker):
                         log(f"resume: {done}")
@@ -122,9 +132,19 @@ class RunDirectory:
 
     # ------------------------------------------------------------------ during the run
     def log(self, record: dict[str, Any]) -> None:
+        """A line of metrics.jsonl (and the same scalars for ``report_to``)."""
         if self.writes:
             with self.log_file.open("a") as handle:
                 handle.write(json.dumps(record) + "\n")
+            if self._report is None and self.report_to != "none":
+                self._report = open_report(self.report_to, self.root / "tensorboard")
+            if self._report is not None:
+                self._report.write(record)
+
+    def close(self) -> None:
+        if self._report is not None:
+            self._report.close()
+            self._report = None
 
     def log_records(self) -> list[dict[str, Any]]:
         return [json.loads(line) for line in self.log_file.read_text().splitlines()] if self.log_file.is_file() else []
@@ -157,12 +177,36 @@ class RunDirectory:
         state_file = self.checkpoint / STATE
         return json.loads(state_file.read_text())["global_step"] if state_file.is_file() else None
 
-    def save_student(self, student, tokenizer) -> None:
+    def save_student(self, student, tokenizer, best: dict[str, Any] | None = None) -> None:
+        """The student (transformers' save_pretrained), its tokenizer, and its model card last; ``best``:
+        the dev evaluation that selected it (step, score), for the card until the run finishes."""
         if self.writes:
             with atomic_directory(self.student) as staging:
-                student.save_pretrained(staging, tokenizer)
+                student.save_pretrained(staging)
+                tokenizer.save_pretrained(str(staging))
+                write_model_card(staging, model_card(student.config, best=best, command=self.command))
 
     def write_result(self, result: dict[str, Any]) -> None:
+        """metrics.json, and the student's model card with the final scores."""
         if self.writes:
             write_atomic(self.result_file, json.dumps(result, indent=2) + "\n")
+            self.update_card()
+            self.close()
+
+    def write_evaluation(self, record: dict[str, Any]) -> Path:
+        """evaluate.json (the scores of ``eqspike evaluate`` at each T), also added to the model card."""
+        path = self.root / "evaluate.json"
+        write_atomic(path, json.dumps(record, indent=2) + "\n")
+        self.update_card()
+        return path
+
+    def update_card(self) -> None:
+        """Rewrite student/README.md from metrics.json and evaluate.json."""
+        if not (self.student / "config.json").is_file():
+            return
+        config = load_student_config(self.student)
+        evaluation = self.root / "evaluate.json"
+        rows = json.loads(evaluation.read_text()).get("rows", []) if evaluation.is_file() else []
+        result = self.result()
+        write_model_card(self.student, model_card(config, result, rows, command=(result or {}).get("command")))
 

@@ -115,16 +115,18 @@ class StageForward(torch.nn.Module):
 class Distiller:
     """``Distiller(config).run()`` distils a spiking student and writes the run directory."""
 
-    def __init__(self, config: RunConfig, log=print) -> None:
+    def __init__(self, config: RunConfig, log=print, command: str | None = None) -> None:
         self.config = config
         self._print = log
+        self.command = command  # the command line, for metrics.json and the model card
         self.targets: TargetsFn | None = None  # the teacher's targets of a batch (None: the task loss only)
         self._energy_model: StudentEnergy | None = None  # for a student trained under an energy budget
 
     def run(self) -> dict[str, Any]:
         with process_group(self.config.device) as (self.sharding, self.device):
             self.log = self._print if self.sharding.is_main else (lambda *_: None)
-            self.run_dir = RunDirectory(self.config.output_dir or default_output_dir(self.config), writes=self.sharding.is_main)
+            self.run_dir = RunDirectory(self.config.output_dir or default_output_dir(self.config), writes=self.sharding.is_main,
+                                        command=self.command, report_to=self.config.report_to)
             return self._run()
 
     def _run(self) -> dict[str, Any]:
@@ -379,7 +381,7 @@ class Distiller:
                  + (f", energy {energy:.3f}" if energy is not None else "") + ")" + (" *best*" if improved else ""))
         if improved:
             state.update(best_score=value, best_step=state["global_step"], best_key=key)
-            self.run_dir.save_student(student, data.tokenizer)
+            self.run_dir.save_student(student, data.tokenizer, best={"step": state["global_step"], "score": value})
 
     def _save_checkpoint(self, student, optimizer, schedule, state: dict[str, Any]) -> None:
         self.run_dir.save_checkpoint(student.state_dict(), {"optimizer": optimizer.state_dict(),
@@ -425,6 +427,7 @@ class Distiller:
             "teacher_layers": student.config.teacher_layers,
             "num_parameters": sum(p.numel() for p in student.parameters()),
             "eqspike_version": eqspike.__version__,
+            "command": self.command,
         }
         self.run_dir.write_result(result)
         self.log(f"teacher {metric} {result['teacher_score']:.4f} | spiking {c.student_type} student (T={T}, "

@@ -1,6 +1,6 @@
-"""What both students share: the encoder shape a student takes from its teacher, the embeddings, the
-teacher initialisation (every k-th layer), and the saved-student files (model.safetensors, the
-tokenizer, config.json last), refused by name when missing, corrupted or not finite.
+"""What both students share: their transformers config (the encoder shape a student takes from its
+teacher), base model class and output, the embeddings, the teacher initialisation (every k-th layer),
+BERT's attention helpers, and the checks that refuse a broken saved student by file name.
 """
 
 from __future__ import annotations
@@ -13,10 +13,14 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch import Tensor, nn
+from torch.nn import functional as F
+from transformers import PreTrainedConfig, PreTrainedModel
+from transformers import initialization as init
+from transformers.utils import ModelOutput
 
-from eqspike.errors import EqspikeError
+from eqspike.errors import EqspikeError, check_choice, check_int_at_least, check_positive
 
 CONFIG_NAME = "config.json"
 
@@ -27,9 +31,11 @@ WEIGHTS_NAME = "model.safetensors"
 PROBLEM_TYPES = ("single_label_classification", "regression")
 
 
-@dataclass
-class EncoderShape:
-    """The BERT encoder shape a student shares with its teacher, its labels and its provenance."""
+class StudentConfig(PreTrainedConfig):
+    """What both students' configs hold: the BERT encoder shape a student shares with its teacher, its
+    labels (``num_labels``, ``id2label``, ``problem_type`` of transformers) and its provenance. A
+    transformers config: saved as config.json, loaded by ``AutoConfig``. Students saved before 0.2
+    (config.json without ``transformers_version``) convert on load (``from_dict``)."""
 
     vocab_size: int = 30522
     hidden_size: int = 768
@@ -39,23 +45,115 @@ class EncoderShape:
     max_position_embeddings: int = 512
     type_vocab_size: int = 2
     layer_norm_eps: float = 1e-12
-    pad_token_id: int = 0
-    num_labels: int = 2
-    problem_type: str = "single_label_classification"
-    id2label: dict[str, str] = field(default_factory=dict)
+    pad_token_id: int | None = 0
     teacher: str | None = None
     teacher_layers: list[int] = field(default_factory=list)
     teacher_num_hidden_layers: int | None = None  # the teacher's depth (for its energy estimate)
+
+    def __post_init__(self, **kwargs: Any) -> None:
+        super().__post_init__(**kwargs)
+        if self.problem_type is None:
+            self.problem_type = "regression" if self.num_labels == 1 else "single_label_classification"
+        self.validate()
+
+    def validate(self) -> None:
+        """Refuse settings that cannot make a student (also after ``from_pretrained`` overrides)."""
+        for name in ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
+                     "max_position_embeddings", "type_vocab_size", "num_labels"):
+            check_int_at_least(name, getattr(self, name), 1)
+        if self.hidden_size % self.num_attention_heads:
+            raise ValueError(
+                f"hidden_size={self.hidden_size} is not a multiple of num_attention_heads={self.num_attention_heads}"
+            )
+        check_choice("problem_type", self.problem_type, PROBLEM_TYPES)
+        check_positive("layer_norm_eps", self.layer_norm_eps)
 
     @property
     def head_size(self) -> int:
         return self.hidden_size // self.num_attention_heads
 
+    @classmethod
+    def from_dict(cls, config_dict: dict[str, Any], **kwargs: Any):
+        """transformers' ``from_dict``, after converting a config.json written before 0.2."""
+        config_dict = dict(config_dict)
+        if "transformers_version" not in config_dict:
+            config_dict = cls.convert_legacy(config_dict)
+        return super().from_dict(config_dict, **kwargs)
+
+    @classmethod
+    def convert_legacy(cls, data: dict[str, Any]) -> dict[str, Any]:
+        """A config.json of eqspike 0.1 (a plain dataclass dump) as this class's fields."""
+        if not data.get("id2label"):
+            data.pop("id2label", None)  # 0.1 wrote {} for unnamed labels; num_labels says how many
+        return data
+
+
+@dataclass
+class StudentOutput(ModelOutput):
+    """A ``SequenceClassifierOutput`` (loss when labels are given, logits) with the spiking extras:
+    decoded values of the embeddings and of every block's output (the distilled layers), pre-softmax
+    attention scores per block (when asked for), every population's rates, the equilibrium statistics,
+    spike counts and trajectories (eqspike's student, 'simulate')."""
+
+    loss: Tensor | None = None
+    logits: Tensor | None = None
+    hidden_values: list[Tensor] | None = None
+    attention_scores: list[Tensor] | None = None
+    rates: dict[str, Tensor] | None = None
+    stats: Any = None
+    spike_counts: dict[str, Tensor] | None = None
+    trajectory: dict[str, Tensor] | None = None
+
+
+class StudentPreTrainedModel(PreTrainedModel):
+    """What both students share as transformers models: BERT's initialisation, the task loss, and
+    loading that refuses broken files by name (``from_pretrained``)."""
+
+    config_class = StudentConfig
+    base_model_prefix = "student"
+    main_input_name = "input_ids"
+
+    def _init_weights(self, module: nn.Module) -> None:
+        """N(0, 0.02) weights, zero biases, unit LayerNorms (BERT's); thresholds of 1 until calibrated."""
+        if isinstance(module, (nn.Linear, nn.Embedding)):
+            init.normal_(module.weight, std=0.02)
+            if isinstance(module, nn.Linear) and module.bias is not None:
+                init.zeros_(module.bias)
+        elif isinstance(module, nn.LayerNorm):
+            init.ones_(module.weight)
+            init.zeros_(module.bias)
+        for name, parameter in module.named_parameters(recurse=False):
+            if name.startswith("threshold"):
+                init.ones_(parameter)
+
+    def task_loss(self, logits: Tensor, labels: Tensor | None) -> Tensor | None:
+        """Cross-entropy on the labels, or MSE for regression (as BertForSequenceClassification)."""
+        if labels is None:
+            return None
+        if self.config.problem_type == "regression":
+            return F.mse_loss(logits.squeeze(-1), labels.to(logits.dtype))
+        return F.cross_entropy(logits, labels)
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path: str | Path, *args: Any, **kwargs: Any):
+        """transformers' ``from_pretrained``; a local folder's config.json and model.safetensors are
+        checked first, so a missing, corrupted, foreign or non-finite file is refused by name."""
+        directory = Path(pretrained_model_name_or_path)
+        if directory.is_dir() and kwargs.get("config") is None:
+            check_student_files(directory, cls.config_class.model_type)
+        try:
+            model = super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
+            model.config.validate()
+        except (ValueError, RuntimeError, OSError) as error:  # a config or weights that do not belong together
+            raise StudentFileError(f"{directory} does not hold a usable {cls.config_class.model_type} student: "
+                                   f"{str(error).splitlines()[0][:200]}") from None
+        return model
+
 
 class SpikingBertEmbeddings(nn.Module):
     """Word + position + token-type embeddings and LayerNorm, in full precision."""
 
-    def __init__(self, config: EncoderShape) -> None:
+    def __init__(self, config: StudentConfig) -> None:
         super().__init__()
         self.word_embeddings = nn.Embedding(config.vocab_size, config.hidden_size, padding_idx=config.pad_token_id)
         self.position_embeddings = nn.Embedding(config.max_position_embeddings, config.hidden_size)
@@ -78,7 +176,7 @@ def teacher_shape(teacher_config: Any, num_hidden_layers: int | None = None) -> 
         max_position_embeddings=t.max_position_embeddings, type_vocab_size=t.type_vocab_size,
         layer_norm_eps=t.layer_norm_eps, pad_token_id=t.pad_token_id if t.pad_token_id is not None else 0,
         num_labels=t.num_labels, problem_type="regression" if t.num_labels == 1 else "single_label_classification",
-        id2label={str(k): v for k, v in (t.id2label or {}).items()},
+        id2label={int(k): v for k, v in (t.id2label or {}).items()} or None,
         teacher_layers=uniform_layer_map(t.num_hidden_layers, layers), teacher_num_hidden_layers=t.num_hidden_layers,
     )
 
@@ -140,22 +238,9 @@ class StudentFileError(EqspikeError):
     """A saved student's files are missing, corrupted or not finite (the message names the file)."""
 
 
-def write_student_files(directory: str | Path, config: Mapping[str, Any], state: Mapping[str, Tensor],
-                        tokenizer: Any | None = None) -> None:
-    """model.safetensors, the tokenizer's files, and config.json last: a folder with config.json is a
-    complete student (what ``eqspike.training.recover_directory`` relies on after a crash)."""
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    save_file({k: v.detach().contiguous().cpu() for k, v in state.items()}, str(directory / WEIGHTS_NAME),
-              metadata={"format": "pt", "model_type": str(config["model_type"])})
-    if tokenizer is not None:
-        tokenizer.save_pretrained(str(directory))
-    (directory / CONFIG_NAME).write_text(json.dumps(dict(config), indent=2) + "\n")
-
-
-def read_student_files(directory: str | Path, model_type: str) -> tuple[dict[str, Any], dict[str, Tensor]]:
-    """config.json and model.safetensors of a saved student of ``model_type``; every problem is refused
-    with the file's name: missing, unreadable, of another kind, or holding non-finite weights."""
+def check_student_files(directory: str | Path, model_type: str) -> None:
+    """Refuse a saved student by file name: config.json or model.safetensors missing, unreadable, of
+    another model type, or holding non-finite weights."""
     directory = Path(directory)
     config_path, weights_path = directory / CONFIG_NAME, directory / WEIGHTS_NAME
     if not config_path.is_file():
@@ -178,7 +263,6 @@ def read_student_files(directory: str | Path, model_type: str) -> tuple[dict[str
     if bad:
         raise StudentFileError(f"{weights_path} holds non-finite weights ({', '.join(bad[:3])}"
                                f"{', ...' if len(bad) > 3 else ''}); it cannot be used")
-    return data, state
 
 
 def uniform_layer_map(teacher_layers: int, student_layers: int) -> list[int]:

@@ -19,10 +19,7 @@ embedding is repeated over T and every block's output is averaged over T (rate d
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Mapping
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -32,17 +29,17 @@ from torch.nn import functional as F
 from eqspike.analysis.energy import ACCUMULATE_PJ, spikelm_energy_pj
 from eqspike.errors import check_choice, check_int_at_least
 from eqspike.students.common import (
-    EncoderShape,
     SpikingBertEmbeddings,
+    StudentConfig,
+    StudentOutput,
+    StudentPreTrainedModel,
     attention_scores,
     classification_head,
     copy_teacher_weights,
     key_padding_mask,
     merge_heads,
-    read_student_files,
     split_heads,
     teacher_shape,
-    write_student_files,
 )
 
 MODEL_TYPE = "eqspike-spikelm-bert"
@@ -120,22 +117,19 @@ class SpikeLinear(nn.Module):
         return torch.stack(outputs)
 
 
-@dataclass
-class SpikeLMConfig(EncoderShape):
+class SpikeLMConfig(StudentConfig):
+    """The baseline's shape (the eqspike student's), its T and its membrane reset."""
+
+    model_type = MODEL_TYPE
+
     time_steps: int = 4
     reset: str = "spikelm"
     weight_bits: float = 32  # SpikeLM keeps full-precision weights
 
-    def __post_init__(self) -> None:
+    def validate(self) -> None:
+        super().validate()
         check_int_at_least("time_steps", self.time_steps, 1)
         check_choice("reset", self.reset, RESETS)
-
-
-@dataclass
-class SpikeLMOutput:
-    logits: Tensor
-    hidden_values: list[Tensor]
-    attention_scores: list[Tensor] | None
 
 
 class SpikeLMBlock(nn.Module):
@@ -159,27 +153,29 @@ class SpikeLMBlock(nn.Module):
                 "attention_output": self.intermediate.neurons, "intermediate": self.output.neurons}
 
 
-class SpikeLMForSequenceClassification(nn.Module):
+class SpikeLMForSequenceClassification(StudentPreTrainedModel):
     """The SpikeLM baseline with a sequence-classification head (same interface as the eqspike student)."""
 
-    model_type = MODEL_TYPE
+    config_class = SpikeLMConfig
 
     def __init__(self, config: SpikeLMConfig) -> None:
-        super().__init__()
-        self.config = config
-        self.embeddings = SpikingBertEmbeddings(config)  # type: ignore[arg-type]
+        super().__init__(config)
+        config.validate()
+        self.embeddings = SpikingBertEmbeddings(config)
         self.blocks = nn.ModuleList(SpikeLMBlock(config) for _ in range(config.num_hidden_layers))
         self.pooler = nn.Linear(config.hidden_size, config.hidden_size)
         self.classifier = nn.Linear(config.hidden_size, config.num_labels)
+        self.post_init()
 
     def head(self, last_values: Tensor) -> Tensor:
         return classification_head(self.pooler, self.classifier, last_values)
 
     def forward(self, input_ids: Tensor, attention_mask: Tensor | None = None, token_type_ids: Tensor | None = None,
                 mode: str | None = None, time_steps: int | None = None, output_attention_scores: bool = False,
-                **_: Any) -> SpikeLMOutput:
+                labels: Tensor | None = None, **_: Any) -> StudentOutput:
         """``mode`` is accepted for interface parity and ignored: the network is always simulated for
-        its trained T (its amplitudes alpha_t exist for those steps only)."""
+        its trained T (its amplitudes alpha_t exist for those steps only). With ``labels``, ``loss`` is
+        the task loss."""
         cfg = self.config
         if time_steps is not None and time_steps != cfg.time_steps:
             raise ValueError(f"this SpikeLM student was trained with time_steps={cfg.time_steps}; got {time_steps}")
@@ -205,7 +201,9 @@ class SpikeLMForSequenceClassification(nn.Module):
             attended = block.attention_norm(block.attention_output(context, mask) + x)
             x = block.output_norm(block.output(F.gelu(block.intermediate(attended, mask)), mask) + attended)
             hidden_values.append(x.mean(0))
-        return SpikeLMOutput(self.head(hidden_values[-1]), hidden_values, scores if output_attention_scores else None)
+        logits = self.head(hidden_values[-1])
+        return StudentOutput(loss=self.task_loss(logits, labels), logits=logits, hidden_values=hidden_values,
+                             attention_scores=scores if output_attention_scores else None)
 
     # ------------------------------------------------------------------ statistics
     def spiking_modules(self) -> dict[str, ElasticBiSpiking]:
@@ -268,15 +266,3 @@ class SpikeLMForSequenceClassification(nn.Module):
             "output_norm": lambda b: b.output_norm,
         })
         return student
-
-    def save_pretrained(self, directory: str | Path, tokenizer: Any | None = None) -> None:
-        write_student_files(directory, {"model_type": MODEL_TYPE, **dataclasses.asdict(self.config)}, self.state_dict(),
-                            tokenizer)
-
-    @classmethod
-    def from_pretrained(cls, directory: str | Path, **overrides: Any) -> SpikeLMForSequenceClassification:
-        data, state = read_student_files(directory, MODEL_TYPE)
-        data.pop("model_type")
-        model = cls(SpikeLMConfig(**{**data, **overrides}))
-        model.load_state_dict(state, strict=True)
-        return model.eval()

@@ -30,19 +30,17 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
+from transformers import initialization as init
 
 from eqspike.analysis.energy import StudentEnergy
 from eqspike.core.equilibrium import (
     EquilibriumConfig,
     EquilibriumLayer,
-    EquilibriumStats,
 )
 from eqspike.core.neurons import NeuronConfig, time_step_rate
 from eqspike.core.quantization import QuantLinear
@@ -52,18 +50,17 @@ from eqspike.errors import (
 )
 from eqspike.students.common import (
     SpikingBertEmbeddings,
-    StudentFileError,
+    StudentOutput,
+    StudentPreTrainedModel,
     attention_scores,
     classification_head,
     copy_teacher_weights,
     key_padding_mask,
     merge_heads,
-    read_student_files,
     split_heads,
     teacher_shape,
-    write_student_files,
 )
-from eqspike.students.spiking_bert_config import MODEL_TYPE, SpikingBertConfig
+from eqspike.students.spiking_bert_config import SpikingBertConfig
 
 BLOCK_POPULATIONS = ("key", "value", "context", "attention_output", "intermediate", "output")
 
@@ -76,21 +73,6 @@ THRESHOLD_FLOOR = 1e-3  # the smallest threshold a population uses
 
 
 
-
-
-@dataclass
-class SpikingBertOutput:
-    """logits; decoded values of the embeddings and of every block's output population (the layers
-    that are distilled); pre-softmax attention scores per block (B, heads, L, L) when asked for;
-    all population rates; the equilibrium statistics; spike counts and trajectories (simulate)."""
-
-    logits: Tensor
-    hidden_values: list[Tensor]
-    attention_scores: list[Tensor] | None
-    rates: dict[str, Tensor]
-    stats: EquilibriumStats
-    spike_counts: dict[str, Tensor] | None = None  # 'simulate' with count_spikes=True
-    trajectory: dict[str, Tensor] | None = None
 
 
 class SpikingBertBlock(nn.Module):
@@ -153,36 +135,31 @@ class SpikingBertBlock(nn.Module):
         ]
 
 
-class SpikingBertForSequenceClassification(nn.Module):
-    """The spiking BERT student with a sequence-classification (or regression) head."""
+class SpikingBertForSequenceClassification(StudentPreTrainedModel):
+    """The spiking BERT student with a sequence-classification (or regression) head; a transformers
+    model (``AutoModelForSequenceClassification``, ``pipeline``, ``save_pretrained``)."""
 
-    model_type = MODEL_TYPE
+    config_class = SpikingBertConfig
 
     def __init__(self, config: SpikingBertConfig) -> None:
-        super().__init__()
-        self.config = config
+        super().__init__(config)
+        config.validate()  # from_pretrained sets overrides (time_steps, hysteresis, ...) after __post_init__
         self.embeddings = SpikingBertEmbeddings(config)
         self.threshold_embeddings = nn.Parameter(torch.ones(config.hidden_size), requires_grad=False)
         self.blocks = nn.ModuleList(SpikingBertBlock(config) for _ in range(config.num_hidden_layers))
         self.feedback = None
         if config.feedback:
             self.feedback = QuantLinear(config.hidden_size, config.hidden_size, bias=False, weight_bits=config.weight_bits)
-            nn.init.zeros_(self.feedback.weight)  # starts as the feed-forward network; trained from there
         self.pooler = nn.Linear(config.hidden_size, config.hidden_size)
         self.classifier = nn.Linear(config.hidden_size, config.num_labels)
         self.equilibrium = EquilibriumLayer(config.equilibrium)
         self.neuron = NeuronConfig(threshold=1.0, signed=config.signed, rounding=config.rounding, hysteresis=config.hysteresis)
-        self.apply(self._init_weights)
+        self.post_init()
 
-    @staticmethod
-    def _init_weights(module: nn.Module) -> None:
-        if isinstance(module, (nn.Linear, nn.Embedding)):
-            nn.init.normal_(module.weight, std=0.02)
-            if isinstance(module, nn.Linear) and module.bias is not None:
-                nn.init.zeros_(module.bias)
-        if isinstance(module, nn.LayerNorm):
-            nn.init.ones_(module.weight)
-            nn.init.zeros_(module.bias)
+    def _init_weights(self, module: nn.Module) -> None:
+        super()._init_weights(module)
+        if module is self.feedback:  # the feedback edge starts at 0: the feed-forward network, trained from there
+            init.zeros_(module.weight)
 
     # ------------------------------------------------------------------ the rate map
     @staticmethod
@@ -245,11 +222,15 @@ class SpikingBertForSequenceClassification(nn.Module):
         output_attention_scores: bool = False,
         record_trajectory: bool = False,
         count_spikes: bool = False,
-    ) -> SpikingBertOutput:
-        """Find the equilibrium and classify. ``mode``: 'simulate' runs the spiking network for
-        ``time_steps`` steps (default: the config's); 'solve' finds the fixed point of the rate map
-        directly: with ``quantize_rates`` the T-step quantizer's (T = ``time_steps``, default the
-        config's), which predicts the simulation at T, otherwise the exact (T = infinity) equilibrium."""
+        labels: Tensor | None = None,
+        return_dict: bool | None = None,
+    ) -> StudentOutput:
+        """Find the equilibrium and classify. ``mode`` (default: the config's ``equilibrium.forward``):
+        'simulate' runs the spiking network for ``time_steps`` steps (default: the config's); 'solve'
+        finds the fixed point of the rate map directly: with ``quantize_rates`` the T-step quantizer's
+        (T = ``time_steps``, default the config's), which predicts the simulation at T, otherwise the
+        exact (T = infinity) equilibrium. With ``labels``, ``loss`` is the task loss. ``return_dict``
+        is accepted for transformers' callers; the output is always a ``StudentOutput``."""
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
         if token_type_ids is None:
@@ -258,8 +239,8 @@ class SpikingBertForSequenceClassification(nn.Module):
         if self.config.quantize_rates and (mode or self.config.equilibrium.forward) == "solve":
             solve_steps = time_steps or self.config.time_steps
         rate_map = self.rate_map(input_ids, attention_mask, token_type_ids, solve_steps)
-        out = self.equilibrium(rate_map, mode=mode, time_steps=time_steps, record_trajectory=record_trajectory,
-                               count_spikes=count_spikes)
+        out = self.equilibrium(rate_map, mode=mode, time_steps=time_steps or self.config.time_steps,
+                               record_trajectory=record_trajectory, count_spikes=count_spikes)
         rates = out.rates
         names = ["embeddings"] + [f"block{m}.output" for m in range(self.config.num_hidden_layers)]
         hidden_values = [self.population_values(name, rates[name]) for name in names]
@@ -272,7 +253,8 @@ class SpikingBertForSequenceClassification(nn.Module):
                 v_key = self.population_values(f"block{m}.key", rates[f"block{m}.key"])
                 scores.append(block.scores(v_in, v_key))
                 source = f"block{m}.output"
-        return SpikingBertOutput(
+        return StudentOutput(
+            loss=self.task_loss(logits, labels),
             logits=logits,
             hidden_values=hidden_values,
             attention_scores=scores,
@@ -361,24 +343,6 @@ class SpikingBertForSequenceClassification(nn.Module):
         rates = self(**batch, mode="solve", time_steps=time_steps).rates
         counts = {name: rate.abs() * time_steps for name, rate in rates.items()}
         return float(StudentEnergy.of(self.config).accumulate_pj(counts, batch["attention_mask"]).sum())
-
-    # ------------------------------------------------------------------ persistence
-    def save_pretrained(self, directory: str | Path, tokenizer: Any | None = None) -> None:
-        """Write model.safetensors (+ the tokenizer's files) and config.json into ``directory``."""
-        write_student_files(directory, self.config.to_dict(), self.state_dict(), tokenizer)
-
-    @classmethod
-    def from_pretrained(cls, directory: str | Path, **overrides: Any) -> SpikingBertForSequenceClassification:
-        """Load a student saved by ``save_pretrained``; ``overrides`` replace config fields
-        (e.g. ``time_steps``, ``hysteresis``). Returned in eval mode, like transformers."""
-        data, state = read_student_files(directory, MODEL_TYPE)
-        try:
-            config = SpikingBertConfig.from_dict({**data, **overrides})
-            model = cls(config)
-            model.load_state_dict(state, strict=True)
-        except (ValueError, RuntimeError) as error:  # a config or weights that do not belong together
-            raise StudentFileError(f"{directory} does not hold a usable eqspike student: {str(error).splitlines()[0][:200]}") from None
-        return model.eval()
 
     # ------------------------------------------------------------------ initialisation from a teacher
     @classmethod

@@ -1,0 +1,97 @@
+"""``eqspike predict``: labels and probabilities from a saved student, run as a spiking network.
+
+A student is found from a run directory (``RUN/student``) or its own folder. Inputs are texts (and
+optional second texts, for pair tasks) or a CSV/TSV/JSON/JSON-lines file with a ``sentence1`` (or
+``text``) column and an optional ``sentence2`` (or ``text_pair``) column. Each prediction is
+
+    {"label": name, "score": p(label), "probabilities": {name: p, ...}}     (classification)
+    {"score": value}                                                       (regression)
+
+with p = softmax(logits) of the student run for T steps (``simulate``; default T: the student's own),
+or at its equilibrium (``solve``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from eqspike.config import load_yaml
+from eqspike.data.batches import EncodedSplit
+from eqspike.data.tasks import DataError, Example, read_table
+from eqspike.errors import EqspikeError
+from eqspike.evaluation import predict as predict_logits
+from eqspike.students import load_student
+from eqspike.teacher.store import load_tokenizer
+
+FIRST_TEXT, SECOND_TEXT = ("sentence1", "text"), ("sentence2", "text_pair")
+
+
+@dataclass
+class Predictor:
+    """A saved student, its tokenizer, and the maximum sequence length its run used."""
+
+    student: Any
+    tokenizer: Any
+    max_seq_length: int
+    device: torch.device
+
+    @classmethod
+    def load(cls, path: str | Path, device: torch.device, max_seq_length: int | None = None,
+             **overrides: Any) -> Predictor:
+        """From a run directory or a student folder; ``overrides`` replace student config fields."""
+        path = Path(path)
+        student_dir, settings = path, None
+        if (path / "student" / "config.json").is_file():
+            student_dir = path / "student"
+            if (path / "config.yaml").is_file():
+                settings = load_yaml(path / "config.yaml")
+        elif not (path / "config.json").is_file():
+            raise EqspikeError(f"{path} is neither a run directory (RUN/student/config.json) nor a saved student "
+                               f"(config.json)" if path.exists() else f"{path} does not exist")
+        student = load_student(student_dir, **overrides).to(device).eval()
+        length = max_seq_length or (settings or {}).get("max_seq_length") or min(512, student.config.max_position_embeddings)
+        if length > student.config.max_position_embeddings:
+            raise EqspikeError(f"--max-seq-length {length} is more than the student's "
+                               f"{student.config.max_position_embeddings} positions")
+        return cls(student, load_tokenizer(student_dir), int(length), device)
+
+    def __call__(self, examples: Sequence[Example], time_steps: int | None = None, mode: str = "simulate",
+                 batch_size: int = 32) -> list[dict[str, Any]]:
+        """One prediction per example (see the module docstring), in the examples' order."""
+        config = self.student.config
+        T = time_steps or config.time_steps
+        split = EncodedSplit(examples, self.tokenizer, self.max_seq_length)
+        logits = torch.from_numpy(predict_logits(lambda b: self.student(**b, mode=mode, time_steps=T).logits, split,
+                                                 batch_size, self.device, desc=f"predict (T={T})"))
+        if config.problem_type == "regression":
+            return [{"score": float(value)} for value in logits[:, 0]]
+        names = [str(config.id2label.get(i, i)) for i in range(config.num_labels)]
+        rows = []
+        for p in torch.softmax(logits, dim=-1):
+            best = int(p.argmax())
+            rows.append({"label": names[best], "score": float(p[best]),
+                         "probabilities": {name: round(float(q), 6) for name, q in zip(names, p)}})
+        return rows
+
+
+def read_inputs(path: str | Path) -> list[Example]:
+    """The texts of a CSV/TSV/JSON/JSON-lines file (column sentence1 or text; optional sentence2 or
+    text_pair); refused in one line when a column is missing or a cell is empty."""
+    rows = read_table(Path(path))
+    columns = list(rows[0])
+    first = next((c for c in FIRST_TEXT if c in columns), None)
+    if first is None:
+        raise DataError(f"data file {path} has no text column: expected {' or '.join(FIRST_TEXT)}, found "
+                        f"{', '.join(map(str, columns))}")
+    second = next((c for c in SECOND_TEXT if c in columns), None)
+    empty = [number for number, row in enumerate(rows, start=1) if not str(row.get(first) or "").strip()]
+    if empty:
+        raise DataError(f"data file {path}: {first} is empty in row(s) {', '.join(map(str, empty[:10]))} "
+                        f"(rows counted from 1, after any header)")
+    return [Example(str(row[first]), str(row[second]) if second and row.get(second) is not None else None, 0)
+            for row in rows]

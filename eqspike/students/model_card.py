@@ -1,0 +1,112 @@
+"""The model card of a saved student: ``README.md`` in its folder, in the Hugging Face Hub's format
+(YAML metadata, then Markdown). It says what the student is (teacher, task, T, neuron, weight bits),
+what it scores (as a spiking network at each measured T, at equilibrium, against its teacher), what
+it costs (energy per example relative to the teacher), how to use it, and the command that made it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from eqspike.runtime.files import write_atomic
+
+CARD_NAME = "README.md"
+GLUE_TASKS = ("cola", "sst2", "mrpc", "qqp", "stsb", "mnli", "qnli", "rte", "wnli")
+
+
+def _score(value: Any) -> str:
+    return f"{value:.4f}" if isinstance(value, (int, float)) else "-"
+
+
+def model_card(config: Any, result: Mapping[str, Any] | None = None,
+               evaluations: Sequence[Mapping[str, Any]] = (), command: str | None = None,
+               best: Mapping[str, Any] | None = None) -> str:
+    """The card of a student with ``config``. ``result``: the run's metrics.json (final scores);
+    ``evaluations``: rows ``{"time_steps", "score"}`` of ``eqspike evaluate``; ``best``: the dev
+    evaluation that selected the student while the run is still going (before ``result``)."""
+    result = dict(result or {})
+    kind = "SpikeLM baseline (surrogate gradients, BPTT)" if config.model_type.endswith("spikelm-bert") \
+        else "eqspike spiking BERT (equilibrium distillation, implicit gradients)"
+    task, metric = result.get("task"), result.get("metric", "score")
+    teacher = config.teacher or result.get("teacher")
+    T = config.time_steps
+    bits = {32: "full precision", 1.58: "1.58-bit (ternary)", 1: "1-bit (binary)"}.get(config.weight_bits,
+                                                                                      f"{config.weight_bits}-bit")
+    metadata: dict[str, Any] = {
+        "library_name": "eqspike",
+        "pipeline_tag": "text-classification",
+        "tags": ["spiking-neural-network", "snn", "bert", "knowledge-distillation", "eqspike", config.model_type],
+    }
+    if teacher and not Path(str(teacher)).exists():
+        metadata["base_model"] = teacher
+    if task in GLUE_TASKS:
+        metadata["datasets"] = ["nyu-mll/glue"]
+    if result.get("student_score") is not None:
+        metadata["model-index"] = [{
+            "name": f"{config.model_type}-{task}",
+            "results": [{
+                "task": {"type": "text-classification"},
+                "dataset": {"name": str(task), "type": "nyu-mll/glue" if task in GLUE_TASKS else str(task),
+                            "split": "validation"},
+                "metrics": [{"type": metric, "value": round(float(result["student_score"]), 4),
+                             "name": f"dev {metric}, spiking at T={T}"}],
+            }],
+        }]
+
+    lines = ["---", yaml.safe_dump(metadata, sort_keys=False).strip(), "---", "",
+             f"# {config.model_type}: {task or 'a task'} from {teacher or 'a BERT teacher'}", "",
+             f"A {kind} with {config.num_hidden_layers} blocks (hidden size {config.hidden_size}), distilled "
+             f"from {teacher or 'its teacher'}" + (f" (layers {', '.join(map(str, config.teacher_layers))} of "
+                                                   f"{config.teacher_num_hidden_layers})" if config.teacher_layers else "")
+             + f", and made to run for **T = {T} time steps**. Weights: {bits}.", ""]
+    if hasattr(config, "rounding"):
+        trained = "for T = %d (T-step quantized rates)" % T if getattr(config, "quantize_rates", False) \
+            else "at the exact equilibrium (T = infinity)"
+        lines += [f"Neurons: signed integrate-and-fire, `{config.rounding}` rounding, hysteresis "
+                  f"{config.hysteresis}; trained {trained} by implicit differentiation through the equilibrium.", ""]
+
+    rows = []
+    if result:
+        rows.append(("teacher (dense BERT)", _score(result.get("teacher_score")), "1"))
+        energy = result.get("student_energy_ratio")
+        rows.append((f"this student, spiking, T = {result.get('time_steps', T)}", _score(result.get("student_score")),
+                     f"{energy:.3f}" if isinstance(energy, (int, float)) else "-"))
+        if result.get("student_solve_score") is not None:
+            rows.append(("this student, at the equilibrium it was trained for", _score(result["student_solve_score"]), "-"))
+    elif best:
+        rows.append((f"this student, dev score that selected it (step {best.get('step', '?')})",
+                     _score(best.get("score")), "-"))
+    for row in evaluations:
+        rows.append((f"this student, spiking, T = {row['time_steps']} (`eqspike evaluate`)", _score(row.get("score")),
+                     f"{row['energy_ratio']:.3f}" if isinstance(row.get("energy_ratio"), (int, float)) else "-"))
+    if rows:
+        lines += [f"## Scores (dev set of {task})", "",
+                  f"| network | {metric} | energy per example / teacher |", "|---|---:|---:|"]
+        lines += [f"| {a} | {b} | {c} |" for a, b, c in rows] + [""]
+        lines += ["Energy counts every spike as one accumulate (0.9 pJ) at each of its targets and what stays dense "
+                  "as multiply-accumulates (4.6 pJ), against the teacher's dense forward under the same costs.", ""]
+    if not result:
+        lines += ["The run that makes this student has not finished: the final scores are added when it does.", ""]
+
+    lines += ["## Use", "", "```python", "import eqspike  # registers the student with transformers' Auto classes",
+              "from transformers import AutoModelForSequenceClassification, AutoTokenizer, pipeline", "",
+              'model = AutoModelForSequenceClassification.from_pretrained("path/to/this/folder")',
+              'tokenizer = AutoTokenizer.from_pretrained("path/to/this/folder")',
+              'classify = pipeline("text-classification", model=model, tokenizer=tokenizer)',
+              'print(classify("a sentence to classify"))', "```", "",
+              "From the command line, as a spiking network at T steps:", "", "```bash",
+              f'eqspike predict path/to/this/folder --text "a sentence to classify" --time-steps {T}', "```", ""]
+    if command or result:
+        lines += ["## How it was made", "", "```bash", command or "eqspike distill --config config.yaml", "```", ""]
+    return "\n".join(lines)
+
+
+def write_model_card(directory: str | Path, text: str) -> Path:
+    """Write (or replace, in one rename) the card in a student's folder."""
+    path = Path(directory) / CARD_NAME
+    write_atomic(path, text)
+    return path
