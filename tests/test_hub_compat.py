@@ -170,3 +170,16 @@ def test_predict_unknown_directory_is_one_line(tmp_path, capsys):
     assert main(["predict", str(tmp_path / "nowhere"), "--text", "hello"]) == 2
     err = capsys.readouterr().err
     assert "does not exist" in err and len(err.strip().splitlines()) == 1
+
+
+def test_readme_student_example_runs(run, capsys):
+    """The README's Python example of a trained student, on the test run's student."""
+    import re
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    blocks = [b for b in re.findall(r"```python\n(.*?)```", readme, flags=re.S) if "pipeline(" in b]
+    assert blocks, "README has no example of a trained student"
+    code = blocks[0].replace("runs/quickstart/student", str(run[0] / "student"))
+    exec(compile(code, "README.md", "exec"), {})
+    printed = capsys.readouterr().out
+    assert "'label':" in printed and "'score':" in printed
