@@ -51,6 +51,12 @@ def test_auto_model_and_pipeline_give_the_students_own_logits(run):
         names = [model.config.id2label[i] for i in range(model.config.num_labels)]
         assert scores == pytest.approx({name: float(p) for name, p in zip(names, row)}, abs=1e-6)
 
+    model.config.equilibrium.forward = "simulate"  # the pipeline now runs the spiking network, T = 4 steps
+    spiking = classify(texts)
+    for answer, row in zip(spiking, torch.softmax(simulated, dim=-1)):
+        assert max(item["score"] for item in answer) == pytest.approx(float(row.max()), abs=1e-6)
+    model.config.equilibrium.forward = "solve"
+
     with torch.no_grad():
         out = model(**batch, labels=torch.tensor([1, 0]))
     assert out.loss is not None and torch.isclose(out.loss, torch.nn.functional.cross_entropy(out.logits, torch.tensor([1, 0])))

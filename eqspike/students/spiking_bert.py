@@ -235,8 +235,9 @@ class SpikingBertForSequenceClassification(StudentPreTrainedModel):
             attention_mask = torch.ones_like(input_ids)
         if token_type_ids is None:
             token_type_ids = torch.zeros_like(input_ids)
+        mode = mode or self.config.equilibrium.forward  # the config's, read at every call (it may be edited)
         solve_steps = None
-        if self.config.quantize_rates and (mode or self.config.equilibrium.forward) == "solve":
+        if self.config.quantize_rates and mode == "solve":
             solve_steps = time_steps or self.config.time_steps
         rate_map = self.rate_map(input_ids, attention_mask, token_type_ids, solve_steps)
         out = self.equilibrium(rate_map, mode=mode, time_steps=time_steps or self.config.time_steps,
