@@ -189,3 +189,23 @@ def test_readme_student_example_runs(run, capsys):
     exec(compile(code, "README.md", "exec"), {})
     printed = capsys.readouterr().out
     assert "'label':" in printed and "'score':" in printed
+
+
+def test_a_student_saved_before_the_transformers_classes_loads_with_auto_model():
+    """tests/data/student_v0_2dev was written by the 0.2 development code before the students became
+    transformers models (nested equilibrium settings, no transformers_version, named labels, trained
+    for T = 4 with hysteresis). AutoModel loads it and it gives the logits it gave then."""
+    from transformers import AutoModelForSequenceClassification
+
+    import eqspike  # noqa: F401
+    from eqspike.teacher.store import load_tokenizer
+
+    folder = Path(__file__).parent / "data" / "student_v0_2dev"
+    expected = json.loads((folder.parent / "student_v0_2dev_logits.json").read_text())
+    model = AutoModelForSequenceClassification.from_pretrained(folder)
+    assert model.config.id2label == {0: "neg", 1: "neutral", 2: "pos"} and model.config.num_labels == 3
+    assert model.config.quantize_rates and model.config.hysteresis == 0.25 and model.config.rounding == "round"
+    batch = dict(load_tokenizer(folder)(expected["texts"], padding=True, return_tensors="pt"))
+    with torch.no_grad():
+        assert torch.allclose(model(**batch, mode="simulate", time_steps=4).logits, torch.tensor(expected["simulate_T4"]), atol=1e-6)
+        assert torch.allclose(model(**batch, mode="solve").logits, torch.tensor(expected["solve"]), atol=1e-6)
