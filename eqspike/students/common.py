@@ -5,6 +5,7 @@ BERT's attention helpers, and the checks that refuse a broken saved student by f
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from collections.abc import Mapping
@@ -136,15 +137,31 @@ class StudentPreTrainedModel(PreTrainedModel):
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path: str | Path, *args: Any, **kwargs: Any):
-        """transformers' ``from_pretrained``; a local folder's config.json and model.safetensors are
-        checked first, so a missing, corrupted, foreign or non-finite file is refused by name."""
+        """transformers' ``from_pretrained``. From a local folder, config.json and model.safetensors are
+        checked first, so a missing, corrupted, foreign or non-finite file is refused by name; keyword
+        arguments that are config fields (``time_steps=4``, ``hysteresis=0.5``) replace the saved values
+        and are checked like them."""
         directory = Path(pretrained_model_name_or_path)
         if directory.is_dir() and kwargs.get("config") is None:
             check_student_files(directory, cls.config_class.model_type)
+            fields = {f.name for f in dataclasses.fields(cls.config_class)}
+            overrides = {key: kwargs.pop(key) for key in list(kwargs) if key in fields}
+            try:
+                config = cls.config_class.from_pretrained(directory)
+            except (ValueError, TypeError) as error:
+                raise StudentFileError(f"{directory / CONFIG_NAME} does not describe a usable "
+                                       f"{cls.config_class.model_type} student: {str(error).splitlines()[0][:200]}") from None
+            for key, value in overrides.items():
+                setattr(config, key, value)
+            try:
+                config.validate()
+            except ValueError as error:
+                given = ", ".join(f"{k}={v!r}" for k, v in overrides.items())
+                raise EqspikeError(f"cannot run {directory} with {given}: {error}") from None
+            kwargs["config"] = config
         try:
             model = super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
-            model.config.validate()
-        except (ValueError, RuntimeError, OSError) as error:  # a config or weights that do not belong together
+        except (ValueError, RuntimeError) as error:  # weights that do not fit the config
             raise StudentFileError(f"{directory} does not hold a usable {cls.config_class.model_type} student: "
                                    f"{str(error).splitlines()[0][:200]}") from None
         return model
