@@ -29,8 +29,8 @@ def model_card(config: Any, result: Mapping[str, Any] | None = None,
     ``evaluations``: rows ``{"time_steps", "score"}`` of ``eqspike evaluate``; ``best``: the dev
     evaluation that selected the student while the run is still going (before ``result``)."""
     result = dict(result or {})
-    kind = "SpikeLM baseline (surrogate gradients, BPTT)" if config.model_type.endswith("spikelm-bert") \
-        else "eqspike spiking BERT (equilibrium distillation, implicit gradients)"
+    kind = "A SpikeLM baseline (surrogate gradients, BPTT)" if config.model_type.endswith("spikelm-bert") \
+        else "An eqspike spiking BERT (equilibrium distillation, implicit gradients)"
     task, metric = result.get("task"), result.get("metric", "score")
     teacher = config.teacher or result.get("teacher")
     T = config.time_steps
@@ -59,7 +59,7 @@ def model_card(config: Any, result: Mapping[str, Any] | None = None,
 
     lines = ["---", yaml.safe_dump(metadata, sort_keys=False).strip(), "---", "",
              f"# {config.model_type}: {task or 'a task'} from {teacher or 'a BERT teacher'}", "",
-             f"A {kind} with {config.num_hidden_layers} blocks (hidden size {config.hidden_size}), distilled "
+             f"{kind} with {config.num_hidden_layers} blocks (hidden size {config.hidden_size}), distilled "
              f"from {teacher or 'its teacher'}" + (f" (layers {', '.join(map(str, config.teacher_layers))} of "
                                                    f"{config.teacher_num_hidden_layers})" if config.teacher_layers else "")
              + f", and made to run for **T = {T} time steps**. Weights: {bits}.", ""]
@@ -96,6 +96,8 @@ def model_card(config: Any, result: Mapping[str, Any] | None = None,
               "from transformers import AutoModelForSequenceClassification, AutoTokenizer, pipeline", "",
               'model = AutoModelForSequenceClassification.from_pretrained("path/to/this/folder")',
               'tokenizer = AutoTokenizer.from_pretrained("path/to/this/folder")',
+              f'model.config.equilibrium.forward = "simulate"  # run the spiking network ({T} steps) in the pipeline'
+              if hasattr(config, "equilibrium") else "# SpikeLM runs its T steps in every forward",
               'classify = pipeline("text-classification", model=model, tokenizer=tokenizer)',
               'print(classify("a sentence to classify"))', "```", "",
               "From the command line, as a spiking network at T steps:", "", "```bash",
