@@ -10,8 +10,11 @@ the same maximum length, and reports the dev metric:
                  clipping; the score after the last epoch (what a short hand-written loop gives);
   linear-3       eqspike 0.1's recipe: warm-up over 10 % of the steps, then linear decay to 0, 3 epochs,
                  the best dev epoch kept;
-  constant-10    the current default: warm-up, then a constant rate, at most 10 epochs, stopped after
-                 2 epochs without a better dev score, the best dev epoch kept.
+  constant-10-warmup  warm-up over 10 % of the steps, then a constant rate, at most 10 epochs, stopped
+                 after 2 epochs without a better dev score, the best dev epoch kept;
+  default        eqspike's default (RunConfig): the plain loop's constant rate from the first step (with
+                 gradient clipping at 1.0), at most 10 epochs, stopped after 2 epochs without a better dev
+                 score, the best dev epoch kept.
 
 Tasks: the built-in ``fortunes`` and the CSV tasks under ``--data-root`` (``../shared/data`` by
 default: election_tweets_2016, 20newsgroups). Large tasks are subsampled at random (seeded) with
@@ -40,8 +43,9 @@ from eqspike.teacher.fine_tune import fine_tune
 from eqspike.teacher.store import _load_model, load_tokenizer, locate
 
 RECIPES = {
-    "linear-3": dict(teacher_epochs=3, teacher_schedule="linear", teacher_patience=0),
-    "constant-10": dict(teacher_epochs=10, teacher_schedule="constant", teacher_patience=2),
+    "linear-3": dict(teacher_epochs=3, teacher_schedule="linear", teacher_warmup_ratio=0.1, teacher_patience=0),
+    "constant-10-warmup": dict(teacher_epochs=10, teacher_schedule="constant", teacher_warmup_ratio=0.1, teacher_patience=2),
+    "default": {},  # RunConfig's defaults: constant rate, no warm-up, at most 10 epochs, patience 2
 }
 
 
@@ -51,7 +55,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--teacher", default="sentence-transformers/all-MiniLM-L6-v2")
     p.add_argument("--tasks", nargs="+", default=["fortunes", "election_tweets_2016", "20newsgroups"])
     p.add_argument("--data-root", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "data")
-    p.add_argument("--recipes", nargs="+", default=["plain", *RECIPES], choices=["plain", *RECIPES])
+    p.add_argument("--recipes", nargs="+", default=["plain", "linear-3", "default"], choices=["plain", *RECIPES])
     p.add_argument("--max-seq-length", type=int, default=64)
     p.add_argument("--max-train", type=int, default=4000, help="subsample larger training sets (seeded)")
     p.add_argument("--max-eval", type=int, default=2000, help="subsample larger dev sets (seeded)")

@@ -110,3 +110,24 @@ def test_every_flag_of_every_command_explains_itself():
             assert action.help, (name, action.dest)
             if name in ("teacher", "distill") and action.dest != "config":
                 assert "(default: " in action.help, (name, action.dest)
+
+
+def test_teacher_benchmark_compares_the_recipes_on_a_csv_task(tiny_bert, toy_files, tmp_path):
+    """bench_teacher on a CSV task: one row per recipe with its per-epoch history; the default recipe
+    keeps its best dev epoch and stops after `teacher_patience` epochs without a better one."""
+    import shutil
+
+    bench = load_benchmark("bench_teacher")
+    (tmp_path / "data" / "toy").mkdir(parents=True)
+    shutil.copy(toy_files[0], tmp_path / "data" / "toy" / "train.csv")
+    shutil.copy(toy_files[1], tmp_path / "data" / "toy" / "validation.csv")
+    out = tmp_path / "teacher.json"
+    result = bench.main(["--out", str(out), "--teacher", str(tiny_bert), "--tasks", "toy", "--data-root",
+                         str(tmp_path / "data"), "--recipes", "plain", "default", "--max-seq-length", "32"])
+    rows = {r["recipe"]: r for r in json.loads(out.read_text())["rows"]}
+    assert rows.keys() == {"plain", "default"} and result["rows"] == list(rows.values())
+    assert rows["plain"]["epochs"] == 3 and rows["plain"]["score"] == rows["plain"]["history"][-1]
+    default = rows["default"]
+    assert default["score"] == max(default["history"])
+    best = default["history"].index(default["score"])
+    assert default["epochs"] == 10 or default["epochs"] - 1 - best >= 2

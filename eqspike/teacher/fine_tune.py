@@ -33,7 +33,8 @@ def fine_tune(teacher: Teacher, config: RunConfig, task: TaskData, train_split: 
     epochs = max(1, round(config.teacher_epochs)) if config.teacher_epochs else 0
     steps_per_epoch = -(-len(train_split) // config.teacher_batch_size)
     optimizer = make_optimizer(model.named_parameters(), config.teacher_lr, config.weight_decay)
-    schedule = linear_schedule(optimizer, max(1, epochs * steps_per_epoch), config.warmup_ratio, config.teacher_schedule)
+    schedule = linear_schedule(optimizer, max(1, epochs * steps_per_epoch), config.teacher_warmup_ratio,
+                               config.teacher_schedule)
     logits_fn = lambda batch: model(**batch).logits  # noqa: E731
     best, best_state, history = None, None, []
     for epoch in range(epochs):
