@@ -230,7 +230,8 @@ def load_teacher(config: RunConfig, task: TaskData, device: torch.device, splits
             if splits is None or train_split is None:
                 raise TeacherError(f"teacher {config.teacher} has no trained head for {task.name!r}; run `eqspike teacher` first")
             log(f"teacher: {config.teacher} has no trained head for {task.name!r}; fine-tuning it "
-                f"({config.teacher_epochs:g} epochs, lr {config.teacher_lr:g}) into {stored}")
+                f"({'at most ' if config.teacher_patience else ''}{config.teacher_epochs:g} epochs, lr {config.teacher_lr:g}, "
+                f"{config.teacher_schedule} rate) into {stored}")
             model = _load_model(source, num_labels=task.num_labels)
             teacher = fine_tune(Teacher(model, tokenizer, source, {}), config, task, train_split, splits, device, stored, log)
     check_fit(teacher, task, config.max_seq_length)
