@@ -68,9 +68,16 @@ def test_distill_with_a_float32_teacher_cache_trains_the_same_student(tiny_teach
         runs[cached] = run
         if cached:
             assert any("teacher cache: running the teacher once over 96 examples" in m for m in messages)
-    a, b = (torch.load(runs[k] / "checkpoint" / "student.pt") for k in (False, True))
-    assert max((a[k].float() - b[k].float()).abs().max().item() for k in a) < 1e-4
-    losses = [[json.loads(x)["loss"] for x in (runs[k] / "metrics.jsonl").read_text().splitlines() if '"loss"' in x]
-              for k in (False, True)]
+    # The cached targets equal the live ones up to float rounding (the teacher ran on other batches, so
+    # other paddings): the losses agree at every step, and so do the dev evaluations.
+    records = [[json.loads(x) for x in (runs[k] / "metrics.jsonl").read_text().splitlines()] for k in (False, True)]
+    losses = [[r["loss"] for r in rs if "loss" in r] for rs in records]
     assert len(losses[0]) == len(losses[1]) > 0
     assert max(abs(p - q) for p, q in zip(*losses)) < 1e-4 * max(map(abs, losses[0]))
+    assert [r["eval"] for r in records[0] if "eval" in r] == [r["eval"] for r in records[1] if "eval" in r]
+    # No bound holds for the largest weight difference: AdamW turns rounding noise in coordinates whose
+    # gradient is ~0 (attention key biases; README, "Many GPUs") into lr-sized steps. The typical
+    # weight agrees closely.
+    a, b = (torch.load(runs[k] / "checkpoint" / "student.pt") for k in (False, True))
+    differences = torch.cat([(a[k].float() - b[k].float()).abs().flatten() for k in a])
+    assert differences.mean().item() < 1e-6, differences.mean().item()
