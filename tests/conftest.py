@@ -79,6 +79,12 @@ def tiny_bert(tmp_path_factory):
     return make_tiny_bert(tmp_path_factory.mktemp("tiny_bert"))
 
 
+# The tiny teacher's recipe, pinned: the tests do not follow changes of the default recipe (which suits
+# real BERTs, not this tiny one).
+TINY_TEACHER_RECIPE = dict(teacher_epochs=6, teacher_lr=3e-3, teacher_batch_size=16, teacher_schedule="linear",
+                           teacher_warmup_ratio=0.1, teacher_patience=0)
+
+
 @pytest.fixture(scope="session")
 def tiny_teacher(tmp_path_factory, tiny_bert, toy_files):
     """The tiny BERT fine-tuned on the toy task and stored with its card (once per session)."""
@@ -88,9 +94,7 @@ def tiny_teacher(tmp_path_factory, tiny_bert, toy_files):
 
     store = tmp_path_factory.mktemp("teacher_store")
     config = RunConfig(teacher=str(tiny_bert), train_file=str(toy_files[0]), validation_file=str(toy_files[1]),
-                       teacher_store=str(store), teacher_epochs=6, teacher_lr=3e-3, teacher_batch_size=16,
-                       teacher_schedule="linear", teacher_warmup_ratio=0.1, teacher_patience=0,  # pinned: tests do not
-                       # follow changes of the default recipe (which suits real BERTs, not this tiny one)
+                       teacher_store=str(store), **TINY_TEACHER_RECIPE,
                        max_seq_length=32, device="cpu")
     data = prepare_data(config, log=lambda *_: None)
     teacher = load_teacher(config, data.task, torch.device("cpu"), data.splits, data.train, log=lambda *_: None)

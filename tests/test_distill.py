@@ -12,7 +12,7 @@ from eqspike.cli import main
 from eqspike.config import RunConfig
 from eqspike.distill.trainer import Distiller
 from eqspike.students.spiking_bert import SpikingBertForSequenceClassification
-from tests.conftest import QUIET, make_tiny_bert, tiny_config, write_csv
+from tests.conftest import QUIET, TINY_TEACHER_RECIPE, make_tiny_bert, tiny_config, write_csv
 
 
 def test_teacher_store_fine_tunes_once_and_writes_a_card(tiny_teacher, tiny_bert, toy_files, tmp_path):
@@ -28,8 +28,7 @@ def test_teacher_store_fine_tunes_once_and_writes_a_card(tiny_teacher, tiny_bert
     # The same base, task, data and recipe: the stored teacher is reused, and the log says how good it is.
     messages = []
     same = RunConfig(teacher=str(tiny_bert), train_file=str(toy_files[0]), validation_file=str(toy_files[1]),
-                     teacher_store=str(stored.parent), teacher_epochs=6, teacher_lr=3e-3, teacher_batch_size=16,
-                     max_seq_length=32, device="cpu")
+                     teacher_store=str(stored.parent), **TINY_TEACHER_RECIPE, max_seq_length=32, device="cpu")
     data = prepare_data(same, log=messages.append)
     again = load_teacher(same, data.task, torch.device("cpu"), data.splits, data.train, log=messages.append)
     assert again.path == str(stored)
