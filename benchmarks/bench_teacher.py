@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -59,7 +60,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--max-seq-length", type=int, default=64)
     p.add_argument("--max-train", type=int, default=4000, help="subsample larger training sets (seeded)")
     p.add_argument("--max-eval", type=int, default=2000, help="subsample larger dev sets (seeded)")
-    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--seed", type=int, default=42, help="seed of the subsamples")
+    p.add_argument("--seeds", type=int, nargs="+", default=[42],
+                   help="training seeds: each recipe runs once per seed (head init, data order); mean and spread reported")
     return p.parse_args(argv)
 
 
@@ -81,6 +84,30 @@ def plain_loop(source: str, task, train: EncodedSplit, splits, device, seed: int
     return {"score": history[-1], "best": max(history), "history": history, "epochs": epochs}
 
 
+def run_recipe(recipe: str, seed: int, source: str, tokenizer, task, name: str, train: EncodedSplit, splits, device,
+               args: argparse.Namespace) -> dict:
+    """One fine-tuning of ``recipe`` with training seed ``seed`` (set before the model is loaded: the new
+    classifier head's init depends on it)."""
+    started = time.time()
+    if recipe == "plain":
+        result = plain_loop(source, task, train, splits, device, seed)
+    else:
+        config = RunConfig(teacher=args.teacher, max_seq_length=args.max_seq_length, seed=seed,
+                           device=device.type, **RECIPES[recipe])
+        set_seed(seed)
+        model = _load_model(source, num_labels=task.num_labels)
+        with tempfile.TemporaryDirectory() as store:
+            tuned = fine_tune(Teacher(model, tokenizer, source, {}), config, task, train, splits, device,
+                              Path(store) / "teacher", log=lambda *_: None)
+        card = tuned.card
+        result = {"score": card["dev_score"], "best": card["dev_score"],
+                  "history": [h[task.metric] for h in card["history"]], "epochs": len(card["history"])}
+    result.update(task=name, recipe=recipe, seed=seed, metric=task.metric, seconds=round(time.time() - started, 1))
+    print(f"  {recipe:<12} seed {seed} {task.metric} {result['score']:.4f} after {result['epochs']} epochs "
+          f"({result['seconds']:.0f} s); per epoch: " + ", ".join(f"{h:.3f}" for h in result["history"]), flush=True)
+    return result
+
+
 def main(argv=None) -> dict:
     args = parse_args(argv)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -99,28 +126,17 @@ def main(argv=None) -> dict:
         splits = {k: EncodedSplit(v, tokenizer, args.max_seq_length) for k, v in task.validation.items()}
         print(f"{name}: {len(train)} train / {sum(map(len, splits.values()))} dev, {task.num_labels} labels", flush=True)
         for recipe in args.recipes:
-            started = time.time()
-            if recipe == "plain":
-                result = plain_loop(source, task, train, splits, device, args.seed)
-            else:
-                config = RunConfig(teacher=args.teacher, max_seq_length=args.max_seq_length, seed=args.seed,
-                                   device=device.type, **RECIPES[recipe])
-                model = _load_model(source, num_labels=task.num_labels)
-                with tempfile.TemporaryDirectory() as store:
-                    tuned = fine_tune(Teacher(model, tokenizer, source, {}), config, task, train, splits, device,
-                                      Path(store) / "teacher", log=lambda *_: None)
-                card = tuned.card
-                result = {"score": card["dev_score"], "best": card["dev_score"],
-                          "history": [h[task.metric] for h in card["history"]], "epochs": len(card["history"])}
-            result.update(task=name, recipe=recipe, metric=task.metric, seconds=round(time.time() - started, 1))
-            rows.append(result)
-            print(f"  {recipe:<12} {task.metric} {result['score']:.4f} after {result['epochs']} epochs "
-                  f"({result['seconds']:.0f} s); per epoch: " + ", ".join(f"{h:.3f}" for h in result["history"]), flush=True)
+            for seed in args.seeds:
+                rows.append(run_recipe(recipe, seed, source, tokenizer, task, name, train, splits, device, args))
     print("\n| task | " + " | ".join(args.recipes) + " |")
     print("|---|" + "---:|" * len(args.recipes))
     for name in args.tasks:
-        scores = {r["recipe"]: r for r in rows if r["task"] == name}
-        print(f"| {name} | " + " | ".join(f"{scores[r]['score']:.4f} ({scores[r]['epochs']} ep.)" for r in args.recipes) + " |")
+        cells = []
+        for recipe in args.recipes:
+            scores = [r["score"] for r in rows if r["task"] == name and r["recipe"] == recipe]
+            spread = f" +- {statistics.stdev(scores):.4f}" if len(scores) > 1 else ""
+            cells.append(f"{statistics.mean(scores):.4f}{spread}")
+        print(f"| {name} | " + " | ".join(cells) + " |")
     result = {"rows": rows, "device": describe_device(device), "settings": {k: str(v) for k, v in vars(args).items()}}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")

@@ -11,6 +11,8 @@ and tokens; the cost does not depend on the values). One training step = forward
   (b) eqspike_solve    eqspike student, equilibrium solved directly (one sweep), implicit backward
   (b') eqspike_solve_T  the same student trained for deployment at T = 4 (--aware-steps): the rate map
                        applies the 4-step quantizer with straight-through gradients, thresholds trained
+  (b'') eqspike_simulate_T  the T-aware student as trained by default (train_forward: simulate): a no-grad
+                       4-step spiking simulation, then the implicit gradient at its rates (anchored sweep)
   (c) eqspike_simulate eqspike student, spiking simulation for T = 32, implicit backward
   (d) reference        SpikingBERT's scheme (docs/design.md §12): a no-grad simulation for
                        T = 100, then one surrogate pass per distilled quantity, each from the
@@ -97,8 +99,8 @@ def main(argv=None) -> dict:
     def eqspike_step(mode: str, T: int | None = None):
         F.cross_entropy(student(ids, mask, mode=mode, time_steps=T).logits, labels).backward()
 
-    def aware_step():
-        F.cross_entropy(aware(ids, mask, mode="solve").logits, labels).backward()
+    def aware_step(mode: str = "solve"):
+        F.cross_entropy(aware(ids, mask, mode=mode).logits, labels).backward()
 
     def reference_step():
         rate_map = student.rate_map(ids, mask, torch.zeros_like(ids))
@@ -118,6 +120,7 @@ def main(argv=None) -> dict:
         "ann": (ann_step, ann),
         "eqspike_solve": (lambda: eqspike_step("solve"), student),
         "eqspike_solve_T": (aware_step, aware),
+        "eqspike_simulate_T": (lambda: aware_step("simulate"), aware),
         "eqspike_simulate": (lambda: eqspike_step("simulate", args.simulate_steps), student),
         "reference": (reference_step, student),
         "spikelm_bptt": (spikelm_step, spikelm),

@@ -168,7 +168,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     time_steps = check_time_steps(args.compare_time_steps)
     config = config_from_args(args)
     out = Path(args.out) if args.out else Path("runs") / f"compare-{config.task or 'data'}"
-    compare(config, time_steps, out, _log)
+    compare(config, time_steps, out, _log, match_energy=args.match_energy)
     return 0
 
 
@@ -248,6 +248,9 @@ def build_parser() -> argparse.ArgumentParser:
     comp.add_argument("--time-steps", dest="compare_time_steps", type=int, nargs="+", default=[4, 8],
                       help="T values: eqspike and SpikeLM are trained for each (default: 4 8)")
     comp.add_argument("--out", default=None, help="output folder (default runs/compare-TASK)")
+    comp.add_argument("--match-energy", action="store_true",
+                      help="train eqspike at each T under an energy budget equal to SpikeLM's measured energy at that T "
+                           "(SpikeLM is trained first): accuracy compared at equal or lower energy")
     comp.set_defaults(run=cmd_compare)
     diag = commands.add_parser("diagnose", help="convergence, accuracy vs T, firing and energy of a trained student")
     diag.add_argument("run_dir", help="a run directory written by `eqspike distill`")

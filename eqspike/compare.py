@@ -74,10 +74,13 @@ def _measure_training_step(config: RunConfig, run_dir: RunDirectory, teacher, da
     return seconds, memory
 
 
-def compare(config: RunConfig, time_steps: list[int], out_dir: str | Path, log=print, repeats: int = 3) -> dict[str, Any]:
+def compare(config: RunConfig, time_steps: list[int], out_dir: str | Path, log=print, repeats: int = 3,
+            match_energy: bool = False) -> dict[str, Any]:
     """Train (or reuse) the students and write compare.json, compare.md, compare.png and pareto.png in
-    ``out_dir``: per T, eqspike trained for T and SpikeLM trained at T; and eqspike trained once for
-    T = infinity, run at every T."""
+    ``out_dir``: per T, SpikeLM trained at T and eqspike trained for T; and eqspike trained once for
+    T = infinity, run at every T. ``match_energy``: eqspike at T is trained under an energy budget equal
+    to the energy ratio SpikeLM reached at T (measured on the dev set first), so that the two are
+    compared at equal or lower energy for eqspike."""
     time_steps = check_time_steps(time_steps)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -85,27 +88,53 @@ def compare(config: RunConfig, time_steps: list[int], out_dir: str | Path, log=p
     runs: list[tuple[str, int | None, RunConfig]] = [
         ("eqspike-inf", None, eq.replace(train_for="infinity", energy_budget=None, output_dir=str(out_dir / "eqspike-inf")))]
     for T in time_steps:
-        runs.append(("eqspike", T, eq.replace(train_for="time_steps", time_steps=T, output_dir=str(out_dir / f"eqspike-T{T}"))))
         runs.append(("spikelm", T, config.replace(student_type="spikelm", spikelm_time_steps=T, energy_budget=None,
                                                    output_dir=str(out_dir / f"spikelm-T{T}"))))
+        folder = f"eqspike-T{T}-at-spikelm-energy" if match_energy else f"eqspike-T{T}"
+        runs.append(("eqspike", T, eq.replace(train_for="time_steps", time_steps=T, output_dir=str(out_dir / folder))))
+    device = resolve_device(config.device)
+    context: dict[str, Any] = {}
+
+    def measured() -> dict[str, Any]:
+        """The data, teacher, dev split and the teacher's energy per example (loaded once, after the
+        first run has stored the teacher)."""
+        if not context:
+            data = prepare_data(config, log=lambda *_: None)
+            teacher = load_teacher(config, data.task, device, data.splits, data.train, log=lambda *_: None)
+            split = data.splits[data.task.selection_split]
+            t = teacher.model.config
+            dense = StudentEnergy(t.hidden_size, t.intermediate_size, t.num_attention_heads, t.num_hidden_layers,
+                                  t.num_labels, t.num_hidden_layers)
+            context.update(data=data, teacher=teacher, split=split,
+                           teacher_pj=sum(dense.teacher_pj(len(ids)) for ids in split.input_ids) / len(split))
+        return context
+
     diverged: dict[str, str] = {}  # a run whose training diverged is reported as such, not dropped
-    for method, T, run_config in runs:
+    budgets: dict[int, float] = {}  # with match_energy: eqspike's budget at T, SpikeLM's energy ratio there
+    for index, (method, T, run_config) in enumerate(runs):
+        if method == "eqspike" and match_energy:
+            spikelm_dir = runs[index - 1][2].output_dir
+            if spikelm_dir in diverged:
+                log(f"compare: SpikeLM T={T} diverged; eqspike T={T} is trained without an energy budget")
+            else:
+                c = measured()
+                _, _, energy_pj = _spikelm_at(load_student(RunDirectory(spikelm_dir).student).to(device), c["data"],
+                                              c["split"], T, config.eval_batch_size, device)
+                budgets[T] = energy_pj / c["teacher_pj"]
+                log(f"compare: SpikeLM at T={T} spends {budgets[T]:.3f} of the teacher's energy: eqspike T={T} is "
+                    f"trained under that budget")
+                run_config = run_config.replace(energy_budget=budgets[T])
+                runs[index] = (method, T, run_config)
         try:
             _train_or_load(run_config, log)
         except TrainingDiverged as error:
             log(f"compare: {method}" + (f" T={T}" if T else "") + f" diverged: {error}")
             diverged[run_config.output_dir] = str(error)
 
-    device = resolve_device(config.device)
-    data = prepare_data(config, log=lambda *_: None)
-    teacher = load_teacher(config, data.task, device, data.splits, data.train, log=lambda *_: None)
+    c = measured()
+    data, teacher, split, teacher_pj = c["data"], c["teacher"], c["split"], c["teacher_pj"]
     indices = batch_order(len(data.train), config.batch_size, config.seed, 0)[0]
-    split = data.splits[data.task.selection_split]
     rows: list[dict[str, Any]] = []
-    t = teacher.model.config
-    dense = StudentEnergy(t.hidden_size, t.intermediate_size, t.num_attention_heads, t.num_hidden_layers, t.num_labels,
-                          t.num_hidden_layers)
-    teacher_pj = sum(dense.teacher_pj(len(ids)) for ids in split.input_ids) / len(split)
     for method, T, run_config in runs:
         if run_config.output_dir in diverged:
             rows += [{**_row(method, t, None, None, None, None, None), "diverged": diverged[run_config.output_dir]}
@@ -128,7 +157,8 @@ def compare(config: RunConfig, time_steps: list[int], out_dir: str | Path, log=p
         "task": data.task.name, "metric": data.task.metric, "teacher": config.teacher,
         "teacher_score": teacher.score if teacher.score is not None else _evaluate_teacher(teacher, data, config, device),
         "teacher_energy_pj": teacher_pj, "device": describe_device(device), "batch_size": config.batch_size,
-        "spikelm_recipe": config.spikelm_recipe, "energy_budget": config.energy_budget, "rows": rows,
+        "spikelm_recipe": config.spikelm_recipe, "energy_budget": config.energy_budget,
+        "eqspike_budgets_at_spikelm_energy": {str(T): b for T, b in budgets.items()} if match_energy else None, "rows": rows,
     }
     (out_dir / "compare.json").write_text(json.dumps(result, indent=2) + "\n")
     (out_dir / "compare.md").write_text(markdown_table(result) + "\n")
@@ -172,6 +202,11 @@ def markdown_table(result: dict[str, Any]) -> str:
                      f"{r['energy_pj'] / result['teacher_energy_pj']:.3f} |")
     lines.append(f"| teacher ({result['teacher']}) | - | {result['teacher_score']:.4f} | | | | "
                  f"{result['teacher_energy_pj'] / 1e6:.1f} | 1 |")
+    budgets = result.get("eqspike_budgets_at_spikelm_energy")
+    if budgets:
+        lines.append("")
+        lines.append("eqspike trained for T under an energy budget equal to SpikeLM's energy at T: " + ", ".join(
+            f"T = {T}: {budget:.3f}" for T, budget in budgets.items()))
     return "\n".join(lines)
 
 
@@ -217,7 +252,10 @@ def plot_pareto(result: dict[str, Any], path: Path) -> None:
             continue
         x = [r["energy_pj"] / result["teacher_energy_pj"] for r in rows]
         y = [r["score"] for r in rows]
-        ax.plot(x, y, marker="o", color=METHOD_COLOURS[method], label=METHOD_LABELS[method])
+        label = METHOD_LABELS[method]
+        if method == "eqspike" and result.get("eqspike_budgets_at_spikelm_energy"):
+            label += ", budget = SpikeLM's energy"
+        ax.plot(x, y, marker="o", color=METHOD_COLOURS[method], label=label)
         for xi, yi, r in zip(x, y, rows):
             ax.annotate(f"T={r['time_steps']}", (xi, yi), textcoords="offset points", xytext=(4, -10), fontsize=7,
                         color=METHOD_COLOURS[method])

@@ -69,6 +69,7 @@ class RunConfig:
     train_for: str = "time_steps"  # "time_steps": the rates of T steps (T-step quantizer); "infinity": exact rates
     threshold_lr: float = 1e-2  # learning rate of the thresholds (trained with train_for: time_steps)
     energy_budget: float | None = None  # train for at most this energy per example, as a fraction of the teacher's
+    energy_dual_step: float = 1.0  # after each step, lambda += this x (E - B) / B (dual ascent on the budget)
     rounding: str = "round"  # the neuron: "round" (fires at +-theta/2) or "trunc" (at +-theta)
     hysteresis: float = 0.0  # in thresholds, [0, 0.5]: a spike against the last one's sign needs (1/2 + h) theta
     signed: bool = True
@@ -76,7 +77,9 @@ class RunConfig:
     weight_bits: float = 32
     threshold_quantile: float = 0.999
     calibration_examples: int = 256
-    train_forward: str = "solve"  # how the equilibrium is found in training
+    # how training finds the rates: "simulate" (the T-step spiking network; implicit gradient at its rates) or
+    # "solve" (the fixed point of the rate map); None: simulate when trained for T, solve for infinity
+    train_forward: str | None = None
     solver: str = "anderson"
     # --- the SpikeLM baseline (student_type: spikelm)
     spikelm_time_steps: int = 4
@@ -153,7 +156,10 @@ class RunConfig:
         check_int_at_least("spikelm_time_steps", self.spikelm_time_steps, 1)
         check_choice("spikelm_reset", self.spikelm_reset, ("spikelm", "soft"))
         check_choice("spikelm_recipe", self.spikelm_recipe, ("distill", "task"))
+        if self.train_forward is None:
+            self.train_forward = "simulate" if self.train_for == "time_steps" else "solve"
         check_choice("train_forward", self.train_forward, FORWARD_MODES)
+        check_positive("energy_dual_step", self.energy_dual_step)
         check_choice("solver", self.solver, SOLVERS)
         check_choice("device", self.device, ("auto", "cpu", "cuda"))
         check_choice("precision", self.precision, PRECISIONS)
@@ -199,7 +205,8 @@ HELP = {
     "time_steps": "the deployment T: the student is trained for T steps and scored as a spiking network at T",
     "train_for": "'time_steps': train on the T-step quantized rates; 'infinity': on the exact equilibrium",
     "threshold_lr": "learning rate of the neurons' thresholds (trained with --train-for time_steps)",
-    "energy_budget": "at most this energy per example, as a fraction of the teacher's (e.g. 0.1); none by default",
+    "energy_budget": "at most this energy per example, as a fraction of the teacher's (e.g. 0.1)",
+    "energy_dual_step": "energy budget: after each step the penalty weight grows by this x (energy - budget) / budget",
     "rounding": "the neuron: 'round' fires at +-threshold/2 (count = round(T I/theta)); 'trunc' at +-threshold",
     "hysteresis": "in thresholds, 0-0.5: a spike against the last one's sign needs (1/2 + h) theta (fewer cancelling spikes)",
     "signed": "ternary spikes {-1, 0, +1} (--no-signed: binary)",
@@ -207,7 +214,9 @@ HELP = {
     "weight_bits": "weights of the encoder's linear layers: 32, 1.58 (ternary) or 1 (binary)",
     "threshold_quantile": "threshold calibration: the quantile of |activation| a threshold starts from",
     "calibration_examples": "training examples the thresholds are calibrated on",
-    "train_forward": "how training finds the equilibrium: 'solve' (fast, the default) or 'simulate' (T spiking steps)",
+    "train_forward": "how training finds the rates: 'simulate' (the T-step spiking network, its rates with the implicit "
+                     "gradient there; default when trained for T) or 'solve' (the rate map's fixed point; faster; default "
+                     "for --train-for infinity)",
     "solver": "torchdeq solver for the fixed point with --feedback: anderson, broyden or fixed_point_iter",
     "spikelm_time_steps": "the SpikeLM baseline's T (it is trained by backprop through T steps)",
     "spikelm_reset": "the SpikeLM membrane: 'spikelm' (their multiplicative update) or 'soft' (reset by subtraction)",
@@ -302,7 +311,11 @@ def add_config_arguments(parser: argparse.ArgumentParser, exclude: tuple[str, ..
         if base is bool:
             group.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction, default=None, help=text)
         else:
-            group.add_argument(flag, dest=name, type=_parser_for(base, name), default=None, metavar=name.upper(), help=text)
+            optional = type(None) in typing.get_args(hint)
+            if optional:
+                text += "; 'none' unsets it"
+            group.add_argument(flag, dest=name, type=_parser_for(base, name, optional), default=None,
+                               metavar=name.upper(), help=text)
 
 
 def config_from_args(args: argparse.Namespace, **fixed: Any) -> RunConfig:
@@ -312,7 +325,9 @@ def config_from_args(args: argparse.Namespace, **fixed: Any) -> RunConfig:
         values.update(load_yaml(args.config))
     for name in FIELDS:
         given = getattr(args, name, None)
-        if given is not None:
+        if given is _UNSET:  # `--energy-budget none`: back to None, whatever the YAML file says
+            values[name] = None
+        elif given is not None:
             values[name] = given
     values.update(fixed)
     return RunConfig(**values)
@@ -327,7 +342,16 @@ def _base_type(hint: Any) -> Any:
     return args[0] if args else hint
 
 
-def _parser_for(base: Any, name: str):
-    if name == "weight_bits":
-        return str  # RunConfig validates it and names the valid choices
-    return base
+_UNSET = type("Unset", (), {"__repr__": lambda self: "none"})()  # what `--SETTING none` parses to for an optional setting
+
+
+def _parser_for(base: Any, name: str, optional: bool = False):
+    parse = str if name == "weight_bits" else base  # weight_bits: RunConfig validates it and names the valid choices
+    if not optional:
+        return parse
+
+    def parse_optional(text: str) -> Any:
+        return _UNSET if text.strip().lower() == "none" else parse(text)
+
+    parse_optional.__name__ = parse.__name__  # argparse's message: "invalid float value: 'x'"
+    return parse_optional

@@ -75,7 +75,7 @@ def test_training_benchmark_writes_rows_for_every_method(tmp_path):
                          "--repeats", "1", "--inference-repeats", "1", "--inference-steps", "2", "4"])
     data = json.loads(out.read_text())
     assert data["rows"] == result["rows"]
-    assert [r["method"] for r in data["rows"]] == ["ann", "eqspike_solve", "eqspike_solve_T", "eqspike_simulate", "reference",
+    assert [r["method"] for r in data["rows"]] == ["ann", "eqspike_solve", "eqspike_solve_T", "eqspike_simulate_T", "eqspike_simulate", "reference",
                                                   "spikelm_bptt"]
     for row in data["rows"]:
         assert set(row) == {"method", "step_s", "peak_mem_mb"} and row["step_s"] > 0 and row["peak_mem_mb"] > 0
@@ -113,7 +113,7 @@ def test_every_flag_of_every_command_explains_itself():
 
 
 def test_teacher_benchmark_compares_the_recipes_on_a_csv_task(tiny_bert, toy_files, tmp_path):
-    """bench_teacher on a CSV task: one row per recipe with its per-epoch history; the default recipe
+    """bench_teacher on a CSV task: one row per recipe and seed with its per-epoch history; the default recipe
     keeps its best dev epoch and stops after `teacher_patience` epochs without a better one."""
     import shutil
 
@@ -123,9 +123,16 @@ def test_teacher_benchmark_compares_the_recipes_on_a_csv_task(tiny_bert, toy_fil
     shutil.copy(toy_files[1], tmp_path / "data" / "toy" / "validation.csv")
     out = tmp_path / "teacher.json"
     result = bench.main(["--out", str(out), "--teacher", str(tiny_bert), "--tasks", "toy", "--data-root",
-                         str(tmp_path / "data"), "--recipes", "plain", "default", "--max-seq-length", "32"])
-    rows = {r["recipe"]: r for r in json.loads(out.read_text())["rows"]}
-    assert rows.keys() == {"plain", "default"} and result["rows"] == list(rows.values())
+                         str(tmp_path / "data"), "--recipes", "plain", "default", "--max-seq-length", "32",
+                         "--seeds", "7", "7"])
+    all_rows = json.loads(out.read_text())["rows"]
+    assert result["rows"] == all_rows and len(all_rows) == 4
+    # the seed is set before each model is loaded: the same seed twice gives the same run
+    for recipe in ("plain", "default"):
+        first, second = [r for r in all_rows if r["recipe"] == recipe]
+        assert first["history"] == second["history"] and first["seed"] == 7
+    rows = {r["recipe"]: r for r in all_rows}
+    assert rows.keys() == {"plain", "default"}
     assert rows["plain"]["epochs"] == 3 and rows["plain"]["score"] == rows["plain"]["history"][-1]
     default = rows["default"]
     assert default["score"] == max(default["history"])

@@ -73,6 +73,31 @@ def test_simulate_forward_returns_spike_rates_with_implicit_gradient():
     assert all(p.grad is not None for p in net.parameters())
 
 
+def test_anchored_sweep_has_the_given_values_and_the_local_gradients_there():
+    """a_l = anchor_l + Phi_l(a_in) - sg(Phi_l(a_in)): on a two-population chain a = clamp(x W1),
+    b = clamp(a W2), the gradient of sum(g b) is the chain rule with every clamp's window taken at the
+    anchored rates (not at the map's own fixed point), worked out by hand."""
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(5, 4, generator=gen, dtype=torch.float64)
+    w1 = (0.8 * torch.randn(4, 6, generator=gen, dtype=torch.float64)).requires_grad_()
+    w2 = (0.8 * torch.randn(6, 3, generator=gen, dtype=torch.float64)).requires_grad_()
+    g = torch.randn(5, 3, generator=gen, dtype=torch.float64)
+    rate_map = RateMap([Population("a", (), lambda: x @ w1), Population("b", ("a",), lambda a: a @ w2)])
+    anchor = {"a": torch.rand(5, 6, generator=gen, dtype=torch.float64) * 2 - 1,
+              "b": torch.rand(5, 3, generator=gen, dtype=torch.float64) * 2 - 1}
+    out = rate_map.anchored_sweep(anchor)
+    assert torch.equal(out["a"].detach(), anchor["a"]) and torch.equal(out["b"].detach(), anchor["b"])
+    (out["b"] * g).sum().backward()
+    with torch.no_grad():
+        inside_b = ((anchor["a"] @ w2).abs() <= 1).double()
+        inside_a = ((x @ w1).abs() <= 1).double()
+        grad_w2 = anchor["a"].T @ (g * inside_b)
+        grad_w1 = x.T @ (((g * inside_b) @ w2.T) * inside_a)
+        at_fixed_point = rate_map.sweep()["a"].T @ (g * ((rate_map.sweep()["b"]).abs() < 1).double())
+    assert torch.allclose(w2.grad, grad_w2) and torch.allclose(w1.grad, grad_w1)
+    assert not torch.allclose(w2.grad, at_fixed_point)  # where the gradient is taken matters
+
+
 # ---------------------------------------------------------------- convergence of the spiking net
 @pytest.mark.parametrize("feedback", [False, True])
 def test_spike_rates_converge_to_the_equilibrium_as_one_over_T(feedback):

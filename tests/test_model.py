@@ -66,6 +66,27 @@ def test_gradients_reach_every_trained_weight(tmp_path, for_time_steps):
         assert all(trained[name].grad.abs().sum() > 0 for name in thresholds if "key" not in name)
 
 
+def test_simulate_forward_trains_on_the_spiking_network_with_thresholds(tmp_path):
+    """--train-forward simulate: the values are the T-step simulation's (logits included), the
+    gradient is the quantized map's at the simulated rates, and the thresholds get one."""
+    _, student, batch = load_pair(tmp_path, layers=2, time_steps=4, quantize_rates=True)
+    student.calibrate_thresholds([batch], time_steps=4)
+    student.train_thresholds(True)
+    out = student(**batch, mode="simulate")
+    with torch.no_grad():
+        simulated = student(**batch, mode="simulate")
+        solved = student(**batch, mode="solve")
+    assert torch.equal(out.logits.detach(), simulated.logits)
+    for name, rate in out.rates.items():
+        assert torch.equal(rate.detach(), simulated.rates[name]), name
+    # the simulation is not the quantized map here (upstream rates move while the spikes are counted)
+    assert not torch.equal(simulated.rates["block1.output"], solved.rates["block1.output"])
+    (out.logits.sum() + out.hidden_values[-1].pow(2).sum()).backward()
+    thresholds = {n: p.grad for n, p in student.named_parameters() if "threshold" in n}
+    assert thresholds["blocks.1.threshold_output"].abs().sum() > 0
+    assert student.blocks[0].intermediate.weight.grad.abs().sum() > 0
+
+
 def test_solve_of_a_student_trained_for_T_is_the_quantized_map(tmp_path):
     """With quantize_rates, 'solve' gives rates on the grid k/T; without, it gives the exact clamp."""
     _, student, batch = load_pair(tmp_path, layers=2, time_steps=4, quantize_rates=True)

@@ -94,3 +94,24 @@ def test_compare_reports_a_diverging_baseline_instead_of_failing(tiny_teacher, t
     assert rows[("eqspike", 8)]["score"] is not None and "diverged" not in rows[("eqspike", 8)]
     assert "| spikelm | 8 | diverged in training |" in (out / "compare.md").read_text()
     assert "spikelm T=8 diverged" in capsys.readouterr().out
+
+
+def test_compare_at_spikelm_energy_trains_eqspike_under_that_budget(tiny_teacher, toy_files, tmp_path, capsys):
+    """--match-energy: SpikeLM at T is trained and measured first; eqspike at T is trained under an energy
+    budget equal to SpikeLM's energy ratio, and its run records that budget."""
+    out = tmp_path / "compare"
+    code = main(["compare", "--teacher", tiny_teacher.path, "--train-file", str(toy_files[0]), "--validation-file",
+                 str(toy_files[1]), "--max-seq-length", "32", "--device", "cpu", "--student-layers", "2", "--batch-size", "16",
+                 "--intermediate-epochs", "1", "--prediction-epochs", "1", "--intermediate-lr", "1e-3", "--prediction-lr",
+                 "1e-3", "--calibration-examples", "32", "--time-steps", "4", "--out", str(out), "--spikelm-reset", "soft",
+                 "--match-energy"])
+    assert code == 0
+    result = json.loads((out / "compare.json").read_text())
+    rows = {(r["method"], r["time_steps"]): r for r in result["rows"]}
+    spikelm_ratio = rows[("spikelm", 4)]["energy_pj"] / result["teacher_energy_pj"]
+    budget = result["eqspike_budgets_at_spikelm_energy"]["4"]
+    assert budget == pytest.approx(spikelm_ratio, rel=1e-6)
+    run = json.loads((out / "eqspike-T4-at-spikelm-energy" / "metrics.json").read_text())
+    assert run["energy_budget"] == pytest.approx(budget)
+    assert "under an energy budget equal to SpikeLM's energy" in (out / "compare.md").read_text()
+    assert f"spends {budget:.3f} of the teacher's energy" in capsys.readouterr().out

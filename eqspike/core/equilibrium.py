@@ -155,11 +155,6 @@ class EquilibriumOutput:
     spike_counts: dict[str, Tensor] | None = None
 
 
-def _with_gradient_of(value: Tensor, grad_path: Tensor) -> Tensor:
-    """``value`` in the forward, the gradient of ``grad_path`` in the backward."""
-    return value + (grad_path - grad_path.detach())
-
-
 class EquilibriumLayer(nn.Module):
     """Finds the fixed point of a ``RateMap`` and backpropagates by implicit differentiation.
 
@@ -217,8 +212,7 @@ class EquilibriumLayer(nn.Module):
             rates = simulation.rates
             if needs_grad:  # value: the spike rates; gradient: implicit, at the simulated state
                 state = self._solve_feedback_state(rate_map, simulation, stats) if rate_map.has_feedback else None
-                swept = rate_map.sweep(state)
-                rates = {name: _with_gradient_of(rates[name], swept[name]) for name in swept}
+                rates = rate_map.anchored_sweep(simulation.rates, state)
         else:
             simulation = None
             stats = EquilibriumStats(forward=mode, iterations=1)

@@ -116,6 +116,26 @@ class RateMap:
                 return rates
         raise ValueError(f"{name!r} is not a population of this rate map")
 
+    def anchored_sweep(self, anchor: Mapping[str, Tensor], state: Mapping[str, Tensor] | None = None) -> dict[str, Tensor]:
+        """A sweep whose values are the given rates and whose gradient is the map's, taken there:
+
+            a_l = anchor_l + (Phi_l(a_in) - sg(Phi_l(a_in))),   a_in the anchored rates of l's inputs
+
+        (sg: stop-gradient). Every population's local Jacobian is evaluated at the anchored rates of its
+        inputs, so for the rates of a T-step simulation this is the implicit gradient at the simulated
+        state (feed-forward: J = 0 on the state; with feedback, ``state`` carries torchdeq's hook) and
+        the forward value is exactly what the spiking network computed. With the T-step quantizer the
+        thresholds get LSQ's gradient with the simulated count in place of Q_T: d(theta a)/d theta =
+        a_sim - F / theta inside the range."""
+        previous = self.initial_state if state is None else state
+        rates: dict[str, Tensor] = {}
+        for population in self.populations:
+            upstream = [rates[n] if n in rates else previous[n] for n in population.inputs]
+            mapped = _rate(population.current(*upstream), self.neuron_of(population), self.time_steps)
+            rates[population.name] = anchor[population.name].detach().to(mapped.dtype) + (mapped - mapped.detach())
+        self.check_state_shapes(rates)
+        return rates
+
     def jacobi(self, rates: Mapping[str, Tensor]) -> dict[str, Tensor]:
         """Every population's equilibrium rate computed from the given rates of its inputs
         (Jacobi form; used to measure how far a set of rates is from being a fixed point)."""

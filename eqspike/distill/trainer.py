@@ -52,8 +52,8 @@ from eqspike.teacher.targets import TargetsFn, cached_targets, live_targets
 
 STAGES = ("intermediate", "prediction")
 # Under an energy budget B the loss adds lambda x E, the estimated energy ratio of the step, and after
-# every step lambda <- max(0, lambda + ENERGY_DUAL_STEP (E - B)) (dual ascent on the constraint E <= B).
-ENERGY_DUAL_STEP = 1.0
+# every step lambda <- max(0, lambda + energy_dual_step (E - B) / B) (dual ascent on the constraint E <= B,
+# its violation measured relative to the budget so that one step size suits any B).
 
 
 class TrainingDiverged(EqspikeError):
@@ -233,8 +233,8 @@ class Distiller:
             optimizer.zero_grad(set_to_none=True)
             losses = sharding.mean_of(losses)
             if stage.energy_budget is not None:  # dual ascent: the weight grows while the estimate is over budget
-                state["energy_weight"] = max(0.0, state["energy_weight"] + ENERGY_DUAL_STEP * (
-                    losses["energy"].item() - stage.energy_budget))
+                state["energy_weight"] = max(0.0, state["energy_weight"] + c.energy_dual_step * (
+                    losses["energy"].item() - stage.energy_budget) / stage.energy_budget)
                 losses["energy_weight"] = torch.tensor(state["energy_weight"])
             state.update(stage=stage.index, stage_step=step + 1, global_step=state["global_step"] + 1)
             bar.update(1)

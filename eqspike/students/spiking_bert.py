@@ -236,10 +236,10 @@ class SpikingBertForSequenceClassification(StudentPreTrainedModel):
         if token_type_ids is None:
             token_type_ids = torch.zeros_like(input_ids)
         mode = mode or self.config.equilibrium.forward  # the config's, read at every call (it may be edited)
-        solve_steps = None
-        if self.config.quantize_rates and mode == "solve":
-            solve_steps = time_steps or self.config.time_steps
-        rate_map = self.rate_map(input_ids, attention_mask, token_type_ids, solve_steps)
+        # A student trained for T: the T-step quantized map (its fixed point for 'solve'; its gradient,
+        # taken at the simulated rates, for 'simulate' under autograd)
+        map_steps = (time_steps or self.config.time_steps) if self.config.quantize_rates else None
+        rate_map = self.rate_map(input_ids, attention_mask, token_type_ids, map_steps)
         out = self.equilibrium(rate_map, mode=mode, time_steps=time_steps or self.config.time_steps,
                                record_trajectory=record_trajectory, count_spikes=count_spikes)
         rates = out.rates
