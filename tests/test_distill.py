@@ -226,16 +226,3 @@ def test_a_student_trained_for_T_beats_one_trained_for_infinity_at_T(tiny_teache
         assert metrics["train_for"] == train_for and 0 < metrics["student_energy_ratio"] < 1
         gaps[train_for] = _teacher_gap_at(run, tiny_teacher, toy_files, 4)
     assert gaps["time_steps"] < 0.5 * gaps["infinity"], gaps
-
-
-def test_an_energy_budget_scales_the_thresholds_and_lowers_the_energy(tiny_teacher, toy_files, tmp_path, capsys):
-    """Under a budget below the student's energy, the prediction stage starts with every threshold
-    multiplied by s = (E - D) / (B - D) (logged in metrics.jsonl), and the student kept spends less
-    energy than the same student trained without a budget."""
-    free = Distiller(tiny_config(tiny_teacher, toy_files, tmp_path / "free", time_steps=4), **QUIET).run()
-    budget = 0.6 * free["student_energy_ratio"]
-    held = Distiller(tiny_config(tiny_teacher, toy_files, tmp_path / "held", time_steps=4, energy_budget=budget), **QUIET).run()
-    lines = [json.loads(line) for line in (tmp_path / "held" / "metrics.jsonl").read_text().splitlines()]
-    scaled = [line for line in lines if "thresholds_scaled_by" in line]
-    assert len(scaled) == 1 and scaled[0]["thresholds_scaled_by"] > 1 and scaled[0]["energy_budget"] == budget
-    assert held["energy_budget"] == budget and held["student_energy_ratio"] < free["student_energy_ratio"]

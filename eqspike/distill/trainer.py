@@ -215,7 +215,7 @@ class Distiller:
             schedule.load_state_dict(checkpoint["schedule"])
             self.log(f"resume: {stage.name} stage at step {first}/{stage.steps} (global step {state['global_step']})")
         if stage.energy_budget is not None and first == 0:  # the spikes-per-rate factor of the starting student
-            self._start_on_budget(student, self._evaluate_and_select(student, data, state), stage.energy_budget, state)
+            self._evaluate_and_select(student, data, state)
         eval_every = max(1, self._steps_per_epoch(data) // c.evals_per_epoch)
         bar = progress(total=stage.steps, desc=f"distill {stage.name}", disable=None if sharding.is_main else True)
         bar.update(first)
@@ -356,35 +356,14 @@ class Distiller:
     def _score_spiking(self, student, data: Prepared, T: int, spike_factor: bool = False):
         return score_spiking(student, data, T, self.config.eval_batch_size, self.device, self.sharding, spike_factor)
 
-    def _start_on_budget(self, student, score, budget: float, state: dict[str, Any]) -> None:
-        """Project the student onto its energy budget before the budgeted stage: with spike energy
-        E - D over the budget's B - D (D: the part that stays dense), every threshold is multiplied by
-        s = (E - D) / (B - D), so that the spike counts, about round(T I / theta), fall about as 1 / s.
-        Saturated neurons fall less; the dual ascent does the rest. The stage then trains the student
-        back to accuracy from a point near the budget, instead of pulling its energy down within its
-        steps (which a short stage may not finish)."""
-        if score is None or score.energy_ratio <= budget:
-            return
-        if score.dense_ratio >= budget:
-            self.log(f"energy budget {budget:g}: the arithmetic that stays dense alone costs {score.dense_ratio:.3f} "
-                     f"of the teacher's energy at T={self.config.time_steps}; no student of this shape can meet it")
-            return
-        factor = (score.energy_ratio - score.dense_ratio) / (budget - score.dense_ratio)
-        student.scale_thresholds(factor)
-        self.run_dir.log({"step": state["global_step"], "thresholds_scaled_by": round(factor, 6),
-                          "energy_ratio": score.energy_ratio, "energy_budget": budget})
-        self.log(f"energy budget {budget:g}: the student spends {score.energy_ratio:.3f} of the teacher's energy; "
-                 f"thresholds scaled by {factor:.3f} to start the stage near the budget")
-
-    def _evaluate_and_select(self, student, data: Prepared, state: dict[str, Any]):
+    def _evaluate_and_select(self, student, data: Prepared, state: dict[str, Any]) -> None:
         """Dev score; rank 0 saves the best student so far. A student trained for its time steps is
         scored as it is deployed: simulated for T steps, its energy measured from its spikes. Under an
         energy budget the best student is the best-scoring one within budget (while none is, the one
-        with the least energy). A student trained for T = infinity is scored at its equilibrium (solve).
-        Returns the spiking score (None for a student scored at its equilibrium)."""
+        with the least energy). A student trained for T = infinity is scored at its equilibrium (solve)."""
         c = self.config
         student.eval()
-        energy, score = None, None
+        energy = None
         if c.student_type == "eqspike" and c.train_for == "time_steps":
             score = self._score_spiking(student, data, c.time_steps, spike_factor=c.energy_budget is not None)
             metrics, energy, mode = score.metrics, score.energy_ratio, f"simulate T={c.time_steps}"
@@ -403,7 +382,6 @@ class Distiller:
         if improved:
             state.update(best_score=value, best_step=state["global_step"], best_key=key)
             self.run_dir.save_student(student, data.tokenizer, best={"step": state["global_step"], "score": value})
-        return score
 
     def _save_checkpoint(self, student, optimizer, schedule, state: dict[str, Any]) -> None:
         self.run_dir.save_checkpoint(student.state_dict(), {"optimizer": optimizer.state_dict(),

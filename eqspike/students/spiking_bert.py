@@ -325,13 +325,6 @@ class SpikingBertForSequenceClassification(StudentPreTrainedModel):
             student = cls(student.config)
         return student
 
-    @torch.no_grad()
-    def scale_thresholds(self, factor: float) -> None:
-        """theta <- factor * theta for every population (fewer spikes for factor > 1: a neuron's count
-        round(T I / theta) scales about as 1 / factor)."""
-        for name in self.population_names(self.config.num_hidden_layers):
-            self.threshold(name).mul_(factor)
-
     def prepare(self, calibration: list[Mapping[str, Tensor]], first_batch: Mapping[str, Tensor]) -> None:
         """Before training: thresholds calibrated on the ``calibration`` batches (for the T-step quantizer
         when trained for T, and then trained too)."""
@@ -347,9 +340,8 @@ class SpikingBertForSequenceClassification(StudentPreTrainedModel):
         return out.logits, float(energy.accumulate_pj(out.spike_counts, mask).sum()), dense
 
     def rate_spike_pj(self, batch: Mapping[str, Tensor], time_steps: int) -> float:
-        """The spikes' energy estimated from the rates the student trains on (the simulated ones, or the
-        T-step quantized map's with train_forward 'solve'), T |a| spikes a neuron (pJ)."""
-        rates = self(**batch, mode=self.config.equilibrium.forward, time_steps=time_steps).rates
+        """The spikes' energy estimated from the T-step quantized rates, T |a| spikes a neuron (pJ)."""
+        rates = self(**batch, mode="solve", time_steps=time_steps).rates
         counts = {name: rate.abs() * time_steps for name, rate in rates.items()}
         return float(StudentEnergy.of(self.config).accumulate_pj(counts, batch["attention_mask"]).sum())
 
