@@ -19,14 +19,14 @@ from eqspike.runtime.distributed import Sharding
 class SpikingScore:
     metrics: dict[str, float]
     energy_ratio: float  # energy per example / the teacher's
-    spike_factor: float | None = None  # the spikes' energy / the estimate from the quantized rates
+    spike_factor: float | None = None  # the spikes' energy / the estimate from the rates trained on
 
 
 def score_spiking(student, data: Prepared, time_steps: int, batch_size: int, device, sharding: Sharding = Sharding(),
                   spike_factor: bool = False, desc: str = "spiking") -> SpikingScore:
     """Dev metrics of ``student`` run as a spiking network for T steps (every dev split), and its energy
     per example relative to the teacher's (``student.spiking_run``). ``spike_factor``: also the
-    ratio of the spikes' energy to the estimate from the T-step quantized rates, T |a| spikes a
+    ratio of the spikes' energy to the estimate from the rates the student trains on, T |a| spikes a
     neuron (the simulation adds spikes that cancel); an energy budget uses it."""
     teacher = StudentEnergy.of(student.config)
     spent = {"spikes": 0.0, "dense": 0.0, "teacher": 0.0, "rates": 0.0}

@@ -340,8 +340,10 @@ class SpikingBertForSequenceClassification(StudentPreTrainedModel):
         return out.logits, float(energy.accumulate_pj(out.spike_counts, mask).sum()), dense
 
     def rate_spike_pj(self, batch: Mapping[str, Tensor], time_steps: int) -> float:
-        """The spikes' energy estimated from the T-step quantized rates, T |a| spikes a neuron (pJ)."""
-        rates = self(**batch, mode="solve", time_steps=time_steps).rates
+        """The spikes' energy estimated from the rates the student trains on (the simulated ones, or the
+        T-step quantized map's with train_forward 'solve'), T |a| spikes a neuron (pJ): the estimate an
+        energy budget's penalty uses in training, so that their ratio to the spikes fired calibrates it."""
+        rates = self(**batch, mode=self.config.equilibrium.forward, time_steps=time_steps).rates
         counts = {name: rate.abs() * time_steps for name, rate in rates.items()}
         return float(StudentEnergy.of(self.config).accumulate_pj(counts, batch["attention_mask"]).sum())
 
