@@ -64,8 +64,9 @@ def model_card(config: Any, result: Mapping[str, Any] | None = None,
                                                    f"{config.teacher_num_hidden_layers})" if config.teacher_layers else "")
              + f", and made to run for **T = {T} time steps**. Weights: {bits}.", ""]
     if hasattr(config, "rounding"):
-        trained = "for T = %d (T-step quantized rates)" % T if getattr(config, "quantize_rates", False) \
-            else "at the exact equilibrium (T = infinity)"
+        simulated = getattr(config, "equilibrium", None) is not None and config.equilibrium.forward == "simulate"
+        trained = ("for T = %d (" % T + ("the rates of its T-step spiking network" if simulated else "T-step quantized rates")
+                   + ")") if getattr(config, "quantize_rates", False) else "at the exact equilibrium (T = infinity)"
         lines += [f"Neurons: signed integrate-and-fire, `{config.rounding}` rounding, hysteresis "
                   f"{config.hysteresis}; trained {trained} by implicit differentiation through the equilibrium.", ""]
 
@@ -76,7 +77,9 @@ def model_card(config: Any, result: Mapping[str, Any] | None = None,
         rows.append((f"this student, spiking, T = {result.get('time_steps', T)}", _score(result.get("student_score")),
                      f"{energy:.3f}" if isinstance(energy, (int, float)) else "-"))
         if result.get("student_solve_score") is not None:
-            rows.append(("this student, at the equilibrium it was trained for", _score(result["student_solve_score"]), "-"))
+            label = "this student, at the fixed point of its T-step quantized rate map" if getattr(config, "quantize_rates", False) \
+                else "this student, at the equilibrium it was trained for"
+            rows.append((label, _score(result["student_solve_score"]), "-"))
     elif best:
         rows.append((f"this student, dev score that selected it (step {best.get('step', '?')})",
                      _score(best.get("score")), "-"))
@@ -97,7 +100,8 @@ def model_card(config: Any, result: Mapping[str, Any] | None = None,
               'model = AutoModelForSequenceClassification.from_pretrained("path/to/this/folder")',
               'tokenizer = AutoTokenizer.from_pretrained("path/to/this/folder")',
               f'model.config.equilibrium.forward = "simulate"  # run the spiking network ({T} steps) in the pipeline'
-              if hasattr(config, "equilibrium") else "# SpikeLM runs its T steps in every forward",
+              if hasattr(config, "equilibrium") and config.equilibrium.forward != "simulate"
+              else f"# the forward runs the spiking network ({T} steps)",
               'classify = pipeline("text-classification", model=model, tokenizer=tokenizer)',
               'print(classify("a sentence to classify"))', "```", "",
               "From the command line, as a spiking network at T steps:", "", "```bash",
