@@ -226,3 +226,30 @@ def test_a_student_trained_for_T_beats_one_trained_for_infinity_at_T(tiny_teache
         assert metrics["train_for"] == train_for and 0 < metrics["student_energy_ratio"] < 1
         gaps[train_for] = _teacher_gap_at(run, tiny_teacher, toy_files, 4)
     assert gaps["time_steps"] < 0.5 * gaps["infinity"], gaps
+
+
+def test_an_energy_budget_lowers_the_energy_of_the_student_kept(tiny_teacher, toy_files, tmp_path):
+    """Under a budget below what the student spends without one, the dual ascent raises the penalty's
+    weight (logged as energy_weight) and the student kept spends less than the unbudgeted one."""
+    free = Distiller(tiny_config(tiny_teacher, toy_files, tmp_path / "free", time_steps=4), **QUIET).run()
+    budget = 0.5 * free["student_energy_ratio"]
+    held = Distiller(tiny_config(tiny_teacher, toy_files, tmp_path / "held", time_steps=4, energy_budget=budget,
+                                 prediction_epochs=4), **QUIET).run()
+    lines = [json.loads(line) for line in (tmp_path / "held" / "metrics.jsonl").read_text().splitlines()]
+    weights = [line["energy_weight"] for line in lines if "energy_weight" in line]
+    assert weights and weights[-1] > 0
+    assert held["energy_budget"] == budget and held["student_energy_ratio"] < free["student_energy_ratio"]
+
+
+def test_selection_under_an_energy_budget():
+    """Within the budget the better score wins and beats anything outside it; while nothing is within
+    it, score - lambda (E - B) / B decides: a 1%-cheaper but much worse student does not replace a
+    better one, and as lambda grows, energy counts more."""
+    better = Distiller(RunConfig(energy_budget=0.154))._better
+    assert better([True, 0.70, 0.15], [False, 0.90, 0.16], energy_weight=5.0)
+    assert not better([False, 0.90, 0.16], [True, 0.70, 0.15], energy_weight=5.0)
+    assert better([True, 0.71, 0.15], [True, 0.70, 0.10], energy_weight=5.0)
+    assert better([False, 0.785, 0.164], [False, 0.6215, 0.1624], energy_weight=5.5)
+    assert not better([False, 0.785, 0.164], [False, 0.6215, 0.1624], energy_weight=500.0)
+    assert not better([False, 0.80, 0.20], [False, 0.79, 0.16], energy_weight=5.5)
+    assert better([False, 0.5, 0.3], [False, -0.3], energy_weight=0.0)  # a best key of eqspike <= 0.2

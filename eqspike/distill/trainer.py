@@ -359,8 +359,8 @@ class Distiller:
     def _evaluate_and_select(self, student, data: Prepared, state: dict[str, Any]) -> None:
         """Dev score; rank 0 saves the best student so far. A student trained for its time steps is
         scored as it is deployed: simulated for T steps, its energy measured from its spikes. Under an
-        energy budget the best student is the best-scoring one within budget (while none is, the one
-        with the least energy). A student trained for T = infinity is scored at its equilibrium (solve)."""
+        energy budget the best student is the best-scoring one within budget (while none is, the best by
+        score - lambda (E - B) / B: ``_better``). A student trained for T = infinity is scored at its equilibrium (solve)."""
         c = self.config
         student.eval()
         energy = None
@@ -375,13 +375,34 @@ class Distiller:
         value = metrics[data.task.metric]
         self.run_dir.log({"step": state["global_step"], "eval": metrics, "mode": mode, "energy_ratio": energy})
         feasible = c.energy_budget is None or energy <= c.energy_budget
-        key = [feasible, value if feasible else -energy]
-        improved = state.get("best_key") is None or key > state["best_key"]
+        key = [feasible, value, energy]
+        improved = self._better(key, state.get("best_key"), state["energy_weight"])
         self.log(f"step {state['global_step']}: dev {data.task.metric} {value:.4f} ({mode}"
                  + (f", energy {energy:.3f}" if energy is not None else "") + ")" + (" *best*" if improved else ""))
         if improved:
             state.update(best_score=value, best_step=state["global_step"], best_key=key)
             self.run_dir.save_student(student, data.tokenizer, best={"step": state["global_step"], "score": value})
+
+    def _better(self, key: list, best: list | None, energy_weight: float) -> bool:
+        """Whether an evaluation ``key`` = [within budget, score, energy] beats the best so far. Within
+        the budget (or without one) the higher score wins, and any evaluation within it beats any
+        outside it. While none is within it, the higher merit score - lambda (E - B) / B wins, lambda the
+        energy penalty's weight now: the price of energy the dual ascent has reached, so that a student
+        1% cheaper but 16 points worse is not kept over a better one (as the least-energy rule did)."""
+        if best is None:
+            return True
+        if key[0] != best[0]:
+            return key[0]
+        if key[0]:
+            return key[1] > best[1]
+        if len(best) == 2:  # a checkpoint of eqspike <= 0.2: [False, -energy]
+            best = [False, float("-inf"), -best[1]]
+        budget = self.config.energy_budget
+
+        def merit(score: float, energy: float) -> float:
+            return score - energy_weight * (energy - budget) / budget
+
+        return merit(key[1], key[2]) > merit(best[1], best[2])
 
     def _save_checkpoint(self, student, optimizer, schedule, state: dict[str, Any]) -> None:
         self.run_dir.save_checkpoint(student.state_dict(), {"optimizer": optimizer.state_dict(),
