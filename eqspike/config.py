@@ -156,9 +156,8 @@ class RunConfig:
         check_int_at_least("spikelm_time_steps", self.spikelm_time_steps, 1)
         check_choice("spikelm_reset", self.spikelm_reset, ("spikelm", "soft"))
         check_choice("spikelm_recipe", self.spikelm_recipe, ("distill", "task"))
-        if self.train_forward is None:
-            self.train_forward = "simulate" if self.train_for == "time_steps" else "solve"
-        check_choice("train_forward", self.train_forward, FORWARD_MODES)
+        if self.train_forward is not None:  # None is resolved where it is used (``training_forward``), so that
+            check_choice("train_forward", self.train_forward, FORWARD_MODES)  # replace(train_for=...) re-resolves it
         check_positive("energy_dual_step", self.energy_dual_step)
         check_choice("solver", self.solver, SOLVERS)
         check_choice("device", self.device, ("auto", "cpu", "cuda"))
@@ -168,6 +167,14 @@ class RunConfig:
         self.weight_bits = parse_weight_bits(self.weight_bits)
         if self.task is not None:
             self.task = self.task.lower()
+
+    @property
+    def training_forward(self) -> str:
+        """How training finds the rates: ``train_forward``, or by default 'simulate' for a student trained
+        for its time steps and 'solve' for one trained for T = infinity."""
+        if self.train_forward is not None:
+            return self.train_forward
+        return "simulate" if self.train_for == "time_steps" else "solve"
 
     @property
     def task_loss_only(self) -> bool:

@@ -37,3 +37,13 @@ def test_an_optional_setting_from_the_yaml_is_unset_by_none_on_the_command_line(
     assert config_from_args(parser.parse_args(["--config", str(path), "--energy-budget", "0.2"])).energy_budget == 0.2
     with pytest.raises(SystemExit):
         parser.parse_args(["--energy-budget", "nothing"])
+
+
+def test_the_training_forward_follows_train_for_unless_it_is_set():
+    """train_forward None resolves where it is used, so a config copied with another train_for (as
+    `eqspike compare` does for its T = infinity student) trains the way that train_for asks."""
+    for_t = RunConfig(task="fortunes")
+    assert for_t.training_forward == "simulate" and for_t.train_forward is None
+    assert for_t.replace(train_for="infinity").training_forward == "solve"
+    assert RunConfig(task="fortunes", train_forward="solve").training_forward == "solve"
+    assert RunConfig(task="fortunes", train_for="infinity", train_forward="simulate").training_forward == "simulate"

@@ -319,7 +319,7 @@ class SpikingBertForSequenceClassification(StudentPreTrainedModel):
             teacher_model, c.student_layers, time_steps=c.time_steps, signed=c.signed, rounding=c.rounding,
             hysteresis=c.hysteresis, quantize_rates=c.train_for == "time_steps", feedback=c.feedback,
             weight_bits=c.weight_bits, threshold_quantile=c.threshold_quantile, teacher=c.teacher,
-            equilibrium=EquilibriumConfig(forward=c.train_forward, solver=c.solver, track_residual=False))
+            equilibrium=EquilibriumConfig(forward=c.training_forward, solver=c.solver, track_residual=False))
         if c.student_init == "random":
             torch.manual_seed(c.seed)
             student = cls(student.config)
