@@ -105,13 +105,18 @@ class RateMap:
         self.check_state_shapes(rates)
         return rates
 
-    def sweep_until(self, name: str, state: Mapping[str, Tensor] | None = None) -> dict[str, Tensor]:
-        """The Gauss-Seidel sweep stopped after population ``name`` (what it needs, nothing after)."""
+    def sweep_until(self, name: str, state: Mapping[str, Tensor] | None = None,
+                    anchor: Mapping[str, Tensor] | None = None) -> dict[str, Tensor]:
+        """The Gauss-Seidel sweep stopped after population ``name`` (what it needs, nothing after).
+        ``anchor``: the values to carry instead of the map's (``anchored_sweep``)."""
         previous = self.initial_state if state is None else state
         rates: dict[str, Tensor] = {}
         for population in self.populations:
             upstream = [rates[n] if n in rates else previous[n] for n in population.inputs]
-            rates[population.name] = _rate(population.current(*upstream), self.neuron_of(population), self.time_steps)
+            mapped = _rate(population.current(*upstream), self.neuron_of(population), self.time_steps)
+            if anchor is not None:  # the anchor's value, the map's gradient
+                mapped = anchor[population.name].detach().to(mapped.dtype) + (mapped - mapped.detach())
+            rates[population.name] = mapped
             if population.name == name:
                 return rates
         raise ValueError(f"{name!r} is not a population of this rate map")
@@ -127,12 +132,7 @@ class RateMap:
         the forward value is exactly what the spiking network computed. With the T-step quantizer the
         thresholds get LSQ's gradient with the simulated count in place of Q_T: d(theta a)/d theta =
         a_sim - F / theta inside the range."""
-        previous = self.initial_state if state is None else state
-        rates: dict[str, Tensor] = {}
-        for population in self.populations:
-            upstream = [rates[n] if n in rates else previous[n] for n in population.inputs]
-            mapped = _rate(population.current(*upstream), self.neuron_of(population), self.time_steps)
-            rates[population.name] = anchor[population.name].detach().to(mapped.dtype) + (mapped - mapped.detach())
+        rates = self.sweep_until(self.populations[-1].name, state, anchor)
         self.check_state_shapes(rates)
         return rates
 
