@@ -65,9 +65,8 @@ def main(argv: list[str] | None = None) -> dict:
     def bptt_step(T: int):
         readout_loss(simulate(network.rate_map(x), T, differentiable=True).rates).backward()
 
-    def peak_mb(step) -> float:
-        network.zero_grad(set_to_none=True)  # outside the measured window: gradients are part of the step
-        return peak_memory_mb(step, device)
+    def peak_mb(step) -> float:  # gradients are part of the step: zeroed before every call
+        return peak_memory_mb(step, device, reset=lambda: network.zero_grad(set_to_none=True))
 
     print(f"device: {describe_device(device)}")
     print(f"problem: {args.depth} populations x width {args.width}, batch {args.batch} x {args.tokens} tokens, "

@@ -128,6 +128,7 @@ def main(argv=None) -> dict:
         for recipe in args.recipes:
             for seed in args.seeds:
                 rows.append(run_recipe(recipe, seed, source, tokenizer, task, name, train, splits, device, args))
+                write_result(args, rows, device)  # after every run: a long benchmark stopped early keeps its rows
     print("\n| task | " + " | ".join(args.recipes) + " |")
     print("|---|" + "---:|" * len(args.recipes))
     for name in args.tasks:
@@ -137,10 +138,15 @@ def main(argv=None) -> dict:
             spread = f" +- {statistics.stdev(scores):.4f}" if len(scores) > 1 else ""
             cells.append(f"{statistics.mean(scores):.4f}{spread}")
         print(f"| {name} | " + " | ".join(cells) + " |")
+    result = write_result(args, rows, device)
+    print(f"wrote {args.out}")
+    return result
+
+
+def write_result(args: argparse.Namespace, rows: list[dict], device: torch.device) -> dict:
     result = {"rows": rows, "device": describe_device(device), "settings": {k: str(v) for k, v in vars(args).items()}}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {args.out}")
     return result
 
 

@@ -130,8 +130,7 @@ def main(argv=None) -> dict:
           f"batch {args.batch} x {args.seq} tokens")
     rows = []
     for name, (step, model) in methods.items():
-        model.zero_grad(set_to_none=True)
-        memory = peak_memory_mb(step, device)
+        memory = peak_memory_mb(step, device, reset=lambda: model.zero_grad(set_to_none=True))
         seconds = seconds_per_call(lambda: (model.zero_grad(set_to_none=True), step()), repeats=args.repeats, device=device)
         rows.append({"method": name, "step_s": round(seconds, 4), "peak_mem_mb": round(memory, 1)})
     base = rows[0]

@@ -67,8 +67,7 @@ def _measure_training_step(config: RunConfig, run_dir: RunDirectory, teacher, da
     def clean() -> None:
         student.zero_grad(set_to_none=True)
 
-    clean()
-    memory = peak_memory_mb(step, device)
+    memory = peak_memory_mb(step, device, reset=clean)
     clean()
     seconds = seconds_per_call(lambda: (clean(), step()), repeats=repeats, device=device)
     return seconds, memory

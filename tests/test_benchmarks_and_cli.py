@@ -30,6 +30,20 @@ def test_peak_memory_counts_live_tensors():
     assert peak_memory_mb(lambda: torch.ones(256, 1024).sum()) == pytest.approx(1.0, rel=0.01)
 
 
+def test_peak_memory_leaves_first_call_allocations_to_the_warm_up():
+    kept, resets = [], []
+
+    def step():
+        if not kept:
+            kept.append(torch.ones(1024, 1024))  # 4 MiB kept for good by the first call (a workspace)
+        return torch.ones(256, 1024).sum()  # 1 MiB while the call runs
+
+    assert peak_memory_mb(step, warmup=0) == pytest.approx(5.0, rel=0.01)
+    kept.clear()
+    assert peak_memory_mb(step, reset=lambda: resets.append(1)) == pytest.approx(1.0, rel=0.01)
+    assert len(resets) == 2  # before the warm-up call and before the measured one
+
+
 def test_seconds_per_call_is_positive():
     assert seconds_per_call(lambda: torch.ones(10).sum(), repeats=2) > 0
 

@@ -96,7 +96,8 @@ def readout_loss(rates: dict[str, Tensor], seed: int = 1) -> Tensor:
     generator = torch.Generator().manual_seed(seed)
     total = 0.0
     for name in sorted(rates):
-        weights = torch.randn(rates[name].shape, generator=generator, dtype=rates[name].dtype)
+        # drawn on the CPU (the same functional on every device), then moved to the rates' device
+        weights = torch.randn(rates[name].shape, generator=generator, dtype=rates[name].dtype).to(rates[name].device)
         total = total + (weights * rates[name]).sum()
     return total
 
