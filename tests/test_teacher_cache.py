@@ -60,24 +60,34 @@ def test_a_cache_too_large_is_refused_with_its_size(tiny_teacher, train_split, t
 @pytest.mark.slow
 def test_distill_with_a_float32_teacher_cache_trains_the_same_student(tiny_teacher, toy_files, tmp_path):
     runs = {}
-    for cached in (False, True):
-        run = tmp_path / ("cached" if cached else "live")
-        extra = dict(cache_teacher=True, teacher_cache_dtype="float32", teacher_cache_dir=str(tmp_path / "cache")) if cached else {}
+    cache = dict(cache_teacher=True, teacher_cache_dtype="float32", teacher_cache_dir=str(tmp_path / "cache"))
+    for name, extra in (("live", {}), ("cached", cache), ("first_step", dict(max_steps=1))):
+        run = tmp_path / name
         messages = []
         Distiller(tiny_config(tiny_teacher, toy_files, run, logging_steps=1, **extra), log=messages.append).run()
-        runs[cached] = run
-        if cached:
+        runs[name] = run
+        if name == "cached":
             assert any("teacher cache: running the teacher once over 96 examples" in m for m in messages)
     # The cached targets equal the live ones up to float rounding (the teacher ran on other batches, so
     # other paddings): the losses agree at every step, and so do the dev evaluations.
-    records = [[json.loads(x) for x in (runs[k] / "metrics.jsonl").read_text().splitlines()] for k in (False, True)]
+    records = [[json.loads(x) for x in (runs[k] / "metrics.jsonl").read_text().splitlines()] for k in ("live", "cached")]
     losses = [[r["loss"] for r in rs if "loss" in r] for rs in records]
     assert len(losses[0]) == len(losses[1]) > 0
     assert max(abs(p - q) for p, q in zip(*losses)) < 1e-4 * max(map(abs, losses[0]))
     assert [r["eval"] for r in records[0] if "eval" in r] == [r["eval"] for r in records[1] if "eval" in r]
-    # No bound holds for the largest weight difference: AdamW turns rounding noise in coordinates whose
-    # gradient is ~0 (attention key biases; README, "Many GPUs") into lr-sized steps. The typical
-    # weight agrees closely.
-    a, b = (torch.load(runs[k] / "checkpoint" / "student.pt") for k in (False, True))
-    differences = torch.cat([(a[k].float() - b[k].float()).abs().flatten() for k in a])
-    assert differences.mean().item() < 1e-6, differences.mean().item()
+    # The weights: rounding noise must stay small against how far training moved them. Left out: the
+    # attention key biases, whose exact gradient is 0 (a key bias shifts every score of a query's row
+    # by the same amount, and softmax ignores that), so AdamW turns rounding noise there into lr-sized
+    # steps of either sign; how large depends on the CPU's kernels (README, "Many GPUs"). Elsewhere a
+    # relative rounding error eps in a gradient moves AdamW's step by about eps of its size: measured
+    # here 3e-6 of the distance moved after the first step (a fixed bound of 1e-6 on the mean absolute
+    # difference failed on another CPU and torch at 2e-5, key biases included); the bound is 1%.
+    live, cached, first = (torch.load(runs[k] / "checkpoint" / "student.pt") for k in ("live", "cached", "first_step"))
+    names = [k for k in live if not k.endswith("key.bias")]
+    assert len(names) < len(live)  # the exclusion names real parameters
+
+    def mean_abs(x: dict, y: dict) -> float:
+        return torch.cat([(x[k].float() - y[k].float()).abs().flatten() for k in names]).mean().item()
+
+    difference, moved = mean_abs(live, cached), mean_abs(live, first)
+    assert moved > 0 and difference < 1e-2 * moved, (difference, moved)
