@@ -216,16 +216,24 @@ def _teacher_gap_at(run: Path, teacher, toy_files, time_steps: int) -> float:
 
 
 @pytest.mark.slow
-def test_a_student_trained_for_T_beats_one_trained_for_infinity_at_T(tiny_teacher, toy_files, tmp_path):
-    """The deployment T as a training target: at T = 4 the student trained on the 4-step quantized
-    rate map reproduces the teacher better than the same student trained on the exact equilibrium."""
+@pytest.mark.parametrize("time_steps, ratio", [(4, 1.0), (2, 0.5)])
+def test_a_student_trained_for_T_beats_one_trained_for_infinity_at_T(tiny_teacher, toy_files, tmp_path, time_steps, ratio):
+    """The deployment T as a training target: at T the student trained for T (on its T-step
+    simulation, the default, and on the T-step quantized map) reproduces the teacher better than the
+    same student trained on the exact equilibrium. The tiny teacher is nearly reproduced by every
+    student at T = 4 (gaps of 1e-4 nats), so there the claim is only "better"; at T = 2 the gap must
+    halve. Measured over 5 seeds of the tiny teacher's head: gap ratios 0.33-0.93 (simulation) and
+    0.11-0.41 (quantized map) at T = 4; 0.07-0.16 and 0.08-0.36 at T = 2."""
     gaps = {}
-    for train_for in ("time_steps", "infinity"):
-        run = tmp_path / train_for
-        metrics = Distiller(tiny_config(tiny_teacher, toy_files, run, time_steps=4, train_for=train_for), **QUIET).run()
-        assert metrics["train_for"] == train_for and 0 < metrics["student_energy_ratio"] < 1
-        gaps[train_for] = _teacher_gap_at(run, tiny_teacher, toy_files, 4)
-    assert gaps["time_steps"] < 0.5 * gaps["infinity"], gaps
+    for name, changes in (("simulate", dict(train_for="time_steps")),
+                          ("quantized_map", dict(train_for="time_steps", train_forward="solve")),
+                          ("infinity", dict(train_for="infinity"))):
+        run = tmp_path / name
+        metrics = Distiller(tiny_config(tiny_teacher, toy_files, run, time_steps=time_steps, **changes), **QUIET).run()
+        assert metrics["train_for"] == changes["train_for"] and 0 < metrics["student_energy_ratio"] < 1
+        gaps[name] = _teacher_gap_at(run, tiny_teacher, toy_files, time_steps)
+    assert gaps["simulate"] < ratio * gaps["infinity"], gaps
+    assert gaps["quantized_map"] < ratio * gaps["infinity"], gaps
 
 
 def test_an_energy_budget_lowers_the_energy_of_the_student_kept(tiny_teacher, toy_files, tmp_path):
