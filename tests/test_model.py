@@ -87,6 +87,23 @@ def test_simulate_forward_trains_on_the_spiking_network_with_thresholds(tmp_path
     assert student.blocks[0].intermediate.weight.grad.abs().sum() > 0
 
 
+def test_spiking_run_gives_the_rate_estimate_of_the_rates_trained_on(tmp_path):
+    """Scoring under an energy budget: a student trained on its simulation takes the estimate from the
+    run it just scored (no second simulation); one trained on the quantized map from that map."""
+    _, student, batch = load_pair(tmp_path, layers=2, time_steps=4, quantize_rates=True)
+    student.calibrate_thresholds([batch], time_steps=4)
+    with torch.no_grad():
+        assert student.spiking_run(batch, 4)[3] is None
+        for forward in ("simulate", "solve"):
+            student.config.equilibrium.forward = forward
+            logits, spikes, dense, estimate = student.spiking_run(batch, 4, rate_estimate=True)
+            assert estimate == pytest.approx(student.rate_spike_pj(batch, 4), rel=1e-6), forward
+            assert spikes > 0 and dense > 0
+        solved_estimate = estimate
+        student.config.equilibrium.forward = "simulate"
+        assert student.spiking_run(batch, 4, rate_estimate=True)[3] != pytest.approx(solved_estimate, rel=1e-6)
+
+
 def test_solve_of_a_student_trained_for_T_is_the_quantized_map(tmp_path):
     """With quantize_rates, 'solve' gives rates on the grid k/T; without, it gives the exact clamp."""
     _, student, batch = load_pair(tmp_path, layers=2, time_steps=4, quantize_rates=True)

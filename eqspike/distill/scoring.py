@@ -32,12 +32,11 @@ def score_spiking(student, data: Prepared, time_steps: int, batch_size: int, dev
     spent = {"spikes": 0.0, "dense": 0.0, "teacher": 0.0, "rates": 0.0}
 
     def logits(batch: dict[str, Tensor]) -> Tensor:
-        out, spikes, dense = student.spiking_run(batch, time_steps)
+        out, spikes, dense, estimate = student.spiking_run(batch, time_steps, rate_estimate=spike_factor)
         spent["spikes"] += spikes
         spent["dense"] += dense
         spent["teacher"] += sum(map(teacher.teacher_pj, batch["attention_mask"].sum(1).tolist()))
-        if spike_factor:
-            spent["rates"] += student.rate_spike_pj(batch, time_steps)
+        spent["rates"] += estimate or 0.0
         return out
 
     metrics = evaluate(logits, data.task, data.splits, batch_size, device, f"{desc} T={time_steps}", sharding)

@@ -244,15 +244,17 @@ class SpikeLMForSequenceClassification(StudentPreTrainedModel):
         with torch.no_grad():
             self(**{k: first_batch[k] for k in ("input_ids", "attention_mask", "token_type_ids")})
 
-    def spiking_run(self, batch: Mapping[str, Tensor], time_steps: int) -> tuple[Tensor, float, float]:
-        """Its logits at its own T, the energy of its spikes and of what stays dense (pJ, summed)."""
+    def spiking_run(self, batch: Mapping[str, Tensor], time_steps: int,
+                    rate_estimate: bool = False) -> tuple[Tensor, float, float, None]:
+        """Its logits at its own T, the energy of its spikes and of what stays dense (pJ, summed); no
+        rate estimate (a SpikeLM student is not trained under an energy budget)."""
         self.count_spikes(True)
         logits = self(**batch).logits
         accumulates = self.spike_statistics()[1]
         self.count_spikes(False)
         lengths = batch["attention_mask"].sum(1).tolist()
         spikes = ACCUMULATE_PJ * accumulates
-        return logits, spikes, spikelm_energy_pj(self.config, accumulates, lengths, self.config.time_steps) - spikes
+        return logits, spikes, spikelm_energy_pj(self.config, accumulates, lengths, self.config.time_steps) - spikes, None
 
     # ------------------------------------------------------------------ construction and persistence
     @classmethod

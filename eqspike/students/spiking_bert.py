@@ -331,19 +331,27 @@ class SpikingBertForSequenceClassification(StudentPreTrainedModel):
         self.calibrate_thresholds(calibration, time_steps=self.config.time_steps if self.config.quantize_rates else None)
         self.train_thresholds(self.config.quantize_rates)
 
-    def spiking_run(self, batch: Mapping[str, Tensor], time_steps: int) -> tuple[Tensor, float, float]:
+    def spiking_run(self, batch: Mapping[str, Tensor], time_steps: int,
+                    rate_estimate: bool = False) -> tuple[Tensor, float, float, float | None]:
         """The network run for T steps on ``batch``: its logits, the energy of the spikes it fired (pJ,
-        counted at their targets) and of what stays dense (pJ), summed over the batch."""
+        counted at their targets) and of what stays dense (pJ), summed over the batch; with
+        ``rate_estimate``, also ``rate_spike_pj`` (from this run's rates when the student trains on its
+        simulation: the same rates, not a second simulation)."""
         out = self(**batch, mode="simulate", time_steps=time_steps, count_spikes=True)
         energy, mask = StudentEnergy.of(self.config), batch["attention_mask"]
         dense = sum(energy.dense_pj(n, time_steps) for n in mask.sum(1).tolist())
-        return out.logits, float(energy.accumulate_pj(out.spike_counts, mask).sum()), dense
+        estimate = None
+        if rate_estimate:
+            estimate = self.rate_spike_pj(batch, time_steps, out.rates if self.config.equilibrium.forward == "simulate" else None)
+        return out.logits, float(energy.accumulate_pj(out.spike_counts, mask).sum()), dense, estimate
 
-    def rate_spike_pj(self, batch: Mapping[str, Tensor], time_steps: int) -> float:
+    def rate_spike_pj(self, batch: Mapping[str, Tensor], time_steps: int, rates: Mapping[str, Tensor] | None = None) -> float:
         """The spikes' energy estimated from the rates the student trains on (the simulated ones, or the
         T-step quantized map's with train_forward 'solve'), T |a| spikes a neuron (pJ): the estimate an
-        energy budget's penalty uses in training, so that their ratio to the spikes fired calibrates it."""
-        rates = self(**batch, mode=self.config.equilibrium.forward, time_steps=time_steps).rates
+        energy budget's penalty uses in training, so that their ratio to the spikes fired calibrates it.
+        ``rates``: those rates when already at hand."""
+        if rates is None:
+            rates = self(**batch, mode=self.config.equilibrium.forward, time_steps=time_steps).rates
         counts = {name: rate.abs() * time_steps for name, rate in rates.items()}
         return float(StudentEnergy.of(self.config).accumulate_pj(counts, batch["attention_mask"]).sum())
 
