@@ -19,6 +19,7 @@ import yaml
 from eqspike.core.equilibrium import FORWARD_MODES, SOLVERS
 from eqspike.core.neurons import ROUNDINGS, NeuronConfig
 from eqspike.core.quantization import parse_weight_bits
+from eqspike.students.spiking_bert_config import THRESHOLD_INITS
 from eqspike.errors import (
     EqspikeError,
     check_choice,
@@ -76,6 +77,9 @@ class RunConfig:
     feedback: bool = False
     weight_bits: float = 32
     threshold_quantile: float = 0.999
+    # the thresholds a student trained for T starts from: "quantizer" (the T-step quantizer's least-squares
+    # threshold, low at small T: resolution) or "quantile" (the threshold_quantile, as for T = infinity: fewer spikes)
+    threshold_init: str = "quantizer"
     calibration_examples: int = 256
     # how training finds the rates: "simulate" (the T-step spiking network; implicit gradient at its rates) or
     # "solve" (the fixed point of the rate map); None: simulate when trained for T, solve for infinity
@@ -139,6 +143,7 @@ class RunConfig:
             if check_non_negative(name, getattr(self, name)) >= 1:
                 raise ValueError(f"{name}={getattr(self, name)!r} is not valid; it must lie in [0, 1)")
         check_in_interval("threshold_quantile", self.threshold_quantile, 0.0, 1.0)
+        check_choice("threshold_init", self.threshold_init, THRESHOLD_INITS)
         check_choice("student_init", self.student_init, ("teacher", "random"))
         check_choice("teacher_schedule", self.teacher_schedule, SCHEDULES)
         check_int_at_least("teacher_patience", self.teacher_patience, 0)
@@ -220,6 +225,7 @@ HELP = {
     "feedback": "add a feedback edge from the last block to the first (a true fixed point, solved by --solver)",
     "weight_bits": "weights of the encoder's linear layers: 32, 1.58 (ternary) or 1 (binary)",
     "threshold_quantile": "threshold calibration: the quantile of |activation| a threshold starts from",
+    "threshold_init": "the thresholds of a student trained for T start from: quantizer (the T-step quantizer's least-squares threshold) or quantile (threshold_quantile, as for T = infinity: fewer spikes)",
     "calibration_examples": "training examples the thresholds are calibrated on",
     "train_forward": "how training finds the rates: 'simulate' (the T-step spiking network, its rates with the implicit "
                      "gradient there; default when trained for T) or 'solve' (the rate map's fixed point; faster; default "

@@ -104,6 +104,26 @@ def test_spiking_run_gives_the_rate_estimate_of_the_rates_trained_on(tmp_path):
         assert student.spiking_run(batch, 4, rate_estimate=True)[3] != pytest.approx(solved_estimate, rel=1e-6)
 
 
+def test_threshold_init_quantile_starts_a_student_trained_for_T_at_the_quantile(tmp_path):
+    """prepare(): trained for T, threshold_init 'quantizer' starts from Q_T's least-squares threshold
+    (at or below the quantile, lower at small T); 'quantile' from the quantile itself, as for T =
+    infinity; both are then trained."""
+    thresholds = {}
+    for init in ("quantizer", "quantile"):
+        _, student, batch = load_pair(tmp_path / init, layers=2, time_steps=2, quantize_rates=True, threshold_init=init)
+        student.prepare([batch], batch)
+        thresholds[init] = {n: p.detach().clone() for n, p in student.named_parameters() if "threshold" in n}
+        assert all(p.requires_grad for n, p in student.named_parameters() if "threshold" in n)
+    _, reference, batch = load_pair(tmp_path / "reference", layers=2, time_steps=2)
+    reference.calibrate_thresholds([batch])  # T = infinity: the quantile
+    for name, theta in thresholds["quantile"].items():
+        assert torch.equal(theta, dict(reference.named_parameters())[name].detach()), name
+        assert (thresholds["quantizer"][name] <= theta).all(), name
+    assert any((thresholds["quantizer"][n] < t).any() for n, t in thresholds["quantile"].items())
+    with pytest.raises(ValueError, match="threshold_init"):
+        load_pair(tmp_path / "bad", layers=2, threshold_init="median")
+
+
 def test_solve_of_a_student_trained_for_T_is_the_quantized_map(tmp_path):
     """With quantize_rates, 'solve' gives rates on the grid k/T; without, it gives the exact clamp."""
     _, student, batch = load_pair(tmp_path, layers=2, time_steps=4, quantize_rates=True)

@@ -318,7 +318,7 @@ class SpikingBertForSequenceClassification(StudentPreTrainedModel):
         student = cls.from_teacher(
             teacher_model, c.student_layers, time_steps=c.time_steps, signed=c.signed, rounding=c.rounding,
             hysteresis=c.hysteresis, quantize_rates=c.train_for == "time_steps", feedback=c.feedback,
-            weight_bits=c.weight_bits, threshold_quantile=c.threshold_quantile, teacher=c.teacher,
+            weight_bits=c.weight_bits, threshold_quantile=c.threshold_quantile, threshold_init=c.threshold_init, teacher=c.teacher,
             equilibrium=EquilibriumConfig(forward=c.training_forward, solver=c.solver, track_residual=False))
         if c.student_init == "random":
             torch.manual_seed(c.seed)
@@ -326,9 +326,10 @@ class SpikingBertForSequenceClassification(StudentPreTrainedModel):
         return student
 
     def prepare(self, calibration: list[Mapping[str, Tensor]], first_batch: Mapping[str, Tensor]) -> None:
-        """Before training: thresholds calibrated on the ``calibration`` batches (for the T-step quantizer
-        when trained for T, and then trained too)."""
-        self.calibrate_thresholds(calibration, time_steps=self.config.time_steps if self.config.quantize_rates else None)
+        """Before training: thresholds calibrated on the ``calibration`` batches (when trained for T: for
+        the T-step quantizer, or at the quantile with threshold_init 'quantile'; and then trained too)."""
+        for_quantizer = self.config.quantize_rates and self.config.threshold_init == "quantizer"
+        self.calibrate_thresholds(calibration, time_steps=self.config.time_steps if for_quantizer else None)
         self.train_thresholds(self.config.quantize_rates)
 
     def spiking_run(self, batch: Mapping[str, Tensor], time_steps: int,

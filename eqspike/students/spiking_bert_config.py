@@ -18,6 +18,8 @@ from eqspike.errors import check_choice, check_in_interval, check_int_at_least
 from eqspike.students.common import StudentConfig
 
 MODEL_TYPE = "eqspike-spiking-bert"
+# where the thresholds of a student trained for T start (SpikingBertForSequenceClassification.prepare)
+THRESHOLD_INITS = ("quantizer", "quantile")
 
 
 class SpikingBertConfig(StudentConfig):
@@ -36,6 +38,7 @@ class SpikingBertConfig(StudentConfig):
     equilibrium: EquilibriumConfig | dict[str, Any] | None = None
     weight_bits: float = 32
     threshold_quantile: float = 0.999
+    threshold_init: str = "quantizer"  # trained for T: start from Q_T's least-squares threshold, or the quantile
 
     def validate(self) -> None:
         super().validate()
@@ -48,6 +51,7 @@ class SpikingBertConfig(StudentConfig):
             self.equilibrium = EquilibriumConfig(**{"track_residual": False, **self.equilibrium})
         self.equilibrium = dataclasses.replace(self.equilibrium, time_steps=self.time_steps)
         check_in_interval("threshold_quantile", self.threshold_quantile, 0.0, 1.0)
+        check_choice("threshold_init", self.threshold_init, THRESHOLD_INITS)
         self.weight_bits = parse_weight_bits(self.weight_bits)
 
     def to_dict(self) -> dict[str, Any]:
