@@ -264,7 +264,7 @@ def plot_pareto(result: dict[str, Any], path: Path) -> None:
     ax.set_ylabel(f"dev {result['metric']}")
     ax.set_title(f"{result['task']}: accuracy against energy")
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=8, loc="lower right")
+    ax.legend(fontsize=8, loc="best")  # wherever it hides no point
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
