@@ -98,6 +98,31 @@ def test_anchored_sweep_has_the_given_values_and_the_local_gradients_there():
     assert not torch.allclose(w2.grad, at_fixed_point)  # where the gradient is taken matters
 
 
+@pytest.mark.parametrize("time_steps", [1, 4])
+def test_the_last_simulation_step_carries_the_anchored_sweeps_gradient(time_steps):
+    """simulate(anchor_last_step=True) (the training forward of a feed-forward student): the same rates
+    as the simulation, and the same gradients as an anchored sweep at them, bit for bit, without the
+    sweep; refused with feedback."""
+    net = StackedSpikingNetwork(16, 3, feedback=False, seed=2)
+    x = torch.randn(2, 5, 16, generator=torch.Generator().manual_seed(1))
+    g = torch.randn(2, 5, 16, generator=torch.Generator().manual_seed(2))
+    rate_map = net.rate_map(x)
+    last = rate_map.populations[-1].name
+    reference = rate_map.anchored_sweep(simulate(rate_map, time_steps, count_spikes=False).rates)
+    (reference[last] * g).sum().backward()
+    expected = [p.grad.clone() for p in net.parameters()]
+    net.zero_grad()
+    result = simulate(rate_map, time_steps, count_spikes=False, anchor_last_step=True)
+    for name in reference:
+        assert torch.equal(result.anchored[name].detach(), reference[name].detach()), name
+        assert torch.equal(result.rates[name], reference[name].detach()), name
+    (result.anchored[last] * g).sum().backward()
+    assert all(torch.equal(p.grad, e) for p, e in zip(net.parameters(), expected))
+    assert any(e.abs().sum() > 0 for e in expected)
+    with pytest.raises(ValueError, match="feed-forward"):
+        simulate(StackedSpikingNetwork(16, 3, feedback=True).rate_map(x), 2, anchor_last_step=True)
+
+
 # ---------------------------------------------------------------- convergence of the spiking net
 @pytest.mark.parametrize("feedback", [False, True])
 def test_spike_rates_converge_to_the_equilibrium_as_one_over_T(feedback):

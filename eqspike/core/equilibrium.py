@@ -207,11 +207,15 @@ class EquilibriumLayer(nn.Module):
         needs_grad = torch.is_grad_enabled()
 
         if mode == "simulate":
-            simulation = simulate(rate_map, time_steps, record_trajectory=record_trajectory, count_spikes=count_spikes)
+            # value: the spike rates; gradient: implicit, at the simulated state. Feed-forward, the
+            # last step's currents carry it; with feedback, a sweep at torchdeq's state does.
+            in_last_step = needs_grad and not rate_map.has_feedback
+            simulation = simulate(rate_map, time_steps, record_trajectory=record_trajectory, count_spikes=count_spikes,
+                                  anchor_last_step=in_last_step)
             stats = EquilibriumStats(forward=mode, iterations=time_steps, time_steps=time_steps)
-            rates = simulation.rates
-            if needs_grad:  # value: the spike rates; gradient: implicit, at the simulated state
-                state = self._solve_feedback_state(rate_map, simulation, stats) if rate_map.has_feedback else None
+            rates = simulation.anchored if in_last_step else simulation.rates
+            if needs_grad and rate_map.has_feedback:
+                state = self._solve_feedback_state(rate_map, simulation, stats)
                 rates = rate_map.anchored_sweep(simulation.rates, state)
         else:
             simulation = None

@@ -113,13 +113,20 @@ class RateMap:
         rates: dict[str, Tensor] = {}
         for population in self.populations:
             upstream = [rates[n] if n in rates else previous[n] for n in population.inputs]
-            mapped = _rate(population.current(*upstream), self.neuron_of(population), self.time_steps)
-            if anchor is not None:  # the anchor's value, the map's gradient
-                mapped = anchor[population.name].detach().to(mapped.dtype) + (mapped - mapped.detach())
-            rates[population.name] = mapped
+            current = population.current(*upstream)
+            if anchor is None:
+                rates[population.name] = _rate(current, self.neuron_of(population), self.time_steps)
+            else:
+                rates[population.name] = self.anchored_rate(population, current, anchor[population.name])
             if population.name == name:
                 return rates
         raise ValueError(f"{name!r} is not a population of this rate map")
+
+    def anchored_rate(self, population: Population, current: Tensor, value: Tensor) -> Tensor:
+        """``value`` with the gradient of the population's rate map at ``current``:
+        value + (Phi(current) - sg(Phi(current))) (sg: stop-gradient)."""
+        mapped = _rate(current, self.neuron_of(population), self.time_steps)
+        return value.detach().to(mapped.dtype) + (mapped - mapped.detach())
 
     def anchored_sweep(self, anchor: Mapping[str, Tensor], state: Mapping[str, Tensor] | None = None) -> dict[str, Tensor]:
         """A sweep whose values are the given rates and whose gradient is the map's, taken there:

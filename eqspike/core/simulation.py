@@ -25,6 +25,8 @@ class SimulationResult:
     trajectory: dict[str, Tensor] | None
     spike_counts: dict[str, Tensor]
     time_steps: int
+    # with anchor_last_step: the rates, carrying the implicit gradient at the simulated state
+    anchored: dict[str, Tensor] | None = None
 
 
 Observer = Callable[[int, Mapping[str, Tensor], Mapping[str, Tensor]], None]
@@ -37,6 +39,7 @@ def simulate(
     differentiable: bool = False,
     observer: Observer | None = None,
     count_spikes: bool = True,
+    anchor_last_step: bool = False,
 ) -> SimulationResult:
     """Run the spiking network of ``rate_map`` for ``time_steps`` steps.
 
@@ -49,28 +52,48 @@ def simulate(
     a(t) and the spikes fired so far, so that statistics at many T come from one simulation.
     ``count_spikes=False`` skips the per-neuron spike counts (energy accounting): spike_counts is then
     empty, and each step is one elementwise operation per neuron cheaper.
+    ``anchor_last_step=True`` (a feed-forward rate map; no autograd graph over the other steps) runs
+    the last step's currents with autograd and returns ``anchored``: the final rates with the map's
+    local gradient at the currents of the final upstream rates, what ``RateMap.anchored_sweep`` gives
+    after the simulation, without a sweep of its own (at step T every population's upstream rates
+    are already the final ones).
     """
     check_int_at_least("time_steps", time_steps, 1)
+    if anchor_last_step and (differentiable or rate_map.has_feedback):
+        raise ValueError("anchor_last_step needs a feed-forward rate map and differentiable=False")
     grad_mode = torch.enable_grad() if differentiable else torch.no_grad()
     with grad_mode:
         neurons = {p.name: IFPopulation(rate_map.neuron_of(p), differentiable, count_spikes) for p in rate_map.populations}
         running: dict[str, Tensor] = dict(rate_map.initial_state)
         trajectory: dict[str, list[Tensor]] = {p.name: [] for p in rate_map.populations}
+        anchored: dict[str, Tensor] = {}
         for step in range(time_steps):
+            last = anchor_last_step and step == time_steps - 1
             for population in rate_map.populations:
-                ideal = population.current(*[running[name] for name in population.inputs])
-                neurons[population.name].step_ideal(ideal)
+                if last:  # the currents with autograd, from the anchored (final) upstream rates
+                    with torch.enable_grad():
+                        ideal = population.current(*[anchored[n] if n in anchored else running[n] for n in population.inputs])
+                    neurons[population.name].step_ideal(ideal.detach())
+                else:
+                    ideal = population.current(*[running[name] for name in population.inputs])
+                    neurons[population.name].step_ideal(ideal)
                 running[population.name] = neurons[population.name].rate
+                if last:
+                    with torch.enable_grad():
+                        anchored[population.name] = rate_map.anchored_rate(population, ideal, running[population.name])
+                    if not count_spikes:  # its state is done with: freed while the graph of the step grows
+                        del neurons[population.name]
                 if record_trajectory:
                     trajectory[population.name].append(running[population.name].detach().clone())
             if step == 0:
                 rate_map.check_state_shapes(running)
             if observer is not None:
                 observer(step + 1, running, {name: n.spike_count for name, n in neurons.items() if count_spikes})
-        rates = {name: neurons[name].rate for name in neurons}
+        rates = {p.name: running[p.name] for p in rate_map.populations}
     return SimulationResult(
         rates=rates,
         trajectory={k: torch.stack(v) for k, v in trajectory.items()} if record_trajectory else None,
         spike_counts={name: n.spike_count for name, n in neurons.items() if count_spikes},
         time_steps=time_steps,
+        anchored=anchored if anchor_last_step else None,
     )
