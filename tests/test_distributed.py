@@ -38,6 +38,20 @@ def test_environment_describes_the_process(monkeypatch):
         from_environment()
 
 
+def test_more_processes_than_gpus_are_refused_by_name(monkeypatch):
+    """torchrun --nproc_per_node 2 on a one-GPU machine: rank 1 is refused before it asks for cuda:1."""
+    from eqspike.errors import EqspikeError
+    from eqspike.runtime.distributed import initialise
+
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    with pytest.raises(EqspikeError, match=r"LOCAL_RANK=1 has no GPU: this machine has 1"):
+        initialise("cuda")
+
+
 @pytest.mark.slow
 def test_torchrun_two_processes_interrupted_and_resumed_match_one_process(tiny_teacher, toy_files, tmp_path):
     """Two processes train, bit for bit, the student of one process that cuts each batch into the same two
