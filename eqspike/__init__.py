@@ -13,7 +13,7 @@ The package, from the bottom up (docs/design.md explains the design):
 - at the top: ``data``, ``config``, ``evaluation``, ``compare`` and the command line, ``cli``.
 """
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 from eqspike.core.equilibrium import (
     EquilibriumConfig,

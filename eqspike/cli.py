@@ -14,7 +14,8 @@ from transformers.utils import logging
 import eqspike
 from eqspike.analysis.diagnostics import check_time_steps, diagnose, score_vs_time_steps
 from eqspike.analysis.report import format_table, plot, write_report
-from eqspike.compare import compare
+from eqspike.compare import compare, compare_seeds
+from eqspike.distill.seeds import distill_seeds
 from eqspike.config import RunConfig, add_config_arguments, config_from_args
 from eqspike.core.checks import StackedSpikingNetwork, implicit_gradient_check
 from eqspike.core.equilibrium import EquilibriumConfig, EquilibriumLayer
@@ -46,7 +47,7 @@ def cmd_teacher(args: argparse.Namespace) -> int:
     """Fine-tune (or find) the teacher for a task and report its dev score."""
     config = config_from_args(args)
     data = prepare_data(config, _log)
-    teacher = load_teacher(config, data.task, resolve_device(config.device), data.splits, data.train, _log)
+    teacher = load_teacher(config, data.task, resolve_device(config.device), data.splits, data.train, _log, data.selection)
     score = teacher.card.get("dev_score")
     _log(f"teacher {teacher.path}: task {data.task.name}, dev {data.task.metric} "
          + (f"{score:.4f}" if score is not None else "not measured (provided checkpoint)"))
@@ -57,6 +58,10 @@ def cmd_distill(args: argparse.Namespace) -> int:
     """Distil a spiking student from the teacher and evaluate it as a spiking network."""
     fixed = {}
     run = RunDirectory(args.output_dir) if args.output_dir else None
+    if args.seeds:  # one student per seed, OUT/seed-S, and the summary over them in OUT
+        config = config_from_args(args)
+        distill_seeds(config, args.seeds, _log, command=_command_line())
+        return 0
     if args.resume and run is not None and run.settings.is_file() and not args.config:
         # A resumed run continues with the settings it was started with; flags given now still override.
         saved = run.saved_settings()
@@ -110,7 +115,7 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
     time_steps = check_time_steps(args.time_steps)
     run_dir = Path(args.run_dir)
     config, student, task, splits, device, teacher_score = _load_run(run_dir, None, args.device, _neuron(args))
-    split = splits[task.selection_split]
+    split = splits[task.main_split]
     report = diagnose(student, task, split, time_steps, args.batch_size or config.eval_batch_size,
                       args.batches, device, teacher_score)
     out = Path(args.out) if args.out else run_dir / "diagnostics"
@@ -168,7 +173,10 @@ def cmd_compare(args: argparse.Namespace) -> int:
     time_steps = check_time_steps(args.compare_time_steps)
     config = config_from_args(args)
     out = Path(args.out) if args.out else Path("runs") / f"compare-{config.task or 'data'}"
-    compare(config, time_steps, out, _log, match_energy=args.match_energy)
+    if args.seeds:
+        compare_seeds(config, time_steps, out, args.seeds, _log, match_energy=args.match_energy)
+    else:
+        compare(config, time_steps, out, _log, match_energy=args.match_energy)
     return 0
 
 
@@ -229,6 +237,11 @@ def build_parser() -> argparse.ArgumentParser:
                                               "and score it as a spiking network. Every setting can also be a key of "
                                               "the YAML file given with --config.")
     add_config_arguments(distill)
+    distill.add_argument("--seeds", type=int, nargs="+", default=None, metavar="SEED",
+                         help="train one student per seed, each in OUTPUT_DIR/seed-SEED, and write the spread over them "
+                              "(mean, std, min, max, 95%% interval of the teacher's and the student's score and the "
+                              "energy ratio) to OUTPUT_DIR/seeds.json, seeds.md and seeds.csv; --resume reuses finished seeds "
+                              "(default: none, one student with --seed)")
     distill.set_defaults(run=cmd_distill)
     evaluate = commands.add_parser("evaluate", help="score a trained student as a spiking network at several T")
     evaluate.add_argument("run_dir", help="a run directory written by `eqspike distill`")
@@ -251,6 +264,9 @@ def build_parser() -> argparse.ArgumentParser:
     comp.add_argument("--match-energy", action="store_true",
                       help="train eqspike at each T under an energy budget equal to SpikeLM's measured energy at that T "
                            "(SpikeLM is trained first): accuracy compared at equal or lower energy")
+    comp.add_argument("--seeds", type=int, nargs="+", default=None, metavar="SEED",
+                      help="run the whole comparison once per seed (OUT/seed-SEED) and report, per T, eqspike's score and "
+                           "energy minus SpikeLM's on the same seed, with their 95%% interval (OUT/compare_seeds.json, .md)")
     comp.set_defaults(run=cmd_compare)
     diag = commands.add_parser("diagnose", help="convergence, accuracy vs T, firing and energy of a trained student")
     diag.add_argument("run_dir", help="a run directory written by `eqspike distill`")

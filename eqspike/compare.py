@@ -27,10 +27,11 @@ from eqspike.analysis.benchmarking import (
 )
 from eqspike.analysis.diagnostics import check_time_steps, diagnose
 from eqspike.analysis.energy import StudentEnergy, spikelm_energy_pj
+from eqspike.analysis.seeds import format_spread, paired_differences, spread
 from eqspike.config import RunConfig
 from eqspike.data.batches import batch_order
 from eqspike.distill.prepare import prepare_data
-from eqspike.distill.run_directory import RunDirectory
+from eqspike.distill.run_directory import RunDirectory, RunDirectoryError
 from eqspike.distill.trainer import Distiller, StageForward, TrainingDiverged
 from eqspike.evaluation import evaluate
 from eqspike.runtime.devices import resolve_device
@@ -46,6 +47,10 @@ METHOD_COLOURS = {"eqspike": "tab:blue", "eqspike-inf": "tab:cyan", "spikelm": "
 def _train_or_load(config: RunConfig, log) -> RunDirectory:
     run = RunDirectory(config.output_dir)
     if run.finished:
+        differ = run.settings_differ(config)
+        if differ:
+            raise RunDirectoryError(f"compare: {run.root} finished with other settings ({', '.join(differ)}); remove it "
+                                    f"or choose another --out")
         log(f"compare: reusing the finished run {run.root}")
     else:
         Distiller(config.replace(overwrite=run.root.exists() and not run.has_checkpoint, resume=run.has_checkpoint), log).run()
@@ -99,8 +104,9 @@ def compare(config: RunConfig, time_steps: list[int], out_dir: str | Path, log=p
         first run has stored the teacher)."""
         if not context:
             data = prepare_data(config, log=lambda *_: None)
-            teacher = load_teacher(config, data.task, device, data.splits, data.train, log=lambda *_: None)
-            split = data.splits[data.task.selection_split]
+            teacher = load_teacher(config, data.task, device, data.splits, data.train, log=lambda *_: None,
+                                   selection=data.selection)
+            split = data.splits[data.task.main_split]
             t = teacher.model.config
             dense = StudentEnergy(t.hidden_size, t.intermediate_size, t.num_attention_heads, t.num_hidden_layers,
                                   t.num_labels, t.num_hidden_layers)
@@ -168,6 +174,65 @@ def compare(config: RunConfig, time_steps: list[int], out_dir: str | Path, log=p
     return result
 
 
+def compare_seeds(config: RunConfig, time_steps: list[int], out_dir: str | Path, seeds: list[int], log=print,
+                  **options: Any) -> dict[str, Any]:
+    """``compare`` once per seed (``out_dir/seed-S``), then per T and per eqspike student the paired
+    differences over seeds: its dev score and its energy ratio minus SpikeLM's on the same seed (the
+    same data order, selection split and teacher), with their 95% intervals. Writes compare_seeds.json
+    and compare_seeds.md in ``out_dir``."""
+    if len(set(seeds)) != len(seeds):
+        raise ValueError(f"--seeds {' '.join(map(str, seeds))} names a seed twice")
+    out_dir = Path(out_dir)
+    results = {}
+    for seed in seeds:
+        log(f"compare: seed {seed}")
+        results[seed] = compare(config.replace(seed=seed), time_steps, out_dir / f"seed-{seed}", log, **options)
+
+    def value(result: dict[str, Any], method: str, T: int, key: str) -> float | None:
+        row = next((r for r in result["rows"] if r["method"] == method and r["time_steps"] == T), None)
+        if row is None or row["score"] is None:
+            return None
+        return row["score"] if key == "score" else row["energy_pj"] / result["teacher_energy_pj"]
+
+    rows = []
+    for T in check_time_steps(time_steps):
+        for method in ("eqspike", "eqspike-inf", "spikelm"):
+            entry: dict[str, Any] = {"method": method, "time_steps": T}
+            for key in ("score", "energy_ratio"):
+                per_seed = {s: value(results[s], method, T, key) for s in seeds}
+                per_seed = {s: v for s, v in per_seed.items() if v is not None}
+                entry[key] = spread(list(per_seed.values())) if per_seed else None
+                if method != "spikelm":
+                    theirs = {s: value(results[s], "spikelm", T, key) for s in seeds}
+                    theirs = {s: v for s, v in theirs.items() if v is not None}
+                    entry[f"{key}_minus_spikelm"] = paired_differences(per_seed, theirs) if set(per_seed) & set(theirs) else None
+            rows.append(entry)
+    teacher = spread([results[s]["teacher_score"] for s in seeds])
+    summary = {"task": results[seeds[0]]["task"], "metric": results[seeds[0]]["metric"], "seeds": seeds,
+               "teacher_score": teacher, "rows": rows, "runs": {str(s): str(out_dir / f"seed-{s}") for s in seeds}}
+    (out_dir / "compare_seeds.json").write_text(json.dumps(summary, indent=2) + "\n")
+    table = seeds_table(summary)
+    (out_dir / "compare_seeds.md").write_text(table + "\n")
+    log(table)
+    log(f"wrote {out_dir / 'compare_seeds.json'}, {out_dir / 'compare_seeds.md'}")
+    return summary
+
+
+def seeds_table(summary: dict[str, Any]) -> str:
+    """Mean +- std [95% interval] over seeds of each method's score and energy, and of the paired differences."""
+    def cell(s: dict[str, Any] | None, digits: int = 4) -> str:
+        return "-" if s is None else format_spread(s, digits)
+
+    lines = [f"{summary['task']}: dev {summary['metric']} over seeds {', '.join(map(str, summary['seeds']))} "
+             f"(mean +- std [95% interval]); differences are paired by seed. Teacher: {cell(summary['teacher_score'])}",
+             "", "| method | T | score | energy / teacher | score - SpikeLM's | energy - SpikeLM's |",
+             "|---|---:|---:|---:|---:|---:|"]
+    for r in summary["rows"]:
+        lines.append(f"| {r['method']} | {r['time_steps']} | {cell(r['score'])} | {cell(r['energy_ratio'], 3)} | "
+                     f"{cell(r.get('score_minus_spikelm'))} | {cell(r.get('energy_ratio_minus_spikelm'), 3)} |")
+    return "\n".join(lines)
+
+
 def _evaluate_teacher(teacher, data, config: RunConfig, device) -> float:
     return evaluate(lambda b: teacher.model(**b).logits, data.task, data.splits, config.eval_batch_size, device)[data.task.metric]
 
@@ -182,7 +247,7 @@ def _spikelm_at(student, data, split, T: int, batch_size: int, device) -> tuple[
     """(dev score, firing rate, energy per example in pJ) of a SpikeLM student."""
     lengths = [len(ids) for ids in split.input_ids]
     student.count_spikes(True)
-    score = evaluate(lambda b: student(**b).logits, data.task, {data.task.selection_split: split}, batch_size, device,
+    score = evaluate(lambda b: student(**b).logits, data.task, {data.task.main_split: split}, batch_size, device,
                      f"spikelm T={T}")[data.task.metric]
     firing, accumulates = student.spike_statistics()
     student.count_spikes(False)

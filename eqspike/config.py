@@ -35,6 +35,7 @@ from eqspike.runtime.reporting import REPORT_TO
 
 TEACHER_CACHE_DTYPES = ("float16", "float32")
 TRAIN_FOR = ("time_steps", "infinity")
+SELECTIONS = ("split", "dev")
 
 
 class ConfigError(EqspikeError):
@@ -52,6 +53,10 @@ class RunConfig:
     max_seq_length: int = 128
     max_train_examples: int | None = None  # subsample (quick experiments)
     max_eval_examples: int | None = None
+    # what chooses the student kept and the teacher's best epoch: "split" (a seeded selection_fraction of the
+    # training data, held out; the dev set scores only the final ones) or "dev" (selection on the dev set)
+    selection: str = "split"
+    selection_fraction: float = 0.1
     # --- teacher fine-tuning (when the teacher has no trained head for the task)
     teacher_store: str = "teachers"
     # A plain fine-tuning loop (AdamW 5e-5, constant rate, batch 32) with the best dev epoch kept and early
@@ -104,7 +109,7 @@ class RunConfig:
     attention_weight: float = 1.0
     temperature: float = 1.0
     gold_weight: float = 0.0  # weight of the gold-label loss in the prediction stage
-    evals_per_epoch: int = 1  # dev evaluations (best-checkpoint selection) per prediction epoch
+    evals_per_epoch: int = 1  # evaluations on the selection splits (best-checkpoint selection) per prediction epoch
     cache_teacher: bool = False  # run the teacher once over the training set and read its targets back
     teacher_cache_dir: str | None = None  # default: TEACHER_STORE/cache
     teacher_cache_dtype: str = "float16"  # or "float32" (exact, twice the disk)
@@ -143,6 +148,8 @@ class RunConfig:
             if check_non_negative(name, getattr(self, name)) >= 1:
                 raise ValueError(f"{name}={getattr(self, name)!r} is not valid; it must lie in [0, 1)")
         check_in_interval("threshold_quantile", self.threshold_quantile, 0.0, 1.0)
+        check_choice("selection", self.selection, SELECTIONS)
+        check_in_interval("selection_fraction", self.selection_fraction, 0.0, 1.0)
         check_choice("threshold_init", self.threshold_init, THRESHOLD_INITS)
         check_choice("student_init", self.student_init, ("teacher", "random"))
         check_choice("teacher_schedule", self.teacher_schedule, SCHEDULES)
@@ -204,6 +211,10 @@ HELP = {
     "max_seq_length": "tokens per example, longer ones truncated",
     "max_train_examples": "train on this many examples, drawn at random (seeded): quick experiments",
     "max_eval_examples": "evaluate on this many dev examples, drawn at random (seeded)",
+    "selection": "what chooses the student kept and the teacher's best epoch: 'split' (a held-out part of the training "
+                 "data; the dev set scores only the final student and teacher) or 'dev' (selection on the dev set: its "
+                 "score is then optimistic)",
+    "selection_fraction": "with --selection split: the fraction of the training examples held out for selection (seeded)",
     "teacher_store": "folder of fine-tuned teachers, reused by later runs (teachers/README.md)",
     "teacher_epochs": "teacher fine-tuning: at most this many epochs",
     "teacher_lr": "teacher fine-tuning: AdamW learning rate",
@@ -248,7 +259,7 @@ HELP = {
     "attention_weight": "weight of the attention-score loss in stage 1",
     "temperature": "temperature of the soft predictions in stage 2 (the loss is scaled by its square)",
     "gold_weight": "weight of the gold-label loss added in stage 2",
-    "evals_per_epoch": "dev evaluations per epoch of stage 2 (the best student is kept)",
+    "evals_per_epoch": "evaluations on the selection split (--selection) per epoch of stage 2 (the best student is kept)",
     "cache_teacher": "run the teacher once over the training set and read its outputs back from disk",
     "teacher_cache_dir": "where the teacher cache goes (default: TEACHER_STORE/cache)",
     "teacher_cache_dtype": "teacher cache values: float16, or float32 (exact, twice the disk)",

@@ -57,13 +57,13 @@ def evaluate(
     desc: str = "eval",
     sharding: Sharding = Sharding(),
 ) -> dict[str, float]:
-    """Metrics of every validation split; the selection split's keys are bare ("accuracy"), the
-    others are prefixed with the split name ("validation_mismatched/accuracy"). Under torchrun the
+    """Metrics of every split in ``splits``; the keys of the task's main dev split, or of a single split,
+    are bare ("accuracy"), the others are prefixed with the split name ("validation_mismatched/accuracy"). Under torchrun the
     batches are spread over the ranks and every rank gets the same metrics."""
     metrics: dict[str, float] = {}
     for name, split in splits.items():
         logits = predict(logits_fn, split, batch_size, device, f"{desc} {name}", sharding)
         values = metrics_from_logits(task, logits, split.labels)
-        prefix = "" if name == task.selection_split else f"{name}/"
+        prefix = "" if name == task.main_split or len(splits) == 1 else f"{name}/"
         metrics.update({prefix + key: value for key, value in values.items()})
     return metrics

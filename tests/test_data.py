@@ -57,7 +57,7 @@ def test_original_glue_tsvs(tmp_path):
     (mnli / "dev_mismatched.tsv").write_text(header + row("r", "s", "entailment"))
     task = load_task_data("mnli", data_dir=mnli)
     assert list(task.validation) == ["validation_matched", "validation_mismatched"]
-    assert task.selection_split == "validation_matched"  # never the mismatched set
+    assert task.main_split == "validation_matched"  # never the mismatched set
     assert [e.label for e in task.train] == [0, 2] and task.train[0].text_a == 'A man "sleeps'
     cola = tmp_path / "CoLA"
     cola.mkdir()

@@ -74,7 +74,7 @@ def test_evaluate_uses_the_same_sweep_as_diagnose(tiny_run, capsys):
     from eqspike.cli import _load_run
 
     _, student, task, splits, device, _ = _load_run(tiny_run, None, "cpu")
-    report = diagnose(student, task, splits[task.selection_split], [8, 32])
+    report = diagnose(student, task, splits[task.main_split], [8, 32])
     assert [r["score"] for r in rows] == report.score_vs_T
 
 

@@ -87,13 +87,13 @@ def test_torchrun_two_processes_interrupted_and_resumed_match_one_process(tiny_t
     # so its second part is a stand-in with weight 0, as rank 1's shard is below.
     one = tmp_path / "one"
     eqspike(tiny_config(tiny_teacher, toy_files, one, micro_batches=2, **changes))
-    # Two processes, stopped after 25 of the 40 steps (in the prediction stage) and resumed, again on two.
+    # Two processes, stopped after 25 of the 36 steps (86 training examples: 10 of the 96 are held out for selection) (in the prediction stage) and resumed, again on two.
     two = tmp_path / "two"
     first = eqspike(tiny_config(tiny_teacher, toy_files, two, max_steps=25, **changes), processes=2)
     assert first.count("distributed: 2 processes (gloo)") == 1  # rank 0 alone logs
     assert "stopped after 25 steps" in first and not (two / "metrics.json").exists()
     resumed = eqspike(tiny_config(tiny_teacher, toy_files, two, resume=True, **changes), processes=2)
-    assert "resume: prediction stage at step 5/20" in resumed
+    assert "resume: prediction stage at step 7/18" in resumed
 
     a, b = torch.load(one / "checkpoint" / "student.pt"), torch.load(two / "checkpoint" / "student.pt")
     assert a.keys() == b.keys()
@@ -103,7 +103,7 @@ def test_torchrun_two_processes_interrupted_and_resumed_match_one_process(tiny_t
     assert m1["student_score"] == m2["student_score"] and m1["teacher_score"] == m2["teacher_score"]
     lines = lambda run: [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]  # noqa: E731
     losses = {run: [x["loss"] for x in lines(run) if "loss" in x] for run in (one, two)}
-    assert len(losses[one]) == len(losses[two]) == 40
+    assert len(losses[one]) == len(losses[two]) == 36
     assert max(abs(p - q) for p, q in zip(losses[one], losses[two])) <= 1e-6 * max(map(abs, losses[one]))
 
     # A plain one-process run: its first loss is the global batch's mean, as the two ranks' is.
@@ -130,7 +130,8 @@ def test_evaluation_batches_are_shared_out_and_gathered(monkeypatch, tiny_teache
     from eqspike.evaluation import predict
 
     split = prepare_data(RunConfig(teacher=tiny_teacher.path, train_file=str(toy_files[0]),
-                                   validation_file=str(toy_files[1]), max_seq_length=32), log=lambda *_: None).train
+                                   validation_file=str(toy_files[1]), max_seq_length=32, selection="dev"),
+                         log=lambda *_: None).train
     model = tiny_teacher.model
     full = predict(lambda b: model(**b).logits, split, 10, torch.device("cpu"))
 

@@ -123,10 +123,10 @@ def test_tensorboard_receives_the_logged_scalars(run):
     events = EventAccumulator(str(folder / "tensorboard"))
     events.Reload()
     tags = events.Tags()["scalars"]
-    assert "train/intermediate/loss" in tags and "train/prediction/lr" in tags and "dev/accuracy" in tags
+    assert "train/intermediate/loss" in tags and "train/prediction/lr" in tags and "selection/accuracy" in tags
     logged = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
     evals = [r for r in logged if "eval" in r]
-    assert [e.value for e in events.Scalars("dev/accuracy")] == pytest.approx([r["eval"]["accuracy"] for r in evals])
+    assert [e.value for e in events.Scalars("selection/accuracy")] == pytest.approx([r["eval"]["accuracy"] for r in evals])
 
 
 def test_predict_answers_texts_and_files(run, tmp_path, capsys):

@@ -72,11 +72,17 @@ def test_compare_runs_both_and_writes_the_rows(tiny_teacher, toy_files, tmp_path
     trained_for = {T: json.loads((out / f"eqspike-T{T}" / "metrics.json").read_text())["train_for"] for T in (4, 8)}
     assert trained_for == {4: "time_steps", 8: "time_steps"}
     assert json.loads((out / "eqspike-inf" / "metrics.json").read_text())["train_for"] == "infinity"
-    # A second call reuses the finished runs instead of training again.
-    assert main(["compare", "--teacher", tiny_teacher.path, "--train-file", str(toy_files[0]), "--validation-file",
-                 str(toy_files[1]), "--max-seq-length", "32", "--device", "cpu", "--student-layers", "2", "--batch-size", "16",
-                 "--time-steps", "4", "--out", str(out)]) == 0
+    # A second call with the same settings reuses the finished runs instead of training again; one with
+    # other settings is refused by name rather than reporting runs it did not ask for.
+    same = ["compare", "--teacher", tiny_teacher.path, "--train-file", str(toy_files[0]), "--validation-file",
+            str(toy_files[1]), "--max-seq-length", "32", "--device", "cpu", "--student-layers", "2", "--batch-size", "16",
+            "--intermediate-epochs", "1", "--prediction-epochs", "1", "--intermediate-lr", "1e-3", "--prediction-lr",
+            "1e-3", "--calibration-examples", "32", "--time-steps", "4", "--out", str(out), "--spikelm-reset", "soft"]
+    capsys.readouterr()
+    assert main(same) == 0
     assert "reusing the finished run" in capsys.readouterr().out
+    assert main([*same, "--prediction-lr", "5e-4"]) == 2
+    assert "finished with other settings (prediction_lr)" in capsys.readouterr().err
 
 
 def test_compare_reports_a_diverging_baseline_instead_of_failing(tiny_teacher, toy_files, tmp_path, capsys):

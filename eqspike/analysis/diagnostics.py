@@ -212,7 +212,7 @@ def score_vs_time_steps(student, task: TaskData, splits: Mapping[str, EncodedSpl
     rows = {t: {"time_steps": t, "metrics": {}} for t in time_steps}
     for name, split in splits.items():
         sweep = _sweep(student, split, time_steps, batch_size, device, None, detailed=False, desc=f"simulate {name}")
-        prefix = "" if name == task.selection_split else f"{name}/"
+        prefix = "" if name == task.main_split else f"{name}/"
         for t in time_steps:
             rows[t]["metrics"].update({prefix + k: v for k, v in _subset_metrics(task, split, sweep.logits[t]).items()})
     for row in rows.values():

@@ -87,7 +87,8 @@ class TaskData:
         return 1 if self.label_names is None else len(self.label_names)
 
     @property
-    def selection_split(self) -> str:
+    def main_split(self) -> str:
+        """The dev split whose metrics are reported bare (MNLI: matched, never mismatched)."""
         return next(iter(self.validation))
 
 

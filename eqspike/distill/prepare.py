@@ -20,10 +20,15 @@ from eqspike.teacher.store import check_teacher_config, load_tokenizer, locate
 # ----------------------------------------------------------------------------- the run
 @dataclass
 class Prepared:
+    """The run's data. ``splits``: the dev splits, which score the final student (and teacher);
+    ``selection``: the splits that choose the student kept and the teacher's best epoch, a seeded part
+    carved from the training data (``selection: split``) or the dev splits themselves (``selection: dev``)."""
+
     task: TaskData
     tokenizer: Any
     train: EncodedSplit
     splits: dict[str, EncodedSplit]
+    selection: dict[str, EncodedSplit]
 
 
 def check_inputs(config: RunConfig) -> TaskData:
@@ -59,9 +64,23 @@ def subsample(examples: list, limit: int | None, seed: int) -> list:
     return [examples[i] for i in keep]
 
 
+def carve_selection(examples: list, fraction: float, seed: int) -> tuple[list, list]:
+    """Split ``examples`` into (train, selection): a fraction of them, at least one, drawn at random
+    (seeded, its own stream: not the subsample's) and kept in their order."""
+    count = max(1, round(fraction * len(examples)))
+    if count >= len(examples):
+        raise ConfigError(f"selection_fraction={fraction} leaves no training examples out of {len(examples)}; "
+                          f"lower it, or use --selection dev")
+    chosen = set(random.Random(f"selection-{seed}").sample(range(len(examples)), count))
+    return ([e for i, e in enumerate(examples) if i not in chosen], [e for i, e in enumerate(examples) if i in chosen])
+
+
 def prepare_data(config: RunConfig, log=print) -> Prepared:
     task = check_inputs(config)
     task.train = subsample(task.train, config.max_train_examples, config.seed)
+    held_out = None
+    if config.selection == "split":
+        task.train, held_out = carve_selection(task.train, config.selection_fraction, config.seed)
     task.validation = {k: subsample(v, config.max_eval_examples, config.seed) for k, v in task.validation.items()}
     if task.label_names is not None and len({e.label for e in task.train}) < 2:
         raise ConfigError(f"the {len(task.train)} training examples of task {task.name!r} have a single label; "
@@ -69,6 +88,10 @@ def prepare_data(config: RunConfig, log=print) -> Prepared:
     tokenizer = load_tokenizer(locate(config.teacher))
     train = EncodedSplit(task.train, tokenizer, config.max_seq_length)
     splits = {name: EncodedSplit(examples, tokenizer, config.max_seq_length) for name, examples in task.validation.items()}
+    selection = splits if held_out is None else {"selection": EncodedSplit(held_out, tokenizer, config.max_seq_length)}
+    chosen_on = (f"the student kept and the teacher's epoch chosen on {len(held_out)} held-out training examples "
+                 f"(selection_fraction {config.selection_fraction:g}); the dev set scores the final ones"
+                 if held_out is not None else "selection on the dev set (--selection dev)")
     log(f"data: {task.name}, {len(train)} train / " + ", ".join(f"{len(s)} {n}" for n, s in splits.items())
-        + f", {task.num_labels} {'output' if task.is_regression else 'labels'}, metric {task.metric}")
-    return Prepared(task, tokenizer, train, splits)
+        + f", {task.num_labels} {'output' if task.is_regression else 'labels'}, metric {task.metric}; {chosen_on}")
+    return Prepared(task, tokenizer, train, splits, selection)

@@ -39,6 +39,10 @@ class RunDirectoryError(ConfigError):
     """The run directory cannot be used as asked."""
 
 
+# Settings that say how a run is invoked, not what it trains.
+INVOCATION = ("output_dir", "overwrite", "resume", "max_steps")
+
+
 class RunDirectory:
     """The files of one run under ``root`` (see the module docstring)."""
 
@@ -74,6 +78,12 @@ class RunDirectory:
         from eqspike.config import load_yaml
 
         return load_yaml(self.settings)
+
+    def settings_differ(self, config: RunConfig) -> list[str]:
+        """The settings in which the saved config.yaml differs from ``config``, leaving out those that
+        only say how a run is invoked (output_dir, overwrite, resume, max_steps)."""
+        saved, now = self.saved_settings(), config.to_dict()
+        return sorted(k for k in now if k not in INVOCATION and saved.get(k, now[k]) != now[k])
 
     def result(self) -> dict[str, Any] | None:
         return json.loads(self.result_file.read_text()) if self.result_file.is_file() else None

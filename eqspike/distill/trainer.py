@@ -41,6 +41,7 @@ from eqspike.distill.scoring import score_spiking
 from eqspike.errors import EqspikeError
 from eqspike.evaluation import evaluate
 from eqspike.runtime.devices import autocast, set_seed
+from eqspike.runtime.environment import environment_record
 from eqspike.runtime.distributed import Sharding, process_group, shard
 from eqspike.runtime.optim import linear_schedule, make_optimizer
 from eqspike.runtime.progress import StepLog, progress
@@ -137,7 +138,8 @@ class Distiller:
         resume_state = self.run_dir.resume_state() if c.resume else None
         set_seed(c.seed)
         data = prepare_data(c, self.log)
-        teacher = self._on_main_first(lambda: load_teacher(c, data.task, self.device, data.splits, data.train, self.log))
+        teacher = self._on_main_first(lambda: load_teacher(c, data.task, self.device, data.splits, data.train, self.log,
+                                                           data.selection))
         self.run_dir.start(c, resuming=resume_state is not None)
         if sharding.distributed:
             self.log(f"distributed: {sharding.world_size} processes ({torch.distributed.get_backend()}), "
@@ -349,15 +351,19 @@ class Distiller:
         return result if self.sharding.is_main else action()
 
     # -------------------------------------------------------------- evaluation and the best student
-    def _evaluate(self, logits_fn, data: Prepared, desc: str) -> dict[str, float]:
-        """Dev metrics, with the batches shared out over the ranks (every rank gets them all)."""
-        return evaluate(logits_fn, data.task, data.splits, self.config.eval_batch_size, self.device, desc, self.sharding)
+    def _evaluate(self, logits_fn, data: Prepared, desc: str, splits=None) -> dict[str, float]:
+        """Metrics on ``splits`` (default: the dev splits), with the batches shared out over the ranks
+        (every rank gets them all)."""
+        return evaluate(logits_fn, data.task, data.splits if splits is None else splits, self.config.eval_batch_size,
+                        self.device, desc, self.sharding)
 
-    def _score_spiking(self, student, data: Prepared, T: int, spike_factor: bool = False):
-        return score_spiking(student, data, T, self.config.eval_batch_size, self.device, self.sharding, spike_factor)
+    def _score_spiking(self, student, data: Prepared, T: int, spike_factor: bool = False, splits=None):
+        return score_spiking(student, data, T, self.config.eval_batch_size, self.device, self.sharding, spike_factor,
+                             splits=splits)
 
     def _evaluate_and_select(self, student, data: Prepared, state: dict[str, Any]) -> None:
-        """Dev score; rank 0 saves the best student so far. A student trained for its time steps is
+        """Score on the selection splits (``Prepared.selection``: held-out training data, or the dev set
+        with ``selection: dev``); rank 0 saves the best student so far. A student trained for its time steps is
         scored as it is deployed: simulated for T steps, its energy measured from its spikes. Under an
         energy budget the best student is the best-scoring one within budget (while none is, the best by
         score - lambda (E - B) / B: ``_better``). A student trained for T = infinity is scored at its equilibrium (solve)."""
@@ -365,19 +371,22 @@ class Distiller:
         student.eval()
         energy = None
         if c.student_type == "eqspike" and c.train_for == "time_steps":
-            score = self._score_spiking(student, data, c.time_steps, spike_factor=c.energy_budget is not None)
+            score = self._score_spiking(student, data, c.time_steps, spike_factor=c.energy_budget is not None,
+                                        splits=data.selection)
             metrics, energy, mode = score.metrics, score.energy_ratio, f"simulate T={c.time_steps}"
             if score.spike_factor is not None:
                 state["spike_factor"] = score.spike_factor
         else:
-            metrics, mode = self._evaluate(lambda b: student(**b, mode="solve").logits, data, "student dev"), "solve"
+            metrics, mode = self._evaluate(lambda b: student(**b, mode="solve").logits, data, "student selection",
+                                           data.selection), "solve"
         student.train()
         value = metrics[data.task.metric]
-        self.run_dir.log({"step": state["global_step"], "eval": metrics, "mode": mode, "energy_ratio": energy})
+        self.run_dir.log({"step": state["global_step"], "eval": metrics, "mode": mode, "energy_ratio": energy,
+                          "split": c.selection})
         feasible = c.energy_budget is None or energy <= c.energy_budget
         key = [feasible, value, energy]
         improved = self._better(key, state.get("best_key"), state["energy_weight"])
-        self.log(f"step {state['global_step']}: dev {data.task.metric} {value:.4f} ({mode}"
+        self.log(f"step {state['global_step']}: {'dev' if c.selection == 'dev' else 'selection'} {data.task.metric} {value:.4f} ({mode}"
                  + (f", energy {energy:.3f}" if energy is not None else "") + ")" + (" *best*" if improved else ""))
         if improved:
             state.update(best_score=value, best_step=state["global_step"], best_key=key)
@@ -449,6 +458,8 @@ class Distiller:
             "num_parameters": sum(p.numel() for p in student.parameters()),
             "eqspike_version": eqspike.__version__,
             "command": self.command,
+            "selection": c.selection,
+            "environment": environment_record(self.device, c.precision),
         }
         self.run_dir.write_result(result)
         self.log(f"teacher {metric} {result['teacher_score']:.4f} | spiking {c.student_type} student (T={T}, "

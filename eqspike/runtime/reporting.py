@@ -34,10 +34,11 @@ class TensorBoardReport:
         step = record.get("step")
         if step is None:
             return
-        prefix = f"train/{record['stage']}" if "stage" in record else "dev"
+        # an evaluation: on the held-out selection split, or on the dev set (selection: dev)
+        prefix = f"train/{record['stage']}" if "stage" in record else "selection" if record.get("split") == "split" else "dev"
         values = {**record.get("eval", {}), **{k: v for k, v in record.items() if k != "eval"}}
         for name, value in values.items():
-            if name not in ("step", "stage", "mode") and isinstance(value, (int, float)) and not isinstance(value, bool):
+            if name not in ("step", "stage", "mode", "split") and isinstance(value, (int, float)) and not isinstance(value, bool):
                 self.writer.add_scalar(f"{prefix}/{name}", value, step)
         self.writer.flush()
 

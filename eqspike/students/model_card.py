@@ -92,6 +92,13 @@ def model_card(config: Any, result: Mapping[str, Any] | None = None,
         lines += [f"| {a} | {b} | {c} |" for a, b, c in rows] + [""]
         lines += ["Energy counts every spike as one accumulate (0.9 pJ) at each of its targets and what stays dense "
                   "as multiply-accumulates (4.6 pJ), against the teacher's dense forward under the same costs.", ""]
+    if result.get("selection"):
+        lines += ["The student kept is the best of its evaluations on " + (
+            "a held-out part of the training data (a seeded selection split): the dev set scored only this final student."
+            if result["selection"] == "split" else
+            "the dev set itself (`--selection dev`): its dev score above is the best of several, so it is optimistic."), ""]
+    if result.get("environment"):
+        lines += ["## Environment", "", environment_line(result["environment"]), ""]
     if not result:
         lines += ["The run that makes this student has not finished: the final scores are added when it does.", ""]
 
@@ -109,6 +116,17 @@ def model_card(config: Any, result: Mapping[str, Any] | None = None,
     if command or result:
         lines += ["## How it was made", "", "```bash", command or "eqspike distill --config config.yaml", "```", ""]
     return "\n".join(lines)
+
+
+def environment_line(environment: Mapping[str, Any]) -> str:
+    """One line naming what the scores were measured with: versions, commit, device, threads, precision."""
+    packages = environment.get("packages", {})
+    git = environment.get("git") or {}
+    commit = f" (commit {git['commit'][:10]}{', with local changes' if git.get('dirty') else ''})" if git.get("commit") else ""
+    versions = ", ".join(f"{name} {version}" for name, version in packages.items() if name != "eqspike" and version)
+    return (f"Measured with eqspike {packages.get('eqspike')}{commit}, {versions}; Python {environment.get('python')}; "
+            f"{environment.get('device_name')} ({environment.get('device')}, {environment.get('torch_threads')} threads); "
+            f"{environment.get('precision')}.")
 
 
 def write_model_card(directory: str | Path, text: str) -> Path:

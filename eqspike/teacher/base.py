@@ -36,4 +36,6 @@ def recipe_of(config: RunConfig) -> dict[str, Any]:
     return {"epochs": config.teacher_epochs, "lr": config.teacher_lr, "batch_size": config.teacher_batch_size,
             "schedule": config.teacher_schedule, "patience": config.teacher_patience,
             "max_seq_length": config.max_seq_length, "warmup_ratio": config.teacher_warmup_ratio,
-            "weight_decay": config.weight_decay, "max_grad_norm": config.max_grad_norm, "seed": config.seed}
+            "weight_decay": config.weight_decay, "max_grad_norm": config.max_grad_norm, "seed": config.seed,
+            "selection": config.selection,
+            "selection_fraction": config.selection_fraction if config.selection == "split" else None}

@@ -22,8 +22,13 @@ from eqspike.teacher.base import CARD_NAME, Teacher, TeacherError, recipe_of
 
 
 def fine_tune(teacher: Teacher, config: RunConfig, task: TaskData, train_split: EncodedSplit,
-              splits: dict[str, EncodedSplit], device: torch.device, store: Path, log=print) -> Teacher:
-    """Fine-tune the teacher's encoder and head on the task; keep the best dev epoch; store it."""
+              splits: dict[str, EncodedSplit], device: torch.device, store: Path, log=print,
+              selection: dict[str, EncodedSplit] | None = None) -> Teacher:
+    """Fine-tune the teacher's encoder and head on the task; keep the epoch that scores best on the
+    ``selection`` splits (default: the dev ``splits``), stopping early on them too; score it on the
+    dev splits; store it."""
+    selection = splits if selection is None else selection
+    on = "dev" if selection is splits else "selection"
     set_seed(config.seed)
     model = teacher.model.to(device)
     if task.label_names:
@@ -57,20 +62,21 @@ def fine_tune(teacher: Teacher, config: RunConfig, task: TaskData, train_split: 
             bar.set_postfix(loss=f"{loss.item():.4f}")
             log_lines.update(step, schedule.get_last_lr()[0], loss=loss.item())
         model.eval()
-        metrics = evaluate(logits_fn, task, splits, config.eval_batch_size, device, desc="teacher dev")
+        metrics = evaluate(logits_fn, task, selection, config.eval_batch_size, device, desc=f"teacher {on}")
         history.append({"epoch": epoch + 1, **metrics})
-        log(f"teacher epoch {epoch + 1}: " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
+        log(f"teacher epoch {epoch + 1}: {on} " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
         if best is None or metrics[task.metric] > best[task.metric]:
             best, best_epoch = metrics, epoch
             best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
         elif config.teacher_patience and epoch - best_epoch >= config.teacher_patience:
-            log(f"teacher: no better dev {task.metric} for {config.teacher_patience} epochs; stopping "
+            log(f"teacher: no better {on} {task.metric} for {config.teacher_patience} epochs; stopping "
                 f"(best: epoch {best_epoch + 1})")
             break
     if best_state is not None:
         model.load_state_dict(best_state)
-    else:  # no epochs: evaluate the head as it is
-        best = evaluate(logits_fn, task, splits, config.eval_batch_size, device, desc="teacher dev")
+    chosen_on = best
+    best = evaluate(logits_fn, task, splits, config.eval_batch_size, device, desc="teacher dev") \
+        if best is None or selection is not splits else best
     card = {
         "base": config.teacher,
         "task": task.name,
@@ -79,6 +85,8 @@ def fine_tune(teacher: Teacher, config: RunConfig, task: TaskData, train_split: 
         "metric": task.metric,
         "dev_score": best[task.metric],
         "dev_metrics": best,
+        "selection": on,
+        "selection_score": chosen_on[task.metric] if chosen_on else None,
         "history": history,
         "recipe": {**recipe_of(config), "epochs_run": len(history), "max_train_examples": config.max_train_examples},
         "eqspike_version": eqspike.__version__,

@@ -155,11 +155,13 @@ def check_teacher_config(config: RunConfig) -> Any:
 
 
 def store_path(config: RunConfig, task: TaskData, train_split: EncodedSplit | None,
-               splits: dict[str, EncodedSplit] | None) -> Path:
-    """``<teacher_store>/<name>-<task>-<key>``: the key digests the base model, the recipe and the data."""
+               splits: dict[str, EncodedSplit] | None, selection: dict[str, EncodedSplit] | None = None) -> Path:
+    """``<teacher_store>/<name>-<task>-<key>``: the key digests the base model, the recipe and the data
+    (training, dev and selection splits)."""
     digest = hashlib.sha256(json.dumps({"base": config.teacher, "task": task.name, "recipe": recipe_of(config)},
                                        sort_keys=True).encode())
-    for split in ([train_split] if train_split is not None else []) + list((splits or {}).values()):
+    held_out = list(selection.values()) if selection is not None and selection is not splits else []
+    for split in ([train_split] if train_split is not None else []) + list((splits or {}).values()) + held_out:
         split.update_digest(digest)
     return Path(config.teacher_store) / f"{teacher_name(config.teacher)}-{task.name}-{digest.hexdigest()[:10]}"
 
@@ -193,13 +195,15 @@ def check_fit(teacher: Teacher, task: TaskData, max_seq_length: int) -> None:
 
 
 def load_teacher(config: RunConfig, task: TaskData, device: torch.device, splits: dict[str, EncodedSplit] | None = None,
-                 train_split: EncodedSplit | None = None, log=print) -> Teacher:
-    """Find (or fine-tune and store) the teacher for ``task``; see the module docstring."""
+                 train_split: EncodedSplit | None = None, log=print,
+                 selection: dict[str, EncodedSplit] | None = None) -> Teacher:
+    """Find (or fine-tune and store) the teacher for ``task``; see the module docstring. A teacher
+    fine-tuned here keeps its best epoch on ``selection`` (default: the dev ``splits``)."""
     if not config.teacher:
         raise TeacherError("no teacher: give --teacher (a hub id such as bert-base-uncased, or a local directory)")
     source = locate(config.teacher)
     card = _read_json(Path(source) / CARD_NAME) if Path(source).is_dir() else None
-    stored = store_path(config, task, train_split, splits)
+    stored = store_path(config, task, train_split, splits, selection)
     if card and card.get("task") == task.name:
         teacher = Teacher(_load_model(source), _from_pretrained("tokenizer", source), source, card)
     elif (stored / CARD_NAME).is_file():
@@ -233,7 +237,8 @@ def load_teacher(config: RunConfig, task: TaskData, device: torch.device, splits
                 f"({'at most ' if config.teacher_patience else ''}{config.teacher_epochs:g} epochs, lr {config.teacher_lr:g}, "
                 f"{config.teacher_schedule} rate) into {stored}")
             model = _load_model(source, num_labels=task.num_labels)
-            teacher = fine_tune(Teacher(model, tokenizer, source, {}), config, task, train_split, splits, device, stored, log)
+            teacher = fine_tune(Teacher(model, tokenizer, source, {}), config, task, train_split, splits, device, stored, log,
+                                selection)
     check_fit(teacher, task, config.max_seq_length)
     teacher.model.to(device).eval().requires_grad_(False)
     return teacher

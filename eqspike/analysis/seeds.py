@@ -1,0 +1,91 @@
+"""Results over seeds: the spread of a score, and paired differences between two methods.
+
+For n values x_1..x_n (one per seed): mean, sample standard deviation s (ddof = 1), min, max, and the
+95% interval of the mean, mean +- t_{0.975, n-1} s / sqrt(n) (Student's t; scipy). A paired difference
+d_i = a_i - b_i takes the two methods' results on the same seed i (same data order, selection split
+and teacher) and gets the same summary: its interval excludes 0 when the difference is significant.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+# The metrics.json keys summarised over seeds, with their labels in the table.
+SUMMARY_KEYS = {"teacher_score": "teacher", "student_score": "student (spiking)", "score_ratio": "student / teacher",
+                "student_energy_ratio": "energy / teacher"}
+
+
+def spread(values: Sequence[float]) -> dict[str, Any]:
+    """n, mean, std, min, max and the 95% t-interval of the mean (None below two values)."""
+    from scipy import stats
+
+    values = [float(v) for v in values]
+    n = len(values)
+    if n == 0:
+        raise ValueError("spread of no values")
+    mean = sum(values) / n
+    std = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1)) if n > 1 else None
+    if std is None:
+        interval = None
+    elif std == 0:
+        interval = [mean, mean]
+    else:
+        interval = [float(x) for x in stats.t.interval(0.95, n - 1, loc=mean, scale=std / math.sqrt(n))]
+    return {"n": n, "mean": mean, "std": std, "min": min(values), "max": max(values), "ci95": interval,
+            "values": values}
+
+
+def seed_summary(results: Mapping[int, Mapping[str, Any]], keys: Mapping[str, str] = SUMMARY_KEYS) -> dict[str, Any]:
+    """The spread over seeds of each of ``keys`` in ``results`` (seed -> a run's metrics.json)."""
+    seeds = sorted(results)
+    summary = {key: spread([results[s][key] for s in seeds]) for key in keys
+               if all(results[s].get(key) is not None for s in seeds)}
+    return {"seeds": seeds, "metrics": summary}
+
+
+def paired_differences(a: Mapping[int, float], b: Mapping[int, float]) -> dict[str, Any]:
+    """The spread of a_s - b_s over the seeds s both have."""
+    seeds = sorted(set(a) & set(b))
+    if not seeds:
+        raise ValueError("no seed in common")
+    return {"seeds": seeds, **spread([a[s] - b[s] for s in seeds])}
+
+
+def _number(value: float | None, digits: int = 4) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def format_spread(s: Mapping[str, Any], digits: int = 4) -> str:
+    """'mean +- std [lo, hi]' in one cell."""
+    text = f"{_number(s['mean'], digits)} +- {_number(s['std'], digits)}"
+    if s.get("ci95"):
+        text += f" [{_number(s['ci95'][0], digits)}, {_number(s['ci95'][1], digits)}]"
+    return text
+
+
+def summary_table(summary: Mapping[str, Any], keys: Mapping[str, str] = SUMMARY_KEYS) -> str:
+    """A Markdown table: one row per metric, with mean, std, min, max and the 95% interval."""
+    lines = [f"Over {len(summary['seeds'])} seeds ({', '.join(map(str, summary['seeds']))}):", "",
+             "| | mean | std | min | max | 95% interval of the mean |", "|---|---:|---:|---:|---:|---:|"]
+    for key, label in keys.items():
+        s = summary["metrics"].get(key)
+        if s is None:
+            continue
+        interval = f"[{_number(s['ci95'][0])}, {_number(s['ci95'][1])}]" if s["ci95"] else "-"
+        lines.append(f"| {label} | {_number(s['mean'])} | {_number(s['std'])} | {_number(s['min'])} | "
+                     f"{_number(s['max'])} | {interval} |")
+    return "\n".join(lines)
+
+
+def summary_csv(summary: Mapping[str, Any], keys: Mapping[str, str] = SUMMARY_KEYS) -> str:
+    rows = ["metric,n,mean,std,min,max,ci95_low,ci95_high"]
+    for key in keys:
+        s = summary["metrics"].get(key)
+        if s is None:
+            continue
+        low, high = s["ci95"] or (None, None)
+        rows.append(",".join(str(x) if x is not None else "" for x in
+                             (key, s["n"], s["mean"], s["std"], s["min"], s["max"], low, high)))
+    return "\n".join(rows) + "\n"
