@@ -110,6 +110,9 @@ class RunConfig:
     temperature: float = 1.0
     gold_weight: float = 0.0  # weight of the gold-label loss in the prediction stage
     evals_per_epoch: int = 1  # evaluations on the selection splits (best-checkpoint selection) per prediction epoch
+    # in stage 2 the student evaluated and kept is an exponential moving average of the weights trained,
+    # theta_avg <- d theta_avg + (1 - d) theta after every step (0: off, the weights trained themselves)
+    ema_decay: float = 0.0
     cache_teacher: bool = False  # run the teacher once over the training set and read its targets back
     teacher_cache_dir: str | None = None  # default: TEACHER_STORE/cache
     teacher_cache_dtype: str = "float16"  # or "float32" (exact, twice the disk)
@@ -148,6 +151,8 @@ class RunConfig:
             if check_non_negative(name, getattr(self, name)) >= 1:
                 raise ValueError(f"{name}={getattr(self, name)!r} is not valid; it must lie in [0, 1)")
         check_in_interval("threshold_quantile", self.threshold_quantile, 0.0, 1.0)
+        if not 0.0 <= check_non_negative("ema_decay", self.ema_decay) < 1.0:
+            raise ValueError(f"ema_decay={self.ema_decay!r} is not valid; it must lie in [0, 1) (0: off)")
         check_choice("selection", self.selection, SELECTIONS)
         check_in_interval("selection_fraction", self.selection_fraction, 0.0, 1.0)
         check_choice("threshold_init", self.threshold_init, THRESHOLD_INITS)
@@ -260,6 +265,8 @@ HELP = {
     "temperature": "temperature of the soft predictions in stage 2 (the loss is scaled by its square)",
     "gold_weight": "weight of the gold-label loss added in stage 2",
     "evals_per_epoch": "evaluations on the selection split (--selection) per epoch of stage 2 (the best student is kept)",
+    "ema_decay": "stage 2 evaluates and keeps an exponential moving average of the weights, theta_avg <- d theta_avg "
+                 "+ (1 - d) theta after each step, with d this value (0: off; 0.9 averages about the last 10 steps)",
     "cache_teacher": "run the teacher once over the training set and read its outputs back from disk",
     "teacher_cache_dir": "where the teacher cache goes (default: TEACHER_STORE/cache)",
     "teacher_cache_dtype": "teacher cache values: float16, or float32 (exact, twice the disk)",

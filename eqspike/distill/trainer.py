@@ -43,7 +43,7 @@ from eqspike.evaluation import evaluate
 from eqspike.runtime.devices import autocast, set_seed
 from eqspike.runtime.environment import environment_record
 from eqspike.runtime.distributed import Sharding, process_group, shard
-from eqspike.runtime.optim import linear_schedule, make_optimizer
+from eqspike.runtime.optim import linear_schedule, make_optimizer, weight_average
 from eqspike.runtime.progress import StepLog, progress
 from eqspike.students import STUDENTS, load_student
 from eqspike.students.common import uniform_layer_map
@@ -210,11 +210,15 @@ class Distiller:
                 broadcast_buffers=False, find_unused_parameters=True)
         optimizer = make_optimizer(student.named_parameters(), stage.lr, c.weight_decay, c.threshold_lr)
         schedule = linear_schedule(optimizer, max(1, stage.steps), c.warmup_ratio)
+        # The student evaluated and kept: the weights trained, or in stage 2 their moving average (ema_decay).
+        average = weight_average(student, c.ema_decay) if c.ema_decay and stage.name == "prediction" else None
         first = state["stage_step"] if stage.index == state["stage"] else 0
         if first and resume_state is not None:
             checkpoint = self.run_dir.load_checkpoint("optimizer.pt", self.device)
             optimizer.load_state_dict(checkpoint["optimizer"])
             schedule.load_state_dict(checkpoint["schedule"])
+            if average is not None:
+                average.load_state_dict(checkpoint["ema"])
             self.log(f"resume: {stage.name} stage at step {first}/{stage.steps} (global step {state['global_step']})")
         if stage.energy_budget is not None and first == 0:  # the spikes-per-rate factor of the starting student
             self._evaluate_and_select(student, data, state)
@@ -233,6 +237,8 @@ class Distiller:
             optimizer.step()
             schedule.step()
             optimizer.zero_grad(set_to_none=True)
+            if average is not None:
+                average.update_parameters(student)
             losses = sharding.mean_of(losses)
             if stage.energy_budget is not None:  # dual ascent: the weight grows while the estimate is over budget
                 state["energy_weight"] = max(0.0, state["energy_weight"] + c.energy_dual_step * (
@@ -247,16 +253,16 @@ class Distiller:
                                   "elapsed_s": round(time.time() - self._started, 2),
                                   **{k: round(v.item(), 6) for k, v in losses.items()}})
             if stage.name == "prediction" and ((step + 1) % eval_every == 0 or step + 1 == stage.steps):
-                self._evaluate_and_select(student, data, state)
+                self._evaluate_and_select(student if average is None else average.module, data, state)
             interrupted = c.max_steps is not None and state["global_step"] >= c.max_steps
             if (step + 1) % c.save_steps == 0 or step + 1 == stage.steps or interrupted:
-                self._save_checkpoint(student, optimizer, schedule, state)
+                self._save_checkpoint(student, optimizer, schedule, state, average)
             if interrupted:
                 bar.close()
                 return False
         bar.close()
         state.update(stage=stage.index + 1, stage_step=0)
-        self._save_checkpoint(student, optimizer, schedule, state)
+        self._save_checkpoint(student, optimizer, schedule, state, average)
         self.log(f"{stage.name} stage done ({stage.steps} steps)")
         return True
 
@@ -413,9 +419,11 @@ class Distiller:
 
         return merit(key[1], key[2]) > merit(best[1], best[2])
 
-    def _save_checkpoint(self, student, optimizer, schedule, state: dict[str, Any]) -> None:
-        self.run_dir.save_checkpoint(student.state_dict(), {"optimizer": optimizer.state_dict(),
-                                                            "schedule": schedule.state_dict()}, state)
+    def _save_checkpoint(self, student, optimizer, schedule, state: dict[str, Any], average=None) -> None:
+        training = {"optimizer": optimizer.state_dict(), "schedule": schedule.state_dict()}
+        if average is not None:
+            training["ema"] = average.state_dict()
+        self.run_dir.save_checkpoint(student.state_dict(), training, state)
 
     def _divergence(self, state: dict[str, Any], stage: str, losses: dict[str, Tensor]) -> str:
         """What to say when a step's gradient is not finite (nothing of that step is applied)."""

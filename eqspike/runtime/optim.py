@@ -30,6 +30,15 @@ def make_optimizer(named_parameters: Iterable[tuple[str, nn.Parameter]], lr: flo
     return torch.optim.AdamW(groups, lr=lr)
 
 
+def weight_average(model: nn.Module, decay: float) -> torch.optim.swa_utils.AveragedModel:
+    """An exponential moving average of ``model``'s parameters (torch's ``AveragedModel``): after each
+    ``update_parameters(model)``, theta_avg <- decay theta_avg + (1 - decay) theta, the first update copying
+    theta; buffers are copied as they are. ``.module`` is the averaged model, ``state_dict`` checkpoints it."""
+    from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+    return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=False)
+
+
 SCHEDULES = ("linear", "constant")
 
 
