@@ -152,3 +152,32 @@ def test_teacher_benchmark_compares_the_recipes_on_a_csv_task(tiny_bert, toy_fil
     assert default["score"] == max(default["history"])
     best = default["history"].index(default["score"])
     assert default["epochs"] == 10 or default["epochs"] - 1 - best >= 2
+
+
+@pytest.mark.slow
+def test_spread_benchmark_pairs_each_variant_with_the_baseline_by_seed(tiny_teacher, toy_files, tmp_path, capsys):
+    """bench_spread: one row per variant with its spread over seeds, the variants' per-seed differences to the
+    baseline (paired), and the baseline's runs reused when a variant is added later."""
+    import yaml
+
+    bench = load_benchmark("bench_spread")
+    config = tmp_path / "tiny.yaml"
+    config.write_text(yaml.safe_dump(dict(
+        teacher=tiny_teacher.path, train_file=str(toy_files[0]), validation_file=str(toy_files[1]), max_seq_length=32,
+        student_layers=2, batch_size=16, eval_batch_size=32, intermediate_epochs=1, prediction_epochs=1,
+        intermediate_lr=1e-3, prediction_lr=1e-3, time_steps=4, calibration_examples=32, device="cpu")))
+    out, results = tmp_path / "spread", tmp_path / "spread.json"
+    assert bench.main(["--config", str(config), "--seeds", "1", "2", "--out", str(out), "--results", str(results)]) == 0
+    first = json.loads(results.read_text())
+    assert [r["variant"] for r in first["rows"]] == ["baseline"]
+    capsys.readouterr()
+    assert bench.main(["--config", str(config), "--seeds", "1", "2", "--variant", "ema:ema_decay=0.5", "--out", str(out),
+                       "--results", str(results)]) == 0
+    assert capsys.readouterr().out.count("reusing the finished run") == 2  # the baseline's two seeds
+    rows = {r["variant"]: r for r in json.loads(results.read_text())["rows"]}
+    assert rows["ema"]["changes"] == {"ema_decay": 0.5} and rows["baseline"] == first["rows"][0]
+    diff = rows["ema"]["student_score_minus_baseline"]
+    assert diff["seeds"] == [1, 2]
+    assert diff["values"] == [a - b for a, b in zip(rows["ema"]["student_score"]["values"],
+                                                     rows["baseline"]["student_score"]["values"])]
+    assert yaml.safe_load((out / "ema" / "seed-2" / "config.yaml").read_text())["ema_decay"] == 0.5

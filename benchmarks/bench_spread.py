@@ -1,0 +1,96 @@
+"""The spread over seeds of a recipe, and of its variants, paired by seed.
+
+    python benchmarks/bench_spread.py --config configs/quickstart.yaml --seeds 42 43 44 \\
+        --variant ema:ema_decay=0.95 --out runs/spread --results benchmarks/results/bench_spread_cpu.json
+
+Each variant (``NAME`` or ``NAME:key=value,key=value``, the keys RunConfig's; ``baseline``, the
+configuration as it is, always comes first) is distilled once per seed with ``eqspike distill --seeds``
+into ``OUT/NAME/seed-S``; finished runs with the same settings are reused, so a variant can be added
+later. The same seed gives every variant the same teacher, data order and selection split, so the
+per-seed differences to the baseline are paired (``eqspike.analysis.seeds.paired_differences``).
+
+Prints, per variant: the spread (mean, std, min, max, 95% interval) of the spiking student's dev
+score, its ratio to the teacher and its energy ratio, and the paired difference to the baseline; then
+the per-seed scores. Writes the same as JSON to ``--results``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from eqspike.analysis.seeds import format_spread, paired_differences
+from eqspike.config import RunConfig, load_yaml
+from eqspike.distill.seeds import distill_seeds
+
+
+def parse_variant(text: str) -> tuple[str, dict[str, Any]]:
+    """'ema:ema_decay=0.95,evals_per_epoch=4' -> ('ema', {'ema_decay': 0.95, 'evals_per_epoch': 4})."""
+    name, _, settings = text.partition(":")
+    changes = {}
+    for item in filter(None, settings.split(",")):
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise SystemExit(f"--variant {text!r}: {item!r} is not key=value")
+        changes[key.strip()] = yaml.safe_load(value)
+    return name, changes
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", required=True, help="the YAML settings of the baseline")
+    p.add_argument("--seeds", type=int, nargs="+", default=[42, 43, 44])
+    p.add_argument("--variant", action="append", default=[], help="NAME:key=value,... (repeatable)")
+    p.add_argument("--out", type=Path, default=Path("runs/spread"), help="run directories: OUT/NAME/seed-S")
+    p.add_argument("--results", type=Path, required=True, help="the JSON file written")
+    args = p.parse_args(argv)
+
+    base = load_yaml(args.config)
+    variants = [("baseline", {})] + [parse_variant(v) for v in args.variant]
+    summaries = {}
+    for name, changes in variants:
+        config = RunConfig(**{**base, **changes, "output_dir": str(args.out / name), "resume": True})
+        print(f"== {name} {changes or ''}", flush=True)
+        summaries[name] = distill_seeds(config, args.seeds, log=lambda m: print(m, flush=True),
+                                        command=" ".join(["bench_spread.py", *(argv or sys.argv[1:])]))
+
+    rows = []
+    baseline = summaries["baseline"]["metrics"]
+    for name, changes in variants:
+        metrics = summaries[name]["metrics"]
+        row = {"variant": name, "changes": changes, "seeds": args.seeds,
+               **{key: metrics[key] for key in ("teacher_score", "student_score", "score_ratio", "student_energy_ratio")}}
+        if name != "baseline":
+            for key in ("student_score", "student_energy_ratio"):
+                a = dict(zip(args.seeds, metrics[key]["values"]))
+                b = dict(zip(args.seeds, baseline[key]["values"]))
+                row[f"{key}_minus_baseline"] = paired_differences(a, b)
+        rows.append(row)
+
+    lines = ["| variant | student (spiking) | student / teacher | energy / teacher | student - baseline (paired) |",
+             "|---|---:|---:|---:|---:|"]
+    for row in rows:
+        diff = row.get("student_score_minus_baseline")
+        lines.append(f"| {row['variant']} | {format_spread(row['student_score'])} | {format_spread(row['score_ratio'])} | "
+                     f"{format_spread(row['student_energy_ratio'], 3)} | {format_spread(diff) if diff else '-'} |")
+    lines += ["", "| seed | teacher | " + " | ".join(name for name, _ in variants) + " |",
+              "|---:|---:|" + "---:|" * len(variants)]
+    for i, seed in enumerate(args.seeds):
+        cells = [f"{r['student_score']['values'][i]:.4f} @ {r['student_energy_ratio']['values'][i]:.3f}" for r in rows]
+        lines.append(f"| {seed} | {rows[0]['teacher_score']['values'][i]:.4f} | " + " | ".join(cells) + " |")
+    table = "\n".join(lines)
+    print(table)
+    args.results.parent.mkdir(parents=True, exist_ok=True)
+    args.results.write_text(json.dumps({"config": args.config, "seeds": args.seeds, "rows": rows, "table": table,
+                                        "environment": summaries["baseline"].get("environment")}, indent=2) + "\n")
+    print(f"wrote {args.results}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
