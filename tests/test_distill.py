@@ -199,48 +199,11 @@ def test_bf16_training_step_tracks_fp32(tiny_teacher, toy_files, tmp_path):
     assert abs(losses["fp32"][0] - losses["bf16"][0]) < 0.05 * abs(losses["fp32"][0])
 
 
-def _teacher_gap_at(run: Path, teacher, toy_files, time_steps: int) -> float:
-    """Mean KL(teacher || spiking student at T) over the dev set: how well the student as deployed
-    reproduces the teacher's predictions (finer than accuracy on a learnable toy task)."""
-    from eqspike.distill.prepare import prepare_data
-    from eqspike.students import load_student
-
-    data = prepare_data(RunConfig(teacher=teacher.path, train_file=str(toy_files[0]), validation_file=str(toy_files[1]),
-                                  max_seq_length=32), log=lambda *_: None)
-    student = load_student(run / "student")
-    split = data.splits["validation"]
-    batch = split.collate([split[i] for i in range(len(split))])
-    inputs = {k: batch[k] for k in ("input_ids", "attention_mask", "token_type_ids")}
-    with torch.no_grad():
-        theirs = torch.log_softmax(teacher.model(**inputs).logits, -1)
-        mine = torch.log_softmax(student(**inputs, mode="simulate", time_steps=time_steps).logits, -1)
-    return float((theirs.exp() * (theirs - mine)).sum(-1).mean())
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("time_steps, ratio", [(2, 0.5)])
-def test_a_student_trained_for_T_beats_one_trained_for_infinity_at_T(tiny_teacher, toy_files, tmp_path, time_steps, ratio):
-    """The deployment T as a training target: at T = 2 the student trained for T (on its T-step
-    simulation, the default, and on the T-step quantized map) reproduces the teacher with at most half
-    the gap of the same student trained on the exact equilibrium. Measured over 5 seeds of the tiny
-    teacher's head: gap ratios 0.07-0.16 (simulation) and 0.08-0.36 (quantized map), so the bound
-    holds with a wide margin. T = 4 is not tested: every student nearly reproduces the tiny teacher
-    there (gaps of 1e-4 nats, ratios 0.33-0.93), too close to 1 to hold on every machine."""
-    gaps = {}
-    for name, changes in (("simulate", dict(train_for="time_steps")),
-                          ("quantized_map", dict(train_for="time_steps", train_forward="solve")),
-                          ("infinity", dict(train_for="infinity"))):
-        run = tmp_path / name
-        metrics = Distiller(tiny_config(tiny_teacher, toy_files, run, time_steps=time_steps, **changes), **QUIET).run()
-        assert metrics["train_for"] == changes["train_for"] and 0 < metrics["student_energy_ratio"] < 1
-        gaps[name] = _teacher_gap_at(run, tiny_teacher, toy_files, time_steps)
-    assert gaps["simulate"] < ratio * gaps["infinity"], gaps
-    assert gaps["quantized_map"] < ratio * gaps["infinity"], gaps
-
-
 def test_an_energy_budget_lowers_the_energy_of_the_student_kept(tiny_teacher, toy_files, tmp_path):
     """Under a budget below what the student spends without one, the dual ascent raises the penalty's
-    weight (logged as energy_weight) and the student kept spends less than the unbudgeted one."""
+    weight (logged as energy_weight) and the student kept spends less than the unbudgeted one. The two
+    runs are the same run up to the budget: stage 1 has none, so they are identical until stage 2 starts
+    (same seed), and the budget, half of the free student's energy, leaves a margin of two."""
     free = Distiller(tiny_config(tiny_teacher, toy_files, tmp_path / "free", time_steps=4), **QUIET).run()
     budget = 0.5 * free["student_energy_ratio"]
     held = Distiller(tiny_config(tiny_teacher, toy_files, tmp_path / "held", time_steps=4, energy_budget=budget,
