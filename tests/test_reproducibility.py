@@ -56,6 +56,19 @@ def test_metrics_json_records_the_environment(tiny_teacher, toy_files, tmp_path)
     assert f"torch {torch.__version__}" in card and f"eqspike {eqspike.__version__}" in card
 
 
+def test_the_environment_is_recorded_when_the_run_starts(tiny_teacher, toy_files, tmp_path, monkeypatch):
+    """The record describes the code that trained the run: it is taken before the first step, not when
+    metrics.json is written (a commit made while a run trains must not be credited with it)."""
+    import eqspike.distill.trainer as trainer
+
+    run = tmp_path / "run"
+    log = run / "metrics.jsonl"
+    monkeypatch.setattr(trainer, "environment_record", lambda *_: {"lines_logged": len(log.read_text().splitlines())
+                                                                   if log.exists() else 0})
+    result = Distiller(tiny_config(tiny_teacher, toy_files, run, **QUICK), **QUIET).run()
+    assert result["environment"] == {"lines_logged": 0} and len(_lines(run)) > 0
+
+
 def test_the_package_version_is_the_one_installed():
     from importlib import metadata
 

@@ -136,6 +136,8 @@ class Distiller:
         self.run_dir.claim(c.resume, c.overwrite, self.log)
         sharding.barrier()
         resume_state = self.run_dir.resume_state() if c.resume else None
+        # Recorded now, not at the end: the commit and packages of the code that trains this run.
+        self.environment = environment_record(self.device, c.precision)
         set_seed(c.seed)
         data = prepare_data(c, self.log)
         teacher = self._on_main_first(lambda: load_teacher(c, data.task, self.device, data.splits, data.train, self.log,
@@ -467,7 +469,7 @@ class Distiller:
             "eqspike_version": eqspike.__version__,
             "command": self.command,
             "selection": c.selection,
-            "environment": environment_record(self.device, c.precision),
+            "environment": self.environment,
         }
         self.run_dir.write_result(result)
         self.log(f"teacher {metric} {result['teacher_score']:.4f} | spiking {c.student_type} student (T={T}, "
