@@ -10,8 +10,10 @@ later. The same seed gives every variant the same teacher, data order and select
 per-seed differences to the baseline are paired (``eqspike.analysis.seeds.paired_differences``).
 
 Prints, per variant: the spread (mean, std, min, max, 95% interval) of the spiking student's dev
-score, its ratio to the teacher and its energy ratio, and the paired difference to the baseline; then
-the per-seed scores. Writes the same as JSON to ``--results``.
+score, its ratio to the teacher and its energy ratio, and the paired difference to the baseline; the
+stability within a run (the standard deviation of the selection-split score over the later half of the
+run's evaluations, averaged over seeds: how much the student kept depends on which evaluation wins);
+then the per-seed scores. Writes the same as JSON to ``--results``.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from typing import Any
 
 import yaml
 
-from eqspike.analysis.seeds import format_spread, paired_differences
+from eqspike.analysis.seeds import format_spread, paired_differences, spread
 from eqspike.config import RunConfig, load_yaml
 from eqspike.distill.seeds import distill_seeds
 
@@ -39,6 +41,14 @@ def parse_variant(text: str) -> tuple[str, dict[str, Any]]:
             raise SystemExit(f"--variant {text!r}: {item!r} is not key=value")
         changes[key.strip()] = yaml.safe_load(value)
     return name, changes
+
+
+def late_evaluation_std(run: Path, metric: str) -> float | None:
+    """The standard deviation of the selection-split ``metric`` over the later half of a run's evaluations."""
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    scores = [r["eval"][metric] for r in records if "eval" in r and metric in r["eval"]]
+    late = scores[len(scores) // 2:]
+    return spread(late)["std"] if len(late) > 1 else None
 
 
 def main(argv=None) -> int:
@@ -65,6 +75,8 @@ def main(argv=None) -> int:
         metrics = summaries[name]["metrics"]
         row = {"variant": name, "changes": changes, "seeds": args.seeds,
                **{key: metrics[key] for key in ("teacher_score", "student_score", "score_ratio", "student_energy_ratio")}}
+        stds = [late_evaluation_std(args.out / name / f"seed-{seed}", summaries[name]["metric"]) for seed in args.seeds]
+        row["late_evaluation_std"] = spread(stds) if None not in stds else None
         if name != "baseline":
             for key in ("student_score", "student_energy_ratio"):
                 a = dict(zip(args.seeds, metrics[key]["values"]))
@@ -72,12 +84,13 @@ def main(argv=None) -> int:
                 row[f"{key}_minus_baseline"] = paired_differences(a, b)
         rows.append(row)
 
-    lines = ["| variant | student (spiking) | student / teacher | energy / teacher | student - baseline (paired) |",
-             "|---|---:|---:|---:|---:|"]
+    lines = ["| variant | student (spiking) | student / teacher | energy / teacher | student - baseline (paired) | "
+             "std of the later selection scores |", "|---|---:|---:|---:|---:|---:|"]
     for row in rows:
-        diff = row.get("student_score_minus_baseline")
+        diff, late = row.get("student_score_minus_baseline"), row["late_evaluation_std"]
         lines.append(f"| {row['variant']} | {format_spread(row['student_score'])} | {format_spread(row['score_ratio'])} | "
-                     f"{format_spread(row['student_energy_ratio'], 3)} | {format_spread(diff) if diff else '-'} |")
+                     f"{format_spread(row['student_energy_ratio'], 3)} | {format_spread(diff) if diff else '-'} | "
+                     f"{format_spread(late) if late else '-'} |")
     lines += ["", "| seed | teacher | " + " | ".join(name for name, _ in variants) + " |",
               "|---:|---:|" + "---:|" * len(variants)]
     for i, seed in enumerate(args.seeds):
