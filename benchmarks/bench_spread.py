@@ -26,8 +26,9 @@ from typing import Any
 
 import yaml
 
-from eqspike.analysis.seeds import format_spread, paired_differences, spread
+from eqspike.analysis.seeds import SUMMARY_KEYS, format_spread, paired_differences, spread
 from eqspike.config import RunConfig, load_yaml
+from eqspike.distill.run_directory import RunDirectory
 from eqspike.distill.seeds import distill_seeds
 
 
@@ -45,8 +46,7 @@ def parse_variant(text: str) -> tuple[str, dict[str, Any]]:
 
 def late_evaluation_std(run: Path, metric: str) -> float | None:
     """The standard deviation of the selection-split ``metric`` over the later half of a run's evaluations."""
-    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-    scores = [r["eval"][metric] for r in records if "eval" in r and metric in r["eval"]]
+    scores = [r["eval"][metric] for r in RunDirectory(run).log_records() if "eval" in r and metric in r["eval"]]
     late = scores[len(scores) // 2:]
     return spread(late)["std"] if len(late) > 1 else None
 
@@ -74,7 +74,7 @@ def main(argv=None) -> int:
     for name, changes in variants:
         metrics = summaries[name]["metrics"]
         row = {"variant": name, "changes": changes, "seeds": args.seeds,
-               **{key: metrics[key] for key in ("teacher_score", "student_score", "score_ratio", "student_energy_ratio")}}
+               **{key: metrics[key] for key in SUMMARY_KEYS}}
         stds = [late_evaluation_std(args.out / name / f"seed-{seed}", summaries[name]["metric"]) for seed in args.seeds]
         row["late_evaluation_std"] = spread(stds) if None not in stds else None
         if name != "baseline":

@@ -147,12 +147,10 @@ class RunConfig:
             check_non_negative(name, getattr(self, name))
         for name in ("teacher_lr", "intermediate_lr", "prediction_lr", "temperature"):
             check_positive(name, getattr(self, name))
-        for name in ("warmup_ratio", "teacher_warmup_ratio"):
+        for name in ("warmup_ratio", "teacher_warmup_ratio", "ema_decay"):
             if check_non_negative(name, getattr(self, name)) >= 1:
                 raise ValueError(f"{name}={getattr(self, name)!r} is not valid; it must lie in [0, 1)")
         check_in_interval("threshold_quantile", self.threshold_quantile, 0.0, 1.0)
-        if not 0.0 <= check_non_negative("ema_decay", self.ema_decay) < 1.0:
-            raise ValueError(f"ema_decay={self.ema_decay!r} is not valid; it must lie in [0, 1) (0: off)")
         check_choice("selection", self.selection, SELECTIONS)
         check_in_interval("selection_fraction", self.selection_fraction, 0.0, 1.0)
         check_choice("threshold_init", self.threshold_init, THRESHOLD_INITS)
