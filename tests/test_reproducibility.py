@@ -130,7 +130,8 @@ def test_spread_by_hand():
     assert s["n"] == 3 and s["mean"] == 2.0 and s["std"] == 1.0 and (s["min"], s["max"]) == (1.0, 3.0)
     half = 4.302652729911275 / math.sqrt(3)  # t_{0.975, 2}
     assert s["ci95"] == pytest.approx([2 - half, 2 + half])
-    assert spread([0.5])["std"] is None and spread([0.5])["ci95"] is None
+    assert s["pi95"] == pytest.approx([2 - half * 2, 2 + half * 2])  # t s sqrt(1 + 1/3) = 2 t s / sqrt(3)
+    assert spread([0.5])["std"] is None and spread([0.5])["ci95"] is None and spread([0.5])["pi95"] is None
     d = paired_differences({1: 0.8, 2: 0.7, 3: 0.9}, {1: 0.7, 2: 0.6, 3: 0.8, 4: 0.1})
     assert d["seeds"] == [1, 2, 3] and d["mean"] == pytest.approx(0.1) and d["std"] == pytest.approx(0.0, abs=1e-12)
     summary = seed_summary({1: {"student_score": 0.5, "teacher_score": 1.0}, 2: {"student_score": 0.7, "teacher_score": 1.0}})
@@ -150,7 +151,7 @@ def test_distill_seeds_trains_one_student_per_seed_and_summarises_them(tiny_teac
     assert summary["seeds"] == [3, 5] and summary["metrics"]["student_score"]["values"] == [scores[3], scores[5]]
     assert summary["metrics"]["student_energy_ratio"]["n"] == 2 and summary["environment"]["packages"]["torch"]
     assert "| student (spiking) |" in (out / "seeds.md").read_text()
-    assert (out / "seeds.csv").read_text().splitlines()[0] == "metric,n,mean,std,min,max,ci95_low,ci95_high"
+    assert (out / "seeds.csv").read_text().splitlines()[0] == "metric,n,mean,std,min,max,ci95_low,ci95_high,pi95_low,pi95_high"
     # --resume reuses the finished seeds; other settings are refused by name.
     capsys.readouterr()
     assert main([*args, "--resume"]) == 0

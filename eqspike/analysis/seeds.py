@@ -1,7 +1,9 @@
 """Results over seeds: the spread of a score, and paired differences between two methods.
 
-For n values x_1..x_n (one per seed): mean, sample standard deviation s (ddof = 1), min, max, and the
-95% interval of the mean, mean +- t_{0.975, n-1} s / sqrt(n) (Student's t; scipy). A paired difference
+For n values x_1..x_n (one per seed): mean, sample standard deviation s (ddof = 1), min, max, the
+95% interval of the mean, mean +- t_{0.975, n-1} s / sqrt(n) (Student's t; scipy), and the 95% prediction
+interval of one more run, mean +- t_{0.975, n-1} s sqrt(1 + 1/n): where a rerun with a new seed, or on
+another machine that changes the trajectory, should land (normal scores assumed). A paired difference
 d_i = a_i - b_i takes the two methods' results on the same seed i (same data order, selection split
 and teacher) and gets the same summary: its interval excludes 0 when the difference is significant.
 """
@@ -18,7 +20,8 @@ SUMMARY_KEYS = {"teacher_score": "teacher", "student_score": "student (spiking)"
 
 
 def spread(values: Sequence[float]) -> dict[str, Any]:
-    """n, mean, std, min, max and the 95% t-interval of the mean (None below two values)."""
+    """n, mean, std, min, max, the 95% t-interval of the mean (``ci95``) and of one more run (``pi95``);
+    the intervals are None below two values."""
     from scipy import stats
 
     values = [float(v) for v in values]
@@ -28,13 +31,14 @@ def spread(values: Sequence[float]) -> dict[str, Any]:
     mean = sum(values) / n
     std = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1)) if n > 1 else None
     if std is None:
-        interval = None
+        interval = rerun = None
     elif std == 0:
-        interval = [mean, mean]
+        interval = rerun = [mean, mean]
     else:
         interval = [float(x) for x in stats.t.interval(0.95, n - 1, loc=mean, scale=std / math.sqrt(n))]
+        rerun = [float(x) for x in stats.t.interval(0.95, n - 1, loc=mean, scale=std * math.sqrt(1 + 1 / n))]
     return {"n": n, "mean": mean, "std": std, "min": min(values), "max": max(values), "ci95": interval,
-            "values": values}
+            "pi95": rerun, "values": values}
 
 
 def seed_summary(results: Mapping[int, Mapping[str, Any]], keys: Mapping[str, str] = SUMMARY_KEYS) -> dict[str, Any]:
@@ -66,26 +70,32 @@ def format_spread(s: Mapping[str, Any], digits: int = 4) -> str:
 
 
 def summary_table(summary: Mapping[str, Any], keys: Mapping[str, str] = SUMMARY_KEYS) -> str:
-    """A Markdown table: one row per metric, with mean, std, min, max and the 95% interval."""
+    """A Markdown table: one row per metric, with mean, std, min, max, the 95% interval of the mean and
+    of one more run."""
     lines = [f"Over {len(summary['seeds'])} seeds ({', '.join(map(str, summary['seeds']))}):", "",
-             "| | mean | std | min | max | 95% interval of the mean |", "|---|---:|---:|---:|---:|---:|"]
+             "| | mean | std | min | max | 95% interval of the mean | 95% interval of one more run |",
+             "|---|---:|---:|---:|---:|---:|---:|"]
+
+    def interval(pair: Sequence[float] | None) -> str:
+        return f"[{_number(pair[0])}, {_number(pair[1])}]" if pair else "-"
+
     for key, label in keys.items():
         s = summary["metrics"].get(key)
         if s is None:
             continue
-        interval = f"[{_number(s['ci95'][0])}, {_number(s['ci95'][1])}]" if s["ci95"] else "-"
         lines.append(f"| {label} | {_number(s['mean'])} | {_number(s['std'])} | {_number(s['min'])} | "
-                     f"{_number(s['max'])} | {interval} |")
+                     f"{_number(s['max'])} | {interval(s['ci95'])} | {interval(s.get('pi95'))} |")
     return "\n".join(lines)
 
 
 def summary_csv(summary: Mapping[str, Any], keys: Mapping[str, str] = SUMMARY_KEYS) -> str:
-    rows = ["metric,n,mean,std,min,max,ci95_low,ci95_high"]
+    rows = ["metric,n,mean,std,min,max,ci95_low,ci95_high,pi95_low,pi95_high"]
     for key in keys:
         s = summary["metrics"].get(key)
         if s is None:
             continue
         low, high = s["ci95"] or (None, None)
+        next_low, next_high = s.get("pi95") or (None, None)
         rows.append(",".join(str(x) if x is not None else "" for x in
-                             (key, s["n"], s["mean"], s["std"], s["min"], s["max"], low, high)))
+                             (key, s["n"], s["mean"], s["std"], s["min"], s["max"], low, high, next_low, next_high)))
     return "\n".join(rows) + "\n"

@@ -4,7 +4,8 @@ Each seed gets its own run directory ``OUT/seed-S`` (the seed sets the data orde
 the initialisation, and the teacher's fine-tuning when the teacher is fine-tuned here), and ``OUT``
 gets the summary over seeds (``eqspike.analysis.seeds``):
 
-    OUT/seeds.json   per metric: n, mean, std, min, max, 95% interval, the values; the runs' settings
+    OUT/seeds.json   per metric: n, mean, std, min, max, the 95% intervals of the mean and of one more
+                     run, the values; the runs' settings
     OUT/seeds.md     the same as a Markdown table
     OUT/seeds.csv    one row per metric
 """
