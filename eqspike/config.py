@@ -212,8 +212,8 @@ HELP = {
     "validation_file": "dev data, in the same format as --train-file",
     "data_dir": "a folder with the original GLUE TSV files of --task (offline GLUE)",
     "max_seq_length": "tokens per example, longer ones truncated",
-    "max_train_examples": "train on this many examples, drawn at random (seeded): quick experiments",
-    "max_eval_examples": "evaluate on this many dev examples, drawn at random (seeded)",
+    "max_train_examples": "train on this many examples, drawn at random with the seed (each of --seeds its own): quick runs",
+    "max_eval_examples": "evaluate on this many dev examples, drawn at random with the seed (each of --seeds draws its own)",
     "selection": "what chooses the student kept and the teacher's best epoch: 'split' (a held-out part of the training "
                  "data; the dev set scores only the final student and teacher) or 'dev' (selection on the dev set: its "
                  "score is then optimistic)",
