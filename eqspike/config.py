@@ -122,6 +122,7 @@ class RunConfig:
     overwrite: bool = False
     resume: bool = False
     seed: int = 42
+    data_seed: int | None = None  # draws the subsamples and the selection split; None: the seed
     save_steps: int = 200
     logging_steps: int = 10
     report_to: str = "none"  # "tensorboard": the metrics.jsonl scalars also as TensorBoard events in RUN/tensorboard
@@ -212,12 +213,12 @@ HELP = {
     "validation_file": "dev data, in the same format as --train-file",
     "data_dir": "a folder with the original GLUE TSV files of --task (offline GLUE)",
     "max_seq_length": "tokens per example, longer ones truncated",
-    "max_train_examples": "train on this many examples, drawn at random with the seed (each of --seeds its own): quick runs",
-    "max_eval_examples": "evaluate on this many dev examples, drawn at random with the seed (each of --seeds draws its own)",
+    "max_train_examples": "train on this many examples, drawn at random with the data seed: quick runs",
+    "max_eval_examples": "evaluate on this many dev examples, drawn at random with the data seed",
     "selection": "what chooses the student kept and the teacher's best epoch: 'split' (a held-out part of the training "
                  "data; the dev set scores only the final student and teacher) or 'dev' (selection on the dev set: its "
                  "score is then optimistic)",
-    "selection_fraction": "with --selection split: the fraction of the training examples held out for selection (seeded)",
+    "selection_fraction": "with --selection split: the fraction of the training examples held out for selection (drawn with the data seed)",
     "teacher_store": "folder of fine-tuned teachers, reused by later runs (teachers/README.md)",
     "teacher_epochs": "teacher fine-tuning: at most this many epochs",
     "teacher_lr": "teacher fine-tuning: AdamW learning rate",
@@ -272,7 +273,9 @@ HELP = {
     "output_dir": "the run directory (default: runs/TASK-TEACHER-L<blocks>-T<steps>-<bits>)",
     "overwrite": "replace an existing run directory",
     "resume": "continue the run in --output-dir from its checkpoint, with its saved settings",
-    "seed": "seed of the data order, subsamples and initialisation: a run is repeatable",
+    "seed": "seed of the data order, initialisation and teacher fine-tuning (and of the data draws unless --data-seed): a run is repeatable",
+    "data_seed": "seed of the data draws alone (the subsamples and the selection split; default: --seed): fix it to train and "
+                 "score every seed of --seeds on the same examples",
     "save_steps": "write a checkpoint every this many steps",
     "logging_steps": "a metrics.jsonl line (and a log line when stderr is not a terminal) every this many steps",
     "report_to": "none, or tensorboard: the logged scalars also as TensorBoard events in RUN/tensorboard "

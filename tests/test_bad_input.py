@@ -83,6 +83,16 @@ def test_subsamples_are_drawn_at_random_not_from_the_head(tmp_path):
     again = prepare_data(config, log=lambda *_: None)  # seeded: the same subsample every time
     assert [e.text_a for e in again.task.train] == [e.text_a for e in data.task.train]
 
+    # The seed draws the examples unless --data-seed holds the draws fixed across seeds.
+    def drawn(**changes) -> tuple[list, list, list]:
+        d = prepare_data(config.replace(max_train_examples=40, max_eval_examples=20, **changes), log=lambda *_: None)
+        return ([e.text_a for e in d.task.train], [e.text_a for e in d.task.validation["validation"]],
+                d.selection["selection"].input_ids)
+
+    one, two = drawn(seed=1), drawn(seed=2)
+    assert all(a != b for a, b in zip(one, two))  # train, dev and selection split
+    assert drawn(seed=1, data_seed=7) == drawn(seed=2, data_seed=7) == drawn(seed=7)
+
 
 # ---------------------------------------------------------------------------- settings
 @pytest.mark.parametrize("flag, value", [

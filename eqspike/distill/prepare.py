@@ -77,11 +77,12 @@ def carve_selection(examples: list, fraction: float, seed: int) -> tuple[list, l
 
 def prepare_data(config: RunConfig, log=print) -> Prepared:
     task = check_inputs(config)
-    task.train = subsample(task.train, config.max_train_examples, config.seed)
+    data_seed = config.seed if config.data_seed is None else config.data_seed
+    task.train = subsample(task.train, config.max_train_examples, data_seed)
     held_out = None
     if config.selection == "split":
-        task.train, held_out = carve_selection(task.train, config.selection_fraction, config.seed)
-    task.validation = {k: subsample(v, config.max_eval_examples, config.seed) for k, v in task.validation.items()}
+        task.train, held_out = carve_selection(task.train, config.selection_fraction, data_seed)
+    task.validation = {k: subsample(v, config.max_eval_examples, data_seed) for k, v in task.validation.items()}
     if task.label_names is not None and len({e.label for e in task.train}) < 2:
         raise ConfigError(f"the {len(task.train)} training examples of task {task.name!r} have a single label; "
                           f"a classification task needs at least two (raise --max-train-examples)")
