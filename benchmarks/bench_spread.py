@@ -4,7 +4,7 @@
         --variant ema:ema_decay=0.95 --out runs/spread --results benchmarks/results/bench_spread_cpu.json
 
 Each variant (``NAME`` or ``NAME:key=value,key=value``, the keys RunConfig's; ``baseline``, the
-configuration as it is, always comes first) is distilled once per seed with ``eqspike distill --seeds``
+configuration as it is, with ``--set``'s changes, always comes first) is distilled once per seed with ``eqspike distill --seeds``
 into ``OUT/NAME/seed-S``; finished runs with the same settings are reused, so a variant can be added
 later. The same seed gives every variant the same teacher, data order and selection split, so the
 per-seed differences to the baseline are paired (``eqspike.analysis.seeds.paired_differences``).
@@ -56,11 +56,14 @@ def main(argv=None) -> int:
     p.add_argument("--config", required=True, help="the YAML settings of the baseline")
     p.add_argument("--seeds", type=int, nargs="+", default=[42, 43, 44])
     p.add_argument("--variant", action="append", default=[], help="NAME:key=value,... (repeatable)")
+    p.add_argument("--set", default="", metavar="KEY=VALUE,...",
+                   help="settings over the config for the baseline and every variant, e.g. one fixed teacher and data "
+                        "draw so that the seed changes only the student: teacher=teachers/<stored>,data_seed=42")
     p.add_argument("--out", type=Path, default=Path("runs/spread"), help="run directories: OUT/NAME/seed-S")
     p.add_argument("--results", type=Path, required=True, help="the JSON file written")
     args = p.parse_args(argv)
 
-    base = load_yaml(args.config)
+    base = {**load_yaml(args.config), **parse_variant(f"set:{args.set}")[1]}
     variants = [("baseline", {})] + [parse_variant(v) for v in args.variant]
     summaries = {}
     for name, changes in variants:
@@ -99,7 +102,8 @@ def main(argv=None) -> int:
     table = "\n".join(lines)
     print(table)
     args.results.parent.mkdir(parents=True, exist_ok=True)
-    args.results.write_text(json.dumps({"config": args.config, "seeds": args.seeds, "rows": rows, "table": table,
+    args.results.write_text(json.dumps({"config": args.config, "set": parse_variant(f"set:{args.set}")[1],
+                                        "seeds": args.seeds, "rows": rows, "table": table,
                                         "environment": summaries["baseline"].get("environment")}, indent=2) + "\n")
     print(f"wrote {args.results}")
     return 0

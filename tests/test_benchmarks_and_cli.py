@@ -165,14 +165,15 @@ def test_spread_benchmark_pairs_each_variant_with_the_baseline_by_seed(tiny_teac
     config.write_text(yaml.safe_dump(dict(
         teacher=tiny_teacher.path, train_file=str(toy_files[0]), validation_file=str(toy_files[1]), max_seq_length=32,
         student_layers=2, batch_size=16, eval_batch_size=32, intermediate_epochs=1, prediction_epochs=1,
-        intermediate_lr=1e-3, prediction_lr=1e-3, time_steps=4, calibration_examples=32, evals_per_epoch=3, device="cpu")))
+        intermediate_lr=1e-3, prediction_lr=1e-3, time_steps=4, calibration_examples=32, evals_per_epoch=2, device="cpu")))
     out, results = tmp_path / "spread", tmp_path / "spread.json"
-    assert bench.main(["--config", str(config), "--seeds", "1", "2", "--out", str(out), "--results", str(results)]) == 0
+    assert bench.main(["--config", str(config), "--seeds", "1", "2", "--out", str(out), "--results", str(results),
+                       "--set", "evals_per_epoch=3,data_seed=7"]) == 0
     first = json.loads(results.read_text())
     assert [r["variant"] for r in first["rows"]] == ["baseline"]
     capsys.readouterr()
     assert bench.main(["--config", str(config), "--seeds", "1", "2", "--variant", "ema:ema_decay=0.5", "--out", str(out),
-                       "--results", str(results)]) == 0
+                       "--results", str(results), "--set", "evals_per_epoch=3,data_seed=7"]) == 0
     assert capsys.readouterr().out.count("reusing the finished run") == 2  # the baseline's two seeds
     rows = {r["variant"]: r for r in json.loads(results.read_text())["rows"]}
     assert rows["ema"]["changes"] == {"ema_decay": 0.5} and rows["baseline"] == first["rows"][0]
@@ -180,6 +181,8 @@ def test_spread_benchmark_pairs_each_variant_with_the_baseline_by_seed(tiny_teac
     assert diff["seeds"] == [1, 2]
     assert diff["values"] == [a - b for a, b in zip(rows["ema"]["student_score"]["values"],
                                                      rows["baseline"]["student_score"]["values"])]
-    assert yaml.safe_load((out / "ema" / "seed-2" / "config.yaml").read_text())["ema_decay"] == 0.5
+    saved = yaml.safe_load((out / "ema" / "seed-2" / "config.yaml").read_text())
+    assert (saved["ema_decay"], saved["evals_per_epoch"], saved["data_seed"], saved["seed"]) == (0.5, 3, 7, 2)
+    assert json.loads(results.read_text())["set"] == {"evals_per_epoch": 3, "data_seed": 7}
     late = rows["baseline"]["late_evaluation_std"]  # per seed: the std of the later half of 3 evaluations
     assert late["n"] == 2 and all(v >= 0 for v in late["values"])
