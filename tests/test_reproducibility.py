@@ -69,6 +69,21 @@ def test_the_environment_is_recorded_when_the_run_starts(tiny_teacher, toy_files
     assert result["environment"] == {"lines_logged": 0} and len(_lines(run)) > 0
 
 
+def test_the_commit_is_the_one_the_process_loaded(monkeypatch):
+    """Runs of one process (--seeds, compare) ran the code imported at its start: a commit landing
+    between two of them is not credited to the second."""
+    import eqspike.runtime.environment as environment
+
+    commits = iter([{"commit": "a" * 40, "dirty": False}, {"commit": "b" * 40, "dirty": False}])
+    monkeypatch.setattr(environment, "git_commit", lambda: next(commits))
+    environment.loaded_code_commit.cache_clear()
+    try:
+        first, second = environment.environment_record(), environment.environment_record()
+    finally:
+        environment.loaded_code_commit.cache_clear()
+    assert first["git"] == second["git"] == {"commit": "a" * 40, "dirty": False}
+
+
 def test_the_package_version_is_the_one_installed():
     from importlib import metadata
 

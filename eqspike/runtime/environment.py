@@ -6,6 +6,7 @@ traced to the lock file, commit and machine it came from (README, "Reproducing t
 
 from __future__ import annotations
 
+import functools
 import os
 import platform
 import subprocess
@@ -46,6 +47,14 @@ def git_commit(folder: str | Path | None = None) -> dict[str, Any] | None:
     return {"commit": commit, "dirty": bool(status.strip())}
 
 
+@functools.cache
+def loaded_code_commit() -> dict[str, Any] | None:
+    """``git_commit()`` of this package, taken once per process: the modules a process imported do not
+    change when a later commit lands, so every run of one process (``--seeds``, compare, benchmarks)
+    records the commit of its first run."""
+    return git_commit()
+
+
 def device_name(device: torch.device) -> str:
     """The accelerator's name, or the CPU's model name."""
     if device.type == "cuda":
@@ -66,7 +75,7 @@ def environment_record(device: torch.device | str = "cpu", precision: str = "fp3
     return {
         "python": platform.python_version(),
         "packages": package_versions(),
-        "git": git_commit(),
+        "git": loaded_code_commit(),
         "platform": f"{platform.system()} {platform.machine()}",
         "device": device.type,
         "device_name": device_name(device),
