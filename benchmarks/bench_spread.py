@@ -63,7 +63,8 @@ def main(argv=None) -> int:
     p.add_argument("--results", type=Path, required=True, help="the JSON file written")
     args = p.parse_args(argv)
 
-    base = {**load_yaml(args.config), **parse_variant(f"set:{args.set}")[1]}
+    fixed = parse_variant(f"set:{args.set}")[1]
+    base = {**load_yaml(args.config), **fixed}
     variants = [("baseline", {})] + [parse_variant(v) for v in args.variant]
     summaries = {}
     for name, changes in variants:
@@ -102,7 +103,7 @@ def main(argv=None) -> int:
     table = "\n".join(lines)
     print(table)
     args.results.parent.mkdir(parents=True, exist_ok=True)
-    args.results.write_text(json.dumps({"config": args.config, "set": parse_variant(f"set:{args.set}")[1],
+    args.results.write_text(json.dumps({"config": args.config, "set": fixed,
                                         "seeds": args.seeds, "rows": rows, "table": table,
                                         "environment": summaries["baseline"].get("environment")}, indent=2) + "\n")
     print(f"wrote {args.results}")
