@@ -35,6 +35,7 @@ from eqspike.distill.run_directory import RunDirectory, RunDirectoryError
 from eqspike.distill.trainer import Distiller, StageForward, TrainingDiverged
 from eqspike.evaluation import evaluate
 from eqspike.runtime.devices import resolve_device
+from eqspike.runtime.environment import environment_record
 from eqspike.students import load_student
 from eqspike.teacher.store import load_teacher
 
@@ -164,6 +165,7 @@ def compare(config: RunConfig, time_steps: list[int], out_dir: str | Path, log=p
         "teacher_energy_pj": teacher_pj, "device": describe_device(device), "batch_size": config.batch_size,
         "spikelm_recipe": config.spikelm_recipe, "energy_budget": config.energy_budget,
         "eqspike_budgets_at_spikelm_energy": {str(T): b for T, b in budgets.items()} if match_energy else None, "rows": rows,
+        "environment": environment_record(device, config.precision),
     }
     (out_dir / "compare.json").write_text(json.dumps(result, indent=2) + "\n")
     (out_dir / "compare.md").write_text(markdown_table(result) + "\n")
@@ -209,7 +211,8 @@ def compare_seeds(config: RunConfig, time_steps: list[int], out_dir: str | Path,
             rows.append(entry)
     teacher = spread([results[s]["teacher_score"] for s in seeds])
     summary = {"task": results[seeds[0]]["task"], "metric": results[seeds[0]]["metric"], "seeds": seeds,
-               "teacher_score": teacher, "rows": rows, "runs": {str(s): str(out_dir / f"seed-{s}") for s in seeds}}
+               "teacher_score": teacher, "rows": rows, "runs": {str(s): str(out_dir / f"seed-{s}") for s in seeds},
+               "environment": {str(s): results[s].get("environment") for s in seeds}}
     (out_dir / "compare_seeds.json").write_text(json.dumps(summary, indent=2) + "\n")
     table = seeds_table(summary)
     (out_dir / "compare_seeds.md").write_text(table + "\n")

@@ -187,7 +187,8 @@ def test_compare_seeds_pairs_each_method_with_spikelm_on_the_same_seed(monkeypat
         rows = [{"method": "spikelm", "time_steps": 4, "score": base, "energy_pj": 20.0},
                 {"method": "eqspike", "time_steps": 4, "score": base + 0.02, "energy_pj": 10.0},
                 {"method": "eqspike-inf", "time_steps": 4, "score": None, "energy_pj": None}]  # diverged
-        return {"task": "toy", "metric": "accuracy", "teacher_score": 0.9, "teacher_energy_pj": 100.0, "rows": rows}
+        return {"task": "toy", "metric": "accuracy", "teacher_score": 0.9, "teacher_energy_pj": 100.0, "rows": rows,
+                "environment": {"seed": config.seed}}
 
     monkeypatch.setattr(comparing, "compare", fake_compare)
     tmp_path.mkdir(exist_ok=True)
@@ -198,3 +199,4 @@ def test_compare_seeds_pairs_each_method_with_spikelm_on_the_same_seed(monkeypat
     assert row["energy_ratio_minus_spikelm"]["mean"] == pytest.approx(-0.1)
     assert next(r for r in summary["rows"] if r["method"] == "eqspike-inf")["score"] is None
     assert "| eqspike | 4 |" in (tmp_path / "compare_seeds.md").read_text()
+    assert summary["environment"] == {"42": {"seed": 42}, "43": {"seed": 43}}  # each seed's record, kept

@@ -68,6 +68,10 @@ def test_compare_runs_both_and_writes_the_rows(tiny_teacher, toy_files, tmp_path
     # eqspike is trained for each T (implicit gradients): the same memory at T = 4 and 8.
     assert memory[("eqspike", 4)] == memory[("eqspike", 8)] < memory[("spikelm", 4)]
     assert "| spikelm | 8 |" in (out / "compare.md").read_text() and (out / "compare.png").stat().st_size > 5_000
+    # where the numbers came from: the same record as a run's metrics.json
+    run_environment = json.loads((out / "eqspike-T4" / "metrics.json").read_text())["environment"]
+    assert result["environment"]["packages"] == run_environment["packages"]
+    assert result["environment"]["device_name"] == run_environment["device_name"]
     assert (out / "pareto.png").stat().st_size > 5_000
     trained_for = {T: json.loads((out / f"eqspike-T{T}" / "metrics.json").read_text())["train_for"] for T in (4, 8)}
     assert trained_for == {4: "time_steps", 8: "time_steps"}
