@@ -97,11 +97,20 @@ def _load_run(run_dir: Path, max_eval_examples: int | None, device_name: str | N
     return config, student, task, splits, device, teacher_score
 
 
+def _require_spiking_equilibrium(student, command: str, run_dir: Path) -> None:
+    """``evaluate`` and ``diagnose`` sweep T over an eqspike student's populations: refuse the others."""
+    if not hasattr(student, "population_names"):
+        raise EqspikeError(f"{command}: {run_dir} holds a {student.config.model_type!r} student, which has no "
+                           f"populations to run at other T; {command} takes an eqspike spiking student "
+                           f"('eqspike-spiking-bert'). Its scores are in {run_dir / 'metrics.json'}")
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
     """The task's metrics of a trained student run as a spiking network, at each T."""
     time_steps = check_time_steps(args.time_steps)
     run_dir = Path(args.run_dir)
     config, student, task, splits, device, _ = _load_run(run_dir, args.max_eval_examples, args.device, _neuron(args))
+    _require_spiking_equilibrium(student, "evaluate", run_dir)
     rows = score_vs_time_steps(student, task, splits, time_steps, config.eval_batch_size, device)
     for row in rows:
         _log(f"T={row['time_steps']:<4d} {task.metric} {row['score']:.4f}")
@@ -115,6 +124,7 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
     time_steps = check_time_steps(args.time_steps)
     run_dir = Path(args.run_dir)
     config, student, task, splits, device, teacher_score = _load_run(run_dir, None, args.device, _neuron(args))
+    _require_spiking_equilibrium(student, "diagnose", run_dir)
     split = splits[task.main_split]
     report = diagnose(student, task, split, time_steps, args.batch_size or config.eval_batch_size,
                       args.batches, device, teacher_score)

@@ -35,6 +35,7 @@ from eqspike.runtime.reporting import REPORT_TO
 
 TEACHER_CACHE_DTYPES = ("float16", "float32")
 TRAIN_FOR = ("time_steps", "infinity")
+STUDENT_TYPES = ("eqspike", "spikelm", "dense")
 SELECTIONS = ("split", "dev")
 
 
@@ -68,7 +69,7 @@ class RunConfig:
     teacher_warmup_ratio: float = 0.0  # linear warm-up over this fraction of the teacher's steps
     teacher_patience: int = 2  # stop after this many epochs without a better dev score (0: never)
     # --- student
-    student_type: str = "eqspike"  # "eqspike" (equilibrium, implicit gradients) or "spikelm" (BPTT baseline)
+    student_type: str = "eqspike"  # "eqspike" (equilibrium, implicit gradients), "spikelm" (BPTT baseline) or "dense"
     student_layers: int | None = 4  # None: as many as the teacher
     student_init: str = "teacher"  # "teacher" (every k-th layer) or "random"
     time_steps: int = 8  # the deployment T: the student is trained for it (train_for) and scored at it
@@ -168,7 +169,7 @@ class RunConfig:
             if self.train_for != "time_steps" or self.student_type != "eqspike":
                 raise ValueError("energy_budget needs an eqspike student trained for its time steps "
                                  f"(student_type='eqspike', train_for='time_steps'; got {self.student_type!r}, {self.train_for!r})")
-        check_choice("student_type", self.student_type, ("eqspike", "spikelm"))
+        check_choice("student_type", self.student_type, STUDENT_TYPES)
         check_int_at_least("spikelm_time_steps", self.spikelm_time_steps, 1)
         check_choice("spikelm_reset", self.spikelm_reset, ("spikelm", "soft"))
         check_choice("spikelm_recipe", self.spikelm_recipe, ("distill", "task"))
@@ -226,7 +227,8 @@ HELP = {
     "teacher_schedule": "teacher fine-tuning: after warm-up, a 'constant' rate or 'linear' decay to 0",
     "teacher_warmup_ratio": "teacher fine-tuning: linear warm-up over this fraction of its steps",
     "teacher_patience": "teacher fine-tuning: stop after this many epochs without a better dev score (0: never)",
-    "student_type": "'eqspike' (equilibrium, implicit gradients) or 'spikelm' (the surrogate-gradient baseline)",
+    "student_type": "'eqspike' (equilibrium, implicit gradients), 'spikelm' (the surrogate-gradient baseline) or "
+                    "'dense' (the eqspike student's architecture without spikes: the reference for the spikes' cost)",
     "student_layers": "spiking blocks of the student, initialised from every k-th teacher layer",
     "student_init": "'teacher' (copy every k-th teacher layer) or 'random'",
     "time_steps": "the deployment T: the student is trained for T steps and scored as a spiking network at T",

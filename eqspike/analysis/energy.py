@@ -150,6 +150,10 @@ class StudentEnergy:
     def teacher_pj(self, length: float) -> float:
         return MAC_PJ * bert_macs(self.hidden, self.intermediate, self.heads, self.teacher_layers, self.labels, length)
 
+    def dense_network_pj(self, length: float) -> float:
+        """The student's own shape run as a dense network (the dense student; same op table)."""
+        return MAC_PJ * bert_macs(self.hidden, self.intermediate, self.heads, self.layers, self.labels, length)
+
     def dense_pj(self, length: float, time_steps: int) -> float:
         return MAC_PJ * student_macs(self.hidden, self.intermediate, self.heads, self.layers, self.labels, length, time_steps)
 

@@ -67,6 +67,8 @@ def default_output_dir(config: RunConfig) -> Path:
     layers = config.student_layers or "all"
     if config.student_type == "spikelm":
         return Path("runs") / f"{task}-{teacher}-L{layers}-spikelm-T{config.spikelm_time_steps}"
+    if config.student_type == "dense":
+        return Path("runs") / f"{task}-{teacher}-L{layers}-dense"
     bits = {32: "fp", 1: "1bit", 1.58: "1.58bit"}[config.weight_bits]
     return Path("runs") / f"{task}-{teacher}-L{layers}-T{config.time_steps}-{bits}"
 
@@ -442,7 +444,8 @@ class Distiller:
         self.sharding.barrier()  # rank 0 has written the best student
         student = load_student(self.run_dir.student).to(self.device)
         T = student.config.time_steps
-        self.log(f"evaluating the best student as a spiking network (simulate, T={T})")
+        self.log("evaluating the best student (dense)" if c.student_type == "dense"
+                 else f"evaluating the best student as a spiking network (simulate, T={T})")
         scored = self._score_spiking(student, data, T)
         solved = self._evaluate(lambda b: student(**b, mode="solve").logits, data, "student solve")
         metric = data.task.metric
@@ -458,7 +461,7 @@ class Distiller:
             "student_solve_metrics": solved,
             "score_ratio": scored.metrics[metric] / teacher_metrics[metric] if teacher_metrics[metric] else None,
             "student_energy_ratio": scored.energy_ratio,
-            "time_steps": T,
+            "time_steps": None if c.student_type == "dense" else T,
             "train_for": c.train_for if c.student_type == "eqspike" else None,
             "energy_budget": c.energy_budget,
             "weight_bits": student.config.weight_bits,
@@ -472,8 +475,10 @@ class Distiller:
             "environment": self.environment,
         }
         self.run_dir.write_result(result)
-        self.log(f"teacher {metric} {result['teacher_score']:.4f} | spiking {c.student_type} student (T={T}, "
-                 f"{student.config.weight_bits}-bit weights) {metric} {result['student_score']:.4f}, energy "
-                 f"{scored.energy_ratio:.3f} x the teacher's | rate map (solve) {result['student_solve_score']:.4f}")
+        kind = "dense student" if c.student_type == "dense" else f"spiking {c.student_type} student (T={T}, " \
+            f"{student.config.weight_bits}-bit weights)"
+        self.log(f"teacher {metric} {result['teacher_score']:.4f} | {kind} {metric} {result['student_score']:.4f}, energy "
+                 f"{scored.energy_ratio:.3f} x the teacher's" + ("" if c.student_type == "dense" else
+                                                                  f" | rate map (solve) {result['student_solve_score']:.4f}"))
         self.log(f"run directory: {self.run_dir.root}")
         return result

@@ -1,5 +1,6 @@
-"""The students: the spiking BERT (eqspike's) and the SpikeLM baseline, which share their shape, their
-embeddings and head, their teacher initialisation and their file format (``common``).
+"""The students: the spiking BERT (eqspike's), the SpikeLM baseline and the dense student (the spiking
+student's architecture without spikes), which share their shape, their embeddings and head, their
+teacher initialisation and their file format (``common``).
 
 Both are transformers models. ``import eqspike`` registers their configs with ``AutoConfig`` and the
 models with ``AutoModelForSequenceClassification``, so a saved student loads with either, and runs in
@@ -16,11 +17,13 @@ from typing import Any
 from transformers import AutoConfig, AutoModelForSequenceClassification
 
 from eqspike.students.common import StudentFileError, StudentOutput
+from eqspike.students.dense_bert import DenseBertConfig, DenseBertForSequenceClassification
 from eqspike.students.spikelm import SpikeLMConfig, SpikeLMForSequenceClassification
 from eqspike.students.spiking_bert import SpikingBertForSequenceClassification
 from eqspike.students.spiking_bert_config import SpikingBertConfig
 
-STUDENTS = {"eqspike": SpikingBertForSequenceClassification, "spikelm": SpikeLMForSequenceClassification}
+STUDENTS = {"eqspike": SpikingBertForSequenceClassification, "spikelm": SpikeLMForSequenceClassification,
+            "dense": DenseBertForSequenceClassification}
 _BY_MODEL_TYPE = {cls.config_class.model_type: cls for cls in STUDENTS.values()}
 
 for _model in STUDENTS.values():
@@ -47,5 +50,5 @@ def load_student_config(directory: str | Path):
     return AutoConfig.from_pretrained(directory)
 
 
-__all__ = ["load_student_config", "STUDENTS", "SpikeLMConfig", "SpikeLMForSequenceClassification", "SpikingBertConfig",
+__all__ = ["load_student_config", "STUDENTS", "DenseBertConfig", "DenseBertForSequenceClassification", "SpikeLMConfig", "SpikeLMForSequenceClassification", "SpikingBertConfig",
            "SpikingBertForSequenceClassification", "StudentOutput", "load_student"]

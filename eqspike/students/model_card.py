@@ -29,8 +29,10 @@ def model_card(config: Any, result: Mapping[str, Any] | None = None,
     ``evaluations``: rows ``{"time_steps", "score"}`` of ``eqspike evaluate``; ``best``: the dev
     evaluation that selected the student while the run is still going (before ``result``)."""
     result = dict(result or {})
-    kind = "A SpikeLM baseline (surrogate gradients, BPTT)" if config.model_type.endswith("spikelm-bert") \
-        else "An eqspike spiking BERT (equilibrium distillation, implicit gradients)"
+    kind = {"eqspike-spikelm-bert": "A SpikeLM baseline (surrogate gradients, BPTT)",
+            "eqspike-dense-bert": "A dense student (the eqspike student's architecture without spikes)"}.get(
+        config.model_type, "An eqspike spiking BERT (equilibrium distillation, implicit gradients)")
+    dense = config.model_type == "eqspike-dense-bert"
     task, metric = result.get("task"), result.get("metric", "score")
     teacher = config.teacher or result.get("teacher")
     T = config.time_steps
@@ -53,7 +55,7 @@ def model_card(config: Any, result: Mapping[str, Any] | None = None,
                 "dataset": {"name": str(task), "type": "nyu-mll/glue" if task in GLUE_TASKS else str(task),
                             "split": "validation"},
                 "metrics": [{"type": metric, "value": round(float(result["student_score"]), 4),
-                             "name": f"dev {metric}, spiking at T={T}"}],
+                             "name": f"dev {metric}" + ("" if dense else f", spiking at T={T}")}],
             }],
         }]
 
@@ -62,7 +64,8 @@ def model_card(config: Any, result: Mapping[str, Any] | None = None,
              f"{kind} with {config.num_hidden_layers} blocks (hidden size {config.hidden_size}), distilled "
              f"from {teacher or 'its teacher'}" + (f" (layers {', '.join(map(str, config.teacher_layers))} of "
                                                    f"{config.teacher_num_hidden_layers})" if config.teacher_layers else "")
-             + f", and made to run for **T = {T} time steps**. Weights: {bits}.", ""]
+             + (", as a dense network (no spikes, no time steps)" if dense else f", and made to run for **T = {T} time steps**")
+             + f". Weights: {bits}.", ""]
     if hasattr(config, "rounding"):
         simulated = getattr(config, "equilibrium", None) is not None and config.equilibrium.forward == "simulate"
         trained = ("for T = %d (" % T + ("the rates of its T-step spiking network" if simulated else "T-step quantized rates")
@@ -74,9 +77,10 @@ def model_card(config: Any, result: Mapping[str, Any] | None = None,
     if result:
         rows.append(("teacher (dense BERT)", _score(result.get("teacher_score")), "1"))
         energy = result.get("student_energy_ratio")
-        rows.append((f"this student, spiking, T = {result.get('time_steps', T)}", _score(result.get("student_score")),
+        rows.append(("this student (dense)" if dense else f"this student, spiking, T = {result.get('time_steps', T)}",
+                     _score(result.get("student_score")),
                      f"{energy:.3f}" if isinstance(energy, (int, float)) else "-"))
-        if result.get("student_solve_score") is not None:
+        if result.get("student_solve_score") is not None and not dense:
             label = "this student, at the fixed point of its T-step quantized rate map" if getattr(config, "quantize_rates", False) \
                 else "this student, at the equilibrium it was trained for"
             rows.append((label, _score(result["student_solve_score"]), "-"))
@@ -108,11 +112,12 @@ def model_card(config: Any, result: Mapping[str, Any] | None = None,
               'tokenizer = AutoTokenizer.from_pretrained("path/to/this/folder")',
               f'model.config.equilibrium.forward = "simulate"  # run the spiking network ({T} steps) in the pipeline'
               if hasattr(config, "equilibrium") and config.equilibrium.forward != "simulate"
-              else f"# the forward runs the spiking network ({T} steps)",
+              else "# a dense network" if dense else f"# the forward runs the spiking network ({T} steps)",
               'classify = pipeline("text-classification", model=model, tokenizer=tokenizer)',
               'print(classify("a sentence to classify"))', "```", "",
-              "From the command line, as a spiking network at T steps:", "", "```bash",
-              f'eqspike predict path/to/this/folder --text "a sentence to classify" --time-steps {T}', "```", ""]
+              "From the command line" + ("" if dense else ", as a spiking network at T steps") + ":", "", "```bash",
+              'eqspike predict path/to/this/folder --text "a sentence to classify"' + ("" if dense else f" --time-steps {T}"),
+              "```", ""]
     if command or result:
         lines += ["## How it was made", "", "```bash", command or "eqspike distill --config config.yaml", "```", ""]
     return "\n".join(lines)

@@ -1,0 +1,142 @@
+"""The dense student: the spiking student's own architecture with no spikes (issue 21's reference).
+
+The same blocks, embeddings, pooler and classifier as the eqspike student, initialised from the same
+teacher layers and trained with the same layerwise recipe, but every population's value is the ANN
+activation itself (no threshold, no clipping, no time steps):
+
+    context          = softmax((W_Q x + b_Q)(W_K x + b_K)^T / sqrt(d) + mask) (W_V x + b_V)
+    attention_output = LayerNorm(W_O context + b_O + x)
+    output           = LayerNorm(W_2 GELU(W_1 attention_output + b_1) + b_2 + attention_output)
+
+i.e. a BERT encoder of the student's depth. The gap between it and the spiking student trained for T
+is the cost of the spikes themselves; the gap between it and the teacher is the cost of the depth.
+Its energy per example is that of a dense FP32 network of its shape under the same op table
+(``StudentEnergy.dense_network_pj``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+from eqspike.analysis.energy import StudentEnergy
+from eqspike.students.common import (
+    SpikingBertEmbeddings,
+    StudentConfig,
+    StudentOutput,
+    StudentPreTrainedModel,
+    attention_scores,
+    classification_head,
+    copy_teacher_weights,
+    key_padding_mask,
+    merge_heads,
+    split_heads,
+    teacher_shape,
+)
+
+MODEL_TYPE = "eqspike-dense-bert"
+
+
+class DenseBertConfig(StudentConfig):
+    """The dense student's shape (the eqspike student's). ``time_steps`` is 1: it runs once."""
+
+    model_type = MODEL_TYPE
+
+    time_steps: int = 1
+    weight_bits: float = 32
+
+
+class DenseBertBlock(nn.Module):
+    """One BERT encoder block (post-LayerNorm), without dropout."""
+
+    def __init__(self, config: DenseBertConfig) -> None:
+        super().__init__()
+        h, i = config.hidden_size, config.intermediate_size
+        self.heads = config.num_attention_heads
+        self.query, self.key, self.value = nn.Linear(h, h), nn.Linear(h, h), nn.Linear(h, h)
+        self.attention_output = nn.Linear(h, h)
+        self.attention_norm = nn.LayerNorm(h, eps=config.layer_norm_eps)
+        self.intermediate = nn.Linear(h, i)
+        self.output = nn.Linear(i, h)
+        self.output_norm = nn.LayerNorm(h, eps=config.layer_norm_eps)
+
+    def forward(self, x: Tensor, key_mask: Tensor) -> tuple[Tensor, Tensor]:
+        """(the block's output, its pre-softmax attention scores)."""
+        scores = attention_scores(self.query(x), self.key(x), self.heads)
+        context = merge_heads(torch.softmax(scores + key_mask, dim=-1) @ split_heads(self.value(x), self.heads))
+        attended = self.attention_norm(self.attention_output(context) + x)
+        return self.output_norm(self.output(F.gelu(self.intermediate(attended))) + attended), scores
+
+
+class DenseBertForSequenceClassification(StudentPreTrainedModel):
+    """The dense student with a sequence-classification (or regression) head; the same interface as the
+    spiking students (``mode`` and ``time_steps`` are accepted and have no effect)."""
+
+    config_class = DenseBertConfig
+
+    def __init__(self, config: DenseBertConfig) -> None:
+        super().__init__(config)
+        config.validate()
+        self.embeddings = SpikingBertEmbeddings(config)
+        self.blocks = nn.ModuleList(DenseBertBlock(config) for _ in range(config.num_hidden_layers))
+        self.pooler = nn.Linear(config.hidden_size, config.hidden_size)
+        self.classifier = nn.Linear(config.hidden_size, config.num_labels)
+        self.post_init()
+
+    def head(self, last_values: Tensor) -> Tensor:
+        return classification_head(self.pooler, self.classifier, last_values)
+
+    def forward(self, input_ids: Tensor, attention_mask: Tensor | None = None, token_type_ids: Tensor | None = None,
+                mode: str | None = None, time_steps: int | None = None, output_attention_scores: bool = False,
+                labels: Tensor | None = None, **_: Any) -> StudentOutput:
+        """Logits, the embeddings' and every block's output (``hidden_values``), and with
+        ``output_attention_scores`` every block's pre-softmax scores. ``mode`` and ``time_steps`` are
+        accepted for interface parity: a dense network has neither."""
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        if token_type_ids is None:
+            token_type_ids = torch.zeros_like(input_ids)
+        x = self.embeddings(input_ids, token_type_ids)
+        key_mask = key_padding_mask(attention_mask, x.dtype)
+        hidden_values, scores = [x], []
+        for block in self.blocks:
+            x, block_scores = block(x, key_mask)
+            hidden_values.append(x)
+            scores.append(block_scores)
+        logits = self.head(x)
+        return StudentOutput(loss=self.task_loss(logits, labels), logits=logits, hidden_values=hidden_values,
+                             attention_scores=scores if output_attention_scores else None)
+
+    # ------------------------------------------------------------------ in a distillation run
+    @classmethod
+    def for_run(cls, teacher_model: nn.Module, config: Any) -> DenseBertForSequenceClassification:
+        """The dense student a RunConfig asks for, initialised from ``teacher_model`` like the eqspike student."""
+        torch.manual_seed(config.seed)
+        return cls.from_teacher(teacher_model, config.student_layers, teacher=config.teacher)
+
+    def prepare(self, calibration: list[Mapping[str, Tensor]], first_batch: Mapping[str, Tensor]) -> None:
+        """Nothing to calibrate: a dense network has no thresholds."""
+
+    def spiking_run(self, batch: Mapping[str, Tensor], time_steps: int,
+                    rate_estimate: bool = False) -> tuple[Tensor, float, float, None]:
+        """Its logits, no spikes, and the energy of its multiply-accumulates (pJ, summed over the batch):
+        a dense FP32 network of its shape under the same op table (``time_steps`` has no effect)."""
+        logits = self(**batch).logits
+        energy = StudentEnergy.of(self.config)
+        return logits, 0.0, sum(energy.dense_network_pj(n) for n in batch["attention_mask"].sum(1).tolist()), None
+
+    @classmethod
+    def from_teacher(cls, teacher_model: nn.Module, num_hidden_layers: int | None = None,
+                     **fields: Any) -> DenseBertForSequenceClassification:
+        """The same initialisation as the eqspike student: every k-th teacher layer, embeddings and head."""
+        student = cls(DenseBertConfig(**teacher_shape(teacher_model.config, num_hidden_layers), **fields))
+        copy_teacher_weights(student, teacher_model, {
+            "query": lambda b: b.query, "key": lambda b: b.key, "value": lambda b: b.value,
+            "attention_output": lambda b: b.attention_output, "attention_norm": lambda b: b.attention_norm,
+            "intermediate": lambda b: b.intermediate, "output": lambda b: b.output, "output_norm": lambda b: b.output_norm,
+        })
+        return student
