@@ -262,10 +262,11 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--device", choices=["auto", "cpu", "cuda"], default=None, help="default: the run's device")
     _add_neuron_arguments(evaluate)
     evaluate.set_defaults(run=cmd_evaluate)
-    comp = commands.add_parser("compare", help="eqspike vs the surrogate-gradient SpikeLM baseline, same budget",
+    comp = commands.add_parser("compare", help="eqspike vs the surrogate-gradient SpikeLM baseline and the dense student, same budget",
                                usage="%(prog)s [--time-steps T ...] [--out DIR] [--config FILE] [--SETTING VALUE ...]",
                                description="At each T: eqspike trained for T and SpikeLM trained at T (backprop through "
-                                           "time), plus eqspike trained for T = infinity; same teacher, data and budget. "
+                                           "time), plus eqspike trained for T = infinity and the dense student (eqspike's "
+                                           "architecture without spikes); same teacher, data and budget. "
                                            "Writes compare.json, compare.md, compare.png and pareto.png.")
     add_config_arguments(comp, exclude=("time_steps", "output_dir", "student_type", "spikelm_time_steps"))
     comp.add_argument("--time-steps", dest="compare_time_steps", type=int, nargs="+", default=[4, 8],

@@ -5,8 +5,9 @@ and get the same epochs and losses (``spikelm_recipe="task"`` gives SpikeLM its 
 T, eqspike is trained for that T (its rate map quantized as T steps quantize it; implicit gradients,
 so its training cost does not depend on T) and SpikeLM is trained at that T by backprop through time
 (its amplitudes alpha_t exist per time step). One more eqspike student is trained for T = infinity
-(the exact equilibrium) and run at every T. Every run goes to its own folder under ``out_dir``, and
-a finished run is reused rather than trained again.
+(the exact equilibrium) and run at every T, and one dense student (the same architecture without
+spikes, the same recipe): the reference for what the spikes themselves cost. Every run goes to its
+own folder under ``out_dir``, and a finished run is reused rather than trained again.
 
 Per method and T, the report gives the dev score, the time and peak memory of one training step,
 the firing rate (spikes per neuron per step) and the energy per example (eqspike.energy).
@@ -41,8 +42,9 @@ from eqspike.teacher.store import load_teacher
 
 ROW_KEYS = ("method", "time_steps", "score", "train_step_s", "peak_train_mem_mb", "firing_rate", "energy_pj")
 METHOD_LABELS = {"eqspike": "eqspike, trained for T", "eqspike-inf": "eqspike, trained for T = inf",
-                 "spikelm": "SpikeLM (BPTT at T)"}
-METHOD_COLOURS = {"eqspike": "tab:blue", "eqspike-inf": "tab:cyan", "spikelm": "tab:orange"}
+                 "spikelm": "SpikeLM (BPTT at T)", "dense": "dense student (no spikes)"}
+METHOD_COLOURS = {"eqspike": "tab:blue", "eqspike-inf": "tab:cyan", "spikelm": "tab:orange", "dense": "tab:gray"}
+METHODS = ("eqspike", "eqspike-inf", "spikelm", "dense")
 
 
 def _train_or_load(config: RunConfig, log) -> RunDirectory:
@@ -82,8 +84,9 @@ def _measure_training_step(config: RunConfig, run_dir: RunDirectory, teacher, da
 def compare(config: RunConfig, time_steps: list[int], out_dir: str | Path, log=print, repeats: int = 3,
             match_energy: bool = False) -> dict[str, Any]:
     """Train (or reuse) the students and write compare.json, compare.md, compare.png and pareto.png in
-    ``out_dir``: per T, SpikeLM trained at T and eqspike trained for T; and eqspike trained once for
-    T = infinity, run at every T. ``match_energy``: eqspike at T is trained under an energy budget equal
+    ``out_dir``: per T, SpikeLM trained at T and eqspike trained for T; eqspike trained once for
+    T = infinity, run at every T; and the dense student (the same architecture without spikes, the
+    same recipe: what the spikes themselves cost), one network reported beside every T. ``match_energy``: eqspike at T is trained under an energy budget equal
     to the energy ratio SpikeLM reached at T (measured on the dev set first), so that the two are
     compared at equal or lower energy for eqspike."""
     time_steps = check_time_steps(time_steps)
@@ -91,7 +94,8 @@ def compare(config: RunConfig, time_steps: list[int], out_dir: str | Path, log=p
     out_dir.mkdir(parents=True, exist_ok=True)
     eq = config.replace(student_type="eqspike")
     runs: list[tuple[str, int | None, RunConfig]] = [
-        ("eqspike-inf", None, eq.replace(train_for="infinity", energy_budget=None, output_dir=str(out_dir / "eqspike-inf")))]
+        ("eqspike-inf", None, eq.replace(train_for="infinity", energy_budget=None, output_dir=str(out_dir / "eqspike-inf"))),
+        ("dense", None, config.replace(student_type="dense", energy_budget=None, output_dir=str(out_dir / "dense")))]
     for T in time_steps:
         runs.append(("spikelm", T, config.replace(student_type="spikelm", spikelm_time_steps=T, energy_budget=None,
                                                    output_dir=str(out_dir / f"spikelm-T{T}"))))
@@ -154,6 +158,10 @@ def compare(config: RunConfig, time_steps: list[int], out_dir: str | Path, log=p
             score, firing, energy_pj = _spikelm_at(student.to(device), data, split, T, config.eval_batch_size, device)
             rows.append(_row(method, T, score, seconds, memory, firing, energy_pj))
             continue
+        if method == "dense":  # the same network at every T: a row per T, to read beside the spiking ones
+            score, energy_pj = _dense_at(student.to(device), data, split, config.eval_batch_size, device)
+            rows += [_row(method, t, score, seconds, memory, 0.0, energy_pj) for t in time_steps]
+            continue
         report = diagnose(student, data.task, split, time_steps if T is None else [T], config.eval_batch_size, None, device)
         for k, t in enumerate(report.time_steps):
             rows.append(_row(method, t, report.score_vs_T[k], seconds, memory, report.firing_vs_T[k],
@@ -198,16 +206,18 @@ def compare_seeds(config: RunConfig, time_steps: list[int], out_dir: str | Path,
 
     rows = []
     for T in check_time_steps(time_steps):
-        for method in ("eqspike", "eqspike-inf", "spikelm"):
+        for method in METHODS:
             entry: dict[str, Any] = {"method": method, "time_steps": T}
             for key in ("score", "energy_ratio"):
                 per_seed = {s: value(results[s], method, T, key) for s in seeds}
                 per_seed = {s: v for s, v in per_seed.items() if v is not None}
                 entry[key] = spread(list(per_seed.values())) if per_seed else None
-                if method != "spikelm":
-                    theirs = {s: value(results[s], "spikelm", T, key) for s in seeds}
+                for reference in ("spikelm", "dense"):
+                    if method == reference:
+                        continue
+                    theirs = {s: value(results[s], reference, T, key) for s in seeds}
                     theirs = {s: v for s, v in theirs.items() if v is not None}
-                    entry[f"{key}_minus_spikelm"] = paired_differences(per_seed, theirs) if set(per_seed) & set(theirs) else None
+                    entry[f"{key}_minus_{reference}"] = paired_differences(per_seed, theirs) if set(per_seed) & set(theirs) else None
             rows.append(entry)
     teacher = spread([results[s]["teacher_score"] for s in seeds])
     summary = {"task": results[seeds[0]]["task"], "metric": results[seeds[0]]["metric"], "seeds": seeds,
@@ -228,11 +238,12 @@ def seeds_table(summary: dict[str, Any]) -> str:
 
     lines = [f"{summary['task']}: dev {summary['metric']} over seeds {', '.join(map(str, summary['seeds']))} "
              f"(mean +- std [95% interval]); differences are paired by seed. Teacher: {cell(summary['teacher_score'])}",
-             "", "| method | T | score | energy / teacher | score - SpikeLM's | energy - SpikeLM's |",
-             "|---|---:|---:|---:|---:|---:|"]
+             "", "| method | T | score | energy / teacher | score - SpikeLM's | energy - SpikeLM's | score - the dense student's |",
+             "|---|---:|---:|---:|---:|---:|---:|"]
     for r in summary["rows"]:
         lines.append(f"| {r['method']} | {r['time_steps']} | {cell(r['score'])} | {cell(r['energy_ratio'], 3)} | "
-                     f"{cell(r.get('score_minus_spikelm'))} | {cell(r.get('energy_ratio_minus_spikelm'), 3)} |")
+                     f"{cell(r.get('score_minus_spikelm'))} | {cell(r.get('energy_ratio_minus_spikelm'), 3)} | "
+                     f"{cell(r.get('score_minus_dense'))} |")
     return "\n".join(lines)
 
 
@@ -255,6 +266,14 @@ def _spikelm_at(student, data, split, T: int, batch_size: int, device) -> tuple[
     firing, accumulates = student.spike_statistics()
     student.count_spikes(False)
     return score, firing, spikelm_energy_pj(student.config, accumulates, lengths, T) / len(lengths)
+
+
+def _dense_at(student, data, split, batch_size: int, device) -> tuple[float, float]:
+    """(dev score, energy per example in pJ) of a dense student: a dense FP32 network of its shape."""
+    energy = StudentEnergy.of(student.config)
+    score = evaluate(lambda b: student(**b).logits, data.task, {data.task.main_split: split}, batch_size, device,
+                     "dense")[data.task.metric]
+    return score, sum(energy.dense_network_pj(len(ids)) for ids in split.input_ids) / len(split)
 
 
 def markdown_table(result: dict[str, Any]) -> str:
@@ -290,9 +309,9 @@ def _plot(result: dict[str, Any], path: Path) -> None:
     fig, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 3.6))
     x = np.arange(len(steps))
     for ax, (key, label) in zip(axes, panels):
-        for offset, method in ((-0.27, "eqspike"), (0.0, "eqspike-inf"), (0.27, "spikelm")):
+        for offset, method in zip((-0.3, -0.1, 0.1, 0.3), METHODS):
             values = {r["time_steps"]: r[key] for r in result["rows"] if r["method"] == method and r["score"] is not None}
-            ax.bar(x + offset, [values.get(t, np.nan) for t in steps], width=0.27, label=METHOD_LABELS[method],
+            ax.bar(x + offset, [values.get(t, np.nan) for t in steps], width=0.2, label=METHOD_LABELS[method],
                    color=METHOD_COLOURS[method])
         if key == "score":
             ax.axhline(result["teacher_score"], color="tab:red", ls="--", lw=1, label="teacher")
@@ -326,6 +345,10 @@ def plot_pareto(result: dict[str, Any], path: Path) -> None:
         for xi, yi, r in zip(x, y, rows):
             ax.annotate(f"T={r['time_steps']}", (xi, yi), textcoords="offset points", xytext=(4, -10), fontsize=7,
                         color=METHOD_COLOURS[method])
+    dense = next((r for r in result["rows"] if r["method"] == "dense" and r["score"] is not None), None)
+    if dense is not None:  # one network whatever T
+        ax.plot([dense["energy_pj"] / result["teacher_energy_pj"]], [dense["score"]], marker="D", ms=8,
+                color=METHOD_COLOURS["dense"], ls="none", label=METHOD_LABELS["dense"])
     ax.plot([1.0], [result["teacher_score"]], marker="*", ms=12, color="tab:red", ls="none", label="teacher (dense)")
     ax.set_xscale("log")
     ax.set_xlabel("energy per example / teacher's (log)")

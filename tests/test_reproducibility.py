@@ -186,7 +186,8 @@ def test_compare_seeds_pairs_each_method_with_spikelm_on_the_same_seed(monkeypat
         base = {42: 0.60, 43: 0.80}[config.seed]
         rows = [{"method": "spikelm", "time_steps": 4, "score": base, "energy_pj": 20.0},
                 {"method": "eqspike", "time_steps": 4, "score": base + 0.02, "energy_pj": 10.0},
-                {"method": "eqspike-inf", "time_steps": 4, "score": None, "energy_pj": None}]  # diverged
+                {"method": "eqspike-inf", "time_steps": 4, "score": None, "energy_pj": None},  # diverged
+                {"method": "dense", "time_steps": 4, "score": base + 0.05, "energy_pj": 50.0}]
         return {"task": "toy", "metric": "accuracy", "teacher_score": 0.9, "teacher_energy_pj": 100.0, "rows": rows,
                 "environment": {"seed": config.seed}}
 
@@ -197,6 +198,9 @@ def test_compare_seeds_pairs_each_method_with_spikelm_on_the_same_seed(monkeypat
     assert row["score"]["std"] == pytest.approx(math.sqrt(0.02))
     assert row["score_minus_spikelm"]["mean"] == pytest.approx(0.02) and row["score_minus_spikelm"]["std"] == pytest.approx(0)
     assert row["energy_ratio_minus_spikelm"]["mean"] == pytest.approx(-0.1)
+    # and against the dense student of the same seed: the spikes' own cost
+    assert row["score_minus_dense"]["mean"] == pytest.approx(-0.03) and row["score_minus_dense"]["std"] == pytest.approx(0)
+    assert next(r for r in summary["rows"] if r["method"] == "dense")["score_minus_spikelm"]["mean"] == pytest.approx(0.05)
     assert next(r for r in summary["rows"] if r["method"] == "eqspike-inf")["score"] is None
     assert "| eqspike | 4 |" in (tmp_path / "compare_seeds.md").read_text()
     assert summary["environment"] == {"42": {"seed": 42}, "43": {"seed": 43}}  # each seed's record, kept
