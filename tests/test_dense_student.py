@@ -55,7 +55,7 @@ def test_distill_trains_a_dense_student_and_counts_its_dense_energy(tiny_teacher
     assert isinstance(student, DenseBertForSequenceClassification)
     assert type(AutoModelForSequenceClassification.from_pretrained(out / "student")) is DenseBertForSequenceClassification
     card = (out / "student" / "README.md").read_text()
-    assert "dense network (no spikes, no time steps)" in card and "--time-steps" not in card
+    assert "dense network (no spikes, no time steps)" in card and "--time-steps" not in card and "snn" not in card
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["student_type"] == "dense" and metrics["environment"]["packages"]["torch"]
     # A dense network has no T to sweep: evaluate and diagnose refuse it in one line, and say where its scores are.

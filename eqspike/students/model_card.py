@@ -41,7 +41,8 @@ def model_card(config: Any, result: Mapping[str, Any] | None = None,
     metadata: dict[str, Any] = {
         "library_name": "eqspike",
         "pipeline_tag": "text-classification",
-        "tags": ["spiking-neural-network", "snn", "bert", "knowledge-distillation", "eqspike", config.model_type],
+        "tags": ([] if dense else ["spiking-neural-network", "snn"]) + ["bert", "knowledge-distillation", "eqspike",
+                                                                       config.model_type],
     }
     if teacher and not Path(str(teacher)).exists():
         metadata["base_model"] = teacher
