@@ -81,6 +81,10 @@ def test_compare_runs_both_and_writes_the_rows(tiny_teacher, toy_files, tmp_path
     trained_for = {T: json.loads((out / f"eqspike-T{T}" / "metrics.json").read_text())["train_for"] for T in (4, 8)}
     assert trained_for == {4: "time_steps", 8: "time_steps"}
     assert json.loads((out / "eqspike-inf" / "metrics.json").read_text())["train_for"] == "infinity"
+    # evaluate and diagnose sweep an eqspike student's populations: a SpikeLM run is refused in one line
+    capsys.readouterr()
+    assert main(["diagnose", str(out / "spikelm-T4")]) == 2
+    assert "'eqspike-spikelm-bert' student" in capsys.readouterr().err
     # A second call with the same settings reuses the finished runs instead of training again; one with
     # other settings is refused by name rather than reporting runs it did not ask for.
     same = ["compare", "--teacher", tiny_teacher.path, "--train-file", str(toy_files[0]), "--validation-file",
