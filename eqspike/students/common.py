@@ -127,6 +127,11 @@ class StudentPreTrainedModel(PreTrainedModel):
             if name.startswith("threshold"):
                 init.ones_(parameter)
 
+    def head(self, last_values: Tensor) -> Tensor:
+        """Logits from the values of the last block's output: BERT's pooler (dense + tanh on [CLS]) and
+        the classifier, in full precision."""
+        return classification_head(self.pooler, self.classifier, last_values)
+
     def task_loss(self, logits: Tensor, labels: Tensor | None) -> Tensor | None:
         """Cross-entropy on the labels, or MSE for regression (as BertForSequenceClassification)."""
         if labels is None:
@@ -199,11 +204,11 @@ def teacher_shape(teacher_config: Any, num_hidden_layers: int | None = None) -> 
 
 
 @torch.no_grad()
-def copy_teacher_weights(student: nn.Module, teacher_model: nn.Module, modules: Mapping[str, Any]) -> None:
+def copy_teacher_weights(student: nn.Module, teacher_model: nn.Module, modules: Mapping[str, Any] | None = None) -> None:
     """Copy the teacher's embeddings, pooler, classifier and, into student block m, teacher layer
     ``student.config.teacher_layers[m]``. ``modules`` maps each part of a block to a function that
     returns the student's module for it (query, key, value, attention_output, attention_norm,
-    intermediate, output, output_norm)."""
+    intermediate, output, output_norm); by default the block's attribute of that name."""
     bert = teacher_model.bert
     student.embeddings.load_state_dict(bert.embeddings.state_dict(), strict=False)
     for block, index in zip(student.blocks, student.config.teacher_layers):
@@ -214,7 +219,7 @@ def copy_teacher_weights(student: nn.Module, teacher_model: nn.Module, modules: 
             "intermediate": layer.intermediate.dense, "output": layer.output.dense, "output_norm": layer.output.LayerNorm,
         }
         for part, module in theirs.items():
-            mine = modules[part](block)
+            mine = modules[part](block) if modules is not None else getattr(block, part)
             mine.weight.copy_(module.weight)
             mine.bias.copy_(module.bias)
     if bert.pooler is not None:

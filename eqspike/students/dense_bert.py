@@ -30,7 +30,6 @@ from eqspike.students.common import (
     StudentOutput,
     StudentPreTrainedModel,
     attention_scores,
-    classification_head,
     copy_teacher_weights,
     key_padding_mask,
     merge_heads,
@@ -87,9 +86,6 @@ class DenseBertForSequenceClassification(StudentPreTrainedModel):
         self.classifier = nn.Linear(config.hidden_size, config.num_labels)
         self.post_init()
 
-    def head(self, last_values: Tensor) -> Tensor:
-        return classification_head(self.pooler, self.classifier, last_values)
-
     def forward(self, input_ids: Tensor, attention_mask: Tensor | None = None, token_type_ids: Tensor | None = None,
                 mode: str | None = None, time_steps: int | None = None, output_attention_scores: bool = False,
                 labels: Tensor | None = None, **_: Any) -> StudentOutput:
@@ -134,9 +130,5 @@ class DenseBertForSequenceClassification(StudentPreTrainedModel):
                      **fields: Any) -> DenseBertForSequenceClassification:
         """The same initialisation as the eqspike student: every k-th teacher layer, embeddings and head."""
         student = cls(DenseBertConfig(**teacher_shape(teacher_model.config, num_hidden_layers), **fields))
-        copy_teacher_weights(student, teacher_model, {
-            "query": lambda b: b.query, "key": lambda b: b.key, "value": lambda b: b.value,
-            "attention_output": lambda b: b.attention_output, "attention_norm": lambda b: b.attention_norm,
-            "intermediate": lambda b: b.intermediate, "output": lambda b: b.output, "output_norm": lambda b: b.output_norm,
-        })
+        copy_teacher_weights(student, teacher_model)
         return student

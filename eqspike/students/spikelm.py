@@ -34,7 +34,6 @@ from eqspike.students.common import (
     StudentOutput,
     StudentPreTrainedModel,
     attention_scores,
-    classification_head,
     copy_teacher_weights,
     key_padding_mask,
     merge_heads,
@@ -166,9 +165,6 @@ class SpikeLMForSequenceClassification(StudentPreTrainedModel):
         self.pooler = nn.Linear(config.hidden_size, config.hidden_size)
         self.classifier = nn.Linear(config.hidden_size, config.num_labels)
         self.post_init()
-
-    def head(self, last_values: Tensor) -> Tensor:
-        return classification_head(self.pooler, self.classifier, last_values)
 
     def forward(self, input_ids: Tensor, attention_mask: Tensor | None = None, token_type_ids: Tensor | None = None,
                 mode: str | None = None, time_steps: int | None = None, output_attention_scores: bool = False,

@@ -53,7 +53,6 @@ from eqspike.students.common import (
     StudentOutput,
     StudentPreTrainedModel,
     attention_scores,
-    classification_head,
     copy_teacher_weights,
     key_padding_mask,
     merge_heads,
@@ -265,11 +264,6 @@ class SpikingBertForSequenceClassification(StudentPreTrainedModel):
             trajectory=out.trajectory,
         )
 
-    def head(self, last_values: Tensor) -> Tensor:
-        """Logits from the decoded values of the last block's output population: BERT's pooler
-        (dense + tanh on [CLS]) and the classifier, in full precision."""
-        return classification_head(self.pooler, self.classifier, last_values)
-
     def population_values(self, name: str, rate: Tensor) -> Tensor:
         """Decoded value v = theta * a of a population's rates."""
         return self.threshold(name).clamp_min(THRESHOLD_FLOOR) * rate
@@ -363,11 +357,7 @@ class SpikingBertForSequenceClassification(StudentPreTrainedModel):
         round((m+1) * L_T / M) (uniform map, DistilBERT-style), plus embeddings, pooler and head."""
         config = SpikingBertConfig(**teacher_shape(teacher_model.config, num_hidden_layers), **config_fields)
         student = cls(config)
-        copy_teacher_weights(student, teacher_model, {
-            "query": lambda b: b.query, "key": lambda b: b.key, "value": lambda b: b.value,
-            "attention_output": lambda b: b.attention_output, "attention_norm": lambda b: b.attention_norm,
-            "intermediate": lambda b: b.intermediate, "output": lambda b: b.output, "output_norm": lambda b: b.output_norm,
-        })
+        copy_teacher_weights(student, teacher_model)
         return student
 
 
