@@ -12,6 +12,7 @@ import torch
 from transformers.utils import logging
 
 import eqspike
+from eqspike.analysis.attribution import attribute, format_attribution, write_attribution
 from eqspike.analysis.diagnostics import check_time_steps, diagnose, score_vs_time_steps
 from eqspike.analysis.report import format_table, plot, write_report
 from eqspike.compare import compare, compare_seeds
@@ -125,14 +126,36 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
     run_dir = Path(args.run_dir)
     config, student, task, splits, device, teacher_score = _load_run(run_dir, None, args.device, _neuron(args))
     _require_spiking_equilibrium(student, "diagnose", run_dir)
+    if args.dense_run and args.attribution is None:
+        raise EqspikeError("--dense-run is shown in the attribution report: pass --attribution with it")
+    reference = _reference_scores(teacher_score, args.dense_run)  # checked before the work
     split = splits[task.main_split]
     report = diagnose(student, task, split, time_steps, args.batch_size or config.eval_batch_size,
                       args.batches, device, teacher_score)
     out = Path(args.out) if args.out else run_dir / "diagnostics"
     paths = [write_report(report, out), *plot(report, out)]
     _log(format_table(report))
+    if args.attribution is not None:
+        gap = attribute(student, task, split, [t for t in time_steps if t <= 16] or time_steps[:1],
+                        args.batch_size or config.eval_batch_size, args.batches, device,
+                        modes=args.attribution or ["clipped"])
+        gap.reference = reference
+        paths += write_attribution(gap, out)
+        _log(format_attribution(gap))
     _log("wrote " + ", ".join(str(p) for p in paths))
     return 0
+
+
+def _reference_scores(teacher_score: float | None, dense_run: str | None) -> dict[str, float]:
+    """The teacher's score and, from ``dense_run``'s metrics.json, a trained dense student's."""
+    reference = {} if teacher_score is None else {"teacher": teacher_score}
+    if dense_run:
+        result = RunDirectory(Path(dense_run)).result()
+        if not result or result.get("student_type") != "dense":
+            raise EqspikeError(f"--dense-run {dense_run}: not a finished run of a dense student (no metrics.json "
+                               f"with student_type 'dense'); train one with `eqspike distill --student-type dense`")
+        reference["dense student"] = result["student_score"]
+    return reference
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
@@ -287,6 +310,15 @@ def build_parser() -> argparse.ArgumentParser:
     diag.add_argument("--batch-size", type=int, default=None, help="default: the run's eval batch size")
     diag.add_argument("--out", default=None, help="output folder (default RUN_DIR/diagnostics)")
     diag.add_argument("--device", choices=["auto", "cpu", "cuda"], default=None, help="default: the run's device")
+    diag.add_argument("--attribution", nargs="*", choices=["clipped", "dense"], default=None, metavar="MODE",
+                      help="also attribute the spiking network's accuracy gap at each T <= 16 to its populations: the "
+                           "score each kind, block and the head's population recovers when its neurons stop spiking "
+                           "and take their exact rate, 'clipped' at the threshold (the default) and/or 'dense' "
+                           "without one; and per population the fractions clipped and rounded to zero "
+                           "(OUT/attribution.json, .md, .png). Each mode costs one simulation per part")
+    diag.add_argument("--dense-run", default=None, metavar="DIR",
+                      help="with --attribution: a dense student's run (`distill --student-type dense`) whose score "
+                           "the report shows beside the others")
     _add_neuron_arguments(diag)
     diag.set_defaults(run=cmd_diagnose)
     pred = commands.add_parser("predict", help="labels and probabilities of a trained student for texts or a file",

@@ -119,3 +119,29 @@ def test_diagnose_when_the_task_data_is_gone(tiny_run, tmp_path, capsys):
     (moved / "config.yaml").write_text(yaml.safe_dump(config))
     assert main(["diagnose", str(moved)]) == 2
     assert "gone.csv does not exist" in capsys.readouterr().err
+
+
+def test_diagnose_attribution_writes_where_the_points_go(tiny_run, tmp_path, capsys):
+    dense = tmp_path / "dense"
+    dense.mkdir()
+    (dense / "metrics.json").write_text(json.dumps({"student_type": "dense", "student_score": 0.625}))
+    out = tmp_path / "diag"
+    assert main(["diagnose", str(tiny_run), "--time-steps", "2", "4", "32", "--attribution", "clipped", "dense", "--dense-run", str(dense),
+                 "--out", str(out)]) == 0
+    data = json.loads((out / "attribution.json").read_text())
+    assert data["time_steps"] == [2, 4]  # the T <= 16 of those asked for
+    assert data["reference"]["dense student"] == 0.625 and "teacher" in data["reference"]
+    diagnostics = json.loads((out / "diagnostics.json").read_text())
+    assert data["spiking_score"] == diagnostics["score_vs_T"][:2]
+    assert set(data["recovered"]["head population"]) == {"clipped", "dense"}
+    assert (out / "attribution.png").stat().st_size > 10_000
+    assert "| head population |" in (out / "attribution.md").read_text()
+    assert "dense student 0.6250" in capsys.readouterr().out
+
+
+def test_diagnose_checks_the_dense_run_before_the_work(tiny_run, tmp_path, capsys):
+    assert main(["diagnose", str(tiny_run), "--attribution", "--dense-run", str(tiny_run), "--out", str(tmp_path)]) == 2
+    assert "not a finished run of a dense student" in capsys.readouterr().err
+    assert not (tmp_path / "diagnostics.json").exists()
+    assert main(["diagnose", str(tiny_run), "--dense-run", str(tiny_run), "--out", str(tmp_path)]) == 2
+    assert "pass --attribution with it" in capsys.readouterr().err

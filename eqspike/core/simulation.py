@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from eqspike.core.neurons import IFPopulation
+from eqspike.core.neurons import IFPopulation, equilibrium_rate
 from eqspike.core.rate_map import RateMap
 from eqspike.errors import check_int_at_least
 
@@ -40,6 +40,7 @@ def simulate(
     observer: Observer | None = None,
     count_spikes: bool = True,
     anchor_last_step: bool = False,
+    analog: frozenset[str] = frozenset(),
 ) -> SimulationResult:
     """Run the spiking network of ``rate_map`` for ``time_steps`` steps.
 
@@ -57,13 +58,22 @@ def simulate(
     local gradient at the currents of the final upstream rates, what ``RateMap.anchored_sweep`` gives
     after the simulation, without a sweep of its own (at step T every population's upstream rates
     are already the final ones).
+    ``analog``: populations that do not spike: at every step their rate is the exact one,
+    clamp(I / V_th, lo, 1), of their current (a population put back to the ANN, to attribute the
+    spiking network's error; they count no spikes).
     """
     check_int_at_least("time_steps", time_steps, 1)
+    unknown = set(analog) - {p.name for p in rate_map.populations}
+    if unknown:
+        raise ValueError(f"analog names populations the rate map does not have: {sorted(unknown)}")
+    if analog and (differentiable or anchor_last_step):
+        raise ValueError("analog populations are for evaluation: not with differentiable or anchor_last_step")
     if anchor_last_step and (differentiable or rate_map.has_feedback):
         raise ValueError("anchor_last_step needs a feed-forward rate map and differentiable=False")
     grad_mode = torch.enable_grad() if differentiable else torch.no_grad()
     with grad_mode:
-        neurons = {p.name: IFPopulation(rate_map.neuron_of(p), differentiable, count_spikes) for p in rate_map.populations}
+        neurons = {p.name: IFPopulation(rate_map.neuron_of(p), differentiable, count_spikes)
+                   for p in rate_map.populations if p.name not in analog}
         running: dict[str, Tensor] = dict(rate_map.initial_state)
         trajectory: dict[str, list[Tensor]] = {p.name: [] for p in rate_map.populations}
         anchored: dict[str, Tensor] = {}
@@ -74,10 +84,14 @@ def simulate(
                     with torch.enable_grad():
                         ideal = population.current(*[anchored[n] if n in anchored else running[n] for n in population.inputs])
                     neurons[population.name].step_ideal(ideal.detach())
+                    running[population.name] = neurons[population.name].rate
                 else:
                     ideal = population.current(*[running[name] for name in population.inputs])
-                    neurons[population.name].step_ideal(ideal)
-                running[population.name] = neurons[population.name].rate
+                    if population.name in analog:
+                        running[population.name] = equilibrium_rate(ideal, rate_map.neuron_of(population))
+                    else:
+                        neurons[population.name].step_ideal(ideal)
+                        running[population.name] = neurons[population.name].rate
                 if last:
                     with torch.enable_grad():
                         anchored[population.name] = rate_map.anchored_rate(population, ideal, running[population.name])

@@ -1,0 +1,116 @@
+"""Where the points go: the attribution of the spiking student's gap to its populations."""
+
+import pytest
+import torch
+
+from eqspike.analysis.attribution import attribute, exact_logits, format_attribution, run_restored
+from eqspike.analysis.diagnostics import diagnose
+from eqspike.data.batches import EncodedSplit, sequential_batches
+from eqspike.data.tasks import load_task_data
+from eqspike.students.spiking_bert import SpikingBertForSequenceClassification
+
+
+@pytest.fixture(scope="module")
+def toy_split(tiny_teacher, toy_files):
+    task = load_task_data(train_file=toy_files[0], validation_file=toy_files[1])
+    return task, EncodedSplit(task.validation["validation"][:24], tiny_teacher.tokenizer, 32)
+
+
+def calibrated_student(teacher, split, layers: int, time_steps: int = 4):
+    student = SpikingBertForSequenceClassification.from_teacher(teacher, layers, time_steps=time_steps).eval()
+    batches = [{k: v for k, v in b.items() if k not in ("index", "labels")} for b in sequential_batches(split, 12)]
+    student.calibrate_thresholds(batches, time_steps=time_steps)
+    return student
+
+
+def test_the_dense_equivalent_of_a_student_with_every_teacher_layer_is_the_teacher(tiny_teacher, toy_split):
+    """With no threshold anywhere, the spiking student's map is the ANN its weights are: built from all
+    the teacher's layers, the teacher itself, although its calibrated thresholds clip and round. Its
+    populations put back without thresholds and run for T steps give the same at every step."""
+    teacher = tiny_teacher.model.eval()
+    _, split = toy_split
+    student = calibrated_student(teacher, split, teacher.config.num_hidden_layers)
+    batch = next(iter(sequential_batches(split, 12)))
+    batch = {k: v for k, v in batch.items() if k not in ("index", "labels")}
+    names = set(student.population_names(student.config.num_hidden_layers))
+    before = {name: student.threshold(name).clone() for name in names}
+    with torch.no_grad():
+        dense = exact_logits(student, batch, dense=True)
+        analog = run_restored(student, batch, [1, 3], names, names)  # no neuron spikes: exact at every step
+        spiking = run_restored(student, batch, [2], set(), set())[2]
+        theirs = teacher(**batch).logits
+    torch.testing.assert_close(analog[1], dense)
+    torch.testing.assert_close(analog[3], dense)
+    torch.testing.assert_close(dense, theirs, atol=1e-4, rtol=1e-3)
+    assert (spiking - theirs).abs().max() > 1e-3  # the spiking network at T = 2 is not the teacher
+    assert all(torch.equal(student.threshold(name), before[name]) for name in names)  # thresholds restored
+
+
+def test_attribution_brackets_the_spiking_score_between_the_maps_diagnose_reports(tiny_teacher, toy_split):
+    task, split = toy_split
+    student = calibrated_student(tiny_teacher.model, split, 1)
+    a = attribute(student, task, split, [2, 4], batch_size=12)
+    assert set(a.recovered["block0"]) == {"clipped"}  # the default mode
+    d = diagnose(student, task, split, [2, 4], batch_size=12)
+    assert a.examples == len(split) == d.examples
+    assert a.spiking_score == d.score_vs_T  # the same simulation
+    assert a.clipped_score == pytest.approx(d.solve_score)  # the exact (T = infinity) equilibrium
+    # Everything put back clipped is the clipped map, and dense the dense-equivalent one: the points
+    # recovered are the whole gap, at every T.
+    whole = attribute(student, task, split, [2, 4], batch_size=12, parts={"all": student.population_names(1)},
+                      modes=("clipped", "dense"))
+    for k in range(2):
+        assert whole.recovered["all"]["clipped"][k] == pytest.approx(a.clipped_score - a.spiking_score[k])
+        assert whole.recovered["all"]["dense"][k] == pytest.approx(a.dense_equivalent_score - a.spiking_score[k])
+    assert set(a.recovered) == {"kind:embeddings", "kind:key", "kind:value", "kind:context", "kind:attention_output",
+                                "kind:intermediate", "kind:output", "block0", "head population"}
+    for p in a.populations:
+        for k, t in enumerate(a.time_steps):
+            assert 0 <= p.clipped_frac[k] <= 1 and 0 <= p.zeroed_frac[k] <= 1
+            assert p.clip_error[k] >= 0 and p.spike_error[k] >= 0
+    assert all(0 <= v <= 1 for v in a.agreement_with_dense_equivalent)
+    text = format_attribution(a)
+    assert "| head population |" in text and "| block0.intermediate |" in text
+
+
+def test_clipping_and_zeroing_are_counted_where_the_thresholds_say(tiny_teacher, toy_split):
+    """Thresholds far below the LayerNorms' outputs clip nearly all of them; far above every activation,
+    at T = 2, they round the embeddings to zero and clip nothing."""
+    task, split = toy_split
+    student = calibrated_student(tiny_teacher.model, split, 1)
+    names = student.population_names(1)
+    with torch.no_grad():
+        for name in names:
+            student.threshold(name).fill_(1e-3)
+    low = attribute(student, task, split, [2], batch_size=12, parts={})
+    with torch.no_grad():
+        for name in names:
+            student.threshold(name).fill_(1e3)
+    high = attribute(student, task, split, [2], batch_size=12, parts={})
+    normalized = ("embeddings", "block0.attention_output", "block0.output")  # LayerNorm: O(1) whatever the thresholds
+    assert min(p.clipped_frac[0] for p in low.populations if p.name in normalized) > 0.9
+    assert high.populations[0].name == "embeddings" and high.populations[0].zeroed_frac[0] > 0.9  # the others read zeros
+    assert max(p.clipped_frac[0] for p in high.populations) == 0
+    assert low.recovered == {}
+
+
+def test_analog_populations_take_their_exact_rate_at_every_step():
+    """A population put back to the ANN does not spike: at every step its rate is clamp(I / V_th) of its
+    current from the upstream running rates; the others spike as before."""
+    from eqspike.core.neurons import NeuronConfig
+    from eqspike.core.rate_map import Population, RateMap
+    from eqspike.core.simulation import simulate
+
+    current = torch.tensor([[0.3, -0.7, 1.6]])
+    rate_map = RateMap([Population("a", (), lambda: current), Population("b", ("a",), lambda a: 2 * a)],
+                       NeuronConfig(threshold=1.0, signed=True))
+    seen = []
+    simulate(rate_map, 3, analog=frozenset({"a"}), observer=lambda t, rates, counts: seen.append(
+        (rates["a"].clone(), rates["b"].clone(), set(counts))))
+    for a, b, counted in seen:
+        assert a[0].tolist() == pytest.approx([0.3, -0.7, 1.0]) and counted == {"b"}
+    spiking = simulate(rate_map, 3)
+    assert spiking.rates["a"][0].tolist() != pytest.approx([0.3, -0.7, 1.0])  # at T = 3 spikes round
+    assert seen[-1][1][0].tolist() == pytest.approx([2 / 3, -1.0, 1.0])  # b spikes on a constant 2 a: Q_3(0.6) = 2/3
+    with pytest.raises(ValueError, match=r"does not have: \['c'\]"):
+        simulate(rate_map, 2, analog=frozenset({"c"}))
