@@ -282,11 +282,3 @@ def diagnose(student, task: TaskData, split: EncodedSplit, time_steps: Sequence[
         examples=examples,
         teacher_score=teacher_score,
     )
-
-
-
-
-
-
-
-

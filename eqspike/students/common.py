@@ -228,6 +228,13 @@ def copy_teacher_weights(student: nn.Module, teacher_model: nn.Module, modules: 
 
 
 # ---------------------------------------------------------------------------- attention, as in BERT
+def default_masks(input_ids: Tensor, attention_mask: Tensor | None,
+                  token_type_ids: Tensor | None) -> tuple[Tensor, Tensor]:
+    """BERT's defaults for missing inputs: every token attended to, every token of segment 0."""
+    return (torch.ones_like(input_ids) if attention_mask is None else attention_mask,
+            torch.zeros_like(input_ids) if token_type_ids is None else token_type_ids)
+
+
 def split_heads(x: Tensor, heads: int) -> Tensor:
     """(..., L, H) -> (..., heads, L, H / heads)."""
     return x.view(*x.shape[:-1], heads, x.shape[-1] // heads).transpose(-3, -2)

@@ -31,6 +31,7 @@ from eqspike.students.common import (
     StudentPreTrainedModel,
     attention_scores,
     copy_teacher_weights,
+    default_masks,
     key_padding_mask,
     merge_heads,
     split_heads,
@@ -92,10 +93,7 @@ class DenseBertForSequenceClassification(StudentPreTrainedModel):
         """Logits, the embeddings' and every block's output (``hidden_values``), and with
         ``output_attention_scores`` every block's pre-softmax scores. ``mode`` and ``time_steps`` are
         accepted for interface parity: a dense network has neither."""
-        if attention_mask is None:
-            attention_mask = torch.ones_like(input_ids)
-        if token_type_ids is None:
-            token_type_ids = torch.zeros_like(input_ids)
+        attention_mask, token_type_ids = default_masks(input_ids, attention_mask, token_type_ids)
         x = self.embeddings(input_ids, token_type_ids)
         key_mask = key_padding_mask(attention_mask, x.dtype)
         hidden_values, scores = [x], []

@@ -35,6 +35,7 @@ from eqspike.students.common import (
     StudentPreTrainedModel,
     attention_scores,
     copy_teacher_weights,
+    default_masks,
     key_padding_mask,
     merge_heads,
     split_heads,
@@ -175,10 +176,7 @@ class SpikeLMForSequenceClassification(StudentPreTrainedModel):
         cfg = self.config
         if time_steps is not None and time_steps != cfg.time_steps:
             raise ValueError(f"this SpikeLM student was trained with time_steps={cfg.time_steps}; got {time_steps}")
-        if attention_mask is None:
-            attention_mask = torch.ones_like(input_ids)
-        if token_type_ids is None:
-            token_type_ids = torch.zeros_like(input_ids)
+        attention_mask, token_type_ids = default_masks(input_ids, attention_mask, token_type_ids)
         T, heads = cfg.time_steps, cfg.num_attention_heads
         mask = attention_mask[:, :, None].to(torch.float32)
         key_mask = key_padding_mask(attention_mask, torch.float32)

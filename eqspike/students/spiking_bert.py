@@ -54,6 +54,7 @@ from eqspike.students.common import (
     StudentPreTrainedModel,
     attention_scores,
     copy_teacher_weights,
+    default_masks,
     key_padding_mask,
     merge_heads,
     split_heads,
@@ -68,10 +69,6 @@ _UNCALIBRATED = 1e4  # thresholds so large that nothing is clipped (used during 
 
 
 THRESHOLD_FLOOR = 1e-3  # the smallest threshold a population uses
-
-
-
-
 
 
 class SpikingBertBlock(nn.Module):
@@ -230,10 +227,7 @@ class SpikingBertForSequenceClassification(StudentPreTrainedModel):
         (T = ``time_steps``, default the config's), which predicts the simulation at T, otherwise the
         exact (T = infinity) equilibrium. With ``labels``, ``loss`` is the task loss. ``return_dict``
         is accepted for transformers' callers; the output is always a ``StudentOutput``."""
-        if attention_mask is None:
-            attention_mask = torch.ones_like(input_ids)
-        if token_type_ids is None:
-            token_type_ids = torch.zeros_like(input_ids)
+        attention_mask, token_type_ids = default_masks(input_ids, attention_mask, token_type_ids)
         mode = mode or self.config.equilibrium.forward  # the config's, read at every call (it may be edited)
         # A student trained for T: the T-step quantized map (its fixed point for 'solve'; its gradient,
         # taken at the simulated rates, for 'simulate' under autograd)
