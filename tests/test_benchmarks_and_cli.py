@@ -186,3 +186,37 @@ def test_spread_benchmark_pairs_each_variant_with_the_baseline_by_seed(tiny_teac
     assert json.loads(results.read_text())["set"] == {"evals_per_epoch": 3, "data_seed": 7}
     late = rows["baseline"]["late_evaluation_std"]  # per seed: the std of the later half of 3 evaluations
     assert late["n"] == 2 and all(v >= 0 for v in late["values"])
+
+
+@pytest.mark.slow
+def test_gap_benchmark_pairs_the_spiking_students_with_the_dense_one(tiny_teacher, toy_files, tmp_path, capsys):
+    """bench_gap: per T, the spiking student's paired difference to the dense student of its shape, and the
+    attribution of each spiking run at its own T; a second call reuses the runs and the attributions."""
+    import yaml
+
+    bench = load_benchmark("bench_gap")
+    config = tmp_path / "tiny.yaml"
+    config.write_text(yaml.safe_dump(dict(
+        teacher=tiny_teacher.path, train_file=str(toy_files[0]), validation_file=str(toy_files[1]), max_seq_length=32,
+        student_layers=2, batch_size=16, eval_batch_size=32, intermediate_epochs=1, prediction_epochs=1,
+        intermediate_lr=1e-3, prediction_lr=1e-3, time_steps=8, calibration_examples=32, device="cpu")))
+    out, results = tmp_path / "gap", tmp_path / "gap.json"
+    argv = ["--config", str(config), "--time-steps", "2", "4", "--seeds", "3", "--out", str(out), "--results", str(results),
+            "--attribution-batches", "1"]
+    assert bench.main(argv) == 0
+    rows = json.loads(results.read_text())["rows"]
+    assert [(r["layers"], r["time_steps"]) for r in rows] == [(2, 2), (2, 4)]
+    for r in rows:
+        metrics = json.loads((out / "L2" / f"T{r['time_steps']}" / "seed-3" / "metrics.json").read_text())
+        dense = json.loads((out / "L2" / "dense" / "seed-3" / "metrics.json").read_text())
+        assert metrics["time_steps"] == r["time_steps"] and dense["student_type"] == "dense"
+        assert r["spiking_minus_dense"]["values"] == [metrics["student_score"] - dense["student_score"]]
+        attribution = json.loads((out / "L2" / f"T{r['time_steps']}" / "seed-3" / "attribution" / "attribution.json").read_text())
+        assert attribution["time_steps"] == [r["time_steps"]] and attribution["examples"] == 32  # one batch
+        assert attribution["reference"]["dense student"] == dense["student_score"]
+        assert r["recovered_clipped"]["head population"] == attribution["recovered"]["head population"]["clipped"][0]
+    stamp = (out / "L2" / "T2" / "seed-3" / "attribution" / "attribution.json").stat().st_mtime
+    capsys.readouterr()
+    assert bench.main(argv) == 0
+    assert capsys.readouterr().out.count("reusing the finished run") == 3  # dense, T = 2, T = 4
+    assert (out / "L2" / "T2" / "seed-3" / "attribution" / "attribution.json").stat().st_mtime == stamp
