@@ -94,8 +94,8 @@ def main(argv=None) -> int:
                 "num_labels": attributions[0]["num_labels"],
             })
 
-    lines = [f"| L | T | teacher | dense student | spiking student | spiking - dense (paired) | spiking / teacher | "
-             f"energy / teacher | recovers the most, put back clipped (points) |", "|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+    lines = ["| L | T | teacher | dense student | spiking student | spiking - dense (paired) | spiking / teacher | "
+             "energy / teacher | recovers the most, put back clipped (points) |", "|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
     for r in rows:
         top = sorted(r["recovered_clipped"].items(), key=lambda kv: -kv[1])[:3]
         lines.append(f"| {r['layers']} | {r['time_steps']} | {format_spread(r['teacher_score'])} | "
