@@ -128,7 +128,7 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
     _require_spiking_equilibrium(student, "diagnose", run_dir)
     if args.dense_run and args.attribution is None:
         raise EqspikeError("--dense-run is shown in the attribution report: pass --attribution with it")
-    reference = _reference_scores(teacher_score, args.dense_run)  # checked before the work
+    reference, dense_student = _references(teacher_score, args.dense_run)  # checked before the work
     split = splits[task.main_split]
     report = diagnose(student, task, split, time_steps, args.batch_size or config.eval_batch_size,
                       args.batches, device, teacher_score)
@@ -138,7 +138,7 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
     if args.attribution is not None:
         gap = attribute(student, task, split, [t for t in time_steps if t <= 16] or time_steps[:1],
                         args.batch_size or config.eval_batch_size, args.batches, device,
-                        modes=args.attribution or ["clipped"])
+                        modes=args.attribution or ["clipped"], dense_student=dense_student)
         gap.reference = reference
         paths += write_attribution(gap, out)
         _log(format_attribution(gap))
@@ -146,16 +146,18 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
     return 0
 
 
-def _reference_scores(teacher_score: float | None, dense_run: str | None) -> dict[str, float]:
-    """The teacher's score and, from ``dense_run``'s metrics.json, a trained dense student's."""
+def _references(teacher_score: float | None, dense_run: str | None) -> tuple[dict[str, float], object | None]:
+    """The teacher's score and, from ``dense_run``, a trained dense student's score and the student."""
     reference = {} if teacher_score is None else {"teacher": teacher_score}
-    if dense_run:
-        result = RunDirectory(Path(dense_run)).result()
-        if not result or result.get("student_type") != "dense":
-            raise EqspikeError(f"--dense-run {dense_run}: not a finished run of a dense student (no metrics.json "
-                               f"with student_type 'dense'); train one with `eqspike distill --student-type dense`")
-        reference["dense student"] = result["student_score"]
-    return reference
+    if not dense_run:
+        return reference, None
+    run = RunDirectory(Path(dense_run))
+    result = run.result()
+    if not result or result.get("student_type") != "dense":
+        raise EqspikeError(f"--dense-run {dense_run}: not a finished run of a dense student (no metrics.json "
+                           f"with student_type 'dense'); train one with `eqspike distill --student-type dense`")
+    reference["dense student"] = result["student_score"]
+    return reference, load_student(run.student)
 
 
 def cmd_predict(args: argparse.Namespace) -> int:

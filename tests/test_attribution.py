@@ -114,3 +114,35 @@ def test_analog_populations_take_their_exact_rate_at_every_step():
     assert seen[-1][1][0].tolist() == pytest.approx([2 / 3, -1.0, 1.0])  # b spikes on a constant 2 a: Q_3(0.6) = 2/3
     with pytest.raises(ValueError, match=r"does not have: \['c'\]"):
         simulate(rate_map, 2, analog=frozenset({"c"}))
+
+
+def test_the_dense_students_activations_are_taken_where_the_populations_sit(tiny_teacher, toy_split):
+    """Built from the same teacher layers, the dense student's hooked activations are, population by
+    population, the values of the spiking student's dense-equivalent network: the hooks sit at the
+    populations' places (context before the output projection, intermediate after GELU)."""
+    from eqspike.analysis.attribution import _NO_THRESHOLD, _thresholds_removed, dense_activations
+    from eqspike.students import DenseBertForSequenceClassification
+
+    task, split = toy_split
+    student = calibrated_student(tiny_teacher.model, split, 2)
+    dense = DenseBertForSequenceClassification.from_teacher(tiny_teacher.model, 2).eval()
+    batch = next(iter(sequential_batches(split, 12)))
+    batch = {k: v for k, v in batch.items() if k not in ("index", "labels")}
+    names = student.population_names(2)
+    with torch.no_grad():
+        found = dense_activations(dense, batch)
+        with _thresholds_removed(student, names):
+            rate_map = student.rate_map(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"])
+        rates = student.equilibrium(rate_map, mode="solve").rates
+    assert set(found) == set(names)
+    mask = batch["attention_mask"].bool()
+    for name in names:
+        torch.testing.assert_close(found[name][mask], _NO_THRESHOLD * rates[name][mask], atol=1e-4, rtol=1e-3)
+    # and the comparison: fractions, distances, and a student of another shape refused
+    a = attribute(student, task, split, [2, 8], batch_size=12, parts={}, dense_student=dense)
+    for p in a.populations:
+        assert all(0 <= v <= 1 for v in p.dense_clipped_frac + p.dense_zeroed_frac) and min(p.distance_to_dense) >= 0
+    assert "The dense student's activations" in format_attribution(a)
+    with pytest.raises(ValueError, match="the dense student must have the spiking student's shape"):
+        attribute(student, task, split, [2], parts={},
+                  dense_student=DenseBertForSequenceClassification.from_teacher(tiny_teacher.model, 1))

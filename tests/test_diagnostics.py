@@ -121,22 +121,25 @@ def test_diagnose_when_the_task_data_is_gone(tiny_run, tmp_path, capsys):
     assert "gone.csv does not exist" in capsys.readouterr().err
 
 
-def test_diagnose_attribution_writes_where_the_points_go(tiny_run, tmp_path, capsys):
+def test_diagnose_attribution_writes_where_the_points_go(tiny_run, tiny_teacher, toy_files, tmp_path, capsys):
+    from tests.conftest import QUIET, tiny_config
+
     dense = tmp_path / "dense"
-    dense.mkdir()
-    (dense / "metrics.json").write_text(json.dumps({"student_type": "dense", "student_score": 0.625}))
+    dense_score = Distiller(tiny_config(tiny_teacher, toy_files, dense, student_type="dense", prediction_epochs=1),
+                            **QUIET).run()["student_score"]
     out = tmp_path / "diag"
     assert main(["diagnose", str(tiny_run), "--time-steps", "2", "4", "32", "--attribution", "clipped", "dense", "--dense-run", str(dense),
                  "--out", str(out)]) == 0
     data = json.loads((out / "attribution.json").read_text())
     assert data["time_steps"] == [2, 4]  # the T <= 16 of those asked for
-    assert data["reference"]["dense student"] == 0.625 and "teacher" in data["reference"]
+    assert data["reference"]["dense student"] == dense_score and "teacher" in data["reference"]
+    assert all(len(p["distance_to_dense"]) == 2 for p in data["populations"])  # compared with its activations
     diagnostics = json.loads((out / "diagnostics.json").read_text())
     assert data["spiking_score"] == diagnostics["score_vs_T"][:2]
     assert set(data["recovered"]["head population"]) == {"clipped", "dense"}
     assert (out / "attribution.png").stat().st_size > 10_000
     assert "| head population |" in (out / "attribution.md").read_text()
-    assert "dense student 0.6250" in capsys.readouterr().out
+    assert f"dense student {dense_score:.4f}" in capsys.readouterr().out
 
 
 def test_diagnose_checks_the_dense_run_before_the_work(tiny_run, tmp_path, capsys):

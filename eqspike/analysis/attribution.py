@@ -20,7 +20,10 @@ with x = F / theta the neuron's current from the upstream rates at T, over the n
     spike_error    ||a_hat(T) - clamp(x)|| / ||x||    (rounding, hysteresis and lag together)
 
 and for the logits: the fraction of examples whose class agrees with the dense-equivalent network's,
-and the median margin between the two largest logits.
+and the median margin between the two largest logits. Given a trained dense student of the same shape
+(``--student-type dense``), per population also its activations h on the same inputs (the tensor at the
+same place of its block): the fractions the population could not carry at T (|h| above the threshold;
+0 < |h| below the resolution) and the distance ||theta a_hat(T) - h|| / ||h||.
 """
 
 from __future__ import annotations
@@ -55,6 +58,10 @@ class PopulationGap:
     zeroed_frac: list[float]
     clip_error: list[float]
     spike_error: list[float]
+    # against a dense student of the same shape (None without one), its activation h on the same inputs:
+    dense_clipped_frac: list[float] | None = None  # |h| above this population's threshold
+    dense_zeroed_frac: list[float] | None = None  # 0 < |h| below the resolution at T (theta / 2T for rounding)
+    distance_to_dense: list[float] | None = None  # ||theta a_hat(T) - h|| / ||h||
 
 
 @dataclass
@@ -162,6 +169,46 @@ def _add_statistics(sums: dict[str, np.ndarray], k: int, t: int, rate_map, rates
         s[5] += float(weight.sum())
 
 
+def dense_activations(dense_student, batch: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    """A dense student's activations at the places of the spiking student's populations (forward hooks):
+    the embeddings, and per block key, value, context (the input of the attention output projection),
+    attention_output, intermediate (after GELU: the input of the output projection) and output."""
+    found: dict[str, Tensor] = {}
+    hooks = [dense_student.embeddings.register_forward_hook(lambda m, i, o: found.__setitem__("embeddings", o))]
+    for m, block in enumerate(dense_student.blocks):
+        def keep(name: str, output: bool = True):
+            return (lambda mod, inputs, out: found.__setitem__(name, out)) if output else \
+                (lambda mod, inputs: found.__setitem__(name, inputs[0]))
+        hooks += [block.key.register_forward_hook(keep(f"block{m}.key")),
+                  block.value.register_forward_hook(keep(f"block{m}.value")),
+                  block.attention_output.register_forward_pre_hook(keep(f"block{m}.context", output=False)),
+                  block.attention_norm.register_forward_hook(keep(f"block{m}.attention_output")),
+                  block.output.register_forward_pre_hook(keep(f"block{m}.intermediate", output=False)),
+                  block.output_norm.register_forward_hook(keep(f"block{m}.output"))]
+    try:
+        dense_student(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"])
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return found
+
+
+def _add_dense_comparison(sums: dict[str, np.ndarray], k: int, t: int, rate_map, rates: Mapping[str, Tensor],
+                          thresholds: Mapping[str, Tensor], token: Tensor, dense: Mapping[str, Tensor]) -> None:
+    """The dense student's activations against the population at T index k (the module docstring)."""
+    for population in rate_map.populations:
+        neuron = rate_map.neuron_of(population)
+        theta = thresholds[population.name]  # the decoded value is theta * rate
+        h = dense[population.name]
+        weight = token.expand_as(h)
+        resolution = theta / (2 * t) if neuron.rounding == "round" else theta / t
+        s = sums[population.name][k]
+        s[0] += float((((h > theta) | (h < theta * neuron.lowest_rate)) * weight).sum())
+        s[1] += float((((h.abs() < resolution) & (h != 0)) * weight).sum())
+        s[2] += float(((theta * rates[population.name] - h) ** 2 * weight).sum())
+        s[3] += float((h ** 2 * weight).sum())
+
+
 def _margin(logits: Tensor) -> Tensor:
     """The largest logit minus the second (|logit| with one output)."""
     if logits.shape[-1] == 1:
@@ -173,10 +220,13 @@ def _margin(logits: Tensor) -> Tensor:
 @torch.no_grad()
 def attribute(student, task: TaskData, split: EncodedSplit, time_steps: Sequence[int] = (2, 4, 8),
               batch_size: int = 32, max_batches: int | None = None, device: torch.device | str = "cpu",
-              modes: Sequence[str] = ("clipped",), parts: Mapping[str, Sequence[str]] | None = None) -> Attribution:
+              modes: Sequence[str] = ("clipped",), parts: Mapping[str, Sequence[str]] | None = None,
+              dense_student=None) -> Attribution:
     """The attribution of the module docstring, on ``split`` (its first ``max_batches`` batches).
     ``modes``: how a part is put back ('clipped', 'dense' or both; each costs one simulation per part).
-    ``parts``: the groups of populations put back, by name (default: ``default_parts``)."""
+    ``parts``: the groups of populations put back, by name (default: ``default_parts``).
+    ``dense_student``: a trained dense student of the same shape, whose activations each population is
+    compared with."""
     time_steps = check_time_steps(time_steps)
     modes = tuple(dict.fromkeys(modes))
     bad = [m for m in modes if m not in MODES]
@@ -195,6 +245,14 @@ def attribute(student, task: TaskData, split: EncodedSplit, time_steps: Sequence
     agreement = np.zeros(len(time_steps))
     margins: dict[Any, list[Tensor]] = {t: [] for t in time_steps} | {"dense": []}
     sums = {name: np.zeros((len(time_steps), 6)) for name in names}
+    dense_sums = {name: np.zeros((len(time_steps), 4)) for name in names}
+    if dense_student is not None:
+        shape = ("num_hidden_layers", "hidden_size", "intermediate_size", "num_attention_heads")
+        if not hasattr(dense_student, "blocks") or any(getattr(dense_student.config, k, None) != getattr(student.config, k)
+                                                       for k in shape):
+            raise ValueError(f"the dense student must have the spiking student's shape ({', '.join(shape)}: "
+                             f"{[getattr(student.config, k) for k in shape]})")
+        dense_student = dense_student.to(device).eval()
     thresholds = student.thresholds()
     examples = 0
     total = -(-len(split) // batch_size)
@@ -214,8 +272,14 @@ def attribute(student, task: TaskData, split: EncodedSplit, time_steps: Sequence
         keep(("dense",), dense)
         margins["dense"].append(_margin(dense).cpu())
         keep(("clipped",), exact_logits(student, batch, dense=False))
-        spiking = run_restored(student, batch, time_steps, set(), set(), observe=lambda t, rate_map, rates: _add_statistics(
-            sums, time_steps.index(t), t, rate_map, rates, thresholds, token))
+        activations = dense_activations(dense_student, batch) if dense_student is not None else None
+
+        def observe(t: int, rate_map, rates: Mapping[str, Tensor]) -> None:
+            _add_statistics(sums, time_steps.index(t), t, rate_map, rates, thresholds, token)
+            if activations is not None:
+                _add_dense_comparison(dense_sums, time_steps.index(t), t, rate_map, rates, thresholds, token, activations)
+
+        spiking = run_restored(student, batch, time_steps, set(), set(), observe=observe)
         for k, t in enumerate(time_steps):
             keep(("spiking", t), spiking[t])
             agreement[k] += float((spiking[t].argmax(-1) == dense.argmax(-1)).sum())
@@ -237,9 +301,13 @@ def attribute(student, task: TaskData, split: EncodedSplit, time_steps: Sequence
         s = sums[name]
         count = np.maximum(s[:, 5], 1.0)
         signal = np.maximum(s[:, 4], 1e-12)
+        d = dense_sums[name]
+        compared = {} if dense_student is None else dict(
+            dense_clipped_frac=(d[:, 0] / count).tolist(), dense_zeroed_frac=(d[:, 1] / count).tolist(),
+            distance_to_dense=np.sqrt(d[:, 2] / np.maximum(d[:, 3], 1e-12)).tolist())
         populations.append(PopulationGap(
             name=name, clipped_frac=(s[:, 0] / count).tolist(), zeroed_frac=(s[:, 1] / count).tolist(),
-            clip_error=np.sqrt(s[:, 2] / signal).tolist(), spike_error=np.sqrt(s[:, 3] / signal).tolist()))
+            clip_error=np.sqrt(s[:, 2] / signal).tolist(), spike_error=np.sqrt(s[:, 3] / signal).tolist(), **compared))
     return Attribution(
         metric=task.metric, num_labels=student.config.num_labels, time_steps=time_steps,
         dense_equivalent_score=score(("dense",)), clipped_score=score(("clipped",)), spiking_score=spiking_score,
@@ -281,6 +349,15 @@ def format_attribution(a: Attribution) -> str:
         lines.append(f"| {p.name} | " + " | ".join(
             f"{p.clipped_frac[k]:.3f} / {p.zeroed_frac[k]:.3f} / {p.clip_error[k]:.3f} / {p.spike_error[k]:.3f}"
             for k in range(len(ts))) + " |")
+    if a.populations and a.populations[0].distance_to_dense is not None:
+        lines += ["", "The dense student's activations h at the same places, on the same inputs: fraction above the "
+                  "population's threshold | below its resolution at T | distance ||theta a_hat(T) - h|| / ||h||", "",
+                  "| population | " + " | ".join(f"T = {t}: above / below / distance" for t in ts) + " |",
+                  "|---|" + "---:|" * len(ts)]
+        for p in a.populations:
+            lines.append(f"| {p.name} | " + " | ".join(
+                f"{p.dense_clipped_frac[k]:.3f} / {p.dense_zeroed_frac[k]:.3f} / {p.distance_to_dense[k]:.3f}"
+                for k in range(len(ts))) + " |")
     return "\n".join(lines)
 
 
