@@ -81,3 +81,39 @@ def test_an_energy_budget_is_refused_for_a_dense_student():
         RunConfig(student_type="dense", energy_budget=0.1)
     with pytest.raises(ValueError, match="'dense'"):
         RunConfig(student_type="bogus")
+
+
+def test_a_trained_dense_student_teaches_a_spiking_student_of_its_shape(tiny_teacher, toy_files, tmp_path):
+    """Teacher, then dense student, then spiking student: the dense student is exported as the BERT it
+    is (the same logits, hidden states and attention scores), is accepted as --teacher, and the spiking
+    student starts from its weights."""
+    from eqspike.students import SpikingBertForSequenceClassification
+    from eqspike.teacher.targets import teacher_targets
+
+    dense_run = tmp_path / "dense"
+    Distiller(tiny_config(tiny_teacher, toy_files, dense_run, student_type="dense", prediction_epochs=1), **QUIET).run()
+    dense = load_student(dense_run / "student")
+    bert = dense.to_bert()
+    assert bert.config.model_type == "bert" and bert.config.num_hidden_layers == 2
+    torch.manual_seed(1)
+    ids = torch.randint(5, dense.config.vocab_size, (3, 9))
+    mask = torch.ones_like(ids)
+    mask[2, 5:] = 0
+    with torch.no_grad():
+        mine = dense(ids, mask, output_attention_scores=True)
+        theirs = teacher_targets(bert, {"input_ids": ids, "attention_mask": mask, "token_type_ids": torch.zeros_like(ids)},
+                                 [1, 2])
+    torch.testing.assert_close(theirs["logits"], mine.logits, atol=1e-5, rtol=1e-4)
+    for ours, reference in zip(mine.hidden_values, theirs["hidden"]):
+        torch.testing.assert_close(reference[mask.bool()], ours[mask.bool()], atol=1e-5, rtol=1e-4)
+    for ours, reference in zip(mine.attention_scores, theirs["scores"]):
+        torch.testing.assert_close(reference, ours, atol=1e-5, rtol=1e-4)
+
+    spiking_run = tmp_path / "spiking"
+    config = tiny_config(tiny_teacher, toy_files, spiking_run, teacher=str(dense_run / "student"), prediction_epochs=1)
+    student = SpikingBertForSequenceClassification.for_run(bert, config)
+    assert student.config.teacher_layers == [1, 2]
+    for name, value in dense.blocks.state_dict().items():
+        assert torch.equal(student.blocks.state_dict()[name], value), name
+    result = Distiller(config, **QUIET).run()
+    assert result["teacher"] == str(dense_run / "student") and result["teacher_layers"] == [1, 2]

@@ -130,3 +130,32 @@ class DenseBertForSequenceClassification(StudentPreTrainedModel):
         student = cls(DenseBertConfig(**teacher_shape(teacher_model.config, num_hidden_layers), **fields))
         copy_teacher_weights(student, teacher_model)
         return student
+
+    @torch.no_grad()
+    def to_bert(self):
+        """This network as a transformers ``BertForSequenceClassification`` that computes the same
+        function (eager attention; dropout acts only in training), so that it can be the teacher of a
+        spiking student of its own shape: teacher, then dense student, then spiking student."""
+        from transformers import BertConfig, BertForSequenceClassification
+
+        c = self.config
+        config = BertConfig(
+            vocab_size=c.vocab_size, hidden_size=c.hidden_size, num_hidden_layers=c.num_hidden_layers,
+            num_attention_heads=c.num_attention_heads, intermediate_size=c.intermediate_size, hidden_act="gelu",
+            max_position_embeddings=c.max_position_embeddings, type_vocab_size=c.type_vocab_size,
+            layer_norm_eps=c.layer_norm_eps, pad_token_id=c.pad_token_id, num_labels=c.num_labels,
+            id2label=c.id2label, label2id=c.label2id, problem_type=c.problem_type, attn_implementation="eager",
+            architectures=["BertForSequenceClassification"])
+        bert = BertForSequenceClassification(config).to(self.classifier.weight.device)
+        bert.bert.embeddings.load_state_dict(self.embeddings.state_dict(), strict=False)
+        for block, layer in zip(self.blocks, bert.bert.encoder.layer):
+            theirs = {
+                "query": layer.attention.self.query, "key": layer.attention.self.key, "value": layer.attention.self.value,
+                "attention_output": layer.attention.output.dense, "attention_norm": layer.attention.output.LayerNorm,
+                "intermediate": layer.intermediate.dense, "output": layer.output.dense, "output_norm": layer.output.LayerNorm,
+            }
+            for part, module in theirs.items():
+                module.load_state_dict(getattr(block, part).state_dict())
+        bert.bert.pooler.dense.load_state_dict(self.pooler.state_dict())
+        bert.classifier.load_state_dict(self.classifier.state_dict())
+        return bert.eval()

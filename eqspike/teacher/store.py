@@ -112,12 +112,16 @@ def _load_model(source: str, num_labels: int | None = None) -> nn.Module:
         model = _from_pretrained("model", source, **kwargs)
     finally:
         logging.set_verbosity(verbosity)
+    if hasattr(model, "to_bert"):  # a dense student: the same function as a BERT
+        model = model.to_bert()
     if getattr(model.config, "model_type", None) != "bert":
         raise TeacherError(f"teacher {source} is a {model.config.model_type!r} model; eqspike distils BERT encoders")
     return model.eval()
 
 
-SUPPORTED_TEACHERS = ("bert",)  # model_type: BERT and BERT-architecture models (MiniLM, TinyBERT, ...)
+# model_type: BERT and BERT-architecture models (MiniLM, TinyBERT, ...), and eqspike's dense student (a
+# BERT of the student's depth: `--teacher RUN/student` distils a spiking student from it)
+SUPPORTED_TEACHERS = ("bert", "eqspike-dense-bert")
 
 
 def check_teacher_config(config: RunConfig) -> Any:
@@ -150,8 +154,6 @@ def check_teacher_config(config: RunConfig) -> Any:
         raise TeacherError(f"max_seq_length={config.max_seq_length} exceeds the {teacher_config.max_position_embeddings} "
                            f"positions of the teacher {config.teacher}; choose at most {teacher_config.max_position_embeddings}")
     return teacher_config
-
-
 
 
 def store_path(config: RunConfig, task: TaskData, train_split: EncodedSplit | None,
