@@ -146,3 +146,15 @@ def test_the_dense_students_activations_are_taken_where_the_populations_sit(tiny
     with pytest.raises(ValueError, match="the dense student must have the spiking student's shape"):
         attribute(student, task, split, [2], parts={},
                   dense_student=DenseBertForSequenceClassification.from_teacher(tiny_teacher.model, 1))
+
+
+def test_a_regression_student_reports_no_class_agreement(tiny_teacher, toy_split):
+    from dataclasses import replace
+
+    task, split = toy_split
+    student = calibrated_student(tiny_teacher.model, split, 1)
+    student.classifier = torch.nn.Linear(student.config.hidden_size, 1)  # one output: a regression head
+    student.config.num_labels = 1
+    a = attribute(student, replace(task, label_names=None, metric="pearson"), split, [2], batch_size=12, parts={})
+    assert a.agreement_with_dense_equivalent is None and a.metric == "pearson"
+    assert "| class agrees with the dense-equivalent | - |" in format_attribution(a)

@@ -76,7 +76,7 @@ class Attribution:
     clipped_score: float
     spiking_score: list[float]
     recovered: dict[str, dict[str, list[float]]]
-    agreement_with_dense_equivalent: list[float]
+    agreement_with_dense_equivalent: list[float] | None  # None for regression
     median_margin: list[float]
     dense_equivalent_median_margin: float
     populations: list[PopulationGap]
@@ -311,7 +311,8 @@ def attribute(student, task: TaskData, split: EncodedSplit, time_steps: Sequence
     return Attribution(
         metric=task.metric, num_labels=student.config.num_labels, time_steps=time_steps,
         dense_equivalent_score=score(("dense",)), clipped_score=score(("clipped",)), spiking_score=spiking_score,
-        recovered=recovered, agreement_with_dense_equivalent=(agreement / max(examples, 1)).tolist(),
+        recovered=recovered,
+        agreement_with_dense_equivalent=None if task.is_regression else (agreement / max(examples, 1)).tolist(),
         median_margin=[float(torch.cat(margins[t]).median()) for t in time_steps],
         dense_equivalent_median_margin=float(torch.cat(margins["dense"]).median()),
         populations=populations, examples=examples)
@@ -329,7 +330,9 @@ def format_attribution(a: Attribution) -> str:
     lines += [header, rule,
               "| spiking at T (simulated) | " + " | ".join(f"{s:.4f}" for s in a.spiking_score) + " |",
               "| gap to the dense-equivalent | " + " | ".join(f"{a.dense_equivalent_score - s:+.4f}" for s in a.spiking_score) + " |",
-              "| class agrees with the dense-equivalent | " + " | ".join(f"{v:.3f}" for v in a.agreement_with_dense_equivalent) + " |",
+              "| class agrees with the dense-equivalent | " + " | ".join(
+                  [f"{v:.3f}" for v in a.agreement_with_dense_equivalent] if a.agreement_with_dense_equivalent is not None
+                  else ["-"] * len(ts)) + " |",
               f"| median top-2 logit margin (dense-equivalent {a.dense_equivalent_median_margin:.2f}) | "
               + " | ".join(f"{v:.2f}" for v in a.median_margin) + " |", ""]
     modes = sorted({mode for by_mode in a.recovered.values() for mode in by_mode})
