@@ -345,23 +345,23 @@ def format_attribution(a: Attribution) -> str:
         lines.append(f"| {part.removeprefix('kind:')} | " + " | ".join(f"{100 * v:+.1f}" for mode in modes for v in by_mode[mode]) + " |")
     lines += ["", "(points: 100 x the metric)", "",
               "Per population of the spiking network at T (x = F / theta, its current from the upstream rates at T): "
-              "fraction clipped | zeroed below 1/T | relative error of clipping | of spiking", "",
-              "| population | " + " | ".join(f"T = {t}: clip / zero / e_clip / e_spike" for t in ts) + " |",
-              "|---|" + "---:|" * len(ts)]
-    for p in a.populations:
-        lines.append(f"| {p.name} | " + " | ".join(
-            f"{p.clipped_frac[k]:.3f} / {p.zeroed_frac[k]:.3f} / {p.clip_error[k]:.3f} / {p.spike_error[k]:.3f}"
-            for k in range(len(ts))) + " |")
+              "fraction clipped | zeroed below 1/T | relative error of clipping | of spiking", ""]
+    lines += _population_table(a, "clip / zero / e_clip / e_spike", ("clipped_frac", "zeroed_frac", "clip_error", "spike_error"))
     if a.populations and a.populations[0].distance_to_dense is not None:
         lines += ["", "The dense student's activations h at the same places, on the same inputs: fraction above the "
-                  "population's threshold | below its resolution at T | distance ||theta a_hat(T) - h|| / ||h||", "",
-                  "| population | " + " | ".join(f"T = {t}: above / below / distance" for t in ts) + " |",
-                  "|---|" + "---:|" * len(ts)]
-        for p in a.populations:
-            lines.append(f"| {p.name} | " + " | ".join(
-                f"{p.dense_clipped_frac[k]:.3f} / {p.dense_zeroed_frac[k]:.3f} / {p.distance_to_dense[k]:.3f}"
-                for k in range(len(ts))) + " |")
+                  "population's threshold | below its resolution at T | distance ||theta a_hat(T) - h|| / ||h||", ""]
+        lines += _population_table(a, "above / below / distance", ("dense_clipped_frac", "dense_zeroed_frac", "distance_to_dense"))
     return "\n".join(lines)
+
+
+def _population_table(a: Attribution, header: str, fields: Sequence[str]) -> list[str]:
+    """One row per population, one column per T holding ``fields`` of PopulationGap joined by ' / '."""
+    ts = a.time_steps
+    lines = ["| population | " + " | ".join(f"T = {t}: {header}" for t in ts) + " |", "|---|" + "---:|" * len(ts)]
+    for p in a.populations:
+        lines.append(f"| {p.name} | " + " | ".join(" / ".join(f"{getattr(p, f)[k]:.3f}" for f in fields)
+                                                  for k in range(len(ts))) + " |")
+    return lines
 
 
 def write_attribution(a: Attribution, out_dir: str | Path) -> list[Path]:

@@ -203,6 +203,15 @@ def teacher_shape(teacher_config: Any, num_hidden_layers: int | None = None) -> 
     )
 
 
+def bert_layer_parts(layer: nn.Module) -> dict[str, nn.Module]:
+    """A transformers BERT layer's modules under the names of a student block's parts."""
+    return {
+        "query": layer.attention.self.query, "key": layer.attention.self.key, "value": layer.attention.self.value,
+        "attention_output": layer.attention.output.dense, "attention_norm": layer.attention.output.LayerNorm,
+        "intermediate": layer.intermediate.dense, "output": layer.output.dense, "output_norm": layer.output.LayerNorm,
+    }
+
+
 @torch.no_grad()
 def copy_teacher_weights(student: nn.Module, teacher_model: nn.Module, modules: Mapping[str, Any] | None = None) -> None:
     """Copy the teacher's embeddings, pooler, classifier and, into student block m, teacher layer
@@ -212,13 +221,7 @@ def copy_teacher_weights(student: nn.Module, teacher_model: nn.Module, modules: 
     bert = teacher_model.bert
     student.embeddings.load_state_dict(bert.embeddings.state_dict(), strict=False)
     for block, index in zip(student.blocks, student.config.teacher_layers):
-        layer = bert.encoder.layer[index - 1]
-        theirs = {
-            "query": layer.attention.self.query, "key": layer.attention.self.key, "value": layer.attention.self.value,
-            "attention_output": layer.attention.output.dense, "attention_norm": layer.attention.output.LayerNorm,
-            "intermediate": layer.intermediate.dense, "output": layer.output.dense, "output_norm": layer.output.LayerNorm,
-        }
-        for part, module in theirs.items():
+        for part, module in bert_layer_parts(bert.encoder.layer[index - 1]).items():
             mine = modules[part](block) if modules is not None else getattr(block, part)
             mine.weight.copy_(module.weight)
             mine.bias.copy_(module.bias)

@@ -30,6 +30,7 @@ from eqspike.students.common import (
     StudentOutput,
     StudentPreTrainedModel,
     attention_scores,
+    bert_layer_parts,
     copy_teacher_weights,
     default_masks,
     key_padding_mask,
@@ -149,12 +150,7 @@ class DenseBertForSequenceClassification(StudentPreTrainedModel):
         bert = BertForSequenceClassification(config).to(self.classifier.weight.device)
         bert.bert.embeddings.load_state_dict(self.embeddings.state_dict(), strict=False)
         for block, layer in zip(self.blocks, bert.bert.encoder.layer):
-            theirs = {
-                "query": layer.attention.self.query, "key": layer.attention.self.key, "value": layer.attention.self.value,
-                "attention_output": layer.attention.output.dense, "attention_norm": layer.attention.output.LayerNorm,
-                "intermediate": layer.intermediate.dense, "output": layer.output.dense, "output_norm": layer.output.LayerNorm,
-            }
-            for part, module in theirs.items():
+            for part, module in bert_layer_parts(layer).items():
                 module.load_state_dict(getattr(block, part).state_dict())
         bert.bert.pooler.dense.load_state_dict(self.pooler.state_dict())
         bert.classifier.load_state_dict(self.classifier.state_dict())
