@@ -7,7 +7,8 @@ Each variant (``NAME`` or ``NAME:key=value,key=value``, the keys RunConfig's; ``
 configuration as it is, with ``--set``'s changes, always comes first) is distilled once per seed with ``eqspike distill --seeds``
 into ``OUT/NAME/seed-S``; finished runs with the same settings are reused, so a variant can be added
 later. The same seed gives every variant the same teacher, data order and selection split, so the
-per-seed differences to the baseline are paired (``eqspike.analysis.seeds.paired_differences``).
+per-seed differences to the baseline are paired (``eqspike.analysis.seeds.paired_differences``), and so
+is the test of a narrower spread (``spread_ratio``: the F-test, and the Pitman-Morgan test for pairs).
 
 Prints, per variant: the spread (mean, std, min, max, 95% interval) of the spiking student's dev
 score, its ratio to the teacher and its energy ratio, and the paired difference to the baseline; the
@@ -26,7 +27,7 @@ from typing import Any
 
 import yaml
 
-from eqspike.analysis.seeds import SUMMARY_KEYS, format_spread, paired_differences, spread
+from eqspike.analysis.seeds import SUMMARY_KEYS, format_spread, paired_differences, spread, spread_ratio
 from eqspike.config import RunConfig, load_yaml
 from eqspike.distill.run_directory import RunDirectory
 from eqspike.distill.seeds import distill_seeds
@@ -49,6 +50,14 @@ def late_evaluation_std(run: Path, metric: str) -> float | None:
     scores = [r["eval"][metric] for r in RunDirectory(run).log_records() if "eval" in r and metric in r["eval"]]
     late = scores[len(scores) // 2:]
     return spread(late)["std"] if len(late) > 1 else None
+
+
+def _ratio(r: dict[str, Any] | None) -> str:
+    """'0.34 (p 0.04, 0.10)': s_variant / s_baseline with the F-test's and the paired test's p."""
+    if not r or r["std_ratio"] is None:
+        return "-"
+    p = lambda v: "-" if v is None else f"{v:.2f}"  # noqa: E731
+    return f"{r['std_ratio']:.2f} (p {p(r['f_test_p'])}, {p(r['pitman_morgan_p'])})"
 
 
 def main(argv=None) -> int:
@@ -86,15 +95,19 @@ def main(argv=None) -> int:
                 a = dict(zip(args.seeds, metrics[key]["values"]))
                 b = dict(zip(args.seeds, baseline[key]["values"]))
                 row[f"{key}_minus_baseline"] = paired_differences(a, b)
+            row["student_score_spread_vs_baseline"] = spread_ratio(
+                dict(zip(args.seeds, metrics["student_score"]["values"])),
+                dict(zip(args.seeds, baseline["student_score"]["values"])))
         rows.append(row)
 
     lines = ["| variant | student (spiking) | student / teacher | energy / teacher | student - baseline (paired) | "
-             "std of the later selection scores |", "|---|---:|---:|---:|---:|---:|"]
+             "std / baseline's (F-test p, paired p) | std of the later selection scores |",
+             "|---|---:|---:|---:|---:|---:|---:|"]
     for row in rows:
         diff, late = row.get("student_score_minus_baseline"), row["late_evaluation_std"]
         lines.append(f"| {row['variant']} | {format_spread(row['student_score'])} | {format_spread(row['score_ratio'])} | "
                      f"{format_spread(row['student_energy_ratio'], 3)} | {format_spread(diff) if diff else '-'} | "
-                     f"{format_spread(late) if late else '-'} |")
+                     f"{_ratio(row.get('student_score_spread_vs_baseline'))} | {format_spread(late) if late else '-'} |")
     lines += ["", "| seed | teacher | " + " | ".join(name for name, _ in variants) + " |",
               "|---:|---:|" + "---:|" * len(variants)]
     for i, seed in enumerate(args.seeds):

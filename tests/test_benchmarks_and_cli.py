@@ -181,6 +181,8 @@ def test_spread_benchmark_pairs_each_variant_with_the_baseline_by_seed(tiny_teac
     assert diff["seeds"] == [1, 2]
     assert diff["values"] == [a - b for a, b in zip(rows["ema"]["student_score"]["values"],
                                                      rows["baseline"]["student_score"]["values"])]
+    ratio = rows["ema"]["student_score_spread_vs_baseline"]  # two seeds: too few to test a spread
+    assert ratio["seeds"] == [1, 2] and ratio["std_ratio"] is None and "std / baseline's" in first["table"]
     saved = yaml.safe_load((out / "ema" / "seed-2" / "config.yaml").read_text())
     assert (saved["ema_decay"], saved["evals_per_epoch"], saved["data_seed"], saved["seed"]) == (0.5, 3, 7, 2)
     assert json.loads(results.read_text())["set"] == {"evals_per_epoch": 3, "data_seed": 7}

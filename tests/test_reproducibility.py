@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import eqspike
-from eqspike.analysis.seeds import paired_differences, seed_summary, spread
+from eqspike.analysis.seeds import paired_differences, seed_summary, spread, spread_ratio
 from eqspike.cli import main
 from eqspike.config import ConfigError, RunConfig
 from eqspike.distill.prepare import carve_selection, prepare_data
@@ -151,6 +151,21 @@ def test_spread_by_hand():
     assert d["seeds"] == [1, 2, 3] and d["mean"] == pytest.approx(0.1) and d["std"] == pytest.approx(0.0, abs=1e-12)
     summary = seed_summary({1: {"student_score": 0.5, "teacher_score": 1.0}, 2: {"student_score": 0.7, "teacher_score": 1.0}})
     assert summary["seeds"] == [1, 2] and summary["metrics"]["student_score"]["mean"] == pytest.approx(0.6)
+
+
+def test_spread_ratio_by_hand():
+    a = {1: 1.0, 2: 2.0, 3: 3.0}  # s_a = 1
+    b = {1: 2.0, 2: 4.0, 3: 6.0, 9: 0.0}  # s_b = 2 on the common seeds
+    r = spread_ratio(a, b)
+    assert r["seeds"] == [1, 2, 3] and r["std_ratio"] == pytest.approx(0.5)
+    # F = 1/4 on (2, 2) degrees of freedom: cdf = F / (1 + F) = 0.2
+    assert r["f_test_p"] == pytest.approx(0.2)
+    # b = 2a: a - b = -a and a + b = 3a are perfectly anti-correlated, so the paired test is sure (p = 0)
+    assert r["pitman_morgan_p"] < 1e-6
+    # equal spreads, shifted: a - b is constant, no evidence either way
+    same = spread_ratio(a, {s: v + 1 for s, v in a.items()})
+    assert same["std_ratio"] == pytest.approx(1.0) and same["f_test_p"] == pytest.approx(0.5) and same["pitman_morgan_p"] is None
+    assert spread_ratio({1: 0.1, 2: 0.2}, {1: 0.3, 2: 0.1})["std_ratio"] is None
 
 
 @pytest.mark.slow

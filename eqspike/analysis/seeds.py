@@ -6,6 +6,10 @@ interval of one more run, mean +- t_{0.975, n-1} s sqrt(1 + 1/n): where a rerun 
 another machine that changes the trajectory, should land (normal scores assumed). A paired difference
 d_i = a_i - b_i takes the two methods' results on the same seed i (same data order, selection split
 and teacher) and gets the same summary: its interval excludes 0 when the difference is significant.
+Whether method a spreads less than method b: the ratio of their standard deviations s_a / s_b, the
+one-sided F-test p = F_{n_a-1, n_b-1}.cdf(s_a^2 / s_b^2) (independent runs), and, for runs paired by seed,
+the Pitman-Morgan test: var(a) = var(b) exactly when a - b and a + b are uncorrelated, so its two-sided
+p is Pearson's test of corr(a - b, a + b) = 0.
 """
 
 from __future__ import annotations
@@ -55,6 +59,25 @@ def paired_differences(a: Mapping[int, float], b: Mapping[int, float]) -> dict[s
     if not seeds:
         raise ValueError("no seed in common")
     return {"seeds": seeds, **spread([a[s] - b[s] for s in seeds])}
+
+
+def spread_ratio(a: Mapping[int, float], b: Mapping[int, float]) -> dict[str, Any]:
+    """s_a / s_b over the seeds both have, with the F-test's one-sided p (a spreads less) and the
+    Pitman-Morgan test's two-sided p for paired values (the module docstring); None below three seeds."""
+    from scipy import stats
+
+    seeds = sorted(set(a) & set(b))
+    if len(seeds) < 3:
+        return {"seeds": seeds, "std_ratio": None, "f_test_p": None, "pitman_morgan_p": None}
+    x, y = [a[s] for s in seeds], [b[s] for s in seeds]
+    var_x, var_y = spread(x)["std"] ** 2, spread(y)["std"] ** 2
+    if var_y == 0:
+        return {"seeds": seeds, "std_ratio": None, "f_test_p": None, "pitman_morgan_p": None}
+    n = len(seeds)
+    diff, total = [u - v for u, v in zip(x, y)], [u + v for u, v in zip(x, y)]
+    paired = None if len(set(diff)) < 2 or len(set(total)) < 2 else float(stats.pearsonr(diff, total).pvalue)
+    return {"seeds": seeds, "std_ratio": math.sqrt(var_x / var_y),
+            "f_test_p": float(stats.f.cdf(var_x / var_y, n - 1, n - 1)), "pitman_morgan_p": paired}
 
 
 def _number(value: float | None, digits: int = 4) -> str:
