@@ -19,7 +19,7 @@ import yaml
 from eqspike.core.equilibrium import FORWARD_MODES, SOLVERS
 from eqspike.core.neurons import ROUNDINGS, NeuronConfig
 from eqspike.core.quantization import parse_weight_bits
-from eqspike.students.spiking_bert_config import THRESHOLD_INITS
+from eqspike.students.spiking_bert_config import THRESHOLD_INITS, parse_spike_levels
 from eqspike.errors import (
     EqspikeError,
     check_choice,
@@ -86,6 +86,8 @@ class RunConfig:
     # the thresholds a student trained for T starts from: "quantizer" (the T-step quantizer's least-squares
     # threshold, low at small T: resolution) or "quantile" (the threshold_quantile, as for T = infinity: fewer spikes)
     threshold_init: str = "quantizer"
+    # burst spikes: "KIND=B,...", the most spikes a neuron of each kind fires in one step (e.g. "intermediate=2")
+    spike_levels: str | None = None
     calibration_examples: int = 256
     # how training finds the rates: "simulate" (the T-step spiking network; implicit gradient at its rates) or
     # "solve" (the fixed point of the rate map); None: simulate when trained for T, solve for infinity
@@ -156,6 +158,10 @@ class RunConfig:
         check_choice("selection", self.selection, SELECTIONS)
         check_in_interval("selection_fraction", self.selection_fraction, 0.0, 1.0)
         check_choice("threshold_init", self.threshold_init, THRESHOLD_INITS)
+        levels = parse_spike_levels(self.spike_levels)
+        self.spike_levels = ",".join(f"{kind}={b}" for kind, b in levels.items()) or None
+        if levels and self.student_type != "eqspike":
+            raise ValueError(f"spike_levels is a setting of the eqspike student; student_type is {self.student_type!r}")
         check_choice("student_init", self.student_init, ("teacher", "random"))
         check_choice("teacher_schedule", self.teacher_schedule, SCHEDULES)
         check_int_at_least("teacher_patience", self.teacher_patience, 0)
@@ -243,6 +249,9 @@ HELP = {
     "feedback": "add a feedback edge from the last block to the first (a true fixed point, solved by --solver)",
     "weight_bits": "weights of the encoder's linear layers: 32, 1.58 (ternary) or 1 (binary)",
     "threshold_quantile": "threshold calibration: the quantile of |activation| a threshold starts from",
+    "spike_levels": "burst spikes, KIND=B,...: a neuron of that kind fires up to B spikes of theta / B a step, the "
+                    "resolution of B T steps in T (each spike counted in the energy); kinds: embeddings, key, value, "
+                    "context, attention_output, intermediate, output",
     "threshold_init": "the thresholds of a student trained for T start from: quantizer (the T-step quantizer's least-squares threshold) or quantile (threshold_quantile, as for T = infinity: fewer spikes)",
     "calibration_examples": "training examples the thresholds are calibrated on",
     "train_forward": "how training finds the rates: 'simulate' (the T-step spiking network, its rates with the implicit "

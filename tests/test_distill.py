@@ -226,3 +226,20 @@ def test_selection_under_an_energy_budget():
     assert not better([False, 0.785, 0.164], [False, 0.6215, 0.1624], energy_weight=500.0)
     assert not better([False, 0.80, 0.20], [False, 0.79, 0.16], energy_weight=5.5)
     assert better([False, 0.5, 0.3], [False, -0.3], energy_weight=0.0)  # a best key of eqspike <= 0.2
+
+
+def test_distill_with_burst_spikes_keeps_them_in_the_saved_student(tiny_teacher, toy_files, tmp_path, capsys):
+    """--spike-levels reaches the student (its config and neurons), the run's config.yaml and the
+    student evaluated; a bad kind is a one-line error that names the valid kinds."""
+    run = tmp_path / "run"
+    Distiller(tiny_config(tiny_teacher, toy_files, run, time_steps=4, spike_levels="intermediate=2",
+                          prediction_epochs=1), **QUIET).run()
+    assert yaml.safe_load((run / "config.yaml").read_text())["spike_levels"] == "intermediate=2"
+    student = SpikingBertForSequenceClassification.from_pretrained(run / "student")
+    assert student.config.spike_levels == {"intermediate": 2}
+    assert student.neuron_of("block0.intermediate").levels == 2 and student.neuron_of("block0.output").levels == 1
+    capsys.readouterr()
+    code = main(["distill", "--teacher", tiny_teacher.path, "--train-file", str(toy_files[0]), "--validation-file",
+                 str(toy_files[1]), "--spike-levels", "ffn=2", "--output-dir", str(tmp_path / "bad")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "spike_levels kind='ffn' is not valid" in err[0] and "intermediate" in err[0]

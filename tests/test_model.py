@@ -2,8 +2,10 @@ import pytest
 import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
+from eqspike.core.neurons import time_step_rate
 from eqspike.students.common import uniform_layer_map
 from eqspike.students.spiking_bert import SpikingBertForSequenceClassification
+from eqspike.students.spiking_bert_config import POPULATION_KINDS
 from tests.conftest import make_tiny_bert
 
 
@@ -173,3 +175,45 @@ def test_a_student_saved_by_eqspike_0_1_still_loads_and_computes_the_same():
         solved = student(**batch, mode="solve").logits
     assert torch.allclose(simulated, torch.tensor(expected["simulate_T8"]), atol=1e-6)
     assert torch.allclose(solved, torch.tensor(expected["solve"]), atol=1e-6)
+
+
+def test_burst_populations_have_the_resolution_of_levels_times_T(tmp_path):
+    """spike_levels {kind: B}: those populations reach Q_{BT} in T steps (the embeddings, driven by a constant
+    current, exactly, with B T |a| spikes, up to B a step), the quantized map's rates lie on the grid
+    1 / (B T), and the simulation at T lies closer to the exact equilibrium than with single spikes."""
+    _, student, batch = load_pair(tmp_path / "burst", layers=2, time_steps=4, quantize_rates=True,
+                                  spike_levels={"embeddings": 4, "intermediate": 2})
+    assert student.config.spike_levels == {"embeddings": 4, "intermediate": 2}
+    assert student.neuron_of("block1.intermediate").levels == 2 and student.neuron_of("block1.output").levels == 1
+    student.calibrate_thresholds([batch], time_steps=4)
+    mask = batch["attention_mask"].bool()
+    with torch.no_grad():
+        out = student(**batch, mode="simulate", count_spikes=True)
+        rate_map = student.rate_map(**batch)
+        embedded = rate_map.populations[0].current()
+        neuron = rate_map.neuron_of(rate_map.populations[0])
+        assert torch.equal(out.rates["embeddings"], time_step_rate(embedded, neuron, 4))
+        assert torch.allclose(out.spike_counts["embeddings"], 16 * out.rates["embeddings"].abs())
+        assert out.spike_counts["block0.intermediate"].max() <= 8 and out.spike_counts["block0.output"].max() <= 4
+        solved = student(**batch, mode="solve").rates
+        for name, levels in (("block0.intermediate", 2), ("block1.intermediate", 2), ("block1.output", 1)):
+            grid = solved[name] * 4 * levels
+            assert torch.equal(grid, grid.round()), name
+        assert not torch.equal(solved["block0.intermediate"] * 4, (solved["block0.intermediate"] * 4).round())
+        exact = student.equilibrium(student.rate_map(**batch), mode="solve").rates
+    _, single, _ = load_pair(tmp_path / "single", layers=2, time_steps=4, quantize_rates=True)
+    _, fine, _ = load_pair(tmp_path / "fine", layers=2, time_steps=4, quantize_rates=True,
+                           spike_levels={kind: 4 for kind in POPULATION_KINDS})
+    for model in (single, fine):
+        model.load_state_dict(student.state_dict())  # the same weights and thresholds
+    with torch.no_grad():
+        errors = [sum((m(**batch, mode="simulate").rates[n] - exact[n])[mask].abs().mean().item() for n in exact)
+                  for m in (single, fine)]
+    assert errors[1] < 0.5 * errors[0], errors
+    fine.save_pretrained(tmp_path / "saved")
+    loaded = SpikingBertForSequenceClassification.from_pretrained(tmp_path / "saved")
+    assert loaded.config.spike_levels == fine.config.spike_levels
+    with torch.no_grad():
+        assert torch.equal(loaded(**batch, mode="simulate").logits, fine.eval()(**batch, mode="simulate").logits)
+    with pytest.raises(ValueError, match="spike_levels kind='mlp' is not valid"):
+        load_pair(tmp_path / "bad", layers=2, spike_levels={"mlp": 2})

@@ -215,3 +215,58 @@ def test_bad_neuron_parameters_are_named(kwargs, match):
 def test_bad_time_steps_are_named(time_steps):
     with pytest.raises(ValueError, match=rf"time_steps={time_steps!r} .*integer >= 1"):
         simulate_constant_current(torch.zeros(3), time_steps)
+
+
+@pytest.mark.parametrize("rounding", ["round", "trunc"])
+@pytest.mark.parametrize("signed", [True, False])
+@pytest.mark.parametrize("levels", [2, 3])
+@pytest.mark.parametrize("time_steps", [1, 2, 4, 7])
+def test_burst_neuron_is_the_quantizer_of_levels_times_T_steps(rounding, signed, levels, time_steps):
+    """Up to B spikes of V_th / B a step: after T steps of a constant current the rate is Q_{BT}(I),
+    exactly, for both drives; it fires B T |a| spikes, up to B in one step; within 1 / (2 B T) of the clamp."""
+    torch.manual_seed(levels * 10 + time_steps)
+    neuron = NeuronConfig(threshold=0.37, signed=signed, rounding=rounding, levels=levels)
+    current = torch.empty(4_000, dtype=torch.float64).uniform_(-0.6, 0.6)
+    expected = time_step_rate(current, NeuronConfig(threshold=0.37, signed=signed, rounding=rounding), levels * time_steps)
+    assert torch.equal(time_step_rate(current, neuron, time_steps), expected)
+    result = simulate_constant_current(current, time_steps, neuron)
+    assert torch.equal(result.rates, expected)
+    assert torch.allclose(result.spike_count, (expected * levels * time_steps).abs())
+    ideal = IFPopulation(neuron)
+    for t in range(time_steps):
+        spikes = ideal.step_ideal(current)
+        assert spikes.abs().max() <= levels
+        if t == 0:
+            assert spikes.abs().max() == levels  # a burst: more than one spike in a step
+    assert torch.equal(ideal.rate, expected) and torch.allclose(ideal.spike_count, result.spike_count)
+    if rounding == "round":
+        error = (result.rates - equilibrium_rate(current, neuron)).abs().max()
+        assert 0.9 / (2 * levels * time_steps) < error <= 1 / (2 * levels * time_steps) + 1e-12
+
+
+def test_burst_neuron_fires_alike_for_both_drives_under_a_moving_current():
+    torch.manual_seed(9)
+    neuron = NeuronConfig(threshold=0.6, levels=4)
+    fast, slow = IFPopulation(neuron), IFPopulation(neuron)
+    previous = 0.0
+    for t in range(1, 31):
+        current = torch.randn(1_000, dtype=torch.float64) * 0.5
+        s_fast, s_slow = fast.step_ideal(current), slow.step(t * current - previous)
+        previous = t * current
+        assert torch.equal(s_fast, s_slow), t
+        assert torch.allclose(fast.membrane, slow.membrane, atol=1e-9)
+    # by hand, B = 4, V_th = 1: one spike per 0.25, the first at 0.125, at most 4 a step
+    assert fire(torch.tensor([-2.0, -0.13, 0.12, 0.13, 0.38, 5.0]), NeuronConfig(levels=4)).tolist() == \
+        [-4.0, -1.0, 0.0, 1.0, 2.0, 4.0]
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(levels=0), r"levels=0 .*integer >= 1"),
+    (dict(levels=2.5), r"levels=2\.5 .*integer >= 1"),
+    (dict(levels=2, hysteresis=0.5), r"levels=2 \(burst spikes\) needs hysteresis=0"),
+])
+def test_bad_burst_levels_are_named(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        NeuronConfig(**kwargs)
+    with pytest.raises(ValueError, match="surrogate"):
+        fire(torch.zeros(2), NeuronConfig(levels=2), surrogate=True)

@@ -36,6 +36,15 @@ while one spike a step can follow the drive, |u| <= (1/2 + h) V_th after every s
 
 with the count still exactly round(t I / V_th) for a constant current. docs/design.md gives the
 measurements: it saves spikes at large T and costs accuracy at T <= 8, where one count is a lot.
+
+Multi-level (burst) spikes. A neuron with ``levels`` B > 1 may fire up to B spikes in one step, each
+of amplitude V_th / B: it is the IF neuron of threshold V_th / B whose spikes per step are clamped to
+[lo B, B], so that a(T) = R(T) / (B Z(T)) and under a constant current
+
+    a(T) = Q_{BT}(I / V_th) = clamp(floor(B T I / V_th + 1/2) / (B T), lo, 1)
+
+the resolution of B T steps in T steps' time. Every spike is counted (sum_t |s(t)|, up to B a
+step), so the energy count charges the finer code. Burst neurons have no hysteresis.
 """
 
 from __future__ import annotations
@@ -66,6 +75,7 @@ class NeuronConfig:
     hysteresis: h in [0, 1/2] (round only): a neuron whose last spike was +1 fires -1 only below
         -(1/2 + h) V_th, and vice versa, so that a membrane jittering around +-V_th / 2 does not
         fire +1, -1, +1, ... (chatter); the first spike and spikes of the same sign are unchanged.
+    levels: B >= 1, the most spikes a step (burst spikes of amplitude V_th / B; the module docstring).
     """
 
     threshold: float = 1.0
@@ -73,6 +83,7 @@ class NeuronConfig:
     signed: bool = True
     rounding: str = "round"
     hysteresis: float = 0.0
+    levels: int = 1
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "threshold", check_positive("threshold", self.threshold))
@@ -85,6 +96,14 @@ class NeuronConfig:
         if self.hysteresis and (self.rounding != "round" or not self.signed):
             raise ValueError("hysteresis needs signed rounding neurons (signed=True, rounding='round')")
         object.__setattr__(self, "hysteresis", float(self.hysteresis))
+        check_int_at_least("levels", self.levels, 1)
+        if self.levels > 1 and self.hysteresis:
+            raise ValueError(f"levels={self.levels} (burst spikes) needs hysteresis=0; got hysteresis={self.hysteresis}")
+
+    @property
+    def unit(self) -> float:
+        """The amplitude of one spike, V_th / B."""
+        return self.threshold / self.levels
 
     @property
     def lowest_rate(self) -> float:
@@ -116,6 +135,7 @@ def time_step_rate(current: Tensor, neuron: NeuronConfig, time_steps: int) -> Te
 
         Q_T(I) = clamp(floor(T I / V_th + 1/2) / T, lo, 1)     (round; trunc(T I / V_th) for trunc)
 
+    (with burst spikes of B levels, Q_{BT}: T is read as B T throughout)
     computed as round(T clamp(I / V_th, lo, 1)) / T (the same values). Differentiable with a
     straight-through gradient inside the range: dQ_T/dI = 1/V_th where lo <= I / V_th <= 1, else 0
     (QCFS, Bu et al. 2022). With a learnable threshold theta and the decoded value
@@ -126,7 +146,8 @@ def time_step_rate(current: Tensor, neuron: NeuronConfig, time_steps: int) -> Te
     if neuron.leak != 1.0:
         raise ValueError(f"the T-step quantizer is the IF neuron's (leak=1.0); this neuron has leak={neuron.leak}")
     clipped = (current / neuron.threshold).clamp(neuron.lowest_rate, 1.0)
-    return straight_through(partial(spike_count_of, neuron=neuron), clipped * time_steps) / time_steps
+    counts = time_steps * neuron.levels
+    return straight_through(partial(spike_count_of, neuron=neuron), clipped * counts) / counts
 
 
 def _heaviside_spikes(u: Tensor, neuron: NeuronConfig) -> Tensor:
@@ -156,10 +177,21 @@ class _StraightThroughSpike(torch.autograd.Function):
         return grad_spikes * window.to(grad_spikes.dtype) / threshold, None
 
 
+def _burst_spikes(u: Tensor, neuron: NeuronConfig) -> Tensor:
+    """s = clamp(floor(u / (V_th / B) + 1/2), lo B, B) (round; trunc(u / (V_th / B)) for trunc)."""
+    spikes = spike_count_of(u / neuron.unit, neuron)
+    return spikes.clamp_(neuron.lowest_rate * neuron.levels, float(neuron.levels))
+
+
 def fire(u: Tensor, neuron: NeuronConfig, surrogate: bool = False) -> Tensor:
     """Spikes s = H(u - c V_th) - [signed] H(-u - c V_th), c = 1/2 (round) or 1 (trunc; the
     threshold itself counts as crossed upwards). With ``surrogate=True`` the spike is differentiable
-    through a straight-through window (used only by backprop-through-time)."""
+    through a straight-through window (used only by backprop-through-time). Burst neurons (B levels)
+    fire clamp(floor(u / (V_th / B) + 1/2), lo B, B) spikes (trunc: truncated), the same for B = 1."""
+    if neuron.levels > 1:
+        if surrogate:
+            raise ValueError("burst spikes (levels > 1) have no surrogate gradient (backprop-through-time needs levels=1)")
+        return _burst_spikes(u, neuron)
     if surrogate:
         return _StraightThroughSpike.apply(u, neuron)
     return _heaviside_spikes(u, neuron)
@@ -203,23 +235,24 @@ class IFPopulation:
 
     @property
     def rate(self) -> Tensor:
-        """a(t) = R(t) / Z(t): the (leak-weighted) average spike rate so far."""
+        """a(t) = R(t) / (B Z(t)): the (leak-weighted) average spike rate so far (B = 1 but for bursts)."""
         if self._count is None:
             raise RuntimeError("the population has not been stepped yet")
+        scale = self.normaliser * self.neuron.levels  # B Z(t)
         if not self._negated:
-            return self._count / self.normaliser
+            return self._count / scale
         if self.neuron.offset:
-            return torch.rsub(self._count, self.neuron.offset).div_(self.normaliser)
-        return self._count / -self.normaliser
+            return torch.rsub(self._count, self.neuron.offset).div_(scale)
+        return self._count / -scale
 
     @property
     def membrane(self) -> Tensor:
-        """u(t) after the reset; for the ideal drive it is Z(t) F(t) - V_th R(t) (see ``step_ideal``)."""
+        """u(t) after the reset; for the ideal drive it is Z(t) F(t) - (V_th / B) R(t) (see ``step_ideal``)."""
         if self._drive is None:
             raise RuntimeError("the population has not been stepped yet")
         if self._drive == "current":
             return self.u
-        return self.normaliser * self._ideal - self.neuron.threshold * self.weighted_count
+        return self.normaliser * self._ideal - self.neuron.unit * self.weighted_count
 
     def _start(self, like: Tensor, drive: str) -> None:
         if self._drive is None:
@@ -230,6 +263,8 @@ class IFPopulation:
             self.spike_count = torch.zeros_like(self._count) if self.count_spikes else None
             if drive == "current":
                 self.u = torch.zeros_like(like)
+            if self.differentiable and self.neuron.levels > 1:
+                raise ValueError("burst spikes (levels > 1) are not differentiable (backprop-through-time needs levels=1)")
             if self.neuron.hysteresis:
                 if self.differentiable:
                     raise ValueError("hysteresis is not differentiable (backprop-through-time needs hysteresis=0)")
@@ -251,7 +286,9 @@ class IFPopulation:
 
     def _count_spikes(self, spikes: Tensor) -> None:
         if self.count_spikes:  # |s| = s * s for s in {-1, 0, 1}
-            if self.differentiable:
+            if self.neuron.levels > 1:
+                self.spike_count.add_(spikes.abs())
+            elif self.differentiable:
                 self.spike_count = self.spike_count + spikes.detach().abs()
             else:
                 self.spike_count.addcmul_(spikes, spikes)
@@ -269,7 +306,7 @@ class IFPopulation:
         else:
             self.u.mul_(gamma).add_(current)
             spikes = self._hysteresis_spikes(self.u / v_th + 0.5) if self._last is not None else fire(self.u, self.neuron)
-            self.u.sub_(spikes, alpha=v_th)
+            self.u.sub_(spikes, alpha=self.neuron.unit)
             self._count.mul_(gamma).add_(spikes)
         self._count_spikes(spikes)
         return spikes
@@ -292,6 +329,7 @@ class IFPopulation:
         the rates are those of the T-step quantizer applied to the latest current (``time_step_rate``).
         Eager state: c - R with c = 1/2 (round) or 0 (trunc), so that u / V_th + c is one kernel; a
         step is four elementwise operations (five with spike counting), plus one or two to read the rate.
+        Burst neurons: the same with V_th / B for V_th and the clamp [lo B, B], so R(t) = round(B Z F / V_th).
         """
         gamma, v_th = self.neuron.leak, self.neuron.threshold
         self._start(ideal_current, "ideal")
@@ -307,11 +345,12 @@ class IFPopulation:
                 self._count.mul_(gamma)
                 if offset:
                     self._count.add_((1.0 - gamma) * offset)
-            spikes = torch.add(self._count, ideal_current, alpha=self.normaliser / v_th)
+            levels = self.neuron.levels
+            spikes = torch.add(self._count, ideal_current, alpha=self.normaliser * levels / v_th)
             if self._last is not None:
                 spikes = self._hysteresis_spikes(spikes)
             else:
-                (spikes.floor_() if offset else spikes.trunc_()).clamp_(self.neuron.lowest_rate, 1.0)
+                (spikes.floor_() if offset else spikes.trunc_()).clamp_(self.neuron.lowest_rate * levels, float(levels))
             self._count.sub_(spikes)
         self._count_spikes(spikes)
         return spikes

@@ -28,6 +28,7 @@ spiking network converges to this map as T grows (``eqspike.equilibrium``).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
@@ -60,9 +61,9 @@ from eqspike.students.common import (
     split_heads,
     teacher_shape,
 )
-from eqspike.students.spiking_bert_config import SpikingBertConfig
+from eqspike.students.spiking_bert_config import POPULATION_KINDS, SpikingBertConfig
 
-BLOCK_POPULATIONS = ("key", "value", "context", "attention_output", "intermediate", "output")
+BLOCK_POPULATIONS = POPULATION_KINDS[1:]  # ("key", "value", "context", "attention_output", "intermediate", "output")
 
 
 _UNCALIBRATED = 1e4  # thresholds so large that nothing is clipped (used during calibration)
@@ -205,7 +206,14 @@ class SpikingBertForSequenceClassification(StudentPreTrainedModel):
         for m, block in enumerate(self.blocks):
             populations += block.populations(f"block{m}.", source, value, theta, key_mask)
             source = f"block{m}.output"
+        if cfg.spike_levels:
+            populations = [dataclasses.replace(p, neuron=self.neuron_of(p.name)) for p in populations]
         return RateMap(populations, self.neuron, initial_state, time_steps)
+
+    def neuron_of(self, population: str) -> NeuronConfig:
+        """The neuron of a population: the student's, or with burst spikes of its kind's levels (no hysteresis)."""
+        levels = self.config.levels(population)
+        return self.neuron if levels == 1 else dataclasses.replace(self.neuron, levels=levels, hysteresis=0.0)
 
     # ------------------------------------------------------------------ forward
     def forward(
@@ -294,7 +302,7 @@ class SpikingBertForSequenceClassification(StudentPreTrainedModel):
             values = torch.cat(collected[name])
             theta = _column_quantile(values.abs(), quantile).clamp_min(floor)
             if time_steps is not None:
-                theta = _best_quantizer_thresholds(values, theta, self.neuron, time_steps).clamp_min(floor)
+                theta = _best_quantizer_thresholds(values, theta, self.neuron_of(name), time_steps).clamp_min(floor)
             self.threshold(name).copy_(theta)
 
     # ------------------------------------------------------------------ in a distillation run
@@ -307,6 +315,7 @@ class SpikingBertForSequenceClassification(StudentPreTrainedModel):
             teacher_model, c.student_layers, time_steps=c.time_steps, signed=c.signed, rounding=c.rounding,
             hysteresis=c.hysteresis, quantize_rates=c.train_for == "time_steps", feedback=c.feedback,
             weight_bits=c.weight_bits, threshold_quantile=c.threshold_quantile, threshold_init=c.threshold_init, teacher=c.teacher,
+            spike_levels=c.spike_levels,
             equilibrium=EquilibriumConfig(forward=c.training_forward, solver=c.solver, track_residual=False))
         if c.student_init == "random":
             torch.manual_seed(c.seed)
@@ -337,11 +346,12 @@ class SpikingBertForSequenceClassification(StudentPreTrainedModel):
     def rate_spike_pj(self, batch: Mapping[str, Tensor], time_steps: int, rates: Mapping[str, Tensor] | None = None) -> float:
         """The spikes' energy estimated from the rates the student trains on (the simulated ones, or the
         T-step quantized map's with train_forward 'solve'), T |a| spikes a neuron (pJ): the estimate an
-        energy budget's penalty uses in training, so that their ratio to the spikes fired calibrates it.
+        energy budget's penalty uses in training, so that their ratio to the spikes fired calibrates it
+        (burst neurons: B T |a|).
         ``rates``: those rates when already at hand."""
         if rates is None:
             rates = self(**batch, mode=self.config.equilibrium.forward, time_steps=time_steps).rates
-        counts = {name: rate.abs() * time_steps for name, rate in rates.items()}
+        counts = {name: rate.abs() * (time_steps * self.config.levels(name)) for name, rate in rates.items()}
         return float(StudentEnergy.of(self.config).accumulate_pj(counts, batch["attention_mask"]).sum())
 
     # ------------------------------------------------------------------ initialisation from a teacher

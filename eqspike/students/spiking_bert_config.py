@@ -20,6 +20,36 @@ from eqspike.students.common import StudentConfig
 MODEL_TYPE = "eqspike-spiking-bert"
 # where the thresholds of a student trained for T start (SpikingBertForSequenceClassification.prepare)
 THRESHOLD_INITS = ("quantizer", "quantile")
+# the kinds of population: the embeddings' and, in every block, these six
+POPULATION_KINDS = ("embeddings", "key", "value", "context", "attention_output", "intermediate", "output")
+
+
+def parse_spike_levels(levels: str | Mapping[str, int] | None) -> dict[str, int]:
+    """'intermediate=2,output=4' (or a mapping) -> {'intermediate': 2, 'output': 4}: the most spikes a
+    neuron of each kind fires in one step (burst spikes; kinds not named fire at most one)."""
+    if levels is None or levels == "":
+        return {}
+    if isinstance(levels, str):
+        pairs = {}
+        for item in levels.split(","):
+            kind, sep, value = item.partition("=")
+            if not sep:
+                raise ValueError(f"spike_levels={levels!r} is not valid; write KIND=LEVELS,... "
+                                 f"(kinds: {', '.join(POPULATION_KINDS)})")
+            pairs[kind.strip()] = value.strip()
+        levels = pairs
+    parsed = {}
+    for kind, value in dict(levels).items():
+        check_choice("spike_levels kind", kind, POPULATION_KINDS)
+        try:
+            number = int(value)
+        except (TypeError, ValueError):
+            number = None
+        if number is None or str(value).strip() != str(number) or number < 1:
+            raise ValueError(f"spike_levels: {kind}={value!r} is not valid; the levels must be an integer >= 1")
+        if number > 1:
+            parsed[kind] = number
+    return parsed
 
 
 class SpikingBertConfig(StudentConfig):
@@ -39,6 +69,8 @@ class SpikingBertConfig(StudentConfig):
     weight_bits: float = 32
     threshold_quantile: float = 0.999
     threshold_init: str = "quantizer"  # trained for T: start from Q_T's least-squares threshold, or the quantile
+    # population kind -> the most spikes a neuron fires in one step (burst spikes of theta / B; others: 1)
+    spike_levels: dict[str, int] | None = None
 
     def validate(self) -> None:
         super().validate()
@@ -53,6 +85,11 @@ class SpikingBertConfig(StudentConfig):
         check_in_interval("threshold_quantile", self.threshold_quantile, 0.0, 1.0)
         check_choice("threshold_init", self.threshold_init, THRESHOLD_INITS)
         self.weight_bits = parse_weight_bits(self.weight_bits)
+        self.spike_levels = parse_spike_levels(self.spike_levels) or None
+
+    def levels(self, population: str) -> int:
+        """B of a population ('block1.intermediate' or a kind): the most spikes its neurons fire a step."""
+        return (self.spike_levels or {}).get(population.rsplit(".", 1)[-1], 1)
 
     def to_dict(self) -> dict[str, Any]:
         data = super().to_dict()
