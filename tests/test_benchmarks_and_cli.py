@@ -201,10 +201,10 @@ def test_gap_benchmark_pairs_the_spiking_students_with_the_dense_one(tiny_teache
     config.write_text(yaml.safe_dump(dict(
         teacher=tiny_teacher.path, train_file=str(toy_files[0]), validation_file=str(toy_files[1]), max_seq_length=32,
         student_layers=2, batch_size=16, eval_batch_size=32, intermediate_epochs=1, prediction_epochs=1,
-        intermediate_lr=1e-3, prediction_lr=1e-3, time_steps=8, calibration_examples=32, device="cpu")))
+        intermediate_lr=1e-3, prediction_lr=1e-3, time_steps=8, calibration_examples=32, device="cpu", logging_steps=2)))
     out, results = tmp_path / "gap", tmp_path / "gap.json"
     argv = ["--config", str(config), "--time-steps", "2", "4", "--seeds", "3", "--out", str(out), "--results", str(results),
-            "--attribution-batches", "1"]
+            "--attribution-batches", "1", "--infinity"]
     assert bench.main(argv) == 0
     rows = json.loads(results.read_text())["rows"]
     assert [(r["layers"], r["time_steps"]) for r in rows] == [(2, 2), (2, 4)]
@@ -217,8 +217,22 @@ def test_gap_benchmark_pairs_the_spiking_students_with_the_dense_one(tiny_teache
         assert attribution["time_steps"] == [r["time_steps"]] and attribution["examples"] == 32  # one batch
         assert attribution["reference"]["dense student"] == dense["student_score"]
         assert r["recovered_clipped"]["head population"] == attribution["recovered"]["head population"]["clipped"][0]
+    # the student trained on the exact rates, scored spiking at each T and at 32
+    saved = json.loads(results.read_text())
+    exact = out / "L2" / "Tinf" / "seed-3"
+    assert yaml.safe_load((exact / "config.yaml").read_text())["train_for"] == "infinity"
+    evaluated = {r["time_steps"]: r["score"] for r in json.loads((exact / "evaluate.json").read_text())["rows"]}
+    assert {int(t): v["values"] for t, v in saved["infinity"][0]["score_at"].items()} == \
+        {t: [evaluated[t]] for t in (2, 4, 32)}
+    # the training fit: the mean of each stage's last ten logged losses
+    fit = saved["fit"]
+    assert [f["student"] for f in fit] == ["dense", "T = infinity", "T = 2", "T = 4"]
+    logged = [json.loads(line) for line in (out / "L2" / "dense" / "seed-3" / "metrics.jsonl").read_text().splitlines()]
+    hidden = [r["hidden"] for r in logged if r.get("stage") == "intermediate" and "hidden" in r][-10:]
+    assert fit[0]["fit"]["hidden"]["values"] == [pytest.approx(sum(hidden) / len(hidden))]
+    assert all(set(f["fit"]) == {"hidden", "attention", "soft", "gold"} for f in fit)
     stamp = (out / "L2" / "T2" / "seed-3" / "attribution" / "attribution.json").stat().st_mtime
     capsys.readouterr()
     assert bench.main(argv) == 0
-    assert capsys.readouterr().out.count("reusing the finished run") == 3  # dense, T = 2, T = 4
+    assert capsys.readouterr().out.count("reusing the finished run") == 4  # dense, T = infinity, T = 2, T = 4
     assert (out / "L2" / "T2" / "seed-3" / "attribution" / "attribution.json").stat().st_mtime == stamp
