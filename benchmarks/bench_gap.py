@@ -10,7 +10,9 @@ same seed gives them the same teacher, data order and selection split, so the di
 finished runs with the same settings are reused). Then ``eqspike diagnose RUN --time-steps T
 --attribution --dense-run ...`` on every spiking run (its first ``--attribution-batches`` dev batches).
 
-With ``--infinity``, also the student trained on the exact rates (``--train-for infinity``: the same
+``--variant NAME:key=value,...`` adds, at each T, a spiking student with those settings (for example burst
+spikes, ``burst:spike_levels=intermediate=2``) in ``OUT/L{L}/T{T}-NAME/seed-S``, paired with the same dense
+student. With ``--infinity``, also the student trained on the exact rates (``--train-for infinity``: the same
 network with clipping and implicit gradients, but no T-step rounding) in ``OUT/L{L}/Tinf/seed-S``, scored
 as a spiking network at each T of ``--time-steps`` and at 32 (``eqspike evaluate``): what the network
 reaches without the rounding of T steps, and how much of it each T keeps.
@@ -95,6 +97,9 @@ def main(argv=None) -> int:
     p.add_argument("--seeds", type=int, nargs="+", default=[42])
     p.add_argument("--set", default="", metavar="KEY=VALUE,...", help="settings over the config for every run")
     p.add_argument("--attribution-batches", type=int, default=None, help="attribute on the first N dev batches only")
+    p.add_argument("--variant", action="append", default=[], metavar="NAME:key=value,...",
+                   help="also a spiking student with these settings at each T, in OUT/L{L}/T{T}-NAME (repeatable), "
+                        "e.g. burst:spike_levels=intermediate=2")
     p.add_argument("--infinity", action="store_true",
                    help="also train the student on the exact rates (T = infinity) and score it at each T and at 32")
     p.add_argument("--out", type=Path, required=True, help="run directories: OUT/L{L}/{dense,T{T}}/seed-S")
@@ -105,6 +110,7 @@ def main(argv=None) -> int:
     layers = args.layers or [RunConfig(**base).student_layers]
     command = " ".join(["bench_gap.py", *(argv or sys.argv[1:])])
     say = lambda m: print(m, flush=True)  # noqa: E731
+    variants = [("", {})] + [parse_variant(v) for v in args.variant]
     rows, fits, infinity_rows = [], [], []
     for depth in layers:
         def config(name: str, **changes: Any) -> RunConfig:
@@ -124,11 +130,12 @@ def main(argv=None) -> int:
             scored = [scores_at(Path(seed_run(exact_config, s).output_dir), steps) for s in args.seeds]
             infinity_rows.append({"layers": depth, "seeds": args.seeds,
                                   "score_at": {t: spread([sc[t] for sc in scored]) for t in steps}})
-        for t in args.time_steps:
-            print(f"== L = {depth}: spiking student, T = {t}", flush=True)
-            spiking_config = config(f"T{t}", time_steps=t)
+        for t, (variant, changes) in [(t, v) for t in args.time_steps for v in variants]:
+            label = f"T = {t}" + (f", {variant}" if variant else "")
+            print(f"== L = {depth}: spiking student, {label} {changes or ''}", flush=True)
+            spiking_config = config(f"T{t}" + (f"-{variant}" if variant else ""), time_steps=t, **changes)
             spiking = distill_seeds(spiking_config, args.seeds, log=say, command=command)["metrics"]
-            fits.append(_fit_row(depth, f"T = {t}", spiking_config, args.seeds))
+            fits.append(_fit_row(depth, label, spiking_config, args.seeds))
             attributions = [attribution_of(Path(seed_run(spiking_config, s).output_dir), t,
                                            Path(seed_run(dense_config, s).output_dir), args.attribution_batches)
                             for s in args.seeds]
@@ -136,7 +143,7 @@ def main(argv=None) -> int:
                          for part in attributions[0]["recovered"]}
             score = dict(zip(args.seeds, spiking["student_score"]["values"]))
             rows.append({
-                "layers": depth, "time_steps": t, "seeds": args.seeds,
+                "layers": depth, "time_steps": t, "variant": variant, "changes": changes, "seeds": args.seeds,
                 "teacher_score": spiking["teacher_score"], "dense_score": dense["student_score"],
                 "spiking_score": spiking["student_score"], "score_ratio": spiking["score_ratio"],
                 "dense_score_ratio": dense["score_ratio"], "energy_ratio": spiking["student_energy_ratio"],
@@ -151,7 +158,8 @@ def main(argv=None) -> int:
              "energy / teacher | recovers the most, put back clipped (points) |", "|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
     for r in rows:
         top = sorted(r["recovered_clipped"].items(), key=lambda kv: -kv[1])[:3]
-        lines.append(f"| {r['layers']} | {r['time_steps']} | {format_spread(r['teacher_score'])} | "
+        lines.append(f"| {r['layers']} | {r['time_steps']}{', ' + r['variant'] if r['variant'] else ''} | "
+                     f"{format_spread(r['teacher_score'])} | "
                      f"{format_spread(r['dense_score'])} | {format_spread(r['spiking_score'])} | "
                      f"{format_spread(r['spiking_minus_dense'])} | {format_spread(r['score_ratio'])} | "
                      f"{format_spread(r['energy_ratio'], 3)} | "

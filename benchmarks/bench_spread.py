@@ -28,21 +28,28 @@ from typing import Any
 import yaml
 
 from eqspike.analysis.seeds import SUMMARY_KEYS, format_spread, paired_differences, spread, spread_ratio
-from eqspike.config import RunConfig, load_yaml
+from eqspike.config import FIELDS, RunConfig, load_yaml
 from eqspike.distill.run_directory import RunDirectory
 from eqspike.distill.seeds import distill_seeds
 
 
 def parse_variant(text: str) -> tuple[str, dict[str, Any]]:
-    """'ema:ema_decay=0.95,evals_per_epoch=4' -> ('ema', {'ema_decay': 0.95, 'evals_per_epoch': 4})."""
+    """'ema:ema_decay=0.95,evals_per_epoch=4' -> ('ema', {'ema_decay': 0.95, 'evals_per_epoch': 4}). An item
+    whose key is not a setting continues the value before it: 'b:spike_levels=intermediate=2,output=2'
+    -> {'spike_levels': 'intermediate=2,output=2'}."""
     name, _, settings = text.partition(":")
-    changes = {}
+    raw: dict[str, str] = {}
+    last = None
     for item in filter(None, settings.split(",")):
         key, sep, value = item.partition("=")
         if not sep:
             raise SystemExit(f"--variant {text!r}: {item!r} is not key=value")
-        changes[key.strip()] = yaml.safe_load(value)
-    return name, changes
+        if key.strip() in FIELDS or last is None:
+            last = key.strip()
+            raw[last] = value
+        else:
+            raw[last] += "," + item
+    return name, {key: yaml.safe_load(value) for key, value in raw.items()}
 
 
 def late_evaluation_std(run: Path, metric: str) -> float | None:

@@ -192,8 +192,9 @@ def test_spread_benchmark_pairs_each_variant_with_the_baseline_by_seed(tiny_teac
 
 @pytest.mark.slow
 def test_gap_benchmark_pairs_the_spiking_students_with_the_dense_one(tiny_teacher, toy_files, tmp_path, capsys):
-    """bench_gap: per T, the spiking student's paired difference to the dense student of its shape, and the
-    attribution of each spiking run at its own T; a second call reuses the runs and the attributions."""
+    """bench_gap: per T (and variant), the spiking student's paired difference to the dense student of its shape,
+    and the attribution of each spiking run at its own T; the student trained on the exact rates scored at each
+    T; every run's training fit; a second call reuses the runs and the attributions."""
     import yaml
 
     bench = load_benchmark("bench_gap")
@@ -203,17 +204,18 @@ def test_gap_benchmark_pairs_the_spiking_students_with_the_dense_one(tiny_teache
         student_layers=2, batch_size=16, eval_batch_size=32, intermediate_epochs=1, prediction_epochs=1,
         intermediate_lr=1e-3, prediction_lr=1e-3, time_steps=8, calibration_examples=32, device="cpu", logging_steps=2)))
     out, results = tmp_path / "gap", tmp_path / "gap.json"
-    argv = ["--config", str(config), "--time-steps", "2", "4", "--seeds", "3", "--out", str(out), "--results", str(results),
-            "--attribution-batches", "1", "--infinity"]
+    argv = ["--config", str(config), "--time-steps", "2", "--seeds", "3", "--out", str(out), "--results", str(results),
+            "--attribution-batches", "1", "--infinity", "--variant", "burst:spike_levels=intermediate=2,output=2"]
     assert bench.main(argv) == 0
     rows = json.loads(results.read_text())["rows"]
-    assert [(r["layers"], r["time_steps"]) for r in rows] == [(2, 2), (2, 4)]
+    assert [(r["layers"], r["time_steps"], r["variant"]) for r in rows] == [(2, 2, ""), (2, 2, "burst")]
     for r in rows:
-        metrics = json.loads((out / "L2" / f"T{r['time_steps']}" / "seed-3" / "metrics.json").read_text())
+        run = out / "L2" / ("T2-burst" if r["variant"] else "T2") / "seed-3"
+        metrics = json.loads((run / "metrics.json").read_text())
         dense = json.loads((out / "L2" / "dense" / "seed-3" / "metrics.json").read_text())
         assert metrics["time_steps"] == r["time_steps"] and dense["student_type"] == "dense"
         assert r["spiking_minus_dense"]["values"] == [metrics["student_score"] - dense["student_score"]]
-        attribution = json.loads((out / "L2" / f"T{r['time_steps']}" / "seed-3" / "attribution" / "attribution.json").read_text())
+        attribution = json.loads((run / "attribution" / "attribution.json").read_text())
         assert attribution["time_steps"] == [r["time_steps"]] and attribution["examples"] == 32  # one batch
         assert attribution["reference"]["dense student"] == dense["student_score"]
         assert r["recovered_clipped"]["head population"] == attribution["recovered"]["head population"]["clipped"][0]
@@ -223,10 +225,12 @@ def test_gap_benchmark_pairs_the_spiking_students_with_the_dense_one(tiny_teache
     assert yaml.safe_load((exact / "config.yaml").read_text())["train_for"] == "infinity"
     evaluated = {r["time_steps"]: r["score"] for r in json.loads((exact / "evaluate.json").read_text())["rows"]}
     assert {int(t): v["values"] for t, v in saved["infinity"][0]["score_at"].items()} == \
-        {t: [evaluated[t]] for t in (2, 4, 32)}
+        {t: [evaluated[t]] for t in (2, 32)}
+    levels = yaml.safe_load((out / "L2" / "T2-burst" / "seed-3" / "config.yaml").read_text())["spike_levels"]
+    assert levels == "intermediate=2,output=2" and rows[1]["changes"] == {"spike_levels": levels}
     # the training fit: the mean of each stage's last ten logged losses
     fit = saved["fit"]
-    assert [f["student"] for f in fit] == ["dense", "T = infinity", "T = 2", "T = 4"]
+    assert [f["student"] for f in fit] == ["dense", "T = infinity", "T = 2", "T = 2, burst"]
     logged = [json.loads(line) for line in (out / "L2" / "dense" / "seed-3" / "metrics.jsonl").read_text().splitlines()]
     hidden = [r["hidden"] for r in logged if r.get("stage") == "intermediate" and "hidden" in r][-10:]
     assert fit[0]["fit"]["hidden"]["values"] == [pytest.approx(sum(hidden) / len(hidden))]
@@ -234,5 +238,5 @@ def test_gap_benchmark_pairs_the_spiking_students_with_the_dense_one(tiny_teache
     stamp = (out / "L2" / "T2" / "seed-3" / "attribution" / "attribution.json").stat().st_mtime
     capsys.readouterr()
     assert bench.main(argv) == 0
-    assert capsys.readouterr().out.count("reusing the finished run") == 4  # dense, T = infinity, T = 2, T = 4
+    assert capsys.readouterr().out.count("reusing the finished run") == 4  # dense, T = infinity, T = 2, T = 2 burst
     assert (out / "L2" / "T2" / "seed-3" / "attribution" / "attribution.json").stat().st_mtime == stamp
