@@ -119,17 +119,22 @@ def test_hysteresis_keeps_constant_current_counts_and_bounds_a_moving_one(hyster
     assert spikes["sticky"] < spikes["plain"], spikes
 
 
-def test_hysteresis_is_the_same_for_both_drives():
-    """step (integrating the increments into a membrane) and step_ideal (closed form) fire alike."""
-    torch.manual_seed(8)
-    neuron = NeuronConfig(threshold=0.6, hysteresis=0.5)
+@pytest.mark.parametrize("neuron, seed, steps", [
+    (NeuronConfig(threshold=0.6, hysteresis=0.5), 8, 40),
+    (NeuronConfig(threshold=0.6, levels=4), 9, 30),  # burst spikes
+], ids=["hysteresis", "burst"])
+def test_both_drives_fire_alike_under_a_moving_current(neuron, seed, steps):
+    """step (integrating the increments into a membrane) and step_ideal (closed form) fire alike, with
+    hysteresis and with burst spikes, and hold the same membrane."""
+    torch.manual_seed(seed)
     fast, slow = IFPopulation(neuron), IFPopulation(neuron)
     previous = 0.0
-    for t in range(1, 41):
+    for t in range(1, steps + 1):
         current = torch.randn(1_000, dtype=torch.float64) * 0.5
         s_fast, s_slow = fast.step_ideal(current), slow.step(t * current - previous)
         previous = t * current
         assert torch.equal(s_fast, s_slow), t
+        assert torch.allclose(fast.membrane, slow.membrane, atol=1e-9), t
 
 
 def test_spike_values_and_counts():
@@ -142,6 +147,9 @@ def test_spike_values_and_counts():
     for neuron in (trunc, rounding):
         result = simulate_constant_current(torch.tensor([-1.0, 0.5, 0.0]), 10, neuron)
         assert result.spike_count.tolist() == [10.0, 5.0, 0.0]
+    # burst spikes, B = 4, V_th = 1: one spike per 0.25, the first at 0.125, at most 4 a step
+    assert fire(torch.tensor([-2.0, -0.13, 0.12, 0.13, 0.38, 5.0]), NeuronConfig(levels=4)).tolist() == \
+        [-4.0, -1.0, 0.0, 1.0, 2.0, 4.0]
 
 
 def test_ideal_drive_of_an_affine_map_is_the_synaptic_current():
@@ -242,22 +250,6 @@ def test_burst_neuron_is_the_quantizer_of_levels_times_T_steps(rounding, signed,
     if rounding == "round":
         error = (result.rates - equilibrium_rate(current, neuron)).abs().max()
         assert 0.9 / (2 * levels * time_steps) < error <= 1 / (2 * levels * time_steps) + 1e-12
-
-
-def test_burst_neuron_fires_alike_for_both_drives_under_a_moving_current():
-    torch.manual_seed(9)
-    neuron = NeuronConfig(threshold=0.6, levels=4)
-    fast, slow = IFPopulation(neuron), IFPopulation(neuron)
-    previous = 0.0
-    for t in range(1, 31):
-        current = torch.randn(1_000, dtype=torch.float64) * 0.5
-        s_fast, s_slow = fast.step_ideal(current), slow.step(t * current - previous)
-        previous = t * current
-        assert torch.equal(s_fast, s_slow), t
-        assert torch.allclose(fast.membrane, slow.membrane, atol=1e-9)
-    # by hand, B = 4, V_th = 1: one spike per 0.25, the first at 0.125, at most 4 a step
-    assert fire(torch.tensor([-2.0, -0.13, 0.12, 0.13, 0.38, 5.0]), NeuronConfig(levels=4)).tolist() == \
-        [-4.0, -1.0, 0.0, 1.0, 2.0, 4.0]
 
 
 @pytest.mark.parametrize("kwargs, match", [
