@@ -71,7 +71,7 @@ class RunConfig:
     # --- student
     student_type: str = "eqspike"  # "eqspike" (equilibrium, implicit gradients), "spikelm" (BPTT baseline) or "dense"
     student_layers: int | None = 4  # None: as many as the teacher
-    student_init: str = "teacher"  # "teacher" (every k-th layer) or "random"
+    student_init: str = "teacher"  # "teacher" (every k-th layer), "random", or a saved student's folder (warm start)
     time_steps: int = 8  # the deployment T: the student is trained for it (train_for) and scored at it
     train_for: str = "time_steps"  # "time_steps": the rates of T steps (T-step quantizer); "infinity": exact rates
     threshold_lr: float = 1e-2  # learning rate of the thresholds (trained with train_for: time_steps)
@@ -162,7 +162,9 @@ class RunConfig:
         self.spike_levels = ",".join(f"{kind}={b}" for kind, b in levels.items()) or None
         if levels and self.student_type != "eqspike":
             raise ValueError(f"spike_levels is a setting of the eqspike student; student_type is {self.student_type!r}")
-        check_choice("student_init", self.student_init, ("teacher", "random"))
+        if not isinstance(self.student_init, str) or not self.student_init.strip():
+            raise ValueError(f"student_init={self.student_init!r} is not valid; choose one of: 'teacher', 'random', "
+                             f"or a saved student's folder")
         check_choice("teacher_schedule", self.teacher_schedule, SCHEDULES)
         check_int_at_least("teacher_patience", self.teacher_patience, 0)
         check_choice("report_to", self.report_to, REPORT_TO)
@@ -237,7 +239,9 @@ HELP = {
     "student_type": "'eqspike' (equilibrium, implicit gradients), 'spikelm' (the surrogate-gradient baseline) or "
                     "'dense' (the eqspike student's architecture without spikes: the reference for the spikes' cost)",
     "student_layers": "spiking blocks of the student, initialised from every k-th teacher layer",
-    "student_init": "'teacher' (copy every k-th teacher layer) or 'random'",
+    "student_init": "'teacher' (copy every k-th teacher layer), 'random', or a saved student of the same shape (a run "
+                    "directory or its student/ folder: a warm start from its weights, e.g. a dense student or one "
+                    "trained for another T; the thresholds are calibrated anew)",
     "time_steps": "the deployment T: the student is trained for T steps and scored as a spiking network at T",
     "train_for": "'time_steps': train on the T-step quantized rates; 'infinity': on the exact equilibrium",
     "threshold_lr": "learning rate of the neurons' thresholds (trained with --train-for time_steps)",

@@ -2,6 +2,7 @@
 
 import json
 import math
+import shutil
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,7 @@ import yaml
 
 from eqspike.cli import main
 from eqspike.config import RunConfig
+from eqspike.distill.seeds import distill_seeds
 from eqspike.distill.trainer import Distiller
 from eqspike.students.spiking_bert import SpikingBertForSequenceClassification
 from tests.conftest import QUIET, TINY_TEACHER_RECIPE, make_tiny_bert, tiny_config, write_csv
@@ -74,6 +76,21 @@ def test_resume_after_interruption_gives_the_same_weights(tiny_teacher, toy_file
     b = torch.load(cut / "checkpoint" / "student.pt")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert json.loads((full / "metrics.json").read_text())["student_score"] == json.loads((cut / "metrics.json").read_text())["student_score"]
+
+
+def test_resume_of_a_run_stopped_before_its_first_checkpoint_starts_it_again(tiny_teacher, toy_files, tmp_path):
+    """--resume (also through --seeds) on a run that stopped before any checkpoint: it starts from the
+    beginning, with a fresh log, instead of being refused both with and without --resume."""
+    root = tmp_path / "seeds"
+    stopped = root / "seed-7"
+    Distiller(tiny_config(tiny_teacher, toy_files, stopped, max_steps=3), **QUIET).run()
+    shutil.rmtree(stopped / "checkpoint")  # as if stopped at step 3 of a run that checkpoints every 4
+    messages = []
+    distill_seeds(tiny_config(tiny_teacher, toy_files, root, prediction_epochs=1, resume=True), [7], log=messages.append)
+    assert any("stopped before its first checkpoint; starting it from the beginning" in m for m in messages)
+    steps = [record["step"] for record in map(json.loads, (stopped / "metrics.jsonl").read_text().splitlines())
+             if "loss" in record]  # the training lines (evaluations share their steps)
+    assert steps == sorted(steps) and len(steps) == len(set(steps)) and (stopped / "metrics.json").is_file()
 
 
 # ---------------------------------------------------------------------------- errors, via the CLI
@@ -243,3 +260,38 @@ def test_distill_with_burst_spikes_keeps_them_in_the_saved_student(tiny_teacher,
                  str(toy_files[1]), "--spike-levels", "ffn=2", "--output-dir", str(tmp_path / "bad")])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and "spike_levels kind='ffn' is not valid" in err[0] and "intermediate" in err[0]
+
+
+def test_student_init_warm_starts_from_a_saved_student_of_any_kind(tiny_teacher, toy_files, tmp_path, capsys):
+    """--student-init RUN: the new student starts from that run's weights (a dense student's into a spiking
+    one), every weight but the thresholds, which calibration sets anew; a folder that holds no student, or
+    one of another shape, is a one-line error before any work."""
+    from eqspike.students import load_student, student_for_run
+
+    dense = tmp_path / "dense"
+    Distiller(tiny_config(tiny_teacher, toy_files, dense, student_type="dense", intermediate_epochs=0,
+                          prediction_epochs=1), **QUIET).run()
+    trained = load_student(dense / "student").state_dict()
+    config = tiny_config(tiny_teacher, toy_files, tmp_path / "warm", time_steps=4, student_init=str(dense))
+    cold = student_for_run(tiny_teacher.model, config.replace(student_init="teacher")).state_dict()
+    warm = student_for_run(tiny_teacher.model, config).state_dict()
+    changed = [name for name, value in trained.items() if not torch.equal(value, cold[name])]
+    assert changed  # the dense run trained: its weights are not the teacher's layers any more
+    assert all(torch.equal(warm[name], value) for name, value in trained.items())
+    thresholds = [name for name in warm if name not in trained]
+    assert thresholds and all("threshold" in name for name in thresholds)
+    # The run itself, from the run directory's student/ folder, says where it started.
+    messages = []
+    Distiller(config.replace(student_init=str(dense / "student"), prediction_epochs=1),
+              log=messages.append).run()
+    assert any("warm start from the saved student" in m and str(dense / "student") in m for m in messages)
+    assert yaml.safe_load((tmp_path / "warm" / "config.yaml").read_text())["student_init"] == str(dense / "student")
+    capsys.readouterr()
+    common = ["distill", "--teacher", tiny_teacher.path, "--train-file", str(toy_files[0]), "--validation-file",
+              str(toy_files[1]), "--max-seq-length", "32", "--device", "cpu"]
+    for init, layers, expected in ((tmp_path / "nothing", "2", "student_init="),
+                                   (dense, "3", "(2 blocks against student_layers=3)")):
+        code = main(common + ["--student-init", str(init), "--student-layers", layers,
+                              "--output-dir", str(tmp_path / f"bad-{layers}")])
+        err = capsys.readouterr().err.strip().splitlines()
+        assert code == 2 and len(err) == 1 and expected in err[0], err

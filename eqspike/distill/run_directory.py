@@ -68,6 +68,11 @@ class RunDirectory:
     def has_checkpoint(self) -> bool:
         return (self.checkpoint / STATE).is_file()
 
+    @property
+    def started(self) -> bool:
+        """A run was started here (its settings are written before its first step)."""
+        return self.settings.is_file()
+
     def require_student(self) -> None:
         """Refuse a folder that is not a run directory with a student (evaluate, diagnose)."""
         if not (self.student / "config.json").is_file() or not self.settings.is_file():
@@ -130,6 +135,11 @@ class RunDirectory:
                     kept.append(line)
             write_atomic(self.log_file, "".join(f"{line}\n" for line in kept))
         return state
+
+    def discard_log(self) -> None:
+        """Forget the log of a run that stopped before its first checkpoint (it starts again)."""
+        if self.writes:
+            self.log_file.unlink(missing_ok=True)
 
     def start(self, config: RunConfig, resuming: bool) -> None:
         """Create the directory (emptied first with ``overwrite``) and write the settings."""

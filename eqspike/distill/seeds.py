@@ -30,7 +30,8 @@ def seed_run(config: RunConfig, seed: int) -> RunConfig:
 
 def distill_seeds(config: RunConfig, seeds: list[int], log=print, command: str | None = None) -> dict[str, Any]:
     """Distil one student per seed and write the summary. With ``resume``, a seed whose run finished
-    with the same settings is reused, one with a checkpoint is resumed and one not started is started;
+    with the same settings is reused, one started is resumed (from its checkpoint, or from the beginning
+    when it stopped before one) and one not started is started;
     a finished run with other settings is refused by name."""
     if len(set(seeds)) != len(seeds):
         raise RunDirectoryError(f"--seeds {' '.join(map(str, seeds))} names a seed twice")
@@ -48,7 +49,7 @@ def distill_seeds(config: RunConfig, seeds: list[int], log=print, command: str |
             log(f"seeds: reusing the finished run {run.root}")
             results[seed] = run.result()
             continue
-        if config.resume and not run.has_checkpoint:
+        if config.resume and not run.started:
             run_config = run_config.replace(resume=False)
         result = Distiller(run_config, log, command=command).run()
         if result.get("status") == "interrupted":

@@ -45,7 +45,7 @@ from eqspike.runtime.environment import environment_record
 from eqspike.runtime.distributed import Sharding, process_group, shard
 from eqspike.runtime.optim import linear_schedule, make_optimizer, weight_average
 from eqspike.runtime.progress import StepLog, progress
-from eqspike.students import STUDENTS, load_student
+from eqspike.students import STUDENT_INITS, check_warm_start, load_student, saved_student_directory, student_for_run
 from eqspike.students.common import uniform_layer_map
 from eqspike.teacher.base import Teacher
 from eqspike.teacher.store import load_teacher, teacher_name
@@ -137,9 +137,16 @@ class Distiller:
         # 1. The run directory (repaired after a crash when resuming) and the inputs, checked before any work.
         self.run_dir.claim(c.resume, c.overwrite, self.log)
         sharding.barrier()
-        resume_state = self.run_dir.resume_state() if c.resume else None
+        resume_state = None
+        if c.resume and self.run_dir.started and not self.run_dir.has_checkpoint and not self.run_dir.finished:
+            self.log(f"resume: {self.run_dir.root} stopped before its first checkpoint; starting it from the beginning")
+            self.run_dir.discard_log()
+        elif c.resume:
+            resume_state = self.run_dir.resume_state()
         # Recorded now, not at the end: the commit and packages of the code that trains this run.
         self.environment = environment_record(self.device, c.precision)
+        if c.student_init not in STUDENT_INITS:
+            check_warm_start(c.student_init, c.student_layers)  # refused now, not after the teacher's fine-tuning
         set_seed(c.seed)
         data = prepare_data(c, self.log)
         teacher = self._on_main_first(lambda: load_teacher(c, data.task, self.device, data.splits, data.train, self.log,
@@ -156,7 +163,10 @@ class Distiller:
         state = resume_state or {"stage": 0, "stage_step": 0, "global_step": 0, "best_score": None, "best_step": None,
                                  "best_key": None, "energy_weight": 0.0, "spike_factor": 1.0}
         stages = self.stages(data)
-        student = STUDENTS[c.student_type].for_run(teacher.model, c).to(self.device)
+        student = student_for_run(teacher.model, c).to(self.device)
+        if c.student_init not in STUDENT_INITS:
+            self.log(f"student: warm start from the saved student {saved_student_directory(c.student_init)} "
+                     f"(every weight but the thresholds)")
         first = next((s for s in stages if s.steps), stages[-1])
         student.prepare(self._calibration_batches(data), self._collate(data, self._global_batch(data, first, 0)))
         if resume_state is not None:
@@ -164,7 +174,7 @@ class Distiller:
         student.train()
         if c.energy_budget is not None:
             self._energy_model = StudentEnergy.of(student.config)
-        layers = student.config.teacher_layers if c.student_init == "teacher" else uniform_layer_map(
+        layers = student.config.teacher_layers if c.student_init != "random" else uniform_layer_map(
             teacher.model.config.num_hidden_layers, student.config.num_hidden_layers)
         if not c.task_loss_only:
             self.targets = self._cached_targets(teacher, data, layers, with_layers=state["stage"] == 0 and stages[0].steps > 0) \

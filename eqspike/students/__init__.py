@@ -14,6 +14,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+import torch
+from torch import nn
 from transformers import AutoConfig, AutoModelForSequenceClassification
 
 from eqspike.students.common import StudentFileError, StudentOutput
@@ -50,5 +52,64 @@ def load_student_config(directory: str | Path):
     return AutoConfig.from_pretrained(directory)
 
 
-__all__ = ["load_student_config", "STUDENTS", "DenseBertConfig", "DenseBertForSequenceClassification", "SpikeLMConfig", "SpikeLMForSequenceClassification", "SpikingBertConfig",
+STUDENT_INITS = ("teacher", "random")  # or a saved student's folder (a warm start)
+
+
+def saved_student_directory(path: str | Path) -> Path:
+    """The folder of the saved student ``path`` names: ``path`` itself, or a run directory's student/."""
+    root = Path(path)
+    for candidate in (root, root / "student"):
+        if (candidate / "config.json").is_file():
+            return candidate
+    raise StudentFileError(f"student_init={str(path)!r} is not valid; choose one of: {', '.join(map(repr, STUDENT_INITS))}, "
+                           f"or a saved student (a run directory, or its student/ folder with config.json)")
+
+
+def check_warm_start(path: str | Path, student_layers: int | None) -> Path:
+    """The saved student's folder, refused now when its depth is not ``student_layers``."""
+    directory = saved_student_directory(path)
+    depth = load_student_config(directory).num_hidden_layers
+    if student_layers is not None and depth != student_layers:
+        raise StudentFileError(f"student_init: {directory} does not have this student's shape ({depth} blocks against "
+                               f"student_layers={student_layers}); pass --student-layers {depth}")
+    return directory
+
+
+def _is_threshold(name: str) -> bool:
+    return name.rsplit(".", 1)[-1].startswith("threshold")
+
+
+def warm_start(student: nn.Module, path: str | Path) -> Path:
+    """Copy into ``student`` the weights of the saved student at ``path`` (any kind, the same shape):
+    every weight but the thresholds, which calibration sets for the new student's T. A dense student
+    trained first, or a spiking one trained for another T or for T = infinity, is so the starting point
+    of the spiking one. Returns the folder read."""
+    directory = saved_student_directory(path)
+    source = load_student(directory).state_dict()
+    target = {name: value for name, value in student.state_dict().items() if not _is_threshold(name)}
+    missing = [name for name in target if name not in source]
+    shapes = [f"{name} {tuple(source[name].shape)} against {tuple(value.shape)}" for name, value in target.items()
+              if name in source and source[name].shape != value.shape]
+    if missing or shapes:
+        raise StudentFileError(f"student_init: {directory} does not have this student's shape "
+                               f"({'; '.join((shapes + [f'{n} missing' for n in missing])[:3])}); "
+                               f"pass the --student-layers and teacher it was trained with")
+    student.load_state_dict({name: source[name] for name in target}, strict=False)
+    return directory
+
+
+def student_for_run(teacher_model: nn.Module, config: Any) -> nn.Module:
+    """The student a RunConfig asks for: ``student_type``'s, from every k-th teacher layer; with
+    ``student_init`` 'random', re-initialised at random (seeded); with a saved student's folder, its
+    weights (``warm_start``)."""
+    student = STUDENTS[config.student_type].for_run(teacher_model, config)
+    if config.student_init == "random":
+        torch.manual_seed(config.seed)
+        student = type(student)(student.config)
+    elif config.student_init != "teacher":
+        warm_start(student, config.student_init)
+    return student
+
+
+__all__ = ["load_student_config", "saved_student_directory", "STUDENT_INITS", "STUDENTS", "check_warm_start", "student_for_run", "warm_start", "DenseBertConfig", "DenseBertForSequenceClassification", "SpikeLMConfig", "SpikeLMForSequenceClassification", "SpikingBertConfig",
            "SpikingBertForSequenceClassification", "StudentOutput", "load_student"]

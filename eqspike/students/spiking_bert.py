@@ -308,19 +308,14 @@ class SpikingBertForSequenceClassification(StudentPreTrainedModel):
     # ------------------------------------------------------------------ in a distillation run
     @classmethod
     def for_run(cls, teacher_model: nn.Module, config: Any) -> SpikingBertForSequenceClassification:
-        """The student a RunConfig asks for, initialised from ``teacher_model`` (its every k-th layer,
-        or at random with student_init='random')."""
+        """The student a RunConfig asks for, initialised from ``teacher_model`` (its every k-th layer)."""
         c = config
-        student = cls.from_teacher(
+        return cls.from_teacher(
             teacher_model, c.student_layers, time_steps=c.time_steps, signed=c.signed, rounding=c.rounding,
             hysteresis=c.hysteresis, quantize_rates=c.train_for == "time_steps", feedback=c.feedback,
             weight_bits=c.weight_bits, threshold_quantile=c.threshold_quantile, threshold_init=c.threshold_init, teacher=c.teacher,
             spike_levels=c.spike_levels,
             equilibrium=EquilibriumConfig(forward=c.training_forward, solver=c.solver, track_residual=False))
-        if c.student_init == "random":
-            torch.manual_seed(c.seed)
-            student = cls(student.config)
-        return student
 
     def prepare(self, calibration: list[Mapping[str, Tensor]], first_batch: Mapping[str, Tensor]) -> None:
         """Before training: thresholds calibrated on the ``calibration`` batches (when trained for T: for
