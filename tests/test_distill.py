@@ -280,6 +280,13 @@ def test_student_init_warm_starts_from_a_saved_student_of_any_kind(tiny_teacher,
     assert all(torch.equal(warm[name], value) for name, value in trained.items())
     thresholds = [name for name in warm if name not in trained]
     assert thresholds and all("threshold" in name for name in thresholds)
+    for kind in ("dense", "spikelm"):  # 'random' re-initialises every kind of student, seeded
+        from_teacher = student_for_run(tiny_teacher.model, config.replace(student_type=kind, student_init="teacher"))
+        drawn = [student_for_run(tiny_teacher.model, config.replace(student_type=kind, student_init="random"))
+                 for _ in range(2)]
+        weight = next(n for n, p in from_teacher.named_parameters() if p.dim() == 2 and "embeddings" not in n)
+        values = [dict(m.named_parameters())[weight] for m in (from_teacher, *drawn)]
+        assert not torch.equal(values[0], values[1]) and torch.equal(values[1], values[2]), kind
     # The run itself, from the run directory's student/ folder, says where it started.
     messages = []
     Distiller(config.replace(student_init=str(dense / "student"), prediction_epochs=1),
