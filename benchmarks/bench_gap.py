@@ -74,18 +74,21 @@ def training_fit(run: Path, last: int = 10) -> dict[str, float]:
     return fit
 
 
-def scores_at(run: Path, time_steps: list[int]) -> dict[int, float]:
-    """The run's dev score as a spiking network at each T (``eqspike evaluate``; reused while newer than its
-    metrics.json and covering those T)."""
+def scores_at(run: Path, time_steps: list[int]) -> dict[int, tuple[float, float]]:
+    """The run's dev score and energy / teacher as a spiking network at each T (``eqspike evaluate``; reused
+    while newer than its metrics.json and covering those T)."""
     path = run / "evaluate.json"
-    rows = {}
-    if path.is_file() and path.stat().st_mtime >= (run / "metrics.json").stat().st_mtime:
-        rows = {r["time_steps"]: r["score"] for r in json.loads(path.read_text())["rows"]}
+
+    def read() -> dict[int, tuple[float, float]]:
+        return {r["time_steps"]: (r["score"], r["energy_ratio"]) for r in json.loads(path.read_text())["rows"]
+                if "energy_ratio" in r}
+
+    rows = read() if path.is_file() and path.stat().st_mtime >= (run / "metrics.json").stat().st_mtime else {}
     if not set(time_steps) <= set(rows):
         args = ["evaluate", str(run), "--time-steps", *map(str, time_steps)]
         if eqspike_main(args) != 0:
             raise SystemExit(f"eqspike {' '.join(args)} failed")
-        rows = {r["time_steps"]: r["score"] for r in json.loads(path.read_text())["rows"]}
+        rows = read()
     return {t: rows[t] for t in time_steps}
 
 
@@ -129,7 +132,8 @@ def main(argv=None) -> int:
             steps = sorted(set(args.time_steps) | {32})
             scored = [scores_at(Path(seed_run(exact_config, s).output_dir), steps) for s in args.seeds]
             infinity_rows.append({"layers": depth, "seeds": args.seeds,
-                                  "score_at": {t: spread([sc[t] for sc in scored]) for t in steps}})
+                                  "score_at": {t: spread([sc[t][0] for sc in scored]) for t in steps},
+                                  "energy_at": {t: spread([sc[t][1] for sc in scored]) for t in steps}})
         for t, (variant, changes) in [(t, v) for t in args.time_steps for v in variants]:
             label = f"T = {t}" + (f", {variant}" if variant else "")
             print(f"== L = {depth}: spiking student, {label} {changes or ''}", flush=True)
@@ -169,7 +173,9 @@ def main(argv=None) -> int:
         lines += ["", "| L | trained on the exact rates, scored spiking at T = | " + " | ".join(map(str, steps)) + " |",
                   "|---:|---|" + "---:|" * len(steps)]
         for r in infinity_rows:
-            lines.append(f"| {r['layers']} | | " + " | ".join(format_spread(r["score_at"][t]) for t in steps) + " |")
+            lines.append(f"| {r['layers']} | score | " + " | ".join(format_spread(r["score_at"][t]) for t in steps) + " |")
+            lines.append(f"| {r['layers']} | energy / teacher | "
+                         + " | ".join(format_spread(r["energy_at"][t], 3) for t in steps) + " |")
     keys = [key for pair in FIT_LOSSES.values() for key in pair]
     lines += ["", "| L | student | " + " | ".join(f"{k} loss, end" for k in keys) + " |", "|---:|---|" + "---:|" * len(keys)]
     for f in fits:

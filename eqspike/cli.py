@@ -114,7 +114,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     _require_spiking_equilibrium(student, "evaluate", run_dir)
     rows = score_vs_time_steps(student, task, splits, time_steps, config.eval_batch_size, device)
     for row in rows:
-        _log(f"T={row['time_steps']:<4d} {task.metric} {row['score']:.4f}")
+        _log(f"T={row['time_steps']:<4d} {task.metric} {row['score']:.4f}  energy / teacher {row['energy_ratio']:.3f}")
     out = RunDirectory(run_dir).write_evaluation({"task": task.name, "metric": task.metric, "rows": rows})
     _log(f"wrote {out} and the student's model card")
     return 0

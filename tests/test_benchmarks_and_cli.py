@@ -223,9 +223,10 @@ def test_gap_benchmark_pairs_the_spiking_students_with_the_dense_one(tiny_teache
     saved = json.loads(results.read_text())
     exact = out / "L2" / "Tinf" / "seed-3"
     assert yaml.safe_load((exact / "config.yaml").read_text())["train_for"] == "infinity"
-    evaluated = {r["time_steps"]: r["score"] for r in json.loads((exact / "evaluate.json").read_text())["rows"]}
-    assert {int(t): v["values"] for t, v in saved["infinity"][0]["score_at"].items()} == \
-        {t: [evaluated[t]] for t in (2, 32)}
+    evaluated = {r["time_steps"]: r for r in json.loads((exact / "evaluate.json").read_text())["rows"]}
+    for key, field in (("score_at", "score"), ("energy_at", "energy_ratio")):
+        assert {int(t): v["values"] for t, v in saved["infinity"][0][key].items()} == \
+            {t: [evaluated[t][field]] for t in (2, 32)}
     levels = yaml.safe_load((out / "L2" / "T2-burst" / "seed-3" / "config.yaml").read_text())["spike_levels"]
     assert levels == "intermediate=2,output=2" and rows[1]["changes"] == {"spike_levels": levels}
     # the training fit: the mean of each stage's last ten logged losses

@@ -113,8 +113,14 @@ def test_cli_distill_end_to_end_and_existing_run_directory(tiny_teacher, toy_fil
     code, err = run_cli(capsys, *args)
     assert code == 2 and "already exists; pass --resume to continue that run or --overwrite to replace it" in err
     assert len(err.splitlines()) == 1 and (run / "metrics.json").read_bytes() == before  # nothing lost
-    code, err = run_cli(capsys, "evaluate", run, "--time-steps", 4, 16)
-    assert code == 0 and [r["time_steps"] for r in json.loads((run / "evaluate.json").read_text())["rows"]] == [4, 16]
+    code, err = run_cli(capsys, "evaluate", run, "--time-steps", 4, 8, 16)
+    rows = json.loads((run / "evaluate.json").read_text())["rows"]
+    assert code == 0 and [r["time_steps"] for r in rows] == [4, 8, 16]
+    # At the run's own T, the same spikes on the same dev set: the energy distill measured.
+    distilled = json.loads((run / "metrics.json").read_text())
+    assert rows[1]["score"] == distilled["student_score"]
+    assert rows[1]["energy_ratio"] == pytest.approx(distilled["student_energy_ratio"], rel=1e-6)
+    assert rows[0]["energy_ratio"] < rows[2]["energy_ratio"]  # 4 steps of spikes cost less than 16
 
 
 def test_cli_resume_continues_with_the_saved_settings(tiny_teacher, toy_files, tmp_path, capsys):

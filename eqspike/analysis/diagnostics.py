@@ -146,15 +146,14 @@ def _sweep(student, split: EncodedSplit, time_steps: list[int], batch_size: int,
         star = solved.rates
         s.solve_logits.append((index, student.head(student.population_values(last, star[last])).float().cpu()))
         token = mask[:, :, None].to(star[names[0]].dtype)
+        s.lengths += mask.sum(1).tolist()
+        fan = StudentEnergy.of(cfg).fan_out(mask)
         if detailed:
             residual, _ = rate_map.residual(star)
             s.residual.append(residual)
             s.iterations = max(s.iterations, solved.stats.iterations)
             if rate_map.has_feedback:
                 s.spectral_radius.append(_spectral_radius(rate_map, star))
-            lengths = mask.sum(1)
-            s.lengths += lengths.tolist()
-            fan = StudentEnergy.of(cfg).fan_out(mask)
             for name in names:
                 s.element_count[name] += float(token.sum()) * star[name].shape[-1]
 
@@ -163,6 +162,7 @@ def _sweep(student, split: EncodedSplit, time_steps: list[int], batch_size: int,
                 return
             k = index_of[t]
             s.logits[t].append((index, student.head(student.population_values(last, rates[last])).float().cpu()))
+            s.accumulates[k] += float(synaptic_accumulates(counts, fan).sum())
             if not detailed:
                 return
             quantized = student.equilibrium(student.rate_map(batch["input_ids"], mask, batch["token_type_ids"], t),
@@ -176,14 +176,28 @@ def _sweep(student, split: EncodedSplit, time_steps: list[int], batch_size: int,
                                         rate_map.neuron_of(population), t)
                 s.lag[population.name][k] += float((((rates[population.name] - target).abs() > 0.25 / t) * token).sum())
             s.residual_sum[k] += rate_map.residual(rates)[0] * len(index)
-            s.accumulates[k] += float(synaptic_accumulates(counts, fan).sum())
             for name in names:
                 s.spikes[name][k] += float((counts[name] * token).sum())
                 s.silent[name][k] += float(((counts[name] == 0) * token).sum())
                 s.saturated[name][k] += float(((counts[name] >= t) * token).sum())
 
-        simulate(rate_map, T_max, observer=observer, count_spikes=detailed)
+        simulate(rate_map, T_max, observer=observer, count_spikes=True)
     return s
+
+
+def _energy_vs_time_steps(model: StudentEnergy, s: _Sweep, time_steps: list[int]) -> list[dict[str, float]]:
+    """Per example at each T: the synaptic accumulates of the spikes fired, the dense part's MACs, the
+    network's energy E_T = e_AC * accumulates + e_MAC * MACs (pJ) and its ratio to the teacher's."""
+    examples = max(len(s.lengths), 1)
+    ann_pj = sum(model.teacher_pj(n) for n in s.lengths) / examples
+    rows = []
+    for k, t in enumerate(time_steps):
+        accumulates = s.accumulates[k] / examples
+        dense_pj = sum(model.dense_pj(n, t) for n in s.lengths) / examples
+        snn = ACCUMULATE_PJ * accumulates + dense_pj
+        rows.append({"time_steps": t, "accumulates": accumulates, "macs": dense_pj / MAC_PJ, "snn_pj": snn,
+                     "ann_pj": ann_pj, "ratio": snn / ann_pj})
+    return rows
 
 
 def _subset_metrics(task: TaskData, split: EncodedSplit, pieces: list[tuple[Tensor, Tensor]]) -> dict[str, float]:
@@ -207,7 +221,8 @@ def _spectral_radius(rate_map, star: Mapping[str, Tensor], iterations: int = 50)
 
 def score_vs_time_steps(student, task: TaskData, splits: Mapping[str, EncodedSplit], time_steps: Sequence[int],
                         batch_size: int, device: torch.device) -> list[dict[str, Any]]:
-    """The task's metrics of the spiking student at each T (one simulation to the largest T per batch)."""
+    """The task's metrics of the spiking student at each T (one simulation to the largest T per batch),
+    and its energy per example relative to the teacher's on the main dev split (``energy_ratio``)."""
     time_steps = check_time_steps(time_steps)
     rows = {t: {"time_steps": t, "metrics": {}} for t in time_steps}
     for name, split in splits.items():
@@ -215,6 +230,9 @@ def score_vs_time_steps(student, task: TaskData, splits: Mapping[str, EncodedSpl
         prefix = "" if name == task.main_split else f"{name}/"
         for t in time_steps:
             rows[t]["metrics"].update({prefix + k: v for k, v in _subset_metrics(task, split, sweep.logits[t]).items()})
+        if name == task.main_split or len(splits) == 1:
+            for energy in _energy_vs_time_steps(StudentEnergy.of(student.config), sweep, time_steps):
+                rows[energy["time_steps"]]["energy_ratio"] = energy["ratio"]
     for row in rows.values():
         row["score"] = row["metrics"][task.metric]
     return list(rows.values())
@@ -249,13 +267,7 @@ def diagnose(student, task: TaskData, split: EncodedSplit, time_steps: Sequence[
 
     model = StudentEnergy.of(cfg)
     ann_pj = sum(model.teacher_pj(n) for n in s.lengths) / examples
-    energy_vs_T = []
-    for k, t in enumerate(time_steps):
-        accumulates = s.accumulates[k] / examples
-        dense_pj = sum(model.dense_pj(n, t) for n in s.lengths) / examples
-        snn = ACCUMULATE_PJ * accumulates + dense_pj
-        energy_vs_T.append({"time_steps": t, "accumulates": accumulates, "macs": dense_pj / MAC_PJ, "snn_pj": snn,
-                            "ann_pj": ann_pj, "ratio": snn / ann_pj})
+    energy_vs_T = _energy_vs_time_steps(model, s, time_steps)
     at = cfg.time_steps if cfg.time_steps in time_steps else time_steps[-1]
     energy = dict(energy_vs_T[time_steps.index(at)])
     energy.update(ann_macs=ann_pj / MAC_PJ, accumulate_pj=ACCUMULATE_PJ, mac_pj=MAC_PJ,
