@@ -80,8 +80,10 @@ def scores_at(run: Path, time_steps: list[int]) -> dict[int, tuple[float, float]
     path = run / "evaluate.json"
 
     def read() -> dict[int, tuple[float, float]]:
+        # the latest row per T with the student's own neuron, on distill's draw of the dev set (rows that
+        # name their examples; earlier ones scored the first N)
         return {r["time_steps"]: (r["score"], r["energy_ratio"]) for r in json.loads(path.read_text())["rows"]
-                if "energy_ratio" in r}
+                if "energy_ratio" in r and "examples" in r and not r.get("neuron")}
 
     rows = read() if path.is_file() and path.stat().st_mtime >= (run / "metrics.json").stat().st_mtime else {}
     if not set(time_steps) <= set(rows):

@@ -6,6 +6,7 @@ import argparse
 import json
 import shlex
 import sys
+import time
 from pathlib import Path
 
 import torch
@@ -28,14 +29,14 @@ from eqspike.core.neurons import (
 from eqspike.core.simulation import simulate
 from eqspike.data.batches import EncodedSplit
 from eqspike.data.tasks import Example, load_task_data
-from eqspike.distill.prepare import prepare_data
+from eqspike.distill.prepare import prepare_data, subsample
 from eqspike.distill.run_directory import RunDirectory
 from eqspike.distill.trainer import Distiller
 from eqspike.errors import EqspikeError
 from eqspike.prediction import Predictor, read_inputs
 from eqspike.runtime.devices import resolve_device
 from eqspike.runtime.distributed import from_environment
-from eqspike.runtime.files import write_atomic
+from eqspike.runtime.files import check_output_dir, check_output_file, write_atomic
 from eqspike.students import load_student
 from eqspike.teacher.store import load_teacher, load_tokenizer
 
@@ -91,8 +92,10 @@ def _load_run(run_dir: Path, max_eval_examples: int | None, device_name: str | N
     student = load_student(run.student, **overrides).to(device)
     tokenizer = load_tokenizer(run.student)
     task = load_task_data(config.task, config.data_dir, config.train_file, config.validation_file)
+    # distill's draw (seeded by the data seed), so that the run's own T scores what distill scored
     limit = max_eval_examples or config.max_eval_examples
-    splits = {name: EncodedSplit(examples[:limit] if limit else examples, tokenizer, config.max_seq_length)
+    data_seed = config.seed if config.data_seed is None else config.data_seed
+    splits = {name: EncodedSplit(subsample(examples, limit, data_seed), tokenizer, config.max_seq_length)
               for name, examples in task.validation.items()}
     teacher_score = (run.result() or {}).get("teacher_score")
     return config, student, task, splits, device, teacher_score
@@ -110,13 +113,22 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     """The task's metrics of a trained student run as a spiking network, at each T."""
     time_steps = check_time_steps(args.time_steps)
     run_dir = Path(args.run_dir)
+    if args.max_eval_examples is not None and args.max_eval_examples < 1:
+        raise EqspikeError(f"--max-eval-examples must be at least 1, got {args.max_eval_examples}")
     config, student, task, splits, device, _ = _load_run(run_dir, args.max_eval_examples, args.device, _neuron(args))
     _require_spiking_equilibrium(student, "evaluate", run_dir)
     rows = score_vs_time_steps(student, task, splits, time_steps, config.eval_batch_size, device)
+    # What each row measured: the examples scored (distill's seeded draw when fewer than all), the neuron.
+    scored, total = len(splits[task.main_split]), len(task.validation[task.main_split])
+    sample = {"examples": scored, "dev_examples": total}
+    if scored < total:
+        sample["data_seed"] = config.seed if config.data_seed is None else config.data_seed
+    when = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    rows = [{**row, **sample, "neuron": _neuron(args), "evaluated_at": when} for row in rows]
     for row in rows:
         _log(f"T={row['time_steps']:<4d} {task.metric} {row['score']:.4f}  energy / teacher {row['energy_ratio']:.3f}")
-    out = RunDirectory(run_dir).write_evaluation({"task": task.name, "metric": task.metric, "rows": rows})
-    _log(f"wrote {out} and the student's model card")
+    out, history = RunDirectory(run_dir).add_evaluation(task.name, task.metric, rows)
+    _log(f"added {len(rows)} rows to {out} ({history} in all, with the earlier evaluations) and the student's model card")
     return 0
 
 
@@ -129,10 +141,10 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
     if args.dense_run and args.attribution is None:
         raise EqspikeError("--dense-run is shown in the attribution report: pass --attribution with it")
     reference, dense_student = _references(teacher_score, args.dense_run)  # checked before the work
+    out = check_output_dir(Path(args.out) if args.out else run_dir / "diagnostics", "--out")
     split = splits[task.main_split]
     report = diagnose(student, task, split, time_steps, args.batch_size or config.eval_batch_size,
                       args.batches, device, teacher_score)
-    out = Path(args.out) if args.out else run_dir / "diagnostics"
     paths = [write_report(report, out), *plot(report, out)]
     _log(format_table(report))
     if args.attribution is not None:
@@ -172,6 +184,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
         check_time_steps([args.time_steps])
     if args.batch_size < 1:
         raise EqspikeError(f"--batch-size must be at least 1, got {args.batch_size}")
+    if args.output:
+        check_output_file(args.output, "--output", inputs=(args.file,))
     predictor = Predictor.load(args.student, resolve_device(args.device or "auto"), args.max_seq_length, **_neuron(args))
     examples = ([Example(text, pair, 0) for text, pair in zip(args.text, args.text_pair or [None] * len(args.text))]
                 if args.text is not None else read_inputs(args.file))
@@ -207,7 +221,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     """Train eqspike and the SpikeLM baseline on the same budget and compare them."""
     time_steps = check_time_steps(args.compare_time_steps)
     config = config_from_args(args)
-    out = Path(args.out) if args.out else Path("runs") / f"compare-{config.task or 'data'}"
+    out = check_output_dir(Path(args.out) if args.out else Path("runs") / f"compare-{config.task or 'data'}", "--out")
     if args.seeds:
         compare_seeds(config, time_steps, out, args.seeds, _log, match_energy=args.match_energy)
     else:

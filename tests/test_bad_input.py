@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 from eqspike.cli import main
 from tests.conftest import make_tiny_bert, toy_sentence, write_csv
@@ -259,3 +260,85 @@ def test_a_bad_flag_is_one_line_with_a_pointer_to_help(capsys):
     err = capsys.readouterr().err.strip()
     assert exit_info.value.code == 2 and len(err.splitlines()) == 1
     assert "argument --batch-size: invalid int value: 'many'" in err and "eqspike distill --help" in err
+
+
+# ---------------------------------------------------------------------------- nothing lost
+def test_overwrite_replaces_only_a_run_directory_eqspike_made(tiny_teacher, toy_files, tmp_path, capsys):
+    """--overwrite clears a folder with eqspike's run marker (or a pre-marker run's files alone); a folder of
+    other files, or a file, is refused with what it holds, and nothing in it changes."""
+    quick = ("--overwrite", "--max-steps", 1, "--calibration-examples", 16)
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("my notes")
+    (mine / "data").mkdir()
+    err = refused(capsys, *distill_args(tiny_teacher.path, *toy_files, mine, *quick))
+    assert "--overwrite replaces only a run directory eqspike made" in err and "data/, notes.txt" in err
+    assert (mine / "notes.txt").read_text() == "my notes" and sorted(p.name for p in mine.iterdir()) == ["data", "notes.txt"]
+    a_file = write(tmp_path / "a_file", "x")
+    assert "is a file" in refused(capsys, *distill_args(tiny_teacher.path, *toy_files, a_file, *quick))
+    assert a_file.read_text() == "x"
+    run = tmp_path / "run"
+    assert main([str(a) for a in distill_args(tiny_teacher.path, *toy_files, run, *quick)]) == 0
+    assert (run / ".eqspike-run").is_file()
+    assert main([str(a) for a in distill_args(tiny_teacher.path, *toy_files, run, *quick)]) == 0  # its own run
+    (run / ".eqspike-run").unlink()  # a run from before the marker: its files alone are enough
+    assert main([str(a) for a in distill_args(tiny_teacher.path, *toy_files, run, *quick)]) == 0
+    (run / ".eqspike-run").unlink()
+    (run / "mine.txt").write_text("kept")
+    assert "mine.txt" in refused(capsys, *distill_args(tiny_teacher.path, *toy_files, run, *quick))
+    assert (run / "mine.txt").read_text() == "kept"
+
+
+def test_outputs_that_would_replace_an_input_or_are_of_the_wrong_kind_are_refused_first(finished_run, tmp_path, capsys):
+    """predict --output the input file, an output file that is a folder, an output folder that is a file:
+    one line, before the model runs, and the files are as they were."""
+    inputs = write(tmp_path / "inputs.csv", "sentence1\ngood film\nbad film\n")
+    before = inputs.read_bytes()
+    student = finished_run / "student"
+    err = refused(capsys, "predict", student, "--file", inputs, "--output", inputs, "--device", "cpu")
+    assert "is also this command's input" in err and inputs.read_bytes() == before
+    assert "is a directory" in refused(capsys, "predict", student, "--file", inputs, "--output", tmp_path,
+                                       "--device", "cpu")
+    a_file = write(tmp_path / "report", "mine")
+    for command in (["diagnose", finished_run, "--out", a_file, "--device", "cpu"],):
+        assert "is a file; give a folder" in refused(capsys, *command)
+    assert a_file.read_text() == "mine" and not (finished_run / "diagnostics").exists()
+
+
+def test_evaluate_adds_to_its_history_and_each_row_says_what_it_measured(finished_run, capsys):
+    """A second evaluate appends its rows (the first one's stay, in the file and the model card); a row
+    names its examples (distill's seeded draw when fewer) and any neuron override; a bad count is refused."""
+    assert main(["evaluate", str(finished_run), "--time-steps", "4", "--device", "cpu"]) == 0
+    first = json.loads((finished_run / "evaluate.json").read_text())["rows"]
+    distilled = json.loads((finished_run / "metrics.json").read_text())
+    assert len(first) == 1 and first[0]["score"] == distilled["student_score"] and first[0]["neuron"] == {}
+    assert first[0]["examples"] == first[0]["dev_examples"] and "data_seed" not in first[0]
+    assert main(["evaluate", str(finished_run), "--time-steps", "4", "8", "--max-eval-examples", "5",
+                 "--rounding", "trunc", "--device", "cpu"]) == 0
+    rows = json.loads((finished_run / "evaluate.json").read_text())["rows"]
+    assert rows[0] == first[0] and [r["time_steps"] for r in rows] == [4, 4, 8]
+    seed = yaml.safe_load((finished_run / "config.yaml").read_text())["seed"]
+    assert all(r["examples"] == 5 and r["neuron"] == {"rounding": "trunc"} and r["data_seed"] == seed for r in rows[1:])
+    card = (finished_run / "student" / "README.md").read_text()
+    assert f"| this student, spiking, T = 4 (`eqspike evaluate`) | {rows[0]['score']:.4f} |" in card
+    assert (f"| this student, spiking, T = 8 (`eqspike evaluate`, rounding trunc, 5 of {rows[0]['dev_examples']} "
+            f"dev examples) | {rows[2]['score']:.4f} |") in card
+    assert "--max-eval-examples must be at least 1, got -3" in refused(capsys, "evaluate", finished_run,
+                                                                       "--max-eval-examples", -3)
+    assert len(json.loads((finished_run / "evaluate.json").read_text())["rows"]) == 3
+
+
+def test_evaluate_scores_the_examples_distill_drew(tiny_teacher, toy_files, tmp_path, capsys):
+    """A run trained with --max-eval-examples: evaluate at its T scores distill's seeded draw of the dev
+    set (not the file's first N), so it gives distill's score."""
+    from eqspike.distill.trainer import Distiller
+    from tests.conftest import QUIET, tiny_config
+
+    run = tmp_path / "run"
+    Distiller(tiny_config(tiny_teacher, toy_files, run, time_steps=4, max_eval_examples=9, prediction_epochs=1),
+              **QUIET).run()
+    assert main(["evaluate", str(run), "--time-steps", "4", "--device", "cpu"]) == 0
+    row = json.loads((run / "evaluate.json").read_text())["rows"][0]
+    distilled = json.loads((run / "metrics.json").read_text())
+    assert row["examples"] == 9 and row["score"] == distilled["student_score"]
+    assert row["energy_ratio"] == pytest.approx(distilled["student_energy_ratio"], rel=1e-6)

@@ -1,18 +1,20 @@
 """The run directory: one owner for the files of a distillation run and the rules for them.
 
+    RUN/.eqspike-run    the marker of a run eqspike made (only such a folder is cleared by ``overwrite``)
     RUN/config.yaml     the resolved settings (a resumed run reads them back)
     RUN/metrics.jsonl   one line per logged step and per dev evaluation
     RUN/metrics.json    the final result (written last: its presence means the run finished)
     RUN/checkpoint/     student.pt, optimizer.pt and state.json (written last) of the last step saved
     RUN/student/        the best student so far, a transformers from_pretrained folder, with its model
                         card (README.md, written last; rewritten with the final scores)
-    RUN/evaluate.json   scores at other T (``eqspike evaluate``), added to the model card
+    RUN/evaluate.json   every ``eqspike evaluate``'s scores (appended), added to the model card
     RUN/tensorboard/    the metrics.jsonl scalars as TensorBoard events (``report_to="tensorboard"``)
 
 Every write replaces a file or folder in one rename (``eqspike.runtime.files``), so a crash leaves
 the previous version or the new one; ``claim(resume=True)`` repairs what a crash between two renames
-left. An existing run is never overwritten without ``overwrite``. Only the process that ``writes``
-(rank 0 under torchrun) touches the disk.
+left. An existing run is never overwritten without ``overwrite``, and ``overwrite`` clears only a folder
+that holds eqspike's marker (or, for runs from before the marker, nothing but a run's files). Only the
+process that ``writes`` (rank 0 under torchrun) touches the disk.
 """
 
 from __future__ import annotations
@@ -24,12 +26,14 @@ from typing import Any
 
 import torch
 
+from eqspike import __version__
 from eqspike.config import ConfigError, RunConfig, save_yaml
 from eqspike.runtime.files import atomic_directory, recover_directory, write_atomic
 from eqspike.runtime.reporting import open_report
 from eqspike.students import load_student_config
 from eqspike.students.model_card import CARD_NAME, model_card, write_model_card
 
+MARKER = ".eqspike-run"
 CHECKPOINT = "checkpoint"
 STUDENT = "student"
 STATE = "state.json"
@@ -37,6 +41,18 @@ STATE = "state.json"
 
 class RunDirectoryError(ConfigError):
     """The run directory cannot be used as asked."""
+
+
+# What eqspike writes into a run directory (a folder of nothing else, with config.yaml, is a run from
+# before the marker).
+RUN_FILES = {MARKER, "config.yaml", "metrics.jsonl", "metrics.json", CHECKPOINT, STUDENT, "evaluate.json", "tensorboard",
+             "diagnostics", "attribution"}
+
+
+
+def _is_run_file(name: str) -> bool:
+    """One of RUN_FILES, or what an interrupted atomic write of one leaves (``.NAME.*``)."""
+    return name in RUN_FILES or any(name.startswith(f".{known}.") for known in RUN_FILES)
 
 
 # Settings that say how a run is invoked, not what it trains.
@@ -73,6 +89,14 @@ class RunDirectory:
         """A run was started here (its settings are written before its first step)."""
         return self.settings.is_file()
 
+    @property
+    def is_own_run(self) -> bool:
+        """A folder eqspike made for a run: its marker, or (before markers) a run's files and nothing else."""
+        if (self.root / MARKER).is_file():
+            return True
+        names = {entry.name for entry in self.root.iterdir()} if self.root.is_dir() else set()
+        return self.settings.name in names and all(_is_run_file(name) for name in names)
+
     def require_student(self) -> None:
         """Refuse a folder that is not a run directory with a student (evaluate, diagnose)."""
         if not (self.student / "config.json").is_file() or not self.settings.is_file():
@@ -106,9 +130,17 @@ class RunDirectory:
                     for done in recover_directory(self.root / name, marker):
                         log(f"resume: {done}")
             return None
-        if self.root.exists() and any(self.root.iterdir()) and not overwrite:
-            raise RunDirectoryError(f"output directory {self.root} already exists; pass --resume to continue that run "
-                                    f"or --overwrite to replace it")
+        if self.root.exists() and not self.root.is_dir():
+            raise RunDirectoryError(f"output directory {self.root} is a file; choose another --output-dir")
+        if self.root.exists() and any(self.root.iterdir()):
+            if not overwrite:
+                raise RunDirectoryError(f"output directory {self.root} already exists; pass --resume to continue that run "
+                                        f"or --overwrite to replace it")
+            if not self.is_own_run:
+                held = sorted(entry.name + ("/" if entry.is_dir() else "") for entry in self.root.iterdir())
+                raise RunDirectoryError(f"--overwrite replaces only a run directory eqspike made; {self.root} is not one "
+                                        f"(it holds {', '.join(held[:5])}{', ...' if len(held) > 5 else ''}); "
+                                        f"choose another --output-dir")
         return None
 
     def resume_state(self) -> dict[str, Any]:
@@ -145,9 +177,10 @@ class RunDirectory:
         """Create the directory (emptied first with ``overwrite``) and write the settings."""
         if not self.writes:
             return
-        if config.overwrite and self.root.exists() and not resuming:
+        if config.overwrite and self.root.exists() and not resuming and self.is_own_run:
             shutil.rmtree(self.root)
         self.root.mkdir(parents=True, exist_ok=True)
+        (self.root / MARKER).write_text(json.dumps({"eqspike": __version__}) + "\n")
         save_yaml(config, self.settings)
 
     # ------------------------------------------------------------------ during the run
@@ -213,12 +246,15 @@ class RunDirectory:
             self.update_card()
             self.close()
 
-    def write_evaluation(self, record: dict[str, Any]) -> Path:
-        """evaluate.json (the scores of ``eqspike evaluate`` at each T), also added to the model card."""
+    def add_evaluation(self, task: str, metric: str, rows: list[dict[str, Any]]) -> tuple[Path, int]:
+        """Append ``rows`` (scores of ``eqspike evaluate``) to evaluate.json, the history of every evaluation,
+        and to the model card; returns the file and the number of rows it now holds."""
         path = self.root / "evaluate.json"
+        history = json.loads(path.read_text()).get("rows", []) if path.is_file() else []
+        record = {"task": task, "metric": metric, "rows": history + rows}
         write_atomic(path, json.dumps(record, indent=2) + "\n")
         self.update_card()
-        return path
+        return path, len(record["rows"])
 
     def update_card(self) -> None:
         """Rewrite student/README.md from metrics.json and evaluate.json."""

@@ -92,3 +92,40 @@ def write_atomic(path: str | Path, text: str) -> None:
     except BaseException:
         Path(staging).unlink(missing_ok=True)
         raise
+
+
+def check_output_file(path: str | Path, flag: str, inputs: tuple[str | Path | None, ...] = ()) -> Path:
+    """Refuse, before any work, an output file that cannot be written: a directory, one of the command's
+    ``inputs``, or one whose folder is missing or read-only."""
+    path = Path(path)
+    if path.is_dir():
+        raise EqspikeError(f"{flag} {path} is a directory; give a file name")
+    for source in inputs:
+        if source is not None and path.exists() and Path(source).exists() and path.resolve() == Path(source).resolve():
+            raise EqspikeError(f"{flag} {path} is also this command's input; write the output to another file")
+    _check_writable_parent(path, flag)
+    return path
+
+
+def check_output_dir(path: str | Path, flag: str) -> Path:
+    """Refuse, before any work, an output folder that cannot be written: a file, or under a read-only folder."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise EqspikeError(f"{flag} {path} is a file; give a folder")
+    if path.is_dir():
+        if not os.access(path, os.W_OK | os.X_OK):
+            raise EqspikeError(f"{flag} {path} is not writable")
+        return path
+    _check_writable_parent(path, flag)
+    return path
+
+
+def _check_writable_parent(path: Path, flag: str) -> None:
+    """The nearest existing folder above ``path`` must be a writable folder (missing ones are created)."""
+    parent = path.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise EqspikeError(f"{flag} {path}: {parent} is a file, not a folder")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise EqspikeError(f"{flag} {path}: {parent} is not writable")

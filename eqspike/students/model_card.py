@@ -22,6 +22,14 @@ def _score(value: Any) -> str:
     return f"{value:.4f}" if isinstance(value, (int, float)) else "-"
 
 
+def _evaluated_on(row: Mapping[str, Any]) -> str:
+    """What an ``eqspike evaluate`` row measured beyond its T: a neuron override, a subsample of the dev set."""
+    parts = [f"{name} {value}" for name, value in (row.get("neuron") or {}).items()]
+    if row.get("examples") is not None and row.get("examples") != row.get("dev_examples"):
+        parts.append(f"{row['examples']} of {row['dev_examples']} dev examples")
+    return "".join(f", {part}" for part in parts)
+
+
 def model_card(config: Any, result: Mapping[str, Any] | None = None,
                evaluations: Sequence[Mapping[str, Any]] = (), command: str | None = None,
                best: Mapping[str, Any] | None = None) -> str:
@@ -89,7 +97,7 @@ def model_card(config: Any, result: Mapping[str, Any] | None = None,
         rows.append((f"this student, dev score that selected it (step {best.get('step', '?')})",
                      _score(best.get("score")), "-"))
     for row in evaluations:
-        rows.append((f"this student, spiking, T = {row['time_steps']} (`eqspike evaluate`)", _score(row.get("score")),
+        rows.append((f"this student, spiking, T = {row['time_steps']} (`eqspike evaluate`{_evaluated_on(row)})", _score(row.get("score")),
                      f"{row['energy_ratio']:.3f}" if isinstance(row.get("energy_ratio"), (int, float)) else "-"))
     if rows:
         lines += [f"## Scores (dev set of {task})", "",
