@@ -18,7 +18,7 @@ from eqspike.analysis.diagnostics import check_time_steps, diagnose, score_vs_ti
 from eqspike.analysis.report import format_table, plot, write_report
 from eqspike.compare import compare, compare_seeds
 from eqspike.distill.seeds import distill_seeds
-from eqspike.config import RunConfig, add_config_arguments, config_from_args
+from eqspike.config import RunConfig, add_config_arguments, config_from_args, load_yaml
 from eqspike.core.checks import StackedSpikingNetwork, implicit_gradient_check
 from eqspike.core.equilibrium import EquilibriumConfig, EquilibriumLayer
 from eqspike.core.neurons import (
@@ -64,12 +64,13 @@ def cmd_distill(args: argparse.Namespace) -> int:
         config = config_from_args(args)
         distill_seeds(config, args.seeds, _log, command=_command_line())
         return 0
-    if args.resume and run is not None and run.settings.is_file() and not args.config:
-        # A resumed run continues with the settings it was started with; flags given now still override.
+    if args.resume and run is not None and run.settings.is_file():
+        # A resumed run continues with every setting it was started with (max_steps included); a YAML file or
+        # flag given now that contradicts one is refused by name, but for the continuation settings.
         saved = run.saved_settings()
-        # max_steps time-boxed the earlier invocation; it does not carry over.
+        given = load_yaml(args.config) if args.config else {}
         fixed = {k: v for k, v in saved.items()
-                 if getattr(args, k, None) is None and k not in ("resume", "overwrite", "max_steps")}
+                 if getattr(args, k, None) is None and k not in given and k not in ("resume", "overwrite")}
     config = config_from_args(args, **fixed)
 
     Distiller(config, _log, command=_command_line()).run()  # joins and leaves torchrun's process group itself

@@ -288,7 +288,10 @@ HELP = {
     "teacher_cache_max_gb": "refuse a teacher cache larger than this many GB",
     "output_dir": "the run directory (default: runs/TASK-TEACHER-L<blocks>-T<steps>-<bits>)",
     "overwrite": "replace an existing run directory",
-    "resume": "continue the run in --output-dir from its checkpoint, with its saved settings",
+    "resume": "continue the run in --output-dir from its checkpoint, with its saved settings (max_steps included); "
+              "a setting given that contradicts them is refused, except max_steps, device, micro_batches, "
+              "eval_batch_size, logging_steps, save_steps and report_to; a run stopped before its first "
+              "checkpoint starts again",
     "seed": "seed of the data order, initialisation and teacher fine-tuning (and of the data draws unless --data-seed): a run is repeatable",
     "data_seed": "seed of the data draws alone (the subsamples and the selection split; default: --seed): fix it to train and "
                  "score every seed of --seeds on the same examples",

@@ -131,8 +131,16 @@ def test_cli_resume_continues_with_the_saved_settings(tiny_teacher, toy_files, t
                       "--calibration-examples", 16, "--output-dir", run, "--device", "cpu", "--max-steps", 3)
     assert code == 0 and not (run / "metrics.json").exists()
     assert json.loads((run / "checkpoint" / "state.json").read_text())["global_step"] == 3
-    code, _ = run_cli(capsys, "distill", "--resume", "--output-dir", run)  # no other flag needed
+    settings = (run / "config.yaml").read_bytes()
+    code, err = run_cli(capsys, "distill", "--resume", "--output-dir", run, "--time-steps", 4, "--rounding", "trunc")
+    assert code == 2 and len(err.splitlines()) == 1
+    assert "rounding (given 'trunc', saved 'round'), time_steps (given 4, saved 8) differ" in err
+    assert (run / "config.yaml").read_bytes() == settings  # nothing rewritten
+    code, _ = run_cli(capsys, "distill", "--resume", "--output-dir", run)  # its step limit holds
+    assert code == 0 and json.loads((run / "checkpoint" / "state.json").read_text())["global_step"] == 3
+    code, _ = run_cli(capsys, "distill", "--resume", "--output-dir", run, "--max-steps", "none")  # no other flag needed
     assert code == 0
+    assert yaml.safe_load((run / "config.yaml").read_text())["max_steps"] is None
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["time_steps"] == 8 and metrics["student_layers"] == 2
     assert json.loads((run / "checkpoint" / "state.json").read_text())["global_step"] == 12

@@ -92,7 +92,8 @@ def test_torchrun_two_processes_interrupted_and_resumed_match_one_process(tiny_t
     first = eqspike(tiny_config(tiny_teacher, toy_files, two, max_steps=25, **changes), processes=2)
     assert first.count("distributed: 2 processes (gloo)") == 1  # rank 0 alone logs
     assert "stopped after 25 steps" in first and not (two / "metrics.json").exists()
-    resumed = eqspike(tiny_config(tiny_teacher, toy_files, two, resume=True, **changes), processes=2)
+    resumed = eqspike(tiny_config(tiny_teacher, toy_files, two, resume=True, **changes), "--max-steps", "none",
+                      processes=2)  # beyond the saved limit
     assert "resume: prediction stage at step 7/18" in resumed
 
     a, b = torch.load(one / "checkpoint" / "student.pt"), torch.load(two / "checkpoint" / "student.pt")

@@ -57,6 +57,9 @@ def _is_run_file(name: str) -> bool:
 
 # Settings that say how a run is invoked, not what it trains.
 INVOCATION = ("output_dir", "overwrite", "resume", "max_steps")
+# What ``resume`` may change: how the rest of the run is invoked, where it runs and how often it logs and
+# saves; not what it trains (``--help`` lists them).
+CONTINUATION = INVOCATION + ("device", "micro_batches", "eval_batch_size", "logging_steps", "save_steps", "report_to")
 
 
 class RunDirectory:
@@ -108,11 +111,26 @@ class RunDirectory:
 
         return load_yaml(self.settings)
 
-    def settings_differ(self, config: RunConfig) -> list[str]:
-        """The settings in which the saved config.yaml differs from ``config``, leaving out those that
-        only say how a run is invoked (output_dir, overwrite, resume, max_steps)."""
+    def settings_differ(self, config: RunConfig, ignore: tuple[str, ...] = INVOCATION) -> list[str]:
+        """The settings in which the saved config.yaml differs from ``config``, leaving out ``ignore`` (by
+        default those that only say how a run is invoked: output_dir, overwrite, resume, max_steps)."""
         saved, now = self.saved_settings(), config.to_dict()
-        return sorted(k for k in now if k not in INVOCATION and saved.get(k, now[k]) != now[k])
+        return sorted(k for k in now if k not in ignore and saved.get(k, now[k]) != now[k])
+
+    def check_resume(self, config: RunConfig) -> None:
+        """Refuse to resume with settings that contradict the saved ones (but those of CONTINUATION)."""
+        differ = self.settings_differ(config, ignore=CONTINUATION)
+        if differ:
+            saved, now = self.saved_settings(), config.to_dict()
+            named = ", ".join(f"{k} (given {now[k]!r}, saved {saved.get(k)!r})" for k in differ)
+            raise RunDirectoryError(f"--resume continues {self.root} with its saved settings, and {named} "
+                                    f"differ; drop them to continue, or start a new run (--overwrite, or another "
+                                    f"--output-dir). A resume may change only: {', '.join(CONTINUATION[3:])}")
+
+    def save_settings(self, config: RunConfig) -> None:
+        """config.yaml: the resolved settings."""
+        if self.writes:
+            save_yaml(config, self.settings)
 
     def result(self) -> dict[str, Any] | None:
         return json.loads(self.result_file.read_text()) if self.result_file.is_file() else None
@@ -174,14 +192,16 @@ class RunDirectory:
             self.log_file.unlink(missing_ok=True)
 
     def start(self, config: RunConfig, resuming: bool) -> None:
-        """Create the directory (emptied first with ``overwrite``) and write the settings."""
+        """Create the directory (emptied first with ``overwrite``) and write the settings; when
+        ``resuming``, they are written only once the checkpoint has loaded (``save_settings``)."""
         if not self.writes:
             return
         if config.overwrite and self.root.exists() and not resuming and self.is_own_run:
             shutil.rmtree(self.root)
         self.root.mkdir(parents=True, exist_ok=True)
         (self.root / MARKER).write_text(json.dumps({"eqspike": __version__}) + "\n")
-        save_yaml(config, self.settings)
+        if not resuming:
+            save_yaml(config, self.settings)
 
     # ------------------------------------------------------------------ during the run
     def log(self, record: dict[str, Any]) -> None:

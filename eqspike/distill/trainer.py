@@ -142,6 +142,8 @@ class Distiller:
             self.log(f"resume: {self.run_dir.root} stopped before its first checkpoint; starting it from the beginning")
             self.run_dir.discard_log()
         elif c.resume:
+            if self.run_dir.started:
+                self.run_dir.check_resume(c)
             resume_state = self.run_dir.resume_state()
         # Recorded now, not at the end: the commit and packages of the code that trains this run.
         self.environment = environment_record(self.device, c.precision)
@@ -171,6 +173,7 @@ class Distiller:
         student.prepare(self._calibration_batches(data), self._collate(data, self._global_batch(data, first, 0)))
         if resume_state is not None:
             student.load_state_dict(self.run_dir.load_checkpoint("student.pt", self.device))
+            self.run_dir.save_settings(c)  # the continuation settings of this invocation, once the checkpoint loaded
         student.train()
         if c.energy_budget is not None:
             self._energy_model = StudentEnergy.of(student.config)
@@ -183,8 +186,10 @@ class Distiller:
         # 3. The stages, each with its optimiser and schedule.
         self._started = time.time()
         for stage in stages[state["stage"]:]:
-            if not self.train_stage(student, stage, data, state, resume_state):
-                self.log(f"stopped after {state['global_step']} steps (max_steps); continue with --resume")
+            reached = c.max_steps is not None and state["global_step"] >= c.max_steps and stage.steps > state["stage_step"]
+            if reached or not self.train_stage(student, stage, data, state, resume_state):
+                self.log(f"stopped after {state['global_step']} steps (max_steps); continue with --resume "
+                         f"--max-steps none (or a larger limit)")
                 return {"status": "interrupted", **state}
         if state["best_score"] is None:  # no prediction stage: the final student is the one kept
             self._evaluate_and_select(student, data, state)
