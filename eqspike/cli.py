@@ -92,7 +92,7 @@ def _load_run(run_dir: Path, max_eval_examples: int | None, device_name: str | N
     overrides = {k: v for k, v in (neuron or {}).items() if v is not None}
     student = load_student(run.student, **overrides).to(device)
     tokenizer = load_tokenizer(run.student)
-    task = load_task_data(config.task, config.data_dir, config.train_file, config.validation_file)
+    task = load_task_data(config.task, config.data_dir, config.train_file, config.validation_file, config.label_type)
     # distill's draw (seeded by the data seed), so that the run's own T scores what distill scored
     limit = max_eval_examples or config.max_eval_examples
     data_seed = config.seed if config.data_seed is None else config.data_seed

@@ -19,6 +19,7 @@ import yaml
 from eqspike.core.equilibrium import FORWARD_MODES, SOLVERS
 from eqspike.core.neurons import ROUNDINGS, NeuronConfig
 from eqspike.core.quantization import parse_weight_bits
+from eqspike.data.tasks import LABEL_TYPES
 from eqspike.students.spiking_bert_config import THRESHOLD_INITS, parse_spike_levels
 from eqspike.errors import (
     EqspikeError,
@@ -51,6 +52,7 @@ class RunConfig:
     train_file: str | None = None
     validation_file: str | None = None
     data_dir: str | None = None  # original GLUE TSVs
+    label_type: str = "auto"  # of --train-file data: "classification", "regression", or "auto" (inferred, and said)
     max_seq_length: int = 128
     max_train_examples: int | None = None  # subsample (quick experiments)
     max_eval_examples: int | None = None
@@ -156,6 +158,7 @@ class RunConfig:
                 raise ValueError(f"{name}={getattr(self, name)!r} is not valid; it must lie in [0, 1)")
         check_in_interval("threshold_quantile", self.threshold_quantile, 0.0, 1.0)
         check_choice("selection", self.selection, SELECTIONS)
+        check_choice("label_type", self.label_type, LABEL_TYPES)
         check_in_interval("selection_fraction", self.selection_fraction, 0.0, 1.0)
         check_choice("threshold_init", self.threshold_init, THRESHOLD_INITS)
         levels = parse_spike_levels(self.spike_levels)
@@ -222,6 +225,9 @@ HELP = {
     "train_file": "training data: CSV, TSV, JSON or JSON-lines with sentence1, optional sentence2, label",
     "validation_file": "dev data, in the same format as --train-file",
     "data_dir": "a folder with the original GLUE TSV files of --task (offline GLUE)",
+    "label_type": "the labels of --train-file data: 'classification', 'regression', or 'auto' (inferred: words and whole "
+                  "numbers are classes, numbers written with a decimal point are scores; the run says which); 'auto' "
+                  "refuses labels that mix numbers and words or differ only by case",
     "max_seq_length": "tokens per example, longer ones truncated",
     "max_train_examples": "train on this many examples, drawn at random with the data seed: quick runs",
     "max_eval_examples": "evaluate on this many dev examples, drawn at random with the data seed",

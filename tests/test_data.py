@@ -99,3 +99,48 @@ def test_metrics():
     stsb = TaskData("stsb", [], {"validation": []}, None, "pearson")
     r = compute_metrics(stsb, np.array([1.0, 2.0, 3.0, 5.0]), np.array([2.0, 4.0, 6.0, 7.0]))
     assert r["spearmanr"] == pytest.approx(1.0) and 0.9 < r["pearson"] < 1.0
+
+
+def test_labels_as_the_user_meant_them(tmp_path):
+    """The label type is inferred and said (words and whole numbers: classes; numbers with a decimal point:
+    scores), or set with label_type; NaN labels, numbers mixed with words and labels that differ only by
+    case are refused by name under 'auto'."""
+    def files(labels):
+        folder = tmp_path / "-".join(map(str, labels))
+        folder.mkdir()
+        train = write_csv(folder / "train.csv", [(f"text {i}", label) for i, label in enumerate(labels)])
+        return train, write_csv(folder / "dev.csv", [(f"dev {i}", label) for i, label in enumerate(labels)])
+
+    scores = files(["5.000", "1.000", "3.000"])  # STS-B-style scores
+    task = load_task_data(train_file=scores[0], validation_file=scores[1])
+    assert task.is_regression and "regression, inferred: numbers written with a decimal point (e.g. '5.000')" in task.label_note
+    task = load_task_data(train_file=scores[0], validation_file=scores[1], label_type="classification")
+    assert task.label_names == ["1", "3", "5"] and "--label-type classification" in task.label_note
+    whole = files([0, 1, 1])
+    task = load_task_data(train_file=whole[0], validation_file=whole[1])
+    assert task.label_names == ["0", "1"] and "classification, inferred: whole numbers" in task.label_note
+    task = load_task_data(train_file=whole[0], validation_file=whole[1], label_type="regression")
+    assert task.is_regression and [e.label for e in task.train] == [0.0, 1.0, 1.0]
+    refusals = [
+        (files(["1.5", "nan", "2.0", "NaN"]), "auto", r"train.csv: lines 3, 5 have labels that are NaN or infinite"),
+        (files(["pos", "Pos", "neg", "POS"]), "auto", r"labels that differ only by case: 'POS', 'Pos', 'pos'"),
+        (files(["pos", "1", "neg"]), "auto", r"the labels mix numbers \('1'\) and words \('pos'\)"),
+        (files(["pos", "neg"]), "regression", r"label_type 'regression' needs numbers, and lines 2, 3 have 'pos'"),
+    ]
+    for (train, dev), label_type, message in refusals:
+        with pytest.raises(DataError, match=message):
+            load_task_data(train_file=train, validation_file=dev, label_type=label_type)
+    cased = files(["pos", "Pos", "neg"])
+    assert load_task_data(train_file=cased[0], validation_file=cased[1], label_type="classification").num_labels == 3
+    with pytest.raises(DataError, match="label_type='regression' does not fit task 'fortunes', a classification task"):
+        load_task_data("fortunes", label_type="regression")
+
+
+def test_the_run_says_which_label_type_it_inferred(tiny_teacher, toy_files):
+    from eqspike.config import RunConfig
+    from eqspike.distill.prepare import prepare_data
+
+    messages = []
+    prepare_data(RunConfig(teacher=tiny_teacher.path, train_file=str(toy_files[0]), validation_file=str(toy_files[1]),
+                           max_seq_length=32), log=messages.append)
+    assert any(m.startswith("data: ") and "; labels: classification, inferred" in m for m in messages), messages

@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 import random
 import re
 from collections import Counter
@@ -91,6 +92,7 @@ class TaskData:
     validation: dict[str, list[Example]]
     label_names: list[str] | None  # None for regression
     metric: str
+    label_note: str = ""  # how the label type was decided (files: inferred, or set by label_type)
 
     @property
     def is_regression(self) -> bool:
@@ -107,18 +109,34 @@ class TaskData:
 
 
 # ---------------------------------------------------------------------------- loading
+LABEL_TYPES = ("auto", "classification", "regression")
+
+
 def load_task_data(
     task: str | None = None,
     data_dir: str | Path | None = None,
     train_file: str | Path | None = None,
     validation_file: str | Path | None = None,
+    label_type: str = "auto",
 ) -> TaskData:
-    """Load a task from files, a GLUE directory, the Hub (or its cache), or the built-in example."""
+    """Load a task from files, a GLUE directory, the Hub (or its cache), or the built-in example.
+    ``label_type``: for files, 'classification' or 'regression', or 'auto' (inferred from the labels)."""
+    if label_type not in LABEL_TYPES:
+        raise DataError(f"label_type={label_type!r} is not valid; choose one of: {', '.join(map(repr, LABEL_TYPES))}")
     if train_file or validation_file:
         if not (train_file and validation_file):
             raise DataError("give both --train-file and --validation-file")
         train_path = Path(train_file)
-        return _load_files(train_path, Path(validation_file), name=task or train_path.resolve().parent.name or train_path.stem)
+        return _load_files(train_path, Path(validation_file), name=task or train_path.resolve().parent.name or train_path.stem,
+                           label_type=label_type)
+    data = _load_named_task(task, data_dir)
+    if label_type != "auto" and (label_type == "regression") != data.is_regression:
+        raise DataError(f"label_type={label_type!r} does not fit task {data.name!r}, a "
+                        f"{'regression' if data.is_regression else 'classification'} task; leave it 'auto'")
+    return data
+
+
+def _load_named_task(task: str | None, data_dir: str | Path | None) -> TaskData:
     if task is None:
         raise DataError(f"no data: give --task (one of {', '.join(TASK_NAMES)}) or --train-file/--validation-file")
     task = task.lower()
@@ -272,7 +290,51 @@ def _number(value: Any) -> int | float | None:
     return int(number) if number.is_integer() and "." not in str(value) and "e" not in str(value).lower() else number
 
 
-def _load_files(train_path: Path, validation_path: Path, name: str) -> TaskData:
+def _label_type(tables: dict[str, list[dict[str, Any]]], paths: dict[str, Path], label_type: str
+                ) -> tuple[str, dict[str, list[Any]], str]:
+    """Regression or classification, the labels read as numbers where they are, and a note of why.
+    Refused: labels that are NaN or infinite; with 'auto', labels that mix numbers and words and labels
+    that differ only by case."""
+    first = {split: 2 if path.suffix.lower() in (".csv", ".tsv") else 1 for split, path in paths.items()}
+    numbers = {split: [_number(row["label"]) for row in rows] for split, rows in tables.items()}
+    for split, values in numbers.items():
+        bad = [n for n, x in enumerate(values, start=first[split]) if isinstance(x, float) and not math.isfinite(x)]
+        if bad:
+            raise DataError(f"data file {paths[split]}: {_lines(bad)} {'has a label' if len(bad) == 1 else 'have labels'} "
+                            f"that {'is' if len(bad) == 1 else 'are'} NaN or infinite; fix or remove those rows")
+    words = {split: [n for n, x in enumerate(values, start=first[split]) if x is None] for split, values in numbers.items()}
+    if label_type == "regression":
+        for split, lines in words.items():
+            if lines:
+                raise DataError(f"data file {paths[split]}: label_type 'regression' needs numbers, and {_lines(lines)} "
+                                f"{'has' if len(lines) == 1 else 'have'} {tables[split][lines[0] - first[split]]['label']!r}")
+        return "regression", numbers, "regression (--label-type regression)"
+    if label_type == "classification":
+        return "classification", numbers, "classification (--label-type classification)"
+    if not any(words.values()):
+        written = [str(row["label"]) for rows in tables.values() for row in rows if isinstance(_number(row["label"]), float)]
+        if written:
+            return "regression", numbers, (f"regression, inferred: numbers written with a decimal point (e.g. {written[0]!r}); "
+                                           f"--label-type classification makes them classes")
+        return "classification", numbers, ("classification, inferred: whole numbers; --label-type regression makes "
+                                           "them scores")
+    numeric = [str(row["label"]) for rows in tables.values() for row in rows if _number(row["label"]) is not None]
+    if numeric:
+        word = next(str(row["label"]) for rows in tables.values() for row in rows if _number(row["label"]) is None)
+        raise DataError(f"the labels mix numbers ({numeric[0]!r}) and words ({word!r}); write them one way, or pass "
+                        f"--label-type classification to take every value as a class name")
+    spellings: dict[str, set[str]] = {}
+    for rows in tables.values():
+        for row in rows:
+            spellings.setdefault(str(row["label"]).strip().lower(), set()).add(str(row["label"]).strip())
+    clashes = [sorted(group) for group in spellings.values() if len(group) > 1]
+    if clashes:
+        raise DataError(f"labels that differ only by case: {'; '.join(', '.join(map(repr, g)) for g in clashes[:3])}; "
+                        f"write each class one way, or pass --label-type classification to keep them apart")
+    return "classification", numbers, "classification, inferred: the labels are words"
+
+
+def _load_files(train_path: Path, validation_path: Path, name: str, label_type: str = "auto") -> TaskData:
     tables = {"train": read_table(train_path), "validation": read_table(validation_path)}
     for split, path in (("train", train_path), ("validation", validation_path)):
         rows = tables[split]
@@ -290,18 +352,17 @@ def _load_files(train_path: Path, validation_path: Path, name: str) -> TaskData:
                 hint = " (a pair task needs both texts in every row)" if column == "sentence2" else ""
                 raise DataError(f"data file {path}: {_lines(empty)} {'has' if len(empty) == 1 else 'have'} an empty "
                                 f"{column!r}{hint}; fill {'it' if len(empty) == 1 else 'them'} in or remove those rows")
-    numbers = {split: [_number(row["label"]) for row in rows] for split, rows in tables.items()}
+    kind, numbers, note = _label_type(tables, {"train": train_path, "validation": validation_path}, label_type)
     label_names: list[str] | None
-    if all(x is not None for values in numbers.values() for x in values):
-        if any(isinstance(x, float) and not float(x).is_integer() for values in numbers.values() for x in values):
-            label_names = None  # regression: non-integer numbers
-            to_label = float
-            labels = None
-        else:
-            values = sorted({int(x) for x in numbers["train"]})
-            label_names = [str(v) for v in values]
-            labels = {split: [str(int(x)) for x in values_] for split, values_ in numbers.items()}
-            to_label = None
+    if kind == "regression":
+        label_names = None
+        to_label = float
+        labels = None
+    elif all(x is not None and float(x).is_integer() for values in numbers.values() for x in values):
+        values = sorted({int(x) for x in numbers["train"]})  # whole numbers: classes in numeric order
+        label_names = [str(v) for v in values]
+        labels = {split: [str(int(x)) for x in values_] for split, values_ in numbers.items()}
+        to_label = None
     else:
         labels = {split: [str(row["label"]).strip() for row in rows] for split, rows in tables.items()}
         label_names = sorted(set(labels["train"]))
@@ -323,7 +384,8 @@ def _load_files(train_path: Path, validation_path: Path, name: str) -> TaskData:
                 for row, target in zip(rows, targets)]
 
     metric = "pearson" if label_names is None else "accuracy"
-    return TaskData(name, convert("train"), {"validation": convert("validation")}, label_names, metric)
+    return TaskData(name, convert("train"), {"validation": convert("validation")}, label_names, metric,
+                    label_note=f"labels: {note}")
 
 
 def _is_empty(value: Any) -> bool:

@@ -38,7 +38,7 @@ def check_inputs(config: RunConfig) -> TaskData:
     hub.use_local_caches_if_offline()
     problems, task = [], None
     try:
-        task = load_task_data(config.task, config.data_dir, config.train_file, config.validation_file)
+        task = load_task_data(config.task, config.data_dir, config.train_file, config.validation_file, config.label_type)
     except EqspikeError as error:
         problems.append(str(error))
     try:
@@ -94,5 +94,6 @@ def prepare_data(config: RunConfig, log=print) -> Prepared:
                  f"(selection_fraction {config.selection_fraction:g}); the dev set scores the final ones"
                  if held_out is not None else "selection on the dev set (--selection dev)")
     log(f"data: {task.name}, {len(train)} train / " + ", ".join(f"{len(s)} {n}" for n, s in splits.items())
-        + f", {task.num_labels} {'output' if task.is_regression else 'labels'}, metric {task.metric}; {chosen_on}")
+        + f", {task.num_labels} {'output' if task.is_regression else 'labels'}, metric {task.metric}; {chosen_on}"
+        + (f"; {task.label_note}" if task.label_note else ""))
     return Prepared(task, tokenizer, train, splits, selection)
