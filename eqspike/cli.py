@@ -32,7 +32,7 @@ from eqspike.data.tasks import Example, load_task_data
 from eqspike.distill.prepare import prepare_data, subsample
 from eqspike.distill.run_directory import RunDirectory
 from eqspike.distill.trainer import Distiller
-from eqspike.errors import EqspikeError
+from eqspike.errors import EqspikeError, float_within, int_at_least
 from eqspike.prediction import Predictor, read_inputs
 from eqspike.runtime.devices import resolve_device
 from eqspike.runtime.distributed import from_environment
@@ -114,8 +114,6 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     """The task's metrics of a trained student run as a spiking network, at each T."""
     time_steps = check_time_steps(args.time_steps)
     run_dir = Path(args.run_dir)
-    if args.max_eval_examples is not None and args.max_eval_examples < 1:
-        raise EqspikeError(f"--max-eval-examples must be at least 1, got {args.max_eval_examples}")
     config, student, task, splits, device, _ = _load_run(run_dir, args.max_eval_examples, args.device, _neuron(args))
     _require_spiking_equilibrium(student, "evaluate", run_dir)
     rows = score_vs_time_steps(student, task, splits, time_steps, config.eval_batch_size, device)
@@ -181,10 +179,6 @@ def cmd_predict(args: argparse.Namespace) -> int:
         raise EqspikeError("--text-pair needs --text")
     if args.text_pair is not None and len(args.text_pair) != len(args.text):
         raise EqspikeError(f"{len(args.text)} --text but {len(args.text_pair)} --text-pair; give one pair per text")
-    if args.time_steps is not None:
-        check_time_steps([args.time_steps])
-    if args.batch_size < 1:
-        raise EqspikeError(f"--batch-size must be at least 1, got {args.batch_size}")
     if args.output:
         check_output_file(args.output, "--output", inputs=(args.file,))
     predictor = Predictor.load(args.student, resolve_device(args.device or "auto"), args.max_seq_length, **_neuron(args))
@@ -214,7 +208,7 @@ def _add_neuron_arguments(parser: argparse.ArgumentParser) -> None:
     """The neuron is a deployment choice: the rate map a student was trained on does not depend on it."""
     parser.add_argument("--rounding", choices=["round", "trunc"], default=None,
                         help="run the student with this neuron (default: the one it was trained with)")
-    parser.add_argument("--hysteresis", type=float, default=None,
+    parser.add_argument("--hysteresis", type=float_within(0.0, 0.5), default=None,
                         help="run the student with this hysteresis, in thresholds, 0-0.5 (default: its own)")
 
 
@@ -287,7 +281,7 @@ def build_parser() -> argparse.ArgumentParser:
                                               "and score it as a spiking network. Every setting can also be a key of "
                                               "the YAML file given with --config.")
     add_config_arguments(distill)
-    distill.add_argument("--seeds", type=int, nargs="+", default=None, metavar="SEED",
+    distill.add_argument("--seeds", type=int_at_least(0), nargs="+", default=None, metavar="SEED",
                          help="train one student per seed, each in OUTPUT_DIR/seed-SEED, and write the spread over them "
                               "(mean, std, min, max, 95%% interval of the teacher's and the student's score and the "
                               "energy ratio) to OUTPUT_DIR/seeds.json, seeds.md and seeds.csv; --resume reuses finished seeds "
@@ -295,9 +289,9 @@ def build_parser() -> argparse.ArgumentParser:
     distill.set_defaults(run=cmd_distill)
     evaluate = commands.add_parser("evaluate", help="score a trained student as a spiking network at several T")
     evaluate.add_argument("run_dir", help="a run directory written by `eqspike distill`")
-    evaluate.add_argument("--time-steps", type=int, nargs="+", default=[8, 16, 32, 64],
+    evaluate.add_argument("--time-steps", type=int_at_least(1), nargs="+", default=[8, 16, 32, 64],
                           help="T values (one simulation to the largest gives them all)")
-    evaluate.add_argument("--max-eval-examples", type=int, default=None,
+    evaluate.add_argument("--max-eval-examples", type=int_at_least(1), default=None,
                           help="score this many dev examples (default: the run's setting, else all)")
     evaluate.add_argument("--device", choices=["auto", "cpu", "cuda"], default=None, help="default: the run's device")
     _add_neuron_arguments(evaluate)
@@ -309,22 +303,22 @@ def build_parser() -> argparse.ArgumentParser:
                                            "architecture without spikes); same teacher, data and budget. "
                                            "Writes compare.json, compare.md, compare.png and pareto.png.")
     add_config_arguments(comp, exclude=("time_steps", "output_dir", "student_type", "spikelm_time_steps"))
-    comp.add_argument("--time-steps", dest="compare_time_steps", type=int, nargs="+", default=[4, 8],
+    comp.add_argument("--time-steps", dest="compare_time_steps", type=int_at_least(1), nargs="+", default=[4, 8],
                       help="T values: eqspike and SpikeLM are trained for each (default: 4 8)")
     comp.add_argument("--out", default=None, help="output folder (default runs/compare-TASK)")
     comp.add_argument("--match-energy", action="store_true",
                       help="train eqspike at each T under an energy budget equal to SpikeLM's measured energy at that T "
                            "(SpikeLM is trained first): accuracy compared at equal or lower energy")
-    comp.add_argument("--seeds", type=int, nargs="+", default=None, metavar="SEED",
+    comp.add_argument("--seeds", type=int_at_least(0), nargs="+", default=None, metavar="SEED",
                       help="run the whole comparison once per seed (OUT/seed-SEED) and report, per T, eqspike's score and "
                            "energy minus SpikeLM's on the same seed, with their 95%% interval (OUT/compare_seeds.json, .md)")
     comp.set_defaults(run=cmd_compare)
     diag = commands.add_parser("diagnose", help="convergence, accuracy vs T, firing and energy of a trained student")
     diag.add_argument("run_dir", help="a run directory written by `eqspike distill`")
-    diag.add_argument("--time-steps", type=int, nargs="+", default=[1, 2, 4, 8, 16, 32, 64, 128],
+    diag.add_argument("--time-steps", type=int_at_least(1), nargs="+", default=[1, 2, 4, 8, 16, 32, 64, 128],
                       help="T values, all read from one simulation to the largest (default: 1 2 4 ... 128)")
-    diag.add_argument("--batches", type=int, default=None, help="use only the first N batches of the dev set")
-    diag.add_argument("--batch-size", type=int, default=None, help="default: the run's eval batch size")
+    diag.add_argument("--batches", type=int_at_least(1), default=None, help="use only the first N batches of the dev set")
+    diag.add_argument("--batch-size", type=int_at_least(1), default=None, help="default: the run's eval batch size")
     diag.add_argument("--out", default=None, help="output folder (default RUN_DIR/diagnostics)")
     diag.add_argument("--device", choices=["auto", "cpu", "cuda"], default=None, help="default: the run's device")
     diag.add_argument("--attribution", nargs="*", choices=["clipped", "dense"], default=None, metavar="MODE",
@@ -348,18 +342,18 @@ def build_parser() -> argparse.ArgumentParser:
     pred.add_argument("--text-pair", nargs="+", default=None, help="second texts of pair tasks (one per --text)")
     pred.add_argument("--file", default=None, help="a CSV, TSV, JSON or JSON-lines file with a sentence1 (or text) "
                                                    "column and an optional sentence2 (or text_pair) column")
-    pred.add_argument("--time-steps", type=int, default=None, help="T steps of the spiking network (default: the student's)")
+    pred.add_argument("--time-steps", type=int_at_least(1), default=None, help="T steps of the spiking network (default: the student's)")
     pred.add_argument("--mode", choices=["simulate", "solve"], default="simulate",
                       help="simulate: the spiking network for T steps; solve: its equilibrium rates (default: simulate)")
     pred.add_argument("--output", default=None, help="write JSON lines here instead of printing them")
-    pred.add_argument("--batch-size", type=int, default=32, help="texts per batch (default: 32)")
-    pred.add_argument("--max-seq-length", type=int, default=None,
+    pred.add_argument("--batch-size", type=int_at_least(1), default=32, help="texts per batch (default: 32)")
+    pred.add_argument("--max-seq-length", type=int_at_least(2), default=None,
                       help="truncate texts to this many tokens (default: the run's setting, else the student's positions)")
     pred.add_argument("--device", choices=["auto", "cpu", "cuda"], default=None, help="default: auto")
     _add_neuron_arguments(pred)
     pred.set_defaults(run=cmd_predict)
     check = commands.add_parser("selfcheck", help="check the spiking equilibrium core on this machine")
-    check.add_argument("--seed", type=int, default=0, help="seed of the random test problems (default: 0)")
+    check.add_argument("--seed", type=int_at_least(0), default=0, help="seed of the random test problems (default: 0)")
     check.set_defaults(run=selfcheck)
     return parser
 

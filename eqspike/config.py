@@ -148,10 +148,14 @@ class RunConfig:
         for name in ("student_layers", "max_train_examples", "max_eval_examples", "max_steps"):
             if getattr(self, name) is not None:
                 check_int_at_least(name, getattr(self, name), 1)
-        for name in ("teacher_epochs", "intermediate_epochs", "prediction_epochs", "weight_decay", "hidden_weight",
+        for name in ("seed", "data_seed"):  # numpy's and torch's generators take seeds >= 0
+            if getattr(self, name) is not None:
+                check_int_at_least(name, getattr(self, name), 0)
+        for name in ("intermediate_epochs", "prediction_epochs", "weight_decay", "hidden_weight",
                      "attention_weight", "gold_weight", "max_grad_norm"):
             check_non_negative(name, getattr(self, name))
-        for name in ("teacher_lr", "intermediate_lr", "prediction_lr", "temperature"):
+        # a teacher fine-tuned for 0 epochs would be stored, untrained head and all, for later runs to reuse
+        for name in ("teacher_epochs", "teacher_lr", "intermediate_lr", "prediction_lr", "temperature"):
             check_positive(name, getattr(self, name))
         for name in ("warmup_ratio", "teacher_warmup_ratio", "ema_decay"):
             if check_non_negative(name, getattr(self, name)) >= 1:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import math
 from collections.abc import Iterable
 from typing import Any
@@ -51,3 +52,33 @@ def check_in_interval(name: str, value: Any, low: float, high: float) -> float:
     if not _is_real(value) or not low < value <= high:
         raise ValueError(f"{name}={value!r} is not valid; it must lie in ({low}, {high}]")
     return float(value)
+
+
+def int_at_least(minimum: int):
+    """An argparse ``type``: an integer >= ``minimum``, refused at parsing with the bound named."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"invalid int value: {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"{value} is not valid; it must be an integer >= {minimum}")
+        return value
+
+    parse.__name__ = "int"
+    return parse
+
+
+def float_within(low: float, high: float):
+    """An argparse ``type``: a finite number in [low, high], refused at parsing with the interval named."""
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"invalid float value: {text!r}") from None
+        if not math.isfinite(value) or not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"{text} is not valid; it must lie in [{low}, {high}]")
+        return value
+
+    parse.__name__ = "float"
+    return parse

@@ -25,6 +25,15 @@ def refused(capsys, *args) -> str:
     return err
 
 
+def refused_at_parsing(capsys, *args) -> str:
+    """Run the CLI on arguments its parser refuses: exit code 2 and one line on stderr."""
+    with pytest.raises(SystemExit) as exit_info:
+        main([str(a) for a in args])
+    err = capsys.readouterr().err.strip()
+    assert exit_info.value.code == 2 and "Traceback" not in err and len(err.splitlines()) == 1, err
+    return err
+
+
 def distill_args(teacher, train, dev, out, *extra):
     return ["distill", "--teacher", teacher, "--train-file", train, "--validation-file", dev, "--output-dir", out,
             "--max-seq-length", 32, "--student-layers", 2, "--device", "cpu", *extra]
@@ -323,8 +332,8 @@ def test_evaluate_adds_to_its_history_and_each_row_says_what_it_measured(finishe
     assert f"| this student, spiking, T = 4 (`eqspike evaluate`) | {rows[0]['score']:.4f} |" in card
     assert (f"| this student, spiking, T = 8 (`eqspike evaluate`, rounding trunc, 5 of {rows[0]['dev_examples']} "
             f"dev examples) | {rows[2]['score']:.4f} |") in card
-    assert "--max-eval-examples must be at least 1, got -3" in refused(capsys, "evaluate", finished_run,
-                                                                       "--max-eval-examples", -3)
+    assert "argument --max-eval-examples: -3 is not valid; it must be an integer >= 1" in refused_at_parsing(
+        capsys, "evaluate", finished_run, "--max-eval-examples", -3)
     assert len(json.loads((finished_run / "evaluate.json").read_text())["rows"]) == 3
 
 
@@ -342,3 +351,33 @@ def test_evaluate_scores_the_examples_distill_drew(tiny_teacher, toy_files, tmp_
     distilled = json.loads((run / "metrics.json").read_text())
     assert row["examples"] == 9 and row["score"] == distilled["student_score"]
     assert row["energy_ratio"] == pytest.approx(distilled["student_energy_ratio"], rel=1e-6)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["predict", "RUN", "--text", "a", "--batch-size", "0"], "argument --batch-size: 0 is not valid; it must be an integer >= 1"),
+    (["predict", "RUN", "--text", "a", "--time-steps", "-2"], "argument --time-steps: -2 is not valid; it must be an integer >= 1"),
+    (["predict", "RUN", "--text", "a", "--max-seq-length", "-5"], "argument --max-seq-length: -5 is not valid"),
+    (["predict", "RUN", "--text", "a", "--hysteresis", "0.7"], "argument --hysteresis: 0.7 is not valid; it must lie in [0.0, 0.5]"),
+    (["evaluate", "RUN", "--time-steps", "4", "0"], "argument --time-steps: 0 is not valid"),
+    (["diagnose", "RUN", "--batches", "-1"], "argument --batches: -1 is not valid; it must be an integer >= 1"),
+    (["diagnose", "RUN", "--batch-size", "x"], "argument --batch-size: invalid int value: 'x'"),
+    (["compare", "--time-steps", "0"], "argument --time-steps: 0 is not valid"),
+    (["compare", "--seeds", "-1"], "argument --seeds: -1 is not valid; it must be an integer >= 0"),
+    (["distill", "--seeds", "1", "-4"], "argument --seeds: -4 is not valid"),
+    (["selfcheck", "--seed", "-3"], "argument --seed: -3 is not valid"),
+])
+def test_every_command_checks_its_numbers_before_any_work(capsys, args, message):
+    """The numeric arguments of every command are checked when parsed (one rule, errors.int_at_least and
+    float_within): one line naming the argument and its bound, before anything is loaded."""
+    assert message in refused_at_parsing(capsys, *args)
+
+
+@pytest.mark.parametrize("setting, value, message", [
+    ("--seed", "-1", "seed=-1 is not valid; it must be an integer >= 0"),
+    ("--data-seed", "-2", "data_seed=-2 is not valid; it must be an integer >= 0"),
+    ("--teacher-epochs", "0", "teacher_epochs=0.0 is not valid"),
+])
+def test_distill_settings_without_a_valid_meaning_are_refused(tiny_teacher, toy_files, tmp_path, capsys, setting, value,
+                                                             message):
+    assert message in refused(capsys, *distill_args(tiny_teacher.path, *toy_files, tmp_path / "run", setting, value))
+    assert not (tmp_path / "run").exists()
