@@ -82,15 +82,19 @@ def _command_line() -> str:
     return shlex.join(["eqspike", *sys.argv[1:]])
 
 
-def _load_run(run_dir: Path, max_eval_examples: int | None, device_name: str | None, neuron: dict | None = None):
+def _load_run(run_dir: Path, max_eval_examples: int | None, device_name: str | None, neuron: dict | None = None,
+              command: str | None = None):
     """The student, its task data and settings of a run directory written by `eqspike distill`;
-    ``neuron`` overrides the student's neuron (rounding, hysteresis) for this evaluation."""
+    ``neuron`` overrides the student's neuron (rounding, hysteresis) for this evaluation; ``command``
+    (evaluate, diagnose) refuses a student without spiking populations before the data is read."""
     run = RunDirectory(run_dir, writes=False)
     run.require_student()
     config = RunConfig(**run.saved_settings())
     device = resolve_device(device_name or config.device)
     overrides = {k: v for k, v in (neuron or {}).items() if v is not None}
     student = load_student(run.student, **overrides).to(device)
+    if command is not None:
+        _require_spiking_equilibrium(student, command, run_dir)
     tokenizer = load_tokenizer(run.student)
     task = load_task_data(config.task, config.data_dir, config.train_file, config.validation_file, config.label_type)
     # distill's draw (seeded by the data seed), so that the run's own T scores what distill scored
@@ -114,8 +118,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     """The task's metrics of a trained student run as a spiking network, at each T."""
     time_steps = check_time_steps(args.time_steps)
     run_dir = Path(args.run_dir)
-    config, student, task, splits, device, _ = _load_run(run_dir, args.max_eval_examples, args.device, _neuron(args))
-    _require_spiking_equilibrium(student, "evaluate", run_dir)
+    config, student, task, splits, device, _ = _load_run(run_dir, args.max_eval_examples, args.device, _neuron(args),
+                                                         command="evaluate")
     rows = score_vs_time_steps(student, task, splits, time_steps, config.eval_batch_size, device)
     # What each row measured: the examples scored (distill's seeded draw when fewer than all), the neuron.
     scored, total = len(splits[task.main_split]), len(task.validation[task.main_split])
@@ -135,8 +139,8 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
     """Convergence of spike rates to the equilibrium, accuracy vs T, firing and energy; JSON + plots."""
     time_steps = check_time_steps(args.time_steps)
     run_dir = Path(args.run_dir)
-    config, student, task, splits, device, teacher_score = _load_run(run_dir, None, args.device, _neuron(args))
-    _require_spiking_equilibrium(student, "diagnose", run_dir)
+    config, student, task, splits, device, teacher_score = _load_run(run_dir, None, args.device, _neuron(args),
+                                                                     command="diagnose")
     if args.dense_run and args.attribution is None:
         raise EqspikeError("--dense-run is shown in the attribution report: pass --attribution with it")
     reference, dense_student = _references(teacher_score, args.dense_run)  # checked before the work

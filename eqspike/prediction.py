@@ -26,9 +26,26 @@ from eqspike.data.tasks import DataError, Example, read_table
 from eqspike.errors import EqspikeError
 from eqspike.evaluation import predict as predict_logits
 from eqspike.students import load_student
+from eqspike.students.dense_bert import MODEL_TYPE as DENSE_MODEL_TYPE
+from eqspike.students.spikelm import MODEL_TYPE as SPIKELM_MODEL_TYPE
 from eqspike.teacher.store import load_tokenizer
 
 FIRST_TEXT, SECOND_TEXT = ("sentence1", "text"), ("sentence2", "text_pair")
+
+
+def check_deployment(student: Any, time_steps: int | None, mode: str) -> None:
+    """Refuse by name what a student kind cannot run: SpikeLM at a T other than its own (its scales are
+    per time step) or at an equilibrium; the dense student at any T or mode (it has no spikes)."""
+    kind = getattr(student.config, "model_type", "")
+    T = student.config.time_steps
+    if kind == SPIKELM_MODEL_TYPE:
+        if time_steps is not None and time_steps != T:
+            raise EqspikeError(f"this SpikeLM student runs at T = {T} only (its spike scales are learned per time "
+                               f"step); drop --time-steps {time_steps}")
+        if mode != "simulate":
+            raise EqspikeError(f"--mode {mode} needs an equilibrium; a SpikeLM student has none (use --mode simulate)")
+    elif kind == DENSE_MODEL_TYPE and (time_steps is not None or mode != "simulate"):
+        raise EqspikeError("a dense student has no spikes: --time-steps and --mode do not apply to it")
 
 
 @dataclass
@@ -65,6 +82,7 @@ class Predictor:
         """One prediction per example (see the module docstring), in the examples' order."""
         config = self.student.config
         T = time_steps or config.time_steps
+        check_deployment(self.student, time_steps, mode)
         split = EncodedSplit(examples, self.tokenizer, self.max_seq_length)
         logits = torch.from_numpy(predict_logits(lambda b: self.student(**b, mode=mode, time_steps=T).logits, split,
                                                  batch_size, self.device, desc=f"predict (T={T})"))

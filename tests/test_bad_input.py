@@ -381,3 +381,29 @@ def test_distill_settings_without_a_valid_meaning_are_refused(tiny_teacher, toy_
                                                              message):
     assert message in refused(capsys, *distill_args(tiny_teacher.path, *toy_files, tmp_path / "run", setting, value))
     assert not (tmp_path / "run").exists()
+
+
+def test_every_student_kind_through_predict_evaluate_and_diagnose(tiny_teacher, tmp_path, capsys):
+    """A SpikeLM or dense student runs through predict as it was trained; what has no meaning for its kind
+    (another T, an equilibrium, T-sweeps of populations it has not got) is refused by name, in one line."""
+    from transformers import AutoTokenizer
+
+    from eqspike.students import DenseBertForSequenceClassification, SpikeLMForSequenceClassification
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_teacher.path)
+    for kind, model in (("spikelm", SpikeLMForSequenceClassification.from_teacher(tiny_teacher.model, 2, time_steps=2)),
+                        ("dense", DenseBertForSequenceClassification.from_teacher(tiny_teacher.model, 2))):
+        folder = tmp_path / kind / "student"
+        model.save_pretrained(folder)
+        tokenizer.save_pretrained(str(folder))
+        (folder.parent / "config.yaml").write_text("max_seq_length: 32\n")
+        assert main(["predict", str(folder), "--text", "good film", "--device", "cpu"]) == 0
+        assert '"label"' in capsys.readouterr().out
+        expected = {"spikelm": ("runs at T = 2 only", "a SpikeLM student has none"),
+                    "dense": ("a dense student has no spikes",) * 2}[kind]
+        for extra, message in zip((["--time-steps", "4"], ["--mode", "solve"]), expected):
+            assert message in refused(capsys, "predict", folder, "--text", "good film", "--device", "cpu", *extra)
+        (folder.parent / "metrics.json").write_text("{}")
+        for command in ("evaluate", "diagnose"):
+            err = refused(capsys, command, folder.parent, "--time-steps", "4", "--device", "cpu")
+            assert f"{command}: {folder.parent} holds a" in err and "which has no populations to run at other T" in err
