@@ -148,6 +148,10 @@ class RunConfig:
         for name in ("student_layers", "max_train_examples", "max_eval_examples", "max_steps"):
             if getattr(self, name) is not None:
                 check_int_at_least(name, getattr(self, name), 1)
+        for name in ("output_dir", "teacher", "train_file", "validation_file", "data_dir", "teacher_store"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, str) or not value.strip()):
+                raise ValueError(f"{name}={value!r} is not valid: it is empty; give a value or leave the setting out")
         for name in ("seed", "data_seed"):  # numpy's and torch's generators take seeds >= 0
             if getattr(self, name) is not None:
                 check_int_at_least(name, getattr(self, name), 0)
@@ -322,15 +326,37 @@ assert set(HELP) == set(FIELDS), sorted(set(FIELDS) ^ set(HELP))
 _HINTS = typing.get_type_hints(RunConfig)
 
 
+class _DuplicateKey(Exception):
+    def __init__(self, key: Any, lines: str) -> None:
+        super().__init__(key)
+        self.key, self.lines = key, lines
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """yaml's safe loader, refusing a key given twice in one mapping (plain YAML keeps the last)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise _DuplicateKey(key, f"{seen[key] + 1} and {key_node.start_mark.line + 1}")
+            seen[key] = key_node.start_mark.line
+        return super().construct_mapping(node, deep=deep)
+
+
 def load_yaml(path: str | Path) -> dict[str, Any]:
     """Read a YAML config file into a dict of RunConfig fields (unknown keys refused by name)."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file {path} does not exist")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = yaml.load(path.read_text(), Loader=_UniqueKeyLoader) or {}
     except yaml.YAMLError as error:
         raise ConfigError(f"config file {path} is not valid YAML: {error}") from None
+    except _DuplicateKey as duplicate:
+        raise ConfigError(f"config file {path}: key {duplicate.key!r} is given twice (lines {duplicate.lines}); "
+                          f"keep one") from None
     if not isinstance(data, dict):
         raise ConfigError(f"config file {path} must hold a mapping of keys to values")
     for key in data:

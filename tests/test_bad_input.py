@@ -407,3 +407,20 @@ def test_every_student_kind_through_predict_evaluate_and_diagnose(tiny_teacher, 
         for command in ("evaluate", "diagnose"):
             err = refused(capsys, command, folder.parent, "--time-steps", "4", "--device", "cpu")
             assert f"{command}: {folder.parent} holds a" in err and "which has no populations to run at other T" in err
+
+
+def test_likely_mistakes_are_refused_or_warned(tiny_teacher, toy_files, tmp_path, capsys):
+    """A key given twice in a YAML file and an empty --output-dir are refused by name; a dev set that is
+    the training set is run, with a one-line warning."""
+    config = write(tmp_path / "twice.yaml", "batch_size: 16\nseed: 1\nbatch_size: 8\n")
+    err = refused(capsys, *distill_args(tiny_teacher.path, *toy_files, tmp_path / "run", "--config", config))
+    assert "key 'batch_size' is given twice (lines 1 and 3); keep one" in err
+    assert "output_dir='' is not valid: it is empty" in refused(capsys, *distill_args(tiny_teacher.path, *toy_files, ""))
+    from eqspike.config import RunConfig
+    from eqspike.distill.prepare import prepare_data
+
+    messages = []
+    prepare_data(RunConfig(teacher=tiny_teacher.path, train_file=str(toy_files[0]), validation_file=str(toy_files[0]),
+                           max_seq_length=32), log=messages.append)
+    warnings = [m for m in messages if m.startswith("warning:")]
+    assert len(warnings) == 1 and "also occur in the training data; the dev score measures fitting" in warnings[0]

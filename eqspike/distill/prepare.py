@@ -75,8 +75,22 @@ def carve_selection(examples: list, fraction: float, seed: int) -> tuple[list, l
     return ([e for i, e in enumerate(examples) if i not in chosen], [e for i, e in enumerate(examples) if i in chosen])
 
 
+def warn_overlap(task: TaskData, log=print) -> None:
+    """One line when dev examples also occur in the training data: their dev score is then optimistic."""
+    seen = {(e.text_a, e.text_b) for e in task.train}
+    for name, examples in task.validation.items():
+        shared = sum((e.text_a, e.text_b) in seen for e in examples)
+        if shared == len(examples):
+            log(f"warning: all {shared} {name} examples also occur in the training data; the dev score measures "
+                f"fitting, not generalisation (check --validation-file)")
+        elif shared:
+            log(f"warning: {shared} of {len(examples)} {name} examples also occur in the training data; the dev "
+                f"score is optimistic")
+
+
 def prepare_data(config: RunConfig, log=print) -> Prepared:
     task = check_inputs(config)
+    warn_overlap(task, log)
     data_seed = config.seed if config.data_seed is None else config.data_seed
     task.train = subsample(task.train, config.max_train_examples, data_seed)
     held_out = None
