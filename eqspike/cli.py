@@ -389,7 +389,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"eqspike {args.command}: error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"eqspike {args.command}: interrupted; a distill run continues with --resume", file=sys.stderr)
+        if args.command == "distill" and args.output_dir and not args.seeds:
+            hint = f"; continue with: eqspike distill --resume --output-dir {shlex.quote(args.output_dir)}"
+        elif args.command == "distill":
+            hint = "; continue with the same command and --resume"
+        else:
+            hint = ""
+        print(f"eqspike {args.command}: interrupted{hint}", file=sys.stderr)
         return 130
 
 

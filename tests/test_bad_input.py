@@ -424,3 +424,16 @@ def test_likely_mistakes_are_refused_or_warned(tiny_teacher, toy_files, tmp_path
                            max_seq_length=32), log=messages.append)
     warnings = [m for m in messages if m.startswith("warning:")]
     assert len(warnings) == 1 and "also occur in the training data; the dev score measures fitting" in warnings[0]
+
+
+def test_ctrl_c_says_exactly_what_to_type(tiny_teacher, toy_files, tmp_path, capsys, monkeypatch):
+    from eqspike.distill.trainer import Distiller
+
+    def interrupted(self):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Distiller, "run", interrupted)
+    run = tmp_path / "my run"
+    assert main([str(a) for a in distill_args(tiny_teacher.path, *toy_files, run)]) == 130
+    err = capsys.readouterr().err.strip()
+    assert err.endswith(f"interrupted; continue with: eqspike distill --resume --output-dir '{run}'")

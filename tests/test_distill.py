@@ -11,6 +11,7 @@ import yaml
 
 from eqspike.cli import main
 from eqspike.config import RunConfig
+from eqspike.distill.run_directory import RunDirectoryError
 from eqspike.distill.seeds import distill_seeds
 from eqspike.distill.trainer import Distiller
 from eqspike.students.spiking_bert import SpikingBertForSequenceClassification
@@ -91,6 +92,16 @@ def test_resume_of_a_run_stopped_before_its_first_checkpoint_starts_it_again(tin
     steps = [record["step"] for record in map(json.loads, (stopped / "metrics.jsonl").read_text().splitlines())
              if "loss" in record]  # the training lines (evaluations share their steps)
     assert steps == sorted(steps) and len(steps) == len(set(steps)) and (stopped / "metrics.json").is_file()
+    # A plain re-run (no --resume) of such a run starts it again too; a run with a checkpoint is kept.
+    plain = tmp_path / "plain"
+    Distiller(tiny_config(tiny_teacher, toy_files, plain, max_steps=3), **QUIET).run()
+    shutil.rmtree(plain / "checkpoint")
+    messages = []
+    Distiller(tiny_config(tiny_teacher, toy_files, plain, prediction_epochs=1), log=messages.append).run()
+    assert any("holds a run stopped before its first checkpoint; starting it again" in m for m in messages)
+    assert (plain / "metrics.json").is_file()
+    with pytest.raises(RunDirectoryError, match="already exists"):
+        Distiller(tiny_config(tiny_teacher, toy_files, plain, prediction_epochs=1), **QUIET).run()
 
 
 # ---------------------------------------------------------------------------- errors, via the CLI

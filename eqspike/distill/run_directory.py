@@ -151,6 +151,10 @@ class RunDirectory:
         if self.root.exists() and not self.root.is_dir():
             raise RunDirectoryError(f"output directory {self.root} is a file; choose another --output-dir")
         if self.root.exists() and any(self.root.iterdir()):
+            if not overwrite and self.is_own_run and self.started and not self.has_checkpoint and not self.finished:
+                log(f"{self.root} holds a run stopped before its first checkpoint; starting it again")
+                self.discard_log()
+                return None
             if not overwrite:
                 raise RunDirectoryError(f"output directory {self.root} already exists; pass --resume to continue that run "
                                         f"or --overwrite to replace it")
