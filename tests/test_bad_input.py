@@ -437,3 +437,17 @@ def test_ctrl_c_says_exactly_what_to_type(tiny_teacher, toy_files, tmp_path, cap
     assert main([str(a) for a in distill_args(tiny_teacher.path, *toy_files, run)]) == 130
     err = capsys.readouterr().err.strip()
     assert err.endswith(f"interrupted; continue with: eqspike distill --resume --output-dir '{run}'")
+
+
+def test_a_sequence_too_short_for_text_is_refused_and_a_budget_that_cannot_bind_is_warned(tiny_teacher, toy_files,
+                                                                                         tmp_path, capsys):
+    err = refused(capsys, *distill_args(tiny_teacher.path, *toy_files, tmp_path / "short", "--max-seq-length", 2))
+    assert "max_seq_length=2 leaves no room for text: the tokenizer adds 2 special tokens to a text; give at least 3" in err
+    from eqspike.distill.trainer import Distiller
+    from tests.conftest import tiny_config
+
+    messages = []
+    Distiller(tiny_config(tiny_teacher, toy_files, tmp_path / "loose", time_steps=4, energy_budget=50.0,
+                          intermediate_epochs=0, prediction_epochs=1), log=messages.append).run()
+    assert any(m.startswith("warning: the student starts this stage at") and "within the budget 50" in m
+               for m in messages)

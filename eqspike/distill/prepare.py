@@ -101,6 +101,12 @@ def prepare_data(config: RunConfig, log=print) -> Prepared:
         raise ConfigError(f"the {len(task.train)} training examples of task {task.name!r} have a single label; "
                           f"a classification task needs at least two (raise --max-train-examples)")
     tokenizer = load_tokenizer(locate(config.teacher))
+    pairs = any(e.text_b is not None for e in task.train)
+    special = tokenizer.num_special_tokens_to_add(pair=pairs)
+    if config.max_seq_length <= special + (1 if pairs else 0):
+        raise ConfigError(f"max_seq_length={config.max_seq_length} leaves no room for text: the tokenizer adds {special} "
+                          f"special tokens to {'a pair of texts' if pairs else 'a text'}; give at least "
+                          f"{special + (2 if pairs else 1)}")
     train = EncodedSplit(task.train, tokenizer, config.max_seq_length)
     splits = {name: EncodedSplit(examples, tokenizer, config.max_seq_length) for name, examples in task.validation.items()}
     selection = splits if held_out is None else {"selection": EncodedSplit(held_out, tokenizer, config.max_seq_length)}

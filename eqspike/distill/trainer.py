@@ -241,6 +241,10 @@ class Distiller:
             self.log(f"resume: {stage.name} stage at step {first}/{stage.steps} (global step {state['global_step']})")
         if stage.energy_budget is not None and first == 0:  # the spikes-per-rate factor of the starting student
             self._evaluate_and_select(student, data, state)
+            start = (state.get("best_key") or [None, None, None])[2]
+            if start is not None and start <= stage.energy_budget:
+                self.log(f"warning: the student starts this stage at {start:.3f} of the teacher's energy, within the "
+                         f"budget {stage.energy_budget:g}: the budget binds only if training raises its energy")
         eval_every = max(1, self._steps_per_epoch(data) // c.evals_per_epoch)
         bar = progress(total=stage.steps, desc=f"distill {stage.name}", disable=None if sharding.is_main else True)
         bar.update(first)
