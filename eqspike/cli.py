@@ -33,7 +33,7 @@ from eqspike.distill.prepare import prepare_data, subsample
 from eqspike.distill.run_directory import RunDirectory
 from eqspike.distill.trainer import Distiller
 from eqspike.errors import EqspikeError, float_within, int_at_least
-from eqspike.prediction import Predictor, read_inputs
+from eqspike.prediction import Predictor, pairing_warning, read_inputs
 from eqspike.runtime.devices import resolve_device
 from eqspike.runtime.distributed import from_environment
 from eqspike.runtime.files import check_output_dir, check_output_file, write_atomic
@@ -188,6 +188,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
     predictor = Predictor.load(args.student, resolve_device(args.device or "auto"), args.max_seq_length, **_neuron(args))
     examples = ([Example(text, pair, 0) for text, pair in zip(args.text, args.text_pair or [None] * len(args.text))]
                 if args.text is not None else read_inputs(args.file))
+    warning = pairing_warning(predictor.student.config, examples)
+    if warning:
+        print(warning, file=sys.stderr, flush=True)
     rows = predictor(examples, args.time_steps, args.mode, args.batch_size)
     lines = [json.dumps({"text": e.text_a, **({"text_pair": e.text_b} if e.text_b is not None else {}), **row})
              for e, row in zip(examples, rows)]

@@ -48,6 +48,18 @@ def check_deployment(student: Any, time_steps: int | None, mode: str) -> None:
         raise EqspikeError("a dense student has no spikes: --time-steps and --mode do not apply to it")
 
 
+def pairing_warning(config: Any, examples: Sequence[Example]) -> str | None:
+    """A warning when the inputs are pairs and the student was trained on single texts, or the reverse."""
+    pairs = sum(e.text_b is not None for e in examples)
+    if config.text_pairs is False and pairs:
+        return (f"warning: {pairs} of {len(examples)} inputs are pairs of texts, but this student was trained on "
+                f"single texts; they are read as pairs")
+    if config.text_pairs and pairs < len(examples):
+        return (f"warning: {len(examples) - pairs} of {len(examples)} inputs have no second text, but this student "
+                f"was trained on pairs of texts")
+    return None
+
+
 @dataclass
 class Predictor:
     """A saved student, its tokenizer, and the maximum sequence length its run used."""

@@ -399,6 +399,13 @@ def test_every_student_kind_through_predict_evaluate_and_diagnose(tiny_teacher, 
         (folder.parent / "config.yaml").write_text("max_seq_length: 32\n")
         assert main(["predict", str(folder), "--text", "good film", "--device", "cpu"]) == 0
         assert '"label"' in capsys.readouterr().out
+        if kind == "dense":  # trained on single texts, given pairs: it warns on stderr and goes on
+            model.config.text_pairs = False
+            model.save_pretrained(folder)
+            assert main(["predict", str(folder), "--text", "a", "b", "--text-pair", "c", "d", "--device", "cpu"]) == 0
+            captured = capsys.readouterr()
+            assert captured.out.count('"label"') == 2
+            assert "warning: 2 of 2 inputs are pairs of texts, but this student was trained on single texts" in captured.err
         expected = {"spikelm": ("runs at T = 2 only", "a SpikeLM student has none"),
                     "dense": ("a dense student has no spikes",) * 2}[kind]
         for extra, message in zip((["--time-steps", "4"], ["--mode", "solve"]), expected):

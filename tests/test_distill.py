@@ -296,6 +296,7 @@ def test_student_init_warm_starts_from_a_saved_student_of_any_kind(tiny_teacher,
     dense = tmp_path / "dense"
     Distiller(tiny_config(tiny_teacher, toy_files, dense, student_type="dense", intermediate_epochs=0,
                           prediction_epochs=1), **QUIET).run()
+    assert load_student(dense / "student").config.text_pairs is False  # the toy task's single texts, recorded
     trained = load_student(dense / "student").state_dict()
     config = tiny_config(tiny_teacher, toy_files, tmp_path / "warm", time_steps=4, student_init=str(dense))
     cold = student_for_run(tiny_teacher.model, config.replace(student_init="teacher")).state_dict()

@@ -166,6 +166,7 @@ class Distiller:
                                  "best_key": None, "energy_weight": 0.0, "spike_factor": 1.0}
         stages = self.stages(data)
         student = student_for_run(teacher.model, c).to(self.device)
+        student.config.text_pairs = any(e.text_b is not None for e in data.task.train)
         if c.student_init not in STUDENT_INITS:
             self.log(f"student: warm start from the saved student {saved_student_directory(c.student_init)} "
                      f"(every weight but the thresholds)")

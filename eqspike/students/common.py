@@ -50,6 +50,7 @@ class StudentConfig(PreTrainedConfig):
     teacher: str | None = None
     teacher_layers: list[int] = field(default_factory=list)
     teacher_num_hidden_layers: int | None = None  # the teacher's depth (for its energy estimate)
+    text_pairs: bool | None = None  # trained on pairs of texts (sentence1, sentence2), or on single texts
 
     def __post_init__(self, **kwargs: Any) -> None:
         super().__post_init__(**kwargs)
