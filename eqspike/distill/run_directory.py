@@ -28,7 +28,7 @@ import torch
 
 from eqspike import __version__
 from eqspike.config import ConfigError, RunConfig, save_yaml
-from eqspike.runtime.files import atomic_directory, recover_directory, write_atomic
+from eqspike.runtime.files import atomic_directory, check_output_dir, recover_directory, write_atomic
 from eqspike.runtime.reporting import open_report
 from eqspike.students import load_student_config
 from eqspike.students.model_card import CARD_NAME, model_card, write_model_card
@@ -150,6 +150,8 @@ class RunDirectory:
             return None
         if self.root.exists() and not self.root.is_dir():
             raise RunDirectoryError(f"output directory {self.root} is a file; choose another --output-dir")
+        if self.writes:
+            check_output_dir(self.root, "--output-dir")  # a read-only place refused now, not after the teacher
         if self.root.exists() and any(self.root.iterdir()):
             if not overwrite and self.is_own_run and self.started and not self.has_checkpoint and not self.finished:
                 log(f"{self.root} holds a run stopped before its first checkpoint; starting it again")
