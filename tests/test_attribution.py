@@ -1,5 +1,6 @@
 """Where the points go: the attribution of the spiking student's gap to its populations."""
 
+import numpy as np
 import pytest
 import torch
 
@@ -158,3 +159,22 @@ def test_a_regression_student_reports_no_class_agreement(tiny_teacher, toy_split
     a = attribute(student, replace(task, label_names=None, metric="pearson"), split, [2], batch_size=12, parts={})
     assert a.agreement_with_dense_equivalent is None and a.metric == "pearson"
     assert "| class agrees with the dense-equivalent | - |" in format_attribution(a)
+
+
+@pytest.mark.parametrize("levels", [1, 2, 4])
+def test_below_the_resolution_counts_a_burst_neurons_finer_steps(levels):
+    """A dense activation h is 'below the resolution' of a population at T when 0 < |h| < theta / (2 B T)
+    (rounding): a burst neuron with B levels carries values B times finer."""
+    from types import SimpleNamespace
+
+    from eqspike.analysis.attribution import _add_dense_comparison
+    from eqspike.core.neurons import NeuronConfig
+
+    theta, t = 1.0, 4
+    h = torch.tensor([[[0.01, 0.03, 0.06, 0.1, 0.2, 0.0]]])  # |h| against theta / (2 B T) = 0.125 / B
+    population = SimpleNamespace(name="p")
+    rate_map = SimpleNamespace(populations=[population], neuron_of=lambda _: NeuronConfig(levels=levels))
+    sums = {"p": np.zeros((1, 4))}
+    _add_dense_comparison(sums, 0, t, rate_map, {"p": torch.zeros_like(h)}, {"p": torch.tensor(theta)},
+                          torch.ones(1, 1, 1), {"p": h})
+    assert sums["p"][0][1] == sum(0 < abs(v) < theta / (2 * levels * t) for v in h.flatten().tolist())

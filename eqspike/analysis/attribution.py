@@ -60,7 +60,7 @@ class PopulationGap:
     spike_error: list[float]
     # against a dense student of the same shape (None without one), its activation h on the same inputs:
     dense_clipped_frac: list[float] | None = None  # |h| above this population's threshold
-    dense_zeroed_frac: list[float] | None = None  # 0 < |h| below the resolution at T (theta / 2T for rounding)
+    dense_zeroed_frac: list[float] | None = None  # 0 < |h| below the resolution at T (theta / 2BT for rounding)
     distance_to_dense: list[float] | None = None  # ||theta a_hat(T) - h|| / ||h||
 
 
@@ -201,7 +201,8 @@ def _add_dense_comparison(sums: dict[str, np.ndarray], k: int, t: int, rate_map,
         theta = thresholds[population.name]  # the decoded value is theta * rate
         h = dense[population.name]
         weight = token.expand_as(h)
-        resolution = theta / (2 * t) if neuron.rounding == "round" else theta / t
+        step = t * neuron.levels  # a burst neuron's rate moves in steps of 1 / (B T)
+        resolution = theta / (2 * step) if neuron.rounding == "round" else theta / step
         s = sums[population.name][k]
         s[0] += float((((h > theta) | (h < theta * neuron.lowest_rate)) * weight).sum())
         s[1] += float((((h.abs() < resolution) & (h != 0)) * weight).sum())
