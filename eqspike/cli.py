@@ -118,6 +118,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     """The task's metrics of a trained student run as a spiking network, at each T."""
     time_steps = check_time_steps(args.time_steps)
     run_dir = Path(args.run_dir)
+    check_output_dir(run_dir, "evaluate: the run directory")  # evaluate.json is written there, after the work
     config, student, task, splits, device, _ = _load_run(run_dir, args.max_eval_examples, args.device, _neuron(args),
                                                          command="evaluate")
     rows = score_vs_time_steps(student, task, splits, time_steps, config.eval_batch_size, device)

@@ -423,6 +423,9 @@ def test_likely_mistakes_are_refused_or_warned(tiny_teacher, toy_files, tmp_path
     err = refused(capsys, *distill_args(tiny_teacher.path, *toy_files, tmp_path / "run", "--config", config))
     assert "key 'batch_size' is given twice (lines 1 and 3); keep one" in err
     assert "output_dir='' is not valid: it is empty" in refused(capsys, *distill_args(tiny_teacher.path, *toy_files, ""))
+    store = write(tmp_path / "store", "not a folder")
+    err = refused(capsys, *distill_args(tiny_teacher.path, *toy_files, tmp_path / "run", "--teacher-store", store))
+    assert f"--teacher-store {store} is a file; give a folder" in err and store.read_text() == "not a folder"
     from eqspike.config import RunConfig
     from eqspike.distill.prepare import prepare_data
 

@@ -13,6 +13,7 @@ from eqspike.data.batches import EncodedSplit
 from eqspike.data.tasks import TaskData, load_task_data
 from eqspike.errors import EqspikeError
 from eqspike.runtime import hub
+from eqspike.runtime.files import check_output_dir
 from eqspike.runtime.reporting import check_report_to
 from eqspike.teacher.store import check_teacher_config, load_tokenizer, locate
 
@@ -47,6 +48,10 @@ def check_inputs(config: RunConfig) -> TaskData:
         problems.append(str(error))
     try:
         check_report_to(config.report_to)
+    except EqspikeError as error:
+        problems.append(str(error))
+    try:  # a fine-tuned teacher is stored there, after its fine-tuning
+        check_output_dir(config.teacher_store, "--teacher-store")
     except EqspikeError as error:
         problems.append(str(error))
     if problems:
