@@ -124,8 +124,8 @@ def test_labels_as_the_user_meant_them(tmp_path):
     refusals = [
         (files(["1.5", "nan", "2.0", "NaN"]), "auto", r"train.csv: lines 3, 5 have labels that are NaN or infinite"),
         (files(["pos", "Pos", "neg", "POS"]), "auto", r"labels that differ only by case: 'POS', 'Pos', 'pos'"),
-        (files(["pos", "1", "neg"]), "auto", r"the labels mix numbers \('1'\) and words \('pos'\)"),
-        (files(["pos", "neg"]), "regression", r"label_type 'regression' needs numbers, and lines 2, 3 have 'pos'"),
+        (files(["pos", "1", "neg"]), "auto", r"the training labels mix numbers \('1'\) and words \('pos'\)"),
+        (files(["pos", "neg"]), "regression", r"train.csv: a regression task needs numbers as labels, and lines 2, 3 have 'pos'"),
     ]
     for (train, dev), label_type, message in refusals:
         with pytest.raises(DataError, match=message):

@@ -95,11 +95,12 @@ def test_diagnose_with_feedback_reports_a_spectral_radius(tiny_teacher, toy_file
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--time-steps", "0", "8"], "time steps must be positive integers; got [0]"),
+    (["--time-steps", "0", "8"], "argument --time-steps: 0 is not valid; it must be an integer >= 1"),
 ])
 def test_diagnose_bad_time_steps(tiny_run, capsys, args, message):
-    assert main(["diagnose", str(tiny_run), *args]) == 2
-    assert message in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_info:  # refused by the parser, before the run is read
+        main(["diagnose", str(tiny_run), *args])
+    assert exit_info.value.code == 2 and message in capsys.readouterr().err
 
 
 def test_diagnose_refuses_what_is_not_a_run(tmp_path, capsys):

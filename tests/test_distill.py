@@ -194,7 +194,7 @@ def test_cli_teacher_not_found_says_how_to_pass_a_directory(toy_files, tmp_path,
 
 def test_cli_teacher_that_does_not_fit_the_task(tmp_path, toy_files, capsys):
     common = ["--train-file", toy_files[0], "--validation-file", toy_files[1], "--teacher-store", tmp_path / "store",
-              "--device", "cpu", "--teacher-epochs", 0, "--max-seq-length", 32]
+              "--device", "cpu", "--teacher-epochs", 1, "--max-seq-length", 32]  # refused before any epoch
     three = make_tiny_bert(tmp_path / "three_labels", head_labels=3)
     code, err = run_cli(capsys, "teacher", "--teacher", three, *common)
     assert code == 2 and "has a trained head with 3 labels but task 'toy_data0' has 2" in err

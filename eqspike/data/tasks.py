@@ -292,9 +292,10 @@ def _number(value: Any) -> int | float | None:
 
 def _label_type(tables: dict[str, list[dict[str, Any]]], paths: dict[str, Path], label_type: str
                 ) -> tuple[str, dict[str, list[Any]], str]:
-    """Regression or classification, the labels read as numbers where they are, and a note of why.
-    Refused: labels that are NaN or infinite; with 'auto', labels that mix numbers and words and labels
-    that differ only by case."""
+    """Regression or classification, the labels read as numbers where they are, and a note of why. The
+    training labels decide (dev labels unknown to them are refused later, by name). Refused: labels that
+    are NaN or infinite; scores that are not numbers; with 'auto', training labels that mix numbers and
+    words, or that differ only by case."""
     first = {split: 2 if path.suffix.lower() in (".csv", ".tsv") else 1 for split, path in paths.items()}
     numbers = {split: [_number(row["label"]) for row in rows] for split, rows in tables.items()}
     for split, values in numbers.items():
@@ -302,36 +303,39 @@ def _label_type(tables: dict[str, list[dict[str, Any]]], paths: dict[str, Path],
         if bad:
             raise DataError(f"data file {paths[split]}: {_lines(bad)} {'has a label' if len(bad) == 1 else 'have labels'} "
                             f"that {'is' if len(bad) == 1 else 'are'} NaN or infinite; fix or remove those rows")
-    words = {split: [n for n, x in enumerate(values, start=first[split]) if x is None] for split, values in numbers.items()}
-    if label_type == "regression":
-        for split, lines in words.items():
-            if lines:
-                raise DataError(f"data file {paths[split]}: label_type 'regression' needs numbers, and {_lines(lines)} "
-                                f"{'has' if len(lines) == 1 else 'have'} {tables[split][lines[0] - first[split]]['label']!r}")
-        return "regression", numbers, "regression (--label-type regression)"
-    if label_type == "classification":
-        return "classification", numbers, "classification (--label-type classification)"
-    if not any(words.values()):
-        written = [str(row["label"]) for rows in tables.values() for row in rows if isinstance(_number(row["label"]), float)]
-        if written:
-            return "regression", numbers, (f"regression, inferred: numbers written with a decimal point (e.g. {written[0]!r}); "
-                                           f"--label-type classification makes them classes")
-        return "classification", numbers, ("classification, inferred: whole numbers; --label-type regression makes "
-                                           "them scores")
-    numeric = [str(row["label"]) for rows in tables.values() for row in rows if _number(row["label"]) is not None]
-    if numeric:
-        word = next(str(row["label"]) for rows in tables.values() for row in rows if _number(row["label"]) is None)
-        raise DataError(f"the labels mix numbers ({numeric[0]!r}) and words ({word!r}); write them one way, or pass "
-                        f"--label-type classification to take every value as a class name")
-    spellings: dict[str, set[str]] = {}
-    for rows in tables.values():
-        for row in rows:
-            spellings.setdefault(str(row["label"]).strip().lower(), set()).add(str(row["label"]).strip())
-    clashes = [sorted(group) for group in spellings.values() if len(group) > 1]
-    if clashes:
-        raise DataError(f"labels that differ only by case: {'; '.join(', '.join(map(repr, g)) for g in clashes[:3])}; "
-                        f"write each class one way, or pass --label-type classification to keep them apart")
-    return "classification", numbers, "classification, inferred: the labels are words"
+    train = [str(row["label"]) for row in tables["train"]]
+    numeric = [label for label, x in zip(train, numbers["train"]) if x is not None]
+    if label_type == "auto":
+        if numeric and len(numeric) < len(train):
+            word = next(label for label, x in zip(train, numbers["train"]) if x is None)
+            raise DataError(f"the training labels mix numbers ({numeric[0]!r}) and words ({word!r}); write them one way, "
+                            f"or pass --label-type classification to take every value as a class name")
+        decimal = [label for label, x in zip(train, numbers["train"]) if isinstance(x, float)]
+        if decimal:
+            kind, note = "regression", (f"regression, inferred: numbers written with a decimal point (e.g. {decimal[0]!r}); "
+                                        f"--label-type classification makes them classes")
+        elif numeric:
+            kind, note = "classification", "classification, inferred: whole numbers; --label-type regression makes them scores"
+        else:
+            kind, note = "classification", "classification, inferred: the labels are words"
+    else:
+        kind, note = label_type, f"{label_type} (--label-type {label_type})"
+    if kind == "regression":
+        for split, values in numbers.items():
+            words = [n for n, x in enumerate(values, start=first[split]) if x is None]
+            if words:
+                raise DataError(f"data file {paths[split]}: a regression task needs numbers as labels, and "
+                                f"{_lines(words)} {'has' if len(words) == 1 else 'have'} "
+                                f"{tables[split][words[0] - first[split]]['label']!r}")
+    elif label_type == "auto":
+        spellings: dict[str, set[str]] = {}
+        for label in train:
+            spellings.setdefault(label.strip().lower(), set()).add(label.strip())
+        clashes = [sorted(group) for group in spellings.values() if len(group) > 1]
+        if clashes:
+            raise DataError(f"labels that differ only by case: {'; '.join(', '.join(map(repr, g)) for g in clashes[:3])}; "
+                            f"write each class one way, or pass --label-type classification to keep them apart")
+    return kind, numbers, note
 
 
 def _load_files(train_path: Path, validation_path: Path, name: str, label_type: str = "auto") -> TaskData:
