@@ -45,7 +45,7 @@ from eqspike.runtime.environment import environment_record
 from eqspike.runtime.distributed import Sharding, process_group, shard
 from eqspike.runtime.optim import linear_schedule, make_optimizer, weight_average
 from eqspike.runtime.progress import StepLog, progress
-from eqspike.students import STUDENT_INITS, check_warm_start, load_student, saved_student_directory, student_for_run
+from eqspike.students import STUDENT_INITS, check_warm_start, load_student, student_for_run
 from eqspike.students.common import uniform_layer_map
 from eqspike.teacher.base import Teacher
 from eqspike.teacher.store import load_teacher, teacher_name
@@ -147,8 +147,8 @@ class Distiller:
             resume_state = self.run_dir.resume_state()
         # Recorded now, not at the end: the commit and packages of the code that trains this run.
         self.environment = environment_record(self.device, c.precision)
-        if c.student_init not in STUDENT_INITS:
-            check_warm_start(c.student_init, c.student_layers)  # refused now, not after the teacher's fine-tuning
+        # a warm start's saved student, refused now (not after the teacher's fine-tuning) if it does not fit
+        warm_from = check_warm_start(c.student_init, c.student_layers) if c.student_init not in STUDENT_INITS else None
         set_seed(c.seed)
         data = prepare_data(c, self.log)
         teacher = self._on_main_first(lambda: load_teacher(c, data.task, self.device, data.splits, data.train, self.log,
@@ -167,8 +167,8 @@ class Distiller:
         stages = self.stages(data)
         student = student_for_run(teacher.model, c).to(self.device)
         student.config.text_pairs = any(e.text_b is not None for e in data.task.train)
-        if c.student_init not in STUDENT_INITS:
-            self.log(f"student: warm start from the saved student {saved_student_directory(c.student_init)} "
+        if warm_from is not None:
+            self.log(f"student: warm start from the saved student {warm_from} "
                      f"(every weight but the thresholds)")
         first = next((s for s in stages if s.steps), stages[-1])
         student.prepare(self._calibration_batches(data), self._collate(data, self._global_batch(data, first, 0)))
