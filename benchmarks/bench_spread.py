@@ -14,12 +14,18 @@ Prints, per variant: the spread (mean, std, min, max, 95% interval) of the spiki
 score, its ratio to the teacher and its energy ratio, and the paired difference to the baseline; the
 stability within a run (the standard deviation of the selection-split score over the later half of the
 run's evaluations, averaged over seeds: how much the student kept depends on which evaluation wins);
-then the per-seed scores. Writes the same as JSON to ``--results``.
+then where the spread comes from, per dev example (``eqspike.analysis.seeds.example_flips``: the
+fraction of examples on which two seeds' students differ, right against wrong, and the standard
+deviation those flips alone would give), and each variant's flip rate minus the baseline's, with its
+interval over the examples; then the per-seed scores. The per-example predictions come from
+``eqspike evaluate RUN --time-steps T --predictions`` (run once per run, kept in RUN/predictions/).
+Writes the same as JSON to ``--results``.
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import sys
 from pathlib import Path
@@ -27,7 +33,9 @@ from typing import Any
 
 import yaml
 
-from eqspike.analysis.seeds import SUMMARY_KEYS, format_spread, paired_differences, spread, spread_ratio
+from eqspike.analysis.seeds import (SUMMARY_KEYS, example_flips, flip_difference, format_spread, paired_differences,
+                                   spread, spread_ratio)
+from eqspike.cli import main as eqspike
 from eqspike.config import FIELDS, RunConfig, load_yaml
 from eqspike.distill.run_directory import RunDirectory
 from eqspike.distill.seeds import distill_seeds
@@ -57,6 +65,21 @@ def late_evaluation_std(run: Path, metric: str) -> float | None:
     scores = [r["eval"][metric] for r in RunDirectory(run).log_records() if "eval" in r and metric in r["eval"]]
     late = scores[len(scores) // 2:]
     return spread(late)["std"] if len(late) > 1 else None
+
+
+def correct_at(run: Path, time_steps: int, score: float) -> list[bool]:
+    """Whether the run's student gets each example of the main dev split right at T (``eqspike evaluate
+    --predictions``, once); checked against the score distill reported."""
+    path = run / "predictions" / f"T{time_steps}.csv"
+    if not path.is_file():
+        if eqspike(["evaluate", str(run), "--time-steps", str(time_steps), "--predictions"]) != 0:
+            raise SystemExit(f"eqspike evaluate {run} failed")
+    rows = list(csv.DictReader(path.open()))
+    main_split = rows[0]["split"]
+    correct = [r["correct"] == "1" for r in rows if r["split"] == main_split]
+    if abs(sum(correct) / len(correct) - score) > 1e-9:
+        raise SystemExit(f"{path}: accuracy {sum(correct) / len(correct):.4f}, but {run} reported {score:.4f}")
+    return correct
 
 
 def _ratio(r: dict[str, Any] | None) -> str:
@@ -89,7 +112,7 @@ def main(argv=None) -> int:
         summaries[name] = distill_seeds(config, args.seeds, log=lambda m: print(m, flush=True),
                                         command=" ".join(["bench_spread.py", *(argv or sys.argv[1:])]))
 
-    rows = []
+    rows, flips = [], {}
     baseline = summaries["baseline"]["metrics"]
     for name, changes in variants:
         metrics = summaries[name]["metrics"]
@@ -105,6 +128,13 @@ def main(argv=None) -> int:
             row["student_score_spread_vs_baseline"] = spread_ratio(
                 dict(zip(args.seeds, metrics["student_score"]["values"])),
                 dict(zip(args.seeds, baseline["student_score"]["values"])))
+        if summaries[name]["metric"] == "accuracy" and len(args.seeds) > 1:
+            time_steps = RunConfig(**{**base, **changes}).time_steps
+            flips[name] = {seed: correct_at(args.out / name / f"seed-{seed}", time_steps, score)
+                           for seed, score in zip(args.seeds, metrics["student_score"]["values"])}
+            row["flips"] = example_flips(flips[name])
+            if name != "baseline":
+                row["flip_rate_minus_baseline"] = flip_difference(flips[name], flips["baseline"])
         rows.append(row)
 
     lines = ["| variant | student (spiking) | student / teacher | energy / teacher | student - baseline (paired) | "
@@ -115,6 +145,14 @@ def main(argv=None) -> int:
         lines.append(f"| {row['variant']} | {format_spread(row['student_score'])} | {format_spread(row['score_ratio'])} | "
                      f"{format_spread(row['student_energy_ratio'], 3)} | {format_spread(diff) if diff else '-'} | "
                      f"{_ratio(row.get('student_score_spread_vs_baseline'))} | {format_spread(late) if late else '-'} |")
+    if flips:
+        lines += ["", "| variant | two seeds differ on (flip rate) | minus the baseline's (95% over examples) | "
+                      "examples that flip at all | std from the flips alone | std observed |", "|---|---:|---:|---:|---:|---:|"]
+        for row in rows:
+            f, d = row["flips"], row.get("flip_rate_minus_baseline")
+            difference = f"{d['difference']:+.4f} [{d['ci95'][0]:+.4f}, {d['ci95'][1]:+.4f}]" if d else "-"
+            lines.append(f"| {row['variant']} | {f['flip_rate']:.4f} | {difference} | {f['unstable_fraction']:.3f} | "
+                         f"{f['flip_floor_std']:.4f} | {f['observed_std']:.4f} |")
     lines += ["", "| seed | teacher | " + " | ".join(name for name, _ in variants) + " |",
               "|---:|---:|" + "---:|" * len(variants)]
     for i, seed in enumerate(args.seeds):

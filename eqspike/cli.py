@@ -121,7 +121,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     check_output_dir(run_dir, "evaluate: the run directory")  # evaluate.json is written there, after the work
     config, student, task, splits, device, _ = _load_run(run_dir, args.max_eval_examples, args.device, _neuron(args),
                                                          command="evaluate")
-    rows = score_vs_time_steps(student, task, splits, time_steps, config.eval_batch_size, device)
+    predictions: dict | None = {} if args.predictions else None
+    rows = score_vs_time_steps(student, task, splits, time_steps, config.eval_batch_size, device, predictions)
     # What each row measured: the examples scored (distill's seeded draw when fewer than all), the neuron.
     scored, total = len(splits[task.main_split]), len(task.validation[task.main_split])
     sample = {"examples": scored, "dev_examples": total}
@@ -131,9 +132,29 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     rows = [{**row, **sample, "neuron": _neuron(args), "evaluated_at": when} for row in rows]
     for row in rows:
         _log(f"T={row['time_steps']:<4d} {task.metric} {row['score']:.4f}  energy / teacher {row['energy_ratio']:.3f}")
-    out, history = RunDirectory(run_dir).add_evaluation(task.name, task.metric, rows)
+    run = RunDirectory(run_dir)
+    for t in time_steps if predictions is not None else ():
+        path = run.write_predictions(t, _prediction_rows(task, splits, predictions, t))
+        _log(f"wrote the predictions at T={t} to {path}")
+    out, history = run.add_evaluation(task.name, task.metric, rows)
     _log(f"added {len(rows)} rows to {out} ({history} in all, with the earlier evaluations) and the student's model card")
     return 0
+
+
+def _prediction_rows(task, splits, predictions: dict, time_steps: int) -> list[dict]:
+    """One row per example scored: split, its place in the split, label and prediction (by name when the
+    task names its labels), correct (classification)."""
+    names = task.label_names
+    rows = []
+    for split_name, split in splits.items():
+        for place, (label, predicted) in enumerate(zip(split.labels, predictions[split_name][time_steps])):
+            row = {"split": split_name, "example": place}
+            if names is None:
+                row.update(label=label, prediction=float(predicted), correct="")
+            else:
+                row.update(label=names[int(label)], prediction=names[int(predicted)], correct=int(int(label) == int(predicted)))
+            rows.append(row)
+    return rows
 
 
 def cmd_diagnose(args: argparse.Namespace) -> int:
@@ -302,6 +323,9 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--max-eval-examples", type=int_at_least(1), default=None,
                           help="score this many dev examples (default: the run's setting, else all)")
     evaluate.add_argument("--device", choices=["auto", "cpu", "cuda"], default=None, help="default: the run's device")
+    evaluate.add_argument("--predictions", action="store_true",
+                          help="also write each dev example's prediction at each T to RUN/predictions/T<T>.csv "
+                               "(split, example, label, prediction, correct)")
     _add_neuron_arguments(evaluate)
     evaluate.set_defaults(run=cmd_evaluate)
     comp = commands.add_parser("compare", help="eqspike vs the surrogate-gradient SpikeLM baseline and the dense student, same budget",

@@ -337,6 +337,22 @@ def test_evaluate_adds_to_its_history_and_each_row_says_what_it_measured(finishe
     assert len(json.loads((finished_run / "evaluate.json").read_text())["rows"]) == 3
 
 
+def test_evaluate_writes_each_examples_prediction_and_they_give_its_score(finished_run, capsys):
+    """--predictions: RUN/predictions/T<T>.csv, one row per dev example; their accuracy is the score
+    evaluate reports at that T, and the labels are the dev file's."""
+    import csv
+
+    assert main(["evaluate", str(finished_run), "--time-steps", "2", "4", "--predictions", "--device", "cpu"]) == 0
+    rows = json.loads((finished_run / "evaluate.json").read_text())["rows"][-2:]
+    for row in rows:
+        table = list(csv.DictReader((finished_run / "predictions" / f"T{row['time_steps']}.csv").open()))
+        assert len(table) == row["dev_examples"] and [int(r["example"]) for r in table] == list(range(len(table)))
+        assert all(r["correct"] == str(int(r["label"] == r["prediction"])) for r in table)
+        assert sum(int(r["correct"]) for r in table) / len(table) == pytest.approx(row["score"])
+    dev = yaml.safe_load((finished_run / "config.yaml").read_text())["validation_file"]
+    assert [r["label"] for r in table] == [row[-1] for row in csv.reader(open(dev))][1:]
+
+
 def test_evaluate_scores_the_examples_distill_drew(tiny_teacher, toy_files, tmp_path, capsys):
     """A run trained with --max-eval-examples: evaluate at its T scores distill's seeded draw of the dev
     set (not the file's first N), so it gives distill's score."""

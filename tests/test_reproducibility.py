@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import eqspike
-from eqspike.analysis.seeds import paired_differences, seed_summary, spread, spread_ratio
+from eqspike.analysis.seeds import example_flips, flip_difference, paired_differences, seed_summary, spread, spread_ratio
 from eqspike.cli import main
 from eqspike.config import ConfigError, RunConfig
 from eqspike.distill.prepare import carve_selection, prepare_data
@@ -166,6 +166,27 @@ def test_spread_ratio_by_hand():
     same = spread_ratio(a, {s: v + 1 for s, v in a.items()})
     assert same["std_ratio"] == pytest.approx(1.0) and same["f_test_p"] == pytest.approx(0.5) and same["pitman_morgan_p"] is None
     assert spread_ratio({1: 0.1, 2: 0.2}, {1: 0.3, 2: 0.1})["std_ratio"] is None
+
+
+def test_example_flips_by_hand():
+    """Three seeds, four examples: example 0 always right, 1 always wrong, 2 right on one seed, 3 on two."""
+    correct = {1: [1, 0, 1, 1], 2: [1, 0, 0, 1], 3: [1, 0, 0, 0]}
+    f = example_flips(correct)
+    # v_i = p (1 - p) k / (k - 1) = (1/3)(2/3)(3/2) = 1/3 for examples 2 and 3; 0 for 0 and 1
+    assert f["flip_rate"] == pytest.approx(2 * (2 / 3) / 4) and f["unstable_fraction"] == 0.5
+    # the flip rate is the mean over pairs of seeds of the fraction of examples they differ on
+    pairs = [(1, 2), (1, 3), (2, 3)]
+    assert f["flip_rate"] == pytest.approx(sum(sum(x != y for x, y in zip(correct[a], correct[b])) / 4 for a, b in pairs) / 3)
+    assert f["flip_floor_std"] == pytest.approx(math.sqrt(2 / 3) / 4)
+    assert f["observed_std"] == pytest.approx(spread([0.75, 0.5, 0.25])["std"])
+    steady = {1: [1, 0, 1, 1], 2: [1, 0, 1, 1], 3: [1, 0, 1, 1]}
+    assert example_flips(steady)["flip_rate"] == 0 and example_flips(steady)["flip_floor_std"] == 0
+    d = flip_difference(steady, correct)
+    assert d["difference"] == pytest.approx(-f["flip_rate"]) and d["ci95"][0] < d["difference"] < d["ci95"][1]
+    with pytest.raises(ValueError, match="at least two seeds"):
+        example_flips({1: [1, 0]})
+    with pytest.raises(ValueError, match="same examples"):
+        example_flips({1: [1, 0], 2: [1]})
 
 
 @pytest.mark.slow

@@ -220,9 +220,12 @@ def _spectral_radius(rate_map, star: Mapping[str, Tensor], iterations: int = 50)
 
 
 def score_vs_time_steps(student, task: TaskData, splits: Mapping[str, EncodedSplit], time_steps: Sequence[int],
-                        batch_size: int, device: torch.device) -> list[dict[str, Any]]:
+                        batch_size: int, device: torch.device,
+                        predictions: dict[str, dict[int, np.ndarray]] | None = None) -> list[dict[str, Any]]:
     """The task's metrics of the spiking student at each T (one simulation to the largest T per batch),
-    and its energy per example relative to the teacher's on the main dev split (``energy_ratio``)."""
+    and its energy per example relative to the teacher's on the main dev split (``energy_ratio``).
+    ``predictions``, when given, receives split -> T -> the predicted label (or value) of each example,
+    in the split's order."""
     time_steps = check_time_steps(time_steps)
     rows = {t: {"time_steps": t, "metrics": {}} for t in time_steps}
     for name, split in splits.items():
@@ -230,6 +233,10 @@ def score_vs_time_steps(student, task: TaskData, splits: Mapping[str, EncodedSpl
         prefix = "" if name == task.main_split else f"{name}/"
         for t in time_steps:
             rows[t]["metrics"].update({prefix + k: v for k, v in _subset_metrics(task, split, sweep.logits[t]).items()})
+            if predictions is not None:
+                index = torch.cat([i for i, _ in sweep.logits[t]])
+                logits = torch.cat([v for _, v in sweep.logits[t]])[index.argsort()].numpy()
+                predictions.setdefault(name, {})[t] = logits.reshape(-1) if task.is_regression else logits.argmax(-1)
         if name == task.main_split or len(splits) == 1:
             for energy in _energy_vs_time_steps(StudentEnergy.of(student.config), sweep, time_steps):
                 rows[energy["time_steps"]]["energy_ratio"] = energy["ratio"]

@@ -10,6 +10,18 @@ Whether method a spreads less than method b: the ratio of their standard deviati
 one-sided F-test p = F_{n_a-1, n_b-1}.cdf(s_a^2 / s_b^2) (independent runs), and, for runs paired by seed,
 the Pitman-Morgan test: var(a) = var(b) exactly when a - b and a + b are uncorrelated, so its two-sided
 p is Pearson's test of corr(a - b, a + b) = 0.
+
+Where a spread comes from, per dev example (``example_flips``). With k seeds and c_si = 1 when seed s's
+student gets example i right, p_i = mean_s c_si, the score's variance over seeds is
+(1/n^2) [sum_i var(c_i) + sum_{i != j} cov(c_i, c_j)]. The first part is what examples flipping
+independently of each other give: its standard deviation, the *flip floor*, is
+sqrt(sum_i v_i) / n with v_i = p_i (1 - p_i) k / (k - 1) (unbiased); the second is a whole run being
+better or worse. 2 v_i is also the chance that two seeds disagree on example i, so the *flip rate*
+f = (2 / n) sum_i v_i, the fraction of examples on which two seeds' students differ (right against
+wrong), and floor = sqrt(f / 2n). A recipe narrows the spread either by fewer flips or by less of the
+second part; flip rates of two recipes on the same dev set are compared per example
+(``flip_difference``: the mean of 2 (v_a,i - v_b,i), with its 95% interval over examples, the seeds held
+as they are), which is far firmer than comparing two standard deviations over a handful of seeds.
 """
 
 from __future__ import annotations
@@ -59,6 +71,49 @@ def paired_differences(a: Mapping[int, float], b: Mapping[int, float]) -> dict[s
     if not seeds:
         raise ValueError("no seed in common")
     return {"seeds": seeds, **spread([a[s] - b[s] for s in seeds])}
+
+
+def _example_variances(correct: Mapping[int, Sequence[bool]]) -> list[float]:
+    """v_i = p_i (1 - p_i) k / (k - 1) for each example (the module docstring)."""
+    runs = list(correct.values())
+    k = len(runs)
+    if k < 2:
+        raise ValueError(f"flips need at least two seeds, got {k}")
+    n = len(runs[0])
+    if n == 0 or any(len(r) != n for r in runs):
+        raise ValueError(f"every seed must score the same examples, got {sorted(len(r) for r in runs)}")
+    rights = [sum(bool(r[i]) for r in runs) for i in range(n)]
+    return [(c / k) * (1 - c / k) * k / (k - 1) for c in rights]
+
+
+def example_flips(correct: Mapping[int, Sequence[bool]]) -> dict[str, Any]:
+    """Per-example decomposition of a score's spread over seeds (the module docstring): ``correct`` maps
+    a seed to whether its student got each dev example right (same examples, same order). Returns the
+    flip rate (two seeds differ, right against wrong, on this fraction of the examples), the examples
+    that flip at all (neither always right nor always wrong), the flip floor of the standard deviation,
+    and the standard deviation observed, for comparison."""
+    v = _example_variances(correct)
+    n, k = len(v), len(correct)
+    scores = [sum(map(bool, r)) / n for r in correct.values()]
+    unstable = sum(1 for r in zip(*correct.values()) if 0 < sum(map(bool, r)) < k)
+    return {"seeds": sorted(correct), "examples": n, "flip_rate": 2 * sum(v) / n, "unstable_fraction": unstable / n,
+            "flip_floor_std": math.sqrt(sum(v)) / n, "observed_std": spread(scores)["std"]}
+
+
+def flip_difference(a: Mapping[int, Sequence[bool]], b: Mapping[int, Sequence[bool]]) -> dict[str, Any]:
+    """Flip rate of ``a`` minus that of ``b``, on the same examples: the mean over examples of
+    2 (v_a,i - v_b,i), with its 95% interval (Student's t over the examples; the seeds held fixed)."""
+    from scipy import stats
+
+    va, vb = _example_variances(a), _example_variances(b)
+    if len(va) != len(vb):
+        raise ValueError(f"the two recipes scored different numbers of examples ({len(va)} and {len(vb)})")
+    d = [2 * (x - y) for x, y in zip(va, vb)]
+    n = len(d)
+    mean = sum(d) / n
+    sd = math.sqrt(sum((x - mean) ** 2 for x in d) / (n - 1)) if n > 1 else 0.0
+    half = float(stats.t.ppf(0.975, n - 1)) * sd / math.sqrt(n) if n > 1 else math.inf
+    return {"difference": mean, "ci95": [mean - half, mean + half], "examples": n}
 
 
 def spread_ratio(a: Mapping[int, float], b: Mapping[int, float]) -> dict[str, Any]:

@@ -19,6 +19,8 @@ process that ``writes`` (rank 0 under torchrun) touches the disk.
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import shutil
 from pathlib import Path
@@ -281,6 +283,20 @@ class RunDirectory:
         write_atomic(path, json.dumps(record, indent=2) + "\n")
         self.update_card()
         return path, len(record["rows"])
+
+    def write_predictions(self, time_steps: int, rows: list[dict[str, Any]]) -> Path:
+        """RUN/predictions/T{time_steps}.csv: one row per dev example scored (split, example: its place
+        in the split as scored, label, prediction, correct), for error analysis and for the flips over
+        seeds (``eqspike.analysis.seeds.example_flips``); an earlier file for this T is replaced."""
+        folder = self.root / "predictions"
+        folder.mkdir(exist_ok=True)
+        text = io.StringIO()
+        writer = csv.DictWriter(text, fieldnames=["split", "example", "label", "prediction", "correct"], lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+        path = folder / f"T{time_steps}.csv"
+        write_atomic(path, text.getvalue())
+        return path
 
     def update_card(self) -> None:
         """Rewrite student/README.md from metrics.json and evaluate.json."""
