@@ -183,6 +183,39 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_energy(args: argparse.Namespace) -> int:
+    """Energy per example under both conventions, against the teacher, dense and quantized baselines."""
+    from eqspike.analysis.energy import Hardware
+    from eqspike.analysis.energy_report import energy_report, format_report, write_energy_report
+
+    run_dir = Path(args.run_dir)
+    hardware = _hardware(args.hardware)  # before the work
+    config, student, task, splits, device, _ = _load_run(run_dir, args.max_eval_examples, args.device, command="energy")
+    time_steps = check_time_steps(args.time_steps or [config.time_steps])
+    out = check_output_dir(Path(args.out) if args.out else run_dir / "energy", "--out")
+    report = energy_report(student, task, splits[task.main_split], time_steps, config.eval_batch_size, device,
+                           hardware or Hardware(), args.access)
+    paths = write_energy_report(report, out)
+    _log(format_report(report).split("## Inventory")[0].rstrip())
+    _log("wrote " + ", ".join(str(p) for p in paths))
+    return 0
+
+
+def _hardware(path: str | None):
+    """A hardware profile from a YAML file (``--hardware``), refused with its reason."""
+    if path is None:
+        return None
+    from eqspike.analysis.energy import Hardware
+
+    if not Path(path).is_file():
+        raise EqspikeError(f"--hardware {path}: no such file (a YAML file of Hardware's fields: add_pj, mac_pj, "
+                           f"memory_kb, memory_pj_per_64_bits, name, source)")
+    try:
+        return Hardware.from_yaml(path)
+    except (ValueError, TypeError) as error:
+        raise EqspikeError(f"--hardware {path}: {error}") from None
+
+
 def _references(teacher_score: float | None, dense_run: str | None) -> tuple[dict[str, float], object | None]:
     """The teacher's score and, from ``dense_run``, a trained dense student's score and the student."""
     reference = {} if teacher_score is None else {"teacher": teacher_score}
@@ -364,6 +397,28 @@ def build_parser() -> argparse.ArgumentParser:
                            "the report shows beside the others")
     _add_neuron_arguments(diag)
     diag.set_defaults(run=cmd_diagnose)
+    energy = commands.add_parser(
+        "energy", help="energy per example under both conventions, against teacher, dense and quantized baselines",
+        description="Simulates the student on the dev set and counts, per population and op kind, what it does at "
+                    "each T: under `compute` (arithmetic only, the papers' convention) and `compute_memory` (also "
+                    "membrane updates and memory traffic). Baselines under the same table: the teacher at FP32, "
+                    "FP16 and INT8, the student's shape without spikes at FP32 and INT8, and the quantized network "
+                    "with ceil(log2(2T+1))-bit activations; with the firing rate at which the student breaks even "
+                    "against each. Writes energy.json, report.md and energy.png.")
+    energy.add_argument("run_dir", help="a run directory written by `eqspike distill` (an eqspike spiking student)")
+    energy.add_argument("--time-steps", type=int_at_least(1), nargs="+", default=None,
+                        help="T values (default: the T the student was trained for)")
+    energy.add_argument("--access", choices=["per_spike", "weight_stationary"], default="per_spike",
+                        help="synaptic weights read at every spike's targets (per_spike) or once per example "
+                             "(weight_stationary); dense baselines read each weight once")
+    energy.add_argument("--hardware", default=None, metavar="FILE",
+                        help="a YAML hardware profile (add_pj, mac_pj: pJ by format; memory_kb; memory_pj_per_64_bits); "
+                             "default: Horowitz's 45 nm table, 32 KB SRAM banks")
+    energy.add_argument("--max-eval-examples", type=int_at_least(1), default=None,
+                        help="count on this many dev examples (default: the run's setting, else all)")
+    energy.add_argument("--out", default=None, help="output folder (default RUN_DIR/energy)")
+    energy.add_argument("--device", choices=["auto", "cpu", "cuda"], default=None, help="default: the run's device")
+    energy.set_defaults(run=cmd_energy)
     pred = commands.add_parser("predict", help="labels and probabilities of a trained student for texts or a file",
                                usage="%(prog)s STUDENT (--text TEXT [--text-pair TEXT] | --file FILE) [options]",
                                description="Classify texts with a saved student, run as a spiking network for T steps "

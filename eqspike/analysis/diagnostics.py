@@ -110,6 +110,7 @@ class _Sweep:
     silent: dict[str, np.ndarray]
     saturated: dict[str, np.ndarray]
     accumulates: np.ndarray
+    accumulates_by: dict[str, np.ndarray]  # per population (spikes x fan-out)
     lengths: list[int]
     residual: list[float]
     iterations: int
@@ -130,7 +131,7 @@ def _sweep(student, split: EncodedSplit, time_steps: list[int], batch_size: int,
                error_sum={n: np.zeros(n_T) for n in names},
                residual_sum=np.zeros(n_T), element_count={n: 0.0 for n in names}, spikes={n: np.zeros(n_T) for n in names},
                silent={n: np.zeros(n_T) for n in names}, saturated={n: np.zeros(n_T) for n in names}, accumulates=np.zeros(n_T),
-               lengths=[], residual=[], iterations=0, spectral_radius=[])
+               accumulates_by={n: np.zeros(n_T) for n in names}, lengths=[], residual=[], iterations=0, spectral_radius=[])
     total = -(-len(split) // batch_size)
     if max_batches:
         total = min(total, max_batches)
@@ -148,20 +149,23 @@ def _sweep(student, split: EncodedSplit, time_steps: list[int], batch_size: int,
         token = mask[:, :, None].to(star[names[0]].dtype)
         s.lengths += mask.sum(1).tolist()
         fan = StudentEnergy.of(cfg).fan_out(mask)
+        for name in names:
+            s.element_count[name] += float(token.sum()) * star[name].shape[-1]
         if detailed:
             residual, _ = rate_map.residual(star)
             s.residual.append(residual)
             s.iterations = max(s.iterations, solved.stats.iterations)
             if rate_map.has_feedback:
                 s.spectral_radius.append(_spectral_radius(rate_map, star))
-            for name in names:
-                s.element_count[name] += float(token.sum()) * star[name].shape[-1]
 
         def observer(t: int, rates: Mapping[str, Tensor], counts: Mapping[str, Tensor]) -> None:
             if t not in index_of:
                 return
             k = index_of[t]
             s.logits[t].append((index, student.head(student.population_values(last, rates[last])).float().cpu()))
+            for name in names:
+                s.accumulates_by[name][k] += float(synaptic_accumulates({name: counts[name]}, fan).sum())
+                s.spikes[name][k] += float((counts[name] * token).sum())
             s.accumulates[k] += float(synaptic_accumulates(counts, fan).sum())
             if not detailed:
                 return
@@ -177,7 +181,6 @@ def _sweep(student, split: EncodedSplit, time_steps: list[int], batch_size: int,
                 s.lag[population.name][k] += float((((rates[population.name] - target).abs() > 0.25 / t) * token).sum())
             s.residual_sum[k] += rate_map.residual(rates)[0] * len(index)
             for name in names:
-                s.spikes[name][k] += float((counts[name] * token).sum())
                 s.silent[name][k] += float(((counts[name] == 0) * token).sum())
                 s.saturated[name][k] += float(((counts[name] >= t) * token).sum())
 

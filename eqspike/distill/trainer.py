@@ -494,6 +494,11 @@ class Distiller:
             "selection": c.selection,
             "environment": self.environment,
         }
+        if c.student_type == "eqspike" and self.sharding.is_main:  # both conventions (eqspike energy RUN: the report)
+            from eqspike.analysis.energy_report import energy_report, metrics_energy
+
+            main_split = data.splits[data.task.main_split]
+            result.update(metrics_energy(energy_report(student, data.task, main_split, [T], c.eval_batch_size, self.device), T))
         self.run_dir.write_result(result)
         kind = "dense student" if c.student_type == "dense" else f"spiking {c.student_type} student (T={T}, " \
             f"{student.config.weight_bits}-bit weights)"

@@ -104,7 +104,14 @@ def model_card(config: Any, result: Mapping[str, Any] | None = None,
                   f"| network | {metric} | energy per example / teacher |", "|---|---:|---:|"]
         lines += [f"| {a} | {b} | {c} |" for a, b, c in rows] + [""]
         lines += ["Energy counts every spike as one accumulate (0.9 pJ) at each of its targets and what stays dense "
-                  "as multiply-accumulates (4.6 pJ), against the teacher's dense forward under the same costs.", ""]
+                  "as multiply-accumulates (4.6 pJ), against the teacher's dense forward under the same costs "
+                  "(arithmetic only, the papers' convention).", ""]
+        strict, int8 = result.get("student_energy_ratio_compute_memory"), result.get("student_energy_ratio_dense_student_int8")
+        if isinstance(strict, (int, float)) and isinstance(int8, dict):
+            lines += [f"Counting the membrane updates and the memory traffic too (`eqspike energy`, 45 nm, 32 KB SRAM, "
+                      f"weights read per spike), the student costs {strict:.3f} of the teacher, and "
+                      f"{int8['compute_memory']:.2f} times (arithmetic only: {int8['compute']:.2f} times) its own shape "
+                      f"run as a dense INT8 network.", ""]
     if result.get("selection"):
         lines += ["The student kept is the best of its evaluations on " + (
             "a held-out part of the training data (a seeded selection split): the dev set scored only this final student."

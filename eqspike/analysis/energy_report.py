@@ -1,0 +1,234 @@
+"""`eqspike energy RUN`: a trained spiking student's energy per example under two conventions, against
+honest baselines, from the spikes it fires on the dev set (docs/design.md §7).
+
+For each T the student is simulated once (the sweep of ``eqspike.analysis.diagnostics``) and its
+inventory built per population and op kind (``eqspike.analysis.energy.spiking_inventory``). The
+baselines are counted under the same op table and conventions:
+
+    teacher_fp32, teacher_fp16, teacher_int8   the teacher (its depth, the student's width)
+    dense_student_fp32, dense_student_int8      the student's own shape without spikes (depth-matched)
+    qnn                                         the student's shape with b-bit activations,
+                                                b = ceil(log2(levels)), levels = 2T + 1 signed (T + 1
+                                                unsigned): the network the student's T-step rate map
+                                                is; each multiply done as b shift-adds
+
+and, per baseline, the break-even firing rate: the average spikes per neuron and step at which the
+student would cost what the baseline costs (``break_even_firing_rate``). Accuracy is not measured
+here: the baselines' scores come from runs trained for them (``eqspike compare``).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from eqspike.analysis.diagnostics import _subset_metrics, _sweep, check_time_steps
+from eqspike.analysis.energy import (
+    ACCESS_MODELS,
+    CONVENTIONS,
+    Hardware,
+    Op,
+    StudentEnergy,
+    break_even_firing_rate,
+    dense_inventory,
+    price,
+    spiking_inventory,
+    state_format,
+)
+from eqspike.data.batches import EncodedSplit
+from eqspike.data.tasks import TaskData
+from eqspike.runtime.files import write_atomic
+
+BASELINES = ("teacher_fp32", "teacher_fp16", "teacher_int8", "dense_student_fp32", "dense_student_int8", "qnn")
+
+
+def spike_bits(levels: int, signed: bool) -> int:
+    """Bits per neuron and step to move a spike of up to ``levels`` units, signed or not: ceil(log2(2L + 1))
+    or ceil(log2(L + 1)) (1 for a plain spike, 2 for a ternary one)."""
+    return math.ceil(math.log2((2 * levels if signed else levels) + 1))
+
+
+def qnn_activation_bits(time_steps: int, signed: bool) -> int:
+    """The activation width of the quantized network a T-step rate map is: ceil(log2(2T + 1)) signed."""
+    return spike_bits(time_steps, signed)
+
+
+def baseline_inventories(shape: StudentEnergy, lengths: Sequence[float], time_steps: int, weight_bits: float,
+                         signed: bool) -> dict[str, list[Op]]:
+    """The baselines of the module docstring, per example over ``lengths``."""
+    bits = qnn_activation_bits(time_steps, signed)
+    return {
+        "teacher_fp32": dense_inventory(shape, shape.teacher_layers, lengths),
+        "teacher_fp16": dense_inventory(shape, shape.teacher_layers, lengths, 16, 16, "fp16"),
+        "teacher_int8": dense_inventory(shape, shape.teacher_layers, lengths, 8, 8, "int8"),
+        "dense_student_fp32": dense_inventory(shape, shape.layers, lengths),
+        "dense_student_int8": dense_inventory(shape, shape.layers, lengths, 8, 8, "int8"),
+        "qnn": dense_inventory(shape, shape.layers, lengths, weight_bits, bits, state_format(weight_bits), matmul_adds=bits),
+    }
+
+
+def energy_report(student, task: TaskData, split: EncodedSplit, time_steps: Sequence[int], batch_size: int,
+                  device: torch.device | str = "cpu", hardware: Hardware | None = None,
+                  access: str = "per_spike") -> dict[str, Any]:
+    """The energy of ``student`` (an eqspike spiking student) per example of ``split`` at each T: its
+    inventory, its energy and each baseline's under both conventions (pJ), the ratios, and the
+    break-even firing rates; also its score at each T (from the same simulation)."""
+    if access not in ACCESS_MODELS:
+        raise ValueError(f"access model {access!r} is not one of {ACCESS_MODELS}")
+    hardware = hardware or Hardware()
+    time_steps = check_time_steps(time_steps)
+    device = torch.device(device)
+    student = student.to(device).eval()
+    cfg = student.config
+    sweep = _sweep(student, split, time_steps, batch_size, device, None, detailed=False, desc="energy")
+    shape = StudentEnergy.of(cfg)
+    lengths = [float(n) for n in sweep.lengths]
+    names = list(sweep.spikes)
+    neurons = dict(sweep.element_count)
+    bits = {name: spike_bits(cfg.levels(name), cfg.signed) for name in names}
+    rows = []
+    for k, t in enumerate(time_steps):
+        spikes = {n: float(sweep.spikes[n][k]) for n in names}
+        accumulates = {n: float(sweep.accumulates_by[n][k]) for n in names}
+        ops = spiking_inventory(shape, lengths, t, spikes, accumulates, neurons, bits, cfg.weight_bits, access)
+        firing = sum(spikes.values()) / (sum(neurons.values()) * t)
+        baselines = baseline_inventories(shape, lengths, t, cfg.weight_bits, cfg.signed)
+        conventions = {}
+        for convention in CONVENTIONS:
+            mine = price(ops, hardware, convention)
+            theirs = {name: price(b, hardware, convention) for name, b in baselines.items()}
+            conventions[convention] = {
+                "student_uj": mine / 1e6,
+                "baselines_uj": {name: pj / 1e6 for name, pj in theirs.items()},
+                "ratio": {name: mine / pj for name, pj in theirs.items()},
+                "break_even_firing_rate": {name: break_even_firing_rate(ops, firing, pj, hardware, convention)
+                                           for name, pj in theirs.items()},
+            }
+        rows.append({
+            "time_steps": t,
+            "score": _subset_metrics(task, split, sweep.logits[t])[task.metric],
+            "firing_rate": firing,
+            "qnn_activation_bits": qnn_activation_bits(t, cfg.signed),
+            "conventions": conventions,
+            "inventory": [{"part": op.part, "kind": op.kind, "format": None if op.kind == "memory" else op.fmt,
+                           "count": op.count, "convention": op.convention, "per_spike": op.per_spike,
+                           "uj": op.pj(hardware) / 1e6} for op in ops],
+            "baseline_inventories": {name: [{"part": op.part, "kind": op.kind, "format": op.fmt, "count": op.count,
+                                             "convention": op.convention, "uj": op.pj(hardware) / 1e6} for op in b]
+                                     for name, b in baselines.items()},
+        })
+    return {
+        "metric": task.metric, "examples": len(lengths), "mean_length": sum(lengths) / max(len(lengths), 1),
+        "student": {"layers": shape.layers, "hidden": shape.hidden, "intermediate": shape.intermediate,
+                    "heads": shape.heads, "teacher_layers": shape.teacher_layers, "weight_bits": cfg.weight_bits,
+                    "membrane": state_format(cfg.weight_bits), "signed": cfg.signed, "spike_bits": bits,
+                    "trained_for": cfg.time_steps},
+        "hardware": {"name": hardware.name, "add_pj": dict(hardware.add_pj), "mac_pj": dict(hardware.mac_pj),
+                     "memory_kb": hardware.memory_kb, "pj_per_bit": hardware.bit_pj, "source": hardware.source},
+        "access": access,
+        "conventions": {"compute": "arithmetic only: synaptic accumulates and the multiply-accumulates that remain "
+                                   "(SpikingBERT's, SpikeLM's, Sorbet's convention)",
+                        "compute_memory": "also the membrane arithmetic and the memory traffic (weights, spikes or "
+                                          "activations, membrane state), priced per bit"},
+        "rows": rows,
+    }
+
+
+def metrics_energy(report: dict[str, Any], time_steps: int) -> dict[str, Any]:
+    """What metrics.json records beside ``student_energy_ratio`` (compute, against the FP32 teacher): the
+    same ratio under compute_memory, and the ratios to the INT8 depth-matched dense student."""
+    row = next(r for r in report["rows"] if r["time_steps"] == time_steps)
+    c, m = row["conventions"]["compute"], row["conventions"]["compute_memory"]
+    return {"student_energy_ratio_convention": "compute (arithmetic only), against the FP32 teacher",
+            "student_energy_ratio_compute_memory": m["ratio"]["teacher_fp32"],
+            "student_energy_ratio_dense_student_int8": {"compute": c["ratio"]["dense_student_int8"],
+                                                        "compute_memory": m["ratio"]["dense_student_int8"]},
+            "student_energy_uj": {"compute": c["student_uj"], "compute_memory": m["student_uj"]}}
+
+
+def format_report(report: dict[str, Any]) -> str:
+    """report.md: per T and convention, the student's energy and each baseline's, the ratio and the
+    break-even firing rate; then the student's inventory at its own T."""
+    s = report["student"]
+    lines = [f"# Energy per example ({report['examples']} dev examples, {report['mean_length']:.1f} tokens on average)", "",
+             f"Student: {s['layers']} x {s['hidden']} (teacher: {s['teacher_layers']} layers), {s['weight_bits']}-bit "
+             f"weights, {s['membrane']} membrane, trained for T = {s['trained_for']}. Hardware: {report['hardware']['name']} "
+             f"({report['hardware']['source']}); memory {report['hardware']['memory_kb']:g} KB banks, "
+             f"{report['hardware']['pj_per_bit']:.4f} pJ per bit; synaptic weights read {report['access'].replace('_', ' ')}.", ""]
+    for convention, meaning in report["conventions"].items():
+        lines += [f"## `{convention}`: {meaning}", "",
+                  "| T | " + report["metric"] + " | firing rate | student (uJ) | " + " | ".join(
+                      f"/ {b}" for b in BASELINES) + " |", "|---:|---:|---:|---:|" + "---:|" * len(BASELINES)]
+        for row in report["rows"]:
+            c = row["conventions"][convention]
+            lines.append(f"| {row['time_steps']} | {row['score']:.4f} | {row['firing_rate']:.4f} | {c['student_uj']:.2f} | "
+                         + " | ".join(f"{c['ratio'][b]:.3f}" for b in BASELINES) + " |")
+        lines += ["", "Baselines (uJ): " + ", ".join(
+            f"{b} {report['rows'][0]['conventions'][convention]['baselines_uj'][b]:.2f}" for b in BASELINES if b != "qnn")
+            + "; qnn " + ", ".join(f"{r['conventions'][convention]['baselines_uj']['qnn']:.2f} at T = {r['time_steps']} "
+                                   f"({r['qnn_activation_bits']}-bit)" for r in report["rows"]) + ".", "",
+            "Break-even firing rate (the student's spikes per neuron and step at which it would cost what the "
+            "baseline costs; 'never': it costs more even silent):", "",
+            "| T | firing rate | " + " | ".join(BASELINES) + " |", "|---:|---:|" + "---:|" * len(BASELINES)]
+        for row in report["rows"]:
+            rates = row["conventions"][convention]["break_even_firing_rate"]
+            lines.append(f"| {row['time_steps']} | {row['firing_rate']:.4f} | " + " | ".join(
+                "never" if rates[b] is None else f"{rates[b]:.4f}" for b in BASELINES) + " |")
+        lines.append("")
+    at = next((r for r in report["rows"] if r["time_steps"] == s["trained_for"]), report["rows"][-1])
+    lines += [f"## Inventory at T = {at['time_steps']}", "", "| part | kind | format | count | uJ | counted in |",
+              "|---|---|---|---:|---:|---|"]
+    for op in at["inventory"]:
+        lines.append(f"| {op['part']} | {op['kind']} | {op['format'] or 'bits'} | {op['count']:.4g} | {op['uj']:.3f} | "
+                     f"{'both' if op['convention'] == 'compute' else 'compute_memory'} |")
+    return "\n".join(lines) + "\n"
+
+
+def plot_report(report: dict[str, Any], path: Path) -> Path:
+    """energy.png: per convention, the student's energy against its firing rate at each T (a line: its
+    spikes scaled at their measured mix; a dot: as measured), the baselines as horizontal lines."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(CONVENTIONS), figsize=(6 * len(CONVENTIONS), 4.5))
+    for ax, convention in zip(axes, CONVENTIONS):
+        top = 0.0
+        for row in report["rows"]:
+            inventory = [Op(i["part"], i["kind"], i["count"], i["format"] or "fp32", i["convention"], i["per_spike"])
+                         for i in row["inventory"]]
+            counted = [i for i, op in zip(row["inventory"], inventory) if convention == "compute_memory" or op.convention == "compute"]
+            fixed = sum(i["uj"] for i in counted if not i["per_spike"])
+            per_rate = sum(i["uj"] for i in counted if i["per_spike"]) / max(row["firing_rate"], 1e-12)
+            rates = [0.0, max(0.5, 2 * row["firing_rate"])]
+            ax.plot(rates, [fixed + per_rate * r for r in rates], label=f"student, T = {row['time_steps']}")
+            ax.scatter([row["firing_rate"]], [row["conventions"][convention]["student_uj"]])
+            top = max(top, fixed + per_rate * rates[-1])
+        for name in BASELINES[:-1]:
+            value = report["rows"][0]["conventions"][convention]["baselines_uj"][name]
+            ax.axhline(value, linestyle="--", linewidth=0.8, color="grey")
+            ax.annotate(name, (0, value), fontsize=7, va="bottom")
+        ax.set_title(convention)
+        ax.set_xlabel("firing rate (spikes per neuron and step)")
+        ax.set_ylabel("energy per example (uJ)")
+        ax.set_yscale("log")
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def write_energy_report(report: dict[str, Any], out_dir: str | Path) -> list[Path]:
+    """energy.json, report.md and energy.png in ``out_dir``."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    write_atomic(out / "energy.json", json.dumps(report, indent=2) + "\n")
+    write_atomic(out / "report.md", format_report(report))
+    return [out / "energy.json", out / "report.md", plot_report(report, out / "energy.png")]
