@@ -93,7 +93,12 @@ def _load_run(run_dir: Path, max_eval_examples: int | None, device_name: str | N
     device = resolve_device(device_name or config.device)
     overrides = {k: v for k, v in (neuron or {}).items() if v is not None}
     student = load_student(run.student, **overrides).to(device)
-    if command is not None:
+    if command == "energy":
+        if not hasattr(student, "population_names") and not hasattr(student, "spiking_modules"):
+            raise EqspikeError(f"energy: {run_dir} holds a {student.config.model_type!r} student, which fires no spikes; "
+                               f"its energy is the dense_student rows of a spiking student's report "
+                               f"(`eqspike energy SPIKING_RUN`)")
+    elif command is not None:
         _require_spiking_equilibrium(student, command, run_dir)
     tokenizer = load_tokenizer(run.student)
     task = load_task_data(config.task, config.data_dir, config.train_file, config.validation_file, config.label_type)
@@ -191,9 +196,11 @@ def cmd_energy(args: argparse.Namespace) -> int:
     run_dir = Path(args.run_dir)
     hardware = _hardware(args.hardware)  # before the work
     config, student, task, splits, device, _ = _load_run(run_dir, args.max_eval_examples, args.device, command="energy")
-    time_steps = check_time_steps(args.time_steps or [config.time_steps])
+    if args.time_steps and not hasattr(student, "population_names") and args.time_steps != [student.config.time_steps]:
+        raise EqspikeError(f"energy: {run_dir} holds a SpikeLM student, which runs only at the T it was trained for "
+                           f"({student.config.time_steps}); leave out --time-steps")
     out = check_output_dir(Path(args.out) if args.out else run_dir / "energy", "--out")
-    report = energy_report(student, task, splits[task.main_split], time_steps, config.eval_batch_size, device,
+    report = energy_report(student, task, splits[task.main_split], args.time_steps, config.eval_batch_size, device,
                            hardware or Hardware(), args.access)
     paths = write_energy_report(report, out)
     _log(format_report(report).split("## Inventory")[0].rstrip())

@@ -155,3 +155,24 @@ def test_eqspike_energy_writes_both_conventions_and_reduces_to_the_papers_number
         assert row["conventions"]["compute_memory"]["student_uj"] > row["conventions"]["compute"]["student_uj"]
     assert "Break-even firing rate" in capsys.readouterr().out
     assert "--hardware nowhere.yaml: no such file" in refused(capsys, "energy", energy_run, "--hardware", "nowhere.yaml")
+
+
+def test_eqspike_energy_counts_a_spikelm_student_and_refuses_a_dense_one(tiny_teacher, toy_files, tmp_path, capsys):
+    """A SpikeLM run: its `compute` ratio is the energy its own count gave (metrics.json); it runs only at
+    its T. A dense student fires no spikes: refused by name, before the data is read."""
+    runs = {}
+    for kind in ("spikelm", "dense"):
+        runs[kind] = tmp_path / kind
+        assert main([str(a) for a in distill_args(tiny_teacher.path, *toy_files, runs[kind], "--batch-size", 32,
+                                                  "--student-type", kind, "--time-steps", 2, "--spikelm-time-steps", 2,
+                                                  "--intermediate-epochs", 1, "--prediction-epochs", 1)]) == 0
+    assert main(["energy", str(runs["spikelm"]), "--device", "cpu"]) == 0
+    report = json.loads((runs["spikelm"] / "energy" / "energy.json").read_text())
+    metrics = json.loads((runs["spikelm"] / "metrics.json").read_text())
+    [row] = report["rows"]
+    assert row["time_steps"] == 2 and row["score"] == pytest.approx(metrics["student_score"])
+    assert row["conventions"]["compute"]["ratio"]["teacher_fp32"] == pytest.approx(metrics["student_energy_ratio"], rel=1e-6)
+    assert row["conventions"]["compute_memory"]["student_uj"] > row["conventions"]["compute"]["student_uj"]
+    assert "runs only at the T it was trained for (2)" in refused(capsys, "energy", runs["spikelm"], "--time-steps", "4")
+    err = refused(capsys, "energy", runs["dense"], "--device", "cpu")
+    assert f"energy: {runs['dense']} holds a 'eqspike-dense-bert' student, which fires no spikes" in err

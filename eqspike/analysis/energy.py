@@ -353,6 +353,39 @@ def spiking_inventory(shape: StudentEnergy, lengths: Sequence[float], time_steps
     return ops
 
 
+def spikelm_inventory(shape: StudentEnergy, lengths: Sequence[float], time_steps: int, spikes: Mapping[str, float],
+                      accumulates: Mapping[str, float], neuron_steps: Mapping[str, float],
+                      access: str = "per_spike") -> list[Op]:
+    """The SpikeLM baseline at its T, per example, from what its spiking modules fired on examples of
+    ``lengths`` tokens (totals over them: ``spikes``, ``accumulates``, ``neuron_steps``). Arithmetic
+    (``compute``): the accumulates at FP32 and the multiply-accumulates that remain, its multiplicative
+    membrane update included (``spikelm_macs``). Also counted (``compute_memory``): one compare per
+    neuron and step (the ternary spike's decision); per neuron and step a 2-bit spike written and read
+    and a 32-bit membrane read and written; the weights read per spike or once, the key and value
+    operands per event, and the dense values (scores, LayerNorm, GELU) each step, as for eqspike's student."""
+    if access not in ACCESS_MODELS:
+        raise ValueError(f"access model {access!r} is not one of {ACCESS_MODELS}")
+    H, I, h, M, T = shape.hidden, shape.intermediate, shape.heads, shape.layers, time_steps
+    examples = max(len(lengths), 1)
+    per = {name: count / examples for name, count in accumulates.items()}
+    static = sum(v for n, v in per.items() if not n.endswith((".key", ".value")))
+    dynamic = sum(v for n, v in per.items() if n.endswith((".key", ".value")))
+    cells = sum(neuron_steps.values()) / examples  # neurons x steps
+    ops = [Op(f"{name} accumulates", "add", count, "fp32", per_spike=True) for name, count in per.items()]
+    ops += [Op("multiply-accumulates that remain", "mac", _mean(lengths, lambda L: spikelm_macs(H, I, h, M, shape.labels, L, T))),
+            Op("spike decision (compare)", "add", cells, "fp32", "compute_memory"),
+            Op("spikes written and read", "memory", 2 * 2 * cells, convention="compute_memory"),
+            Op("membrane state read and written", "memory", 2 * 32 * cells, convention="compute_memory"),
+            Op("synaptic weights read", "memory", (static if access == "per_spike" else M * block_weights(H, I)) * 32,
+               convention="compute_memory", per_spike=access == "per_spike"),
+            Op("key/value operands read", "memory", dynamic * 32, convention="compute_memory", per_spike=True),
+            Op("dense parts' values moved", "memory",
+               _mean(lengths, lambda L: 2 * 32 * T * M * (2 * h * L * L + 2 * L * H + L * I)), convention="compute_memory"),
+            Op("head weights read, embedding rows", "memory",
+               (H * H + H * shape.labels) * 32 + _mean(lengths, lambda L: 3 * L * H * 32), convention="compute_memory")]
+    return ops
+
+
 def break_even_firing_rate(ops: Sequence[Op], firing_rate: float, baseline_pj: float, hardware: Hardware,
                            convention: str) -> float | None:
     """The average firing rate (spikes per neuron and step) at which the student's energy equals

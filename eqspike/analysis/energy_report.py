@@ -37,6 +37,7 @@ from eqspike.analysis.energy import (
     break_even_firing_rate,
     dense_inventory,
     price,
+    spikelm_inventory,
     spiking_inventory,
     state_format,
 )
@@ -72,32 +73,36 @@ def baseline_inventories(shape: StudentEnergy, lengths: Sequence[float], time_st
     }
 
 
-def energy_report(student, task: TaskData, split: EncodedSplit, time_steps: Sequence[int], batch_size: int,
+def energy_report(student, task: TaskData, split: EncodedSplit, time_steps: Sequence[int] | None, batch_size: int,
                   device: torch.device | str = "cpu", hardware: Hardware | None = None,
                   access: str = "per_spike") -> dict[str, Any]:
-    """The energy of ``student`` (an eqspike spiking student) per example of ``split`` at each T: its
-    inventory, its energy and each baseline's under both conventions (pJ), the ratios, and the
-    break-even firing rates; also its score at each T (from the same simulation)."""
+    """The energy of ``student`` per example of ``split`` at each T: its inventory, its energy and each
+    baseline's under both conventions (pJ), the ratios, and the break-even firing rates; also its score
+    at each T (from the same simulation). An eqspike spiking student runs at every T of ``time_steps``
+    (default: the T it was trained for); a SpikeLM student only at its own T."""
     if access not in ACCESS_MODELS:
         raise ValueError(f"access model {access!r} is not one of {ACCESS_MODELS}")
     hardware = hardware or Hardware()
-    time_steps = check_time_steps(time_steps)
     device = torch.device(device)
     student = student.to(device).eval()
     cfg = student.config
-    sweep = _sweep(student, split, time_steps, batch_size, device, None, detailed=False, desc="energy")
     shape = StudentEnergy.of(cfg)
-    lengths = [float(n) for n in sweep.lengths]
-    names = list(sweep.spikes)
-    neurons = dict(sweep.element_count)
-    bits = {name: spike_bits(cfg.levels(name), cfg.signed) for name in names}
+    if hasattr(student, "population_names"):
+        measured = _eqspike_inventories(student, task, split, check_time_steps(time_steps or [cfg.time_steps]),
+                                        batch_size, device, shape, access)
+        signed, membrane = cfg.signed, state_format(cfg.weight_bits)
+        spikes_bits = {n: spike_bits(cfg.levels(n), signed) for n in student.population_names(cfg.num_hidden_layers)}
+    elif hasattr(student, "spiking_modules"):
+        if time_steps and list(time_steps) != [cfg.time_steps]:
+            raise ValueError(f"a SpikeLM student runs only at the T it was trained for ({cfg.time_steps}), not at {list(time_steps)}")
+        measured = [_spikelm_inventory(student, task, split, batch_size, device, shape, access)]
+        signed, spikes_bits, membrane = True, 2, "fp32"  # ternary spikes, an FP32 membrane
+    else:
+        raise ValueError(f"a {cfg.model_type!r} student has no spikes to count; its energy is the dense_student rows "
+                         f"of a spiking student's report")
     rows = []
-    for k, t in enumerate(time_steps):
-        spikes = {n: float(sweep.spikes[n][k]) for n in names}
-        accumulates = {n: float(sweep.accumulates_by[n][k]) for n in names}
-        ops = spiking_inventory(shape, lengths, t, spikes, accumulates, neurons, bits, cfg.weight_bits, access)
-        firing = sum(spikes.values()) / (sum(neurons.values()) * t)
-        baselines = baseline_inventories(shape, lengths, t, cfg.weight_bits, cfg.signed)
+    for t, score, firing, lengths, ops in measured:
+        baselines = baseline_inventories(shape, lengths, t, cfg.weight_bits, signed)
         conventions = {}
         for convention in CONVENTIONS:
             mine = price(ops, hardware, convention)
@@ -110,10 +115,7 @@ def energy_report(student, task: TaskData, split: EncodedSplit, time_steps: Sequ
                                            for name, pj in theirs.items()},
             }
         rows.append({
-            "time_steps": t,
-            "score": _subset_metrics(task, split, sweep.logits[t])[task.metric],
-            "firing_rate": firing,
-            "qnn_activation_bits": qnn_activation_bits(t, cfg.signed),
+            "time_steps": t, "score": score, "firing_rate": firing, "qnn_activation_bits": qnn_activation_bits(t, signed),
             "conventions": conventions,
             "inventory": [{"part": op.part, "kind": op.kind, "format": None if op.kind == "memory" else op.fmt,
                            "count": op.count, "convention": op.convention, "per_spike": op.per_spike,
@@ -122,11 +124,12 @@ def energy_report(student, task: TaskData, split: EncodedSplit, time_steps: Sequ
                                              "convention": op.convention, "uj": op.pj(hardware) / 1e6} for op in b]
                                      for name, b in baselines.items()},
         })
+    lengths = measured[0][3]
     return {
         "metric": task.metric, "examples": len(lengths), "mean_length": sum(lengths) / max(len(lengths), 1),
-        "student": {"layers": shape.layers, "hidden": shape.hidden, "intermediate": shape.intermediate,
-                    "heads": shape.heads, "teacher_layers": shape.teacher_layers, "weight_bits": cfg.weight_bits,
-                    "membrane": state_format(cfg.weight_bits), "signed": cfg.signed, "spike_bits": bits,
+        "student": {"model_type": cfg.model_type, "layers": shape.layers, "hidden": shape.hidden,
+                    "intermediate": shape.intermediate, "heads": shape.heads, "teacher_layers": shape.teacher_layers,
+                    "weight_bits": cfg.weight_bits, "membrane": membrane, "signed": signed, "spike_bits": spikes_bits,
                     "trained_for": cfg.time_steps},
         "hardware": {"name": hardware.name, "add_pj": dict(hardware.add_pj), "mac_pj": dict(hardware.mac_pj),
                      "memory_kb": hardware.memory_kb, "pj_per_bit": hardware.bit_pj, "source": hardware.source},
@@ -137,6 +140,53 @@ def energy_report(student, task: TaskData, split: EncodedSplit, time_steps: Sequ
                                           "activations, membrane state), priced per bit"},
         "rows": rows,
     }
+
+
+def _eqspike_inventories(student, task, split, time_steps, batch_size, device, shape, access) -> list[tuple]:
+    """(T, score, firing rate, lengths, inventory) at each T, from one simulation to the largest."""
+    cfg = student.config
+    sweep = _sweep(student, split, time_steps, batch_size, device, None, detailed=False, desc="energy")
+    lengths = [float(n) for n in sweep.lengths]
+    names = list(sweep.spikes)
+    neurons = dict(sweep.element_count)
+    bits = {name: spike_bits(cfg.levels(name), cfg.signed) for name in names}
+    out = []
+    for k, t in enumerate(time_steps):
+        spikes = {n: float(sweep.spikes[n][k]) for n in names}
+        accumulates = {n: float(sweep.accumulates_by[n][k]) for n in names}
+        ops = spiking_inventory(shape, lengths, t, spikes, accumulates, neurons, bits, cfg.weight_bits, access)
+        score = _subset_metrics(task, split, sweep.logits[t])[task.metric]
+        out.append((t, score, sum(spikes.values()) / (sum(neurons.values()) * t), lengths, ops))
+    return out
+
+
+@torch.no_grad()
+def _spikelm_inventory(student, task, split, batch_size, device, shape, access) -> tuple:
+    """(T, score, firing rate, lengths, inventory) of a SpikeLM student at its own T."""
+    from eqspike.data.batches import sequential_batches
+    from eqspike.evaluation import metrics_from_logits
+
+    totals: dict[str, dict[str, float]] = {}
+    lengths, logits, order = [], [], []
+    for batch in sequential_batches(split, batch_size):
+        order.append(batch.pop("index"))
+        batch.pop("labels")
+        batch = {k: v.to(device) for k, v in batch.items()}
+        student.count_spikes(True)
+        logits.append(student(**batch).logits.float().cpu())
+        for name, stats in student.spike_statistics_by_module().items():
+            for key, value in stats.items():
+                totals.setdefault(name, {}).setdefault(key, 0.0)
+                totals[name][key] += value
+        student.count_spikes(False)
+        lengths += batch["attention_mask"].sum(1).float().tolist()
+    index = torch.cat(order)
+    score = metrics_from_logits(task, torch.cat(logits)[index.argsort()].numpy(), split.labels)[task.metric]
+    get = lambda key: {n: s[key] for n, s in totals.items()}  # noqa: E731
+    ops = spikelm_inventory(shape, lengths, student.config.time_steps, get("spikes"), get("accumulates"),
+                            get("neuron_steps"), access)
+    firing = sum(get("spikes").values()) / max(sum(get("neuron_steps").values()), 1.0)
+    return student.config.time_steps, score, firing, lengths, ops
 
 
 def metrics_energy(report: dict[str, Any], time_steps: int) -> dict[str, Any]:

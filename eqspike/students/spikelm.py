@@ -208,22 +208,26 @@ class SpikeLMForSequenceClassification(StudentPreTrainedModel):
         for module in self.spiking_modules().values():
             module.counting, module.spikes, module.spikes_times_length, module.neuron_steps = on, 0.0, 0.0, 0.0
 
-    def spike_statistics(self) -> tuple[float, float]:
-        """(firing rate: spikes per neuron per step, synaptic accumulates) since count_spikes(True).
+    def spike_statistics_by_module(self) -> dict[str, dict[str, float]]:
+        """Per spiking module since count_spikes(True): spikes, neuron_steps and synaptic accumulates.
         Fan-out: a spike on a linear's input reaches its out_features; a K or V spike reaches every
         query position of its example."""
         cfg = self.config
-        spikes = steps = accumulates = 0.0
+        stats = {}
         for name, module in self.spiking_modules().items():
-            spikes += module.spikes
-            steps += module.neuron_steps
             part = name.split(".")[1]
             if part in ("key", "value"):
-                accumulates += module.spikes_times_length
+                accumulates = module.spikes_times_length
             else:
-                fan = cfg.intermediate_size if part == "attention_output" else cfg.hidden_size
-                accumulates += module.spikes * fan
-        return (spikes / steps if steps else 0.0), accumulates
+                accumulates = module.spikes * (cfg.intermediate_size if part == "attention_output" else cfg.hidden_size)
+            stats[name] = {"spikes": module.spikes, "neuron_steps": module.neuron_steps, "accumulates": accumulates}
+        return stats
+
+    def spike_statistics(self) -> tuple[float, float]:
+        """(firing rate: spikes per neuron per step, synaptic accumulates) since count_spikes(True)."""
+        stats = self.spike_statistics_by_module().values()
+        spikes, steps = sum(s["spikes"] for s in stats), sum(s["neuron_steps"] for s in stats)
+        return (spikes / steps if steps else 0.0), sum(s["accumulates"] for s in stats)
 
     # ------------------------------------------------------------------ in a distillation run
     @classmethod
