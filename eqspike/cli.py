@@ -16,7 +16,7 @@ import eqspike
 from eqspike.analysis.attribution import attribute, format_attribution, write_attribution
 from eqspike.analysis.diagnostics import check_time_steps, diagnose, score_vs_time_steps
 from eqspike.analysis.report import format_table, plot, write_report
-from eqspike.compare import compare, compare_seeds
+from eqspike.compare import check_baselines, compare, compare_seeds
 from eqspike.distill.seeds import distill_seeds
 from eqspike.config import RunConfig, add_config_arguments, config_from_args, load_yaml
 from eqspike.core.checks import StackedSpikingNetwork, implicit_gradient_check
@@ -286,10 +286,16 @@ def cmd_compare(args: argparse.Namespace) -> int:
     time_steps = check_time_steps(args.compare_time_steps)
     config = config_from_args(args)
     out = check_output_dir(Path(args.out) if args.out else Path("runs") / f"compare-{config.task or 'data'}", "--out")
+    try:
+        baselines = check_baselines(args.baselines)
+    except ValueError as error:
+        raise EqspikeError(str(error)) from None
+    if args.match_energy and "spikelm" not in baselines:
+        raise EqspikeError("--match-energy trains eqspike at SpikeLM's energy: keep spikelm in --baselines")
     if args.seeds:
-        compare_seeds(config, time_steps, out, args.seeds, _log, match_energy=args.match_energy)
+        compare_seeds(config, time_steps, out, args.seeds, _log, match_energy=args.match_energy, baselines=baselines)
     else:
-        compare(config, time_steps, out, _log, match_energy=args.match_energy)
+        compare(config, time_steps, out, _log, match_energy=args.match_energy, baselines=baselines)
     return 0
 
 
@@ -378,6 +384,10 @@ def build_parser() -> argparse.ArgumentParser:
     comp.add_argument("--time-steps", dest="compare_time_steps", type=int_at_least(1), nargs="+", default=[4, 8],
                       help="T values: eqspike and SpikeLM are trained for each (default: 4 8)")
     comp.add_argument("--out", default=None, help="output folder (default runs/compare-TASK)")
+    comp.add_argument("--baselines", default="ann,spikelm", metavar="NAME,...",
+                      help="trained beside eqspike: ann (the dense student, also scored as a W8A8 network), qnn (per T, "
+                           "the student trained on its T-step quantized map, run as that quantized network), spikelm "
+                           "(default: ann,spikelm)")
     comp.add_argument("--match-energy", action="store_true",
                       help="train eqspike at each T under an energy budget equal to SpikeLM's measured energy at that T "
                            "(SpikeLM is trained first): accuracy compared at equal or lower energy")

@@ -26,10 +26,12 @@ from eqspike.analysis.benchmarking import (
     peak_memory_mb,
     seconds_per_call,
 )
-from eqspike.analysis.diagnostics import check_time_steps, diagnose
-from eqspike.analysis.energy import StudentEnergy, spikelm_energy_pj
+from eqspike.analysis.diagnostics import check_time_steps
+from eqspike.analysis.energy import CONVENTIONS, Hardware, StudentEnergy, dense_inventory, price, spikelm_energy_pj
+from eqspike.analysis.energy_report import baseline_inventories, energy_report
 from eqspike.analysis.seeds import format_spread, paired_differences, spread
 from eqspike.config import RunConfig
+from eqspike.core.quantization import simulate_int8
 from eqspike.data.batches import batch_order
 from eqspike.distill.prepare import prepare_data
 from eqspike.distill.run_directory import RunDirectory, RunDirectoryError
@@ -40,11 +42,17 @@ from eqspike.runtime.environment import environment_record
 from eqspike.students import load_student
 from eqspike.teacher.store import load_teacher
 
-ROW_KEYS = ("method", "time_steps", "score", "train_step_s", "peak_train_mem_mb", "firing_rate", "energy_pj")
+ROW_KEYS = ("method", "time_steps", "score", "train_step_s", "peak_train_mem_mb", "firing_rate", "energy_pj",
+            "energy_pj_compute_memory")
 METHOD_LABELS = {"eqspike": "eqspike, trained for T", "eqspike-inf": "eqspike, trained for T = inf",
-                 "spikelm": "SpikeLM (BPTT at T)", "dense": "dense student (no spikes)"}
-METHOD_COLOURS = {"eqspike": "tab:blue", "eqspike-inf": "tab:cyan", "spikelm": "tab:orange", "dense": "tab:gray"}
-METHODS = ("eqspike", "eqspike-inf", "spikelm", "dense")
+                 "spikelm": "SpikeLM (BPTT at T)", "dense": "dense student (no spikes)",
+                 "dense-int8": "dense student, INT8 (W8A8)", "qnn": "QNN: the T-step quantized map"}
+METHOD_COLOURS = {"eqspike": "tab:blue", "eqspike-inf": "tab:cyan", "spikelm": "tab:orange", "dense": "tab:gray",
+                  "dense-int8": "black", "qnn": "tab:purple"}
+METHODS = ("eqspike", "eqspike-inf", "spikelm", "dense", "dense-int8", "qnn")
+# What `--baselines` may train beside eqspike: ann (the dense student, also scored at INT8), qnn, spikelm.
+BASELINES = ("ann", "qnn", "spikelm")
+DEFAULT_BASELINES = ("ann", "spikelm")
 
 
 def _train_or_load(config: RunConfig, log) -> RunDirectory:
@@ -82,25 +90,37 @@ def _measure_training_step(config: RunConfig, run_dir: RunDirectory, teacher, da
 
 
 def compare(config: RunConfig, time_steps: list[int], out_dir: str | Path, log=print, repeats: int = 3,
-            match_energy: bool = False) -> dict[str, Any]:
+            match_energy: bool = False, baselines: tuple[str, ...] = DEFAULT_BASELINES) -> dict[str, Any]:
     """Train (or reuse) the students and write compare.json, compare.md, compare.png and pareto.png in
     ``out_dir``: per T, SpikeLM trained at T and eqspike trained for T; eqspike trained once for
     T = infinity, run at every T; and the dense student (the same architecture without spikes, the
     same recipe: what the spikes themselves cost), one network reported beside every T. ``match_energy``: eqspike at T is trained under an energy budget equal
     to the energy ratio SpikeLM reached at T (measured on the dev set first), so that the two are
-    compared at equal or lower energy for eqspike."""
+    compared at equal or lower energy for eqspike. ``baselines``: ``ann`` (the dense student, also run
+    as a W8A8 network: ``dense-int8``), ``qnn`` (per T, the student trained on its T-step quantized map
+    and run as that quantized network: ceil(log2(2T+1))-bit activations), ``spikelm``. Every row gives
+    its energy under both conventions (``energy_pj``: compute, ``energy_pj_compute_memory``;
+    ``eqspike.analysis.energy_report``)."""
     time_steps = check_time_steps(time_steps)
+    baselines = check_baselines(baselines)
+    if match_energy and "spikelm" not in baselines:
+        raise ValueError("--match-energy trains eqspike at SpikeLM's energy: keep spikelm in --baselines")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     eq = config.replace(student_type="eqspike")
     runs: list[tuple[str, int | None, RunConfig]] = [
-        ("eqspike-inf", None, eq.replace(train_for="infinity", energy_budget=None, output_dir=str(out_dir / "eqspike-inf"))),
-        ("dense", None, config.replace(student_type="dense", energy_budget=None, output_dir=str(out_dir / "dense")))]
+        ("eqspike-inf", None, eq.replace(train_for="infinity", energy_budget=None, output_dir=str(out_dir / "eqspike-inf")))]
+    if "ann" in baselines:
+        runs.append(("dense", None, config.replace(student_type="dense", energy_budget=None, output_dir=str(out_dir / "dense"))))
     for T in time_steps:
-        runs.append(("spikelm", T, config.replace(student_type="spikelm", spikelm_time_steps=T, energy_budget=None,
-                                                   output_dir=str(out_dir / f"spikelm-T{T}"))))
+        if "spikelm" in baselines:
+            runs.append(("spikelm", T, config.replace(student_type="spikelm", spikelm_time_steps=T, energy_budget=None,
+                                                       output_dir=str(out_dir / f"spikelm-T{T}"))))
         folder = f"eqspike-T{T}-at-spikelm-energy" if match_energy else f"eqspike-T{T}"
         runs.append(("eqspike", T, eq.replace(train_for="time_steps", time_steps=T, output_dir=str(out_dir / folder))))
+        if "qnn" in baselines:
+            runs.append(("qnn", T, eq.replace(train_for="time_steps", train_forward="solve", time_steps=T, energy_budget=None,
+                                              output_dir=str(out_dir / f"qnn-T{T}"))))
     device = resolve_device(config.device)
     context: dict[str, Any] = {}
 
@@ -115,8 +135,11 @@ def compare(config: RunConfig, time_steps: list[int], out_dir: str | Path, log=p
             t = teacher.model.config
             dense = StudentEnergy(t.hidden_size, t.intermediate_size, t.num_attention_heads, t.num_hidden_layers,
                                   t.num_labels, t.num_hidden_layers)
+            lengths = [float(len(ids)) for ids in split.input_ids]
             context.update(data=data, teacher=teacher, split=split,
-                           teacher_pj=sum(dense.teacher_pj(len(ids)) for ids in split.input_ids) / len(split))
+                           teacher_pj=sum(dense.teacher_pj(len(ids)) for ids in split.input_ids) / len(split),
+                           teacher_pj_compute_memory=price(dense_inventory(dense, t.num_hidden_layers, lengths), Hardware(),
+                                                           "compute_memory"))
         return context
 
     diverged: dict[str, str] = {}  # a run whose training diverged is reported as such, not dropped
@@ -147,30 +170,40 @@ def compare(config: RunConfig, time_steps: list[int], out_dir: str | Path, log=p
     rows: list[dict[str, Any]] = []
     for method, T, run_config in runs:
         if run_config.output_dir in diverged:
-            rows += [{**_row(method, t, None, None, None, None, None), "diverged": diverged[run_config.output_dir]}
-                     for t in ([T] if T else time_steps)]
+            for name in ([method, "dense-int8"] if method == "dense" else [method]):
+                rows += [{**_row(name, t, None, None, None, None, None, None), "diverged": diverged[run_config.output_dir]}
+                         for t in ([T] if T else time_steps)]
             continue
         log(f"compare: measuring {method}" + (f" T={T}" if T else " at every T"))
         run_dir = RunDirectory(run_config.output_dir)
         seconds, memory = _measure_training_step(run_config, run_dir, teacher, data, indices, device, repeats)
-        student = load_student(run_dir.student)
-        if method == "spikelm":
-            score, firing, energy_pj = _spikelm_at(student.to(device), data, split, T, config.eval_batch_size, device)
-            rows.append(_row(method, T, score, seconds, memory, firing, energy_pj))
+        student = load_student(run_dir.student).to(device)
+        if method in ("dense", "qnn"):  # counted as the dense networks of the energy report
+            shape = StudentEnergy.of(student.config)
+            lengths = [float(len(ids)) for ids in split.input_ids]
+            for name, inventory, t_values in (
+                    [("dense", "dense_student_fp32", time_steps), ("dense-int8", "dense_student_int8", time_steps)]
+                    if method == "dense" else [("qnn", "qnn", [T])]):
+                ops = baseline_inventories(shape, lengths, t_values[0], student.config.weight_bits, True)[inventory]
+                score = _dense_score(student, data, split, config.eval_batch_size, device, name)
+                energy = [price(ops, Hardware(), convention) for convention in CONVENTIONS]
+                # the dense networks are one network whatever T: a row per T, to read beside the spiking ones
+                rows += [_row(name, t, score, seconds, memory, 0.0, *energy) for t in t_values]
             continue
-        if method == "dense":  # the same network at every T: a row per T, to read beside the spiking ones
-            score, energy_pj = _dense_at(student.to(device), data, split, config.eval_batch_size, device)
-            rows += [_row(method, t, score, seconds, memory, 0.0, energy_pj) for t in time_steps]
-            continue
-        report = diagnose(student, data.task, split, time_steps if T is None else [T], config.eval_batch_size, None, device)
-        for k, t in enumerate(report.time_steps):
-            rows.append(_row(method, t, report.score_vs_T[k], seconds, memory, report.firing_vs_T[k],
-                             report.energy_vs_T[k]["snn_pj"]))
+        report = energy_report(student, data.task, split, [T] if method == "spikelm" else (time_steps if T is None else [T]),
+                               config.eval_batch_size, device)
+        for row in report["rows"]:
+            spent = {name: convention["student_uj"] * 1e6 for name, convention in row["conventions"].items()}
+            rows.append(_row(method, row["time_steps"], row["score"], seconds, memory, row["firing_rate"],
+                             spent["compute"], spent["compute_memory"]))
 
     result = {
         "task": data.task.name, "metric": data.task.metric, "teacher": config.teacher,
         "teacher_score": teacher.score if teacher.score is not None else _evaluate_teacher(teacher, data, config, device),
-        "teacher_energy_pj": teacher_pj, "device": describe_device(device), "batch_size": config.batch_size,
+        "teacher_energy_pj": teacher_pj, "teacher_energy_pj_compute_memory": c["teacher_pj_compute_memory"],
+        "energy_conventions": "energy_pj: compute (arithmetic only); energy_pj_compute_memory: with memory traffic "
+                              "(eqspike energy; 45 nm, 32 KB SRAM, weights read per spike)",
+        "baselines": list(baselines), "device": describe_device(device), "batch_size": config.batch_size,
         "spikelm_recipe": config.spikelm_recipe, "energy_budget": config.energy_budget,
         "eqspike_budgets_at_spikelm_energy": {str(T): b for T, b in budgets.items()} if match_energy else None, "rows": rows,
         "environment": environment_record(device, config.precision),
@@ -251,10 +284,20 @@ def _evaluate_teacher(teacher, data, config: RunConfig, device) -> float:
     return evaluate(lambda b: teacher.model(**b).logits, data.task, data.splits, config.eval_batch_size, device)[data.task.metric]
 
 
+def check_baselines(baselines) -> tuple[str, ...]:
+    """``--baselines``: a comma-separated list or a sequence of ann, qnn, spikelm."""
+    names = tuple(b.strip() for b in (baselines.split(",") if isinstance(baselines, str) else baselines) if b.strip())
+    unknown = [b for b in names if b not in BASELINES]
+    if unknown:
+        raise ValueError(f"--baselines {','.join(names)}: {', '.join(map(repr, unknown))} is not a baseline; "
+                         f"choose from {', '.join(BASELINES)}")
+    return names
+
+
 def _row(method: str, T: int, score: float | None, seconds: float | None, memory: float | None, firing: float | None,
-         energy_pj: float | None) -> dict[str, Any]:
+         energy_pj: float | None, energy_pj_compute_memory: float | None) -> dict[str, Any]:
     return {"method": method, "time_steps": T, "score": score, "train_step_s": seconds, "peak_train_mem_mb": memory,
-            "firing_rate": firing, "energy_pj": energy_pj}
+            "firing_rate": firing, "energy_pj": energy_pj, "energy_pj_compute_memory": energy_pj_compute_memory}
 
 
 def _spikelm_at(student, data, split, T: int, batch_size: int, device) -> tuple[float, float, float]:
@@ -268,26 +311,33 @@ def _spikelm_at(student, data, split, T: int, batch_size: int, device) -> tuple[
     return score, firing, spikelm_energy_pj(student.config, accumulates, lengths, T) / len(lengths)
 
 
-def _dense_at(student, data, split, batch_size: int, device) -> tuple[float, float]:
-    """(dev score, energy per example in pJ) of a dense student: a dense FP32 network of its shape."""
-    energy = StudentEnergy.of(student.config)
-    score = evaluate(lambda b: student(**b).logits, data.task, {data.task.main_split: split}, batch_size, device,
-                     "dense")[data.task.metric]
-    return score, sum(energy.dense_network_pj(len(ids)) for ids in split.input_ids) / len(split)
+def _dense_score(student, data, split, batch_size: int, device, name: str) -> float:
+    """The dev score of a dense student (``dense``; ``dense-int8``: run as W8A8) or of a student run as its
+    T-step quantized map (``qnn``: the fixed point of that map)."""
+    splits = {data.task.main_split: split}
+    if name == "qnn":
+        return evaluate(lambda b: student(**b, mode="solve").logits, data.task, splits, batch_size, device, name)[data.task.metric]
+    if name == "dense-int8":
+        with simulate_int8(student):
+            return evaluate(lambda b: student(**b).logits, data.task, splits, batch_size, device, name)[data.task.metric]
+    return evaluate(lambda b: student(**b).logits, data.task, splits, batch_size, device, name)[data.task.metric]
 
 
 def markdown_table(result: dict[str, Any]) -> str:
-    lines = [f"| method | T | dev {result['metric']} | train step (s) | peak train memory (MiB) | firing rate | energy / example (uJ) | energy / teacher |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    memory = result.get("teacher_energy_pj_compute_memory")
+    lines = [f"| method | T | dev {result['metric']} | train step (s) | peak train memory (MiB) | firing rate | energy / example (uJ) | energy / teacher | with memory traffic / teacher's |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in sorted(result["rows"], key=lambda r: (r["time_steps"], r["method"])):
         if r["score"] is None:
-            lines.append(f"| {r['method']} | {r['time_steps']} | diverged in training | | | | | |")
+            lines.append(f"| {r['method']} | {r['time_steps']} | diverged in training | | | | | | |")
             continue
+        strict = r.get("energy_pj_compute_memory")
         lines.append(f"| {r['method']} | {r['time_steps']} | {r['score']:.4f} | {r['train_step_s']:.3f} | "
                      f"{r['peak_train_mem_mb']:.1f} | {r['firing_rate']:.3f} | {r['energy_pj'] / 1e6:.1f} | "
-                     f"{r['energy_pj'] / result['teacher_energy_pj']:.3f} |")
+                     f"{r['energy_pj'] / result['teacher_energy_pj']:.3f} | "
+                     f"{'-' if strict is None or not memory else f'{strict / memory:.3f}'} |")
     lines.append(f"| teacher ({result['teacher']}) | - | {result['teacher_score']:.4f} | | | | "
-                 f"{result['teacher_energy_pj'] / 1e6:.1f} | 1 |")
+                 f"{result['teacher_energy_pj'] / 1e6:.1f} | 1 | 1 |")
     budgets = result.get("eqspike_budgets_at_spikelm_energy")
     if budgets:
         lines.append("")
@@ -309,10 +359,12 @@ def _plot(result: dict[str, Any], path: Path) -> None:
     fig, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 3.6))
     x = np.arange(len(steps))
     for ax, (key, label) in zip(axes, panels):
-        for offset, method in zip((-0.3, -0.1, 0.1, 0.3), METHODS):
+        present = [m for m in METHODS if any(r["method"] == m for r in result["rows"])]
+        width = 0.8 / len(present)
+        for number, method in enumerate(present):
             values = {r["time_steps"]: r[key] for r in result["rows"] if r["method"] == method and r["score"] is not None}
-            ax.bar(x + offset, [values.get(t, np.nan) for t in steps], width=0.2, label=METHOD_LABELS[method],
-                   color=METHOD_COLOURS[method])
+            ax.bar(x - 0.4 + width * (number + 0.5), [values.get(t, np.nan) for t in steps], width=width,
+                   label=METHOD_LABELS[method], color=METHOD_COLOURS[method])
         if key == "score":
             ax.axhline(result["teacher_score"], color="tab:red", ls="--", lw=1, label="teacher")
         ax.set_xticks(x, [f"T={t}" for t in steps])
@@ -331,7 +383,7 @@ def plot_pareto(result: dict[str, Any], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6.4, 4.6))
-    for method in ("eqspike", "eqspike-inf", "spikelm"):
+    for method in ("eqspike", "eqspike-inf", "spikelm", "qnn"):
         rows = sorted((r for r in result["rows"] if r["method"] == method and r["score"] is not None),
                       key=lambda r: r["time_steps"])
         if not rows:
@@ -345,10 +397,11 @@ def plot_pareto(result: dict[str, Any], path: Path) -> None:
         for xi, yi, r in zip(x, y, rows):
             ax.annotate(f"T={r['time_steps']}", (xi, yi), textcoords="offset points", xytext=(4, -10), fontsize=7,
                         color=METHOD_COLOURS[method])
-    dense = next((r for r in result["rows"] if r["method"] == "dense" and r["score"] is not None), None)
-    if dense is not None:  # one network whatever T
-        ax.plot([dense["energy_pj"] / result["teacher_energy_pj"]], [dense["score"]], marker="D", ms=8,
-                color=METHOD_COLOURS["dense"], ls="none", label=METHOD_LABELS["dense"])
+    for method in ("dense", "dense-int8"):  # one network whatever T
+        dense = next((r for r in result["rows"] if r["method"] == method and r["score"] is not None), None)
+        if dense is not None:
+            ax.plot([dense["energy_pj"] / result["teacher_energy_pj"]], [dense["score"]], marker="D", ms=8,
+                    color=METHOD_COLOURS[method], ls="none", label=METHOD_LABELS[method])
     ax.plot([1.0], [result["teacher_score"]], marker="*", ms=12, color="tab:red", ls="none", label="teacher (dense)")
     ax.set_xscale("log")
     ax.set_xlabel("energy per example / teacher's (log)")

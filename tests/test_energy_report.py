@@ -176,3 +176,12 @@ def test_eqspike_energy_counts_a_spikelm_student_and_refuses_a_dense_one(tiny_te
     assert "runs only at the T it was trained for (2)" in refused(capsys, "energy", runs["spikelm"], "--time-steps", "4")
     err = refused(capsys, "energy", runs["dense"], "--device", "cpu")
     assert f"energy: {runs['dense']} holds a 'eqspike-dense-bert' student, which fires no spikes" in err
+
+
+def test_compare_refuses_an_unknown_baseline_before_any_work(tiny_teacher, toy_files, tmp_path, capsys):
+    args = ["compare", "--teacher", tiny_teacher.path, "--train-file", toy_files[0], "--validation-file", toy_files[1],
+            "--out", tmp_path / "compare", "--device", "cpu"]
+    err = refused(capsys, *args, "--baselines", "ann,int4")
+    assert "--baselines ann,int4: 'int4' is not a baseline; choose from ann, qnn, spikelm" in err
+    assert "keep spikelm in --baselines" in refused(capsys, *args, "--baselines", "ann", "--match-energy")
+    assert not (tmp_path / "compare").exists()

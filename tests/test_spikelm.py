@@ -54,19 +54,32 @@ def test_compare_runs_both_and_writes_the_rows(tiny_teacher, toy_files, tmp_path
                  str(toy_files[1]), "--max-seq-length", "32", "--device", "cpu", "--student-layers", "2", "--batch-size", "16",
                  "--intermediate-epochs", "1", "--prediction-epochs", "1", "--intermediate-lr", "1e-3", "--prediction-lr",
                  "1e-3", "--calibration-examples", "32", "--time-steps", "4", "8", "--out", str(out),
-                 "--spikelm-reset", "soft"])  # the reference membrane diverges at T = 8 on this toy (see below)
+                 "--spikelm-reset", "soft",  # the reference membrane diverges at T = 8 on this toy (see below)
+                 "--baselines", "ann,qnn,spikelm"])
     assert code == 0
     result = json.loads((out / "compare.json").read_text())
     rows = result["rows"]
-    assert {(r["method"], r["time_steps"]) for r in rows} == {(m, T) for m in ("eqspike", "eqspike-inf", "spikelm", "dense")
-                                                               for T in (4, 8)}
+    assert {(r["method"], r["time_steps"]) for r in rows} == {
+        (m, T) for m in ("eqspike", "eqspike-inf", "spikelm", "dense", "dense-int8", "qnn") for T in (4, 8)}
     for row in rows:
-        assert set(row) == {"method", "time_steps", "score", "train_step_s", "peak_train_mem_mb", "firing_rate", "energy_pj"}
-        assert 0 <= row["score"] <= 1 and row["train_step_s"] > 0 and row["energy_pj"] > 0
-        assert (row["firing_rate"] == 0) if row["method"] == "dense" else (0 < row["firing_rate"] < 1)
-    # The dense student is one network, reported beside every T; it is the trained run's own score.
+        assert set(row) == {"method", "time_steps", "score", "train_step_s", "peak_train_mem_mb", "firing_rate", "energy_pj",
+                            "energy_pj_compute_memory"}
+        assert 0 <= row["score"] <= 1 and row["train_step_s"] > 0 and 0 < row["energy_pj"] < row["energy_pj_compute_memory"]
+        assert (row["firing_rate"] == 0) if row["method"] in ("dense", "dense-int8", "qnn") else (0 < row["firing_rate"] < 1)
+    # The dense student is one network, reported beside every T; it is the trained run's own score. As W8A8 it
+    # costs less (the same network, 8-bit multiply-accumulates and traffic).
     dense = [r for r in rows if r["method"] == "dense"]
     assert dense[0]["score"] == dense[1]["score"] == json.loads((out / "dense" / "metrics.json").read_text())["student_score"]
+    int8 = next(r for r in rows if r["method"] == "dense-int8")
+    assert int8["energy_pj"] < dense[0]["energy_pj"] and int8["energy_pj_compute_memory"] < dense[0]["energy_pj_compute_memory"]
+    # The QNN at T is the student trained on its T-step quantized map, scored at that map's fixed point.
+    for T in (4, 8):
+        qnn = next(r for r in rows if r["method"] == "qnn" and r["time_steps"] == T)
+        assert qnn["score"] == json.loads((out / f"qnn-T{T}" / "metrics.json").read_text())["student_solve_score"]
+    # eqspike's compute energy is the papers' count (metrics.json's ratio, at its T)
+    eq4 = next(r for r in rows if r["method"] == "eqspike" and r["time_steps"] == 4)
+    assert eq4["energy_pj"] / result["teacher_energy_pj"] == pytest.approx(
+        json.loads((out / "eqspike-T4" / "metrics.json").read_text())["student_energy_ratio"], rel=1e-6)
     memory = {(r["method"], r["time_steps"]): r["peak_train_mem_mb"] for r in rows}
     # BPTT keeps every step: SpikeLM's memory grows with T, eqspike's does not and stays below it.
     assert memory[("spikelm", 8)] > 1.5 * memory[("spikelm", 4)]

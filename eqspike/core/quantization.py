@@ -9,6 +9,8 @@ forward uses W_q, and the backward passes the gradient straight through (dL/dW :
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from functools import partial
 
 import torch
@@ -72,3 +74,33 @@ class QuantLinear(nn.Linear):
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, weight_bits={self.weight_bits}"
+
+
+def _fake_int8(x: Tensor, dim: int | None = None) -> Tensor:
+    """Symmetric 8-bit rounding: scale = max|x| / 127 (per tensor, or per slice along ``dim``)."""
+    peak = x.abs().amax() if dim is None else x.abs().amax(dim, keepdim=True)
+    scale = peak.clamp_min(_EPS) / 127
+    return (x / scale).round().clamp(-127, 127) * scale
+
+
+@contextmanager
+def simulate_int8(model: nn.Module) -> Iterator[nn.Module]:
+    """Run ``model`` as a W8A8 network while inside: every ``nn.Linear`` uses its weight rounded to 8-bit
+    integers per output channel and its input rounded to 8-bit integers per tensor (dynamic, as
+    PyTorch's dynamic quantization does); the products of two activations (attention scores, P V) stay
+    as they are. The weights are restored on exit."""
+    saved, hooks = [], []
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, nn.Linear):
+                saved.append((module, module.weight.detach().clone()))
+                module.weight.copy_(_fake_int8(module.weight, dim=1))
+                hooks.append(module.register_forward_pre_hook(lambda _, args: (_fake_int8(args[0]), *args[1:])))
+    try:
+        yield model
+    finally:
+        with torch.no_grad():
+            for module, weight in saved:
+                module.weight.copy_(weight)
+        for hook in hooks:
+            hook.remove()
