@@ -78,7 +78,7 @@ def test_cli_unknown_command_lists_the_valid_ones(capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(["distil"])
     assert exit_info.value.code == 2
-    assert "invalid choice: 'distil' (choose from 'teacher', 'distill', 'evaluate', 'compare', 'diagnose', 'predict', 'selfcheck')" in capsys.readouterr().err
+    assert "invalid choice: 'distil' (choose from 'teacher', 'distill', 'evaluate', 'compare', 'diagnose', 'energy', 'predict', 'selfcheck')" in capsys.readouterr().err
 
 
 def test_training_benchmark_writes_rows_for_every_method(tmp_path):
@@ -116,7 +116,7 @@ def test_every_flag_of_every_command_explains_itself():
 
     parser = build_parser()
     commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
-    assert set(commands.choices) == {"teacher", "distill", "evaluate", "compare", "diagnose", "predict", "selfcheck"}
+    assert set(commands.choices) == {"teacher", "distill", "evaluate", "compare", "diagnose", "energy", "predict", "selfcheck"}
     for name, command in commands.choices.items():
         for action in command._actions:
             if isinstance(action, argparse._HelpAction):
