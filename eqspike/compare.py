@@ -179,12 +179,13 @@ def compare(config: RunConfig, time_steps: list[int], out_dir: str | Path, log=p
         seconds, memory = _measure_training_step(run_config, run_dir, teacher, data, indices, device, repeats)
         student = load_student(run_dir.student).to(device)
         if method in ("dense", "qnn"):  # counted as the dense networks of the energy report
-            shape = StudentEnergy.of(student.config)
             lengths = [float(len(ids)) for ids in split.input_ids]
+            inventories = baseline_inventories(StudentEnergy.of(student.config), lengths, T or time_steps[0],
+                                               student.config.weight_bits, True)
             for name, inventory, t_values in (
                     [("dense", "dense_student_fp32", time_steps), ("dense-int8", "dense_student_int8", time_steps)]
                     if method == "dense" else [("qnn", "qnn", [T])]):
-                ops = baseline_inventories(shape, lengths, t_values[0], student.config.weight_bits, True)[inventory]
+                ops = inventories[inventory]
                 score = _dense_score(student, data, split, config.eval_batch_size, device, name)
                 energy = [price(ops, Hardware(), convention) for convention in CONVENTIONS]
                 # the dense networks are one network whatever T: a row per T, to read beside the spiking ones

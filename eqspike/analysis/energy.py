@@ -332,9 +332,8 @@ def spiking_inventory(shape: StudentEnergy, lengths: Sequence[float], time_steps
     examples = max(len(lengths), 1)
     state = state_format(weight_bits)
     per = {name: count / examples for name, count in accumulates.items()}
-    static = sum(v for n, v in per.items() if not n.endswith((".key", ".value")))
-    dynamic = sum(v for n, v in per.items() if n.endswith((".key", ".value")))
     cells = sum(neurons.values()) / examples
+    weights_read, operands_read, head_read = _synaptic_traffic(shape, lengths, per, weight_bits, access)
     ops = [Op(f"{name} accumulates", "add", count, state, per_spike=True) for name, count in per.items()]
     ops += [Op("multiply-accumulates that remain", "mac", _mean(lengths, lambda L: student_macs(H, I, h, M, shape.labels, L, T))),
             Op("membrane add and compare", "add", 2 * T * cells, state, "compute_memory"),
@@ -342,15 +341,29 @@ def spiking_inventory(shape: StudentEnergy, lengths: Sequence[float], time_steps
             Op("spikes written and read", "memory", 2 * T * sum(neurons[n] * spike_bits[n] for n in neurons) / examples,
                convention="compute_memory"),
             Op("membrane state read and written", "memory", 2 * T * cells * _format_bits(state), convention="compute_memory"),
-            Op("synaptic weights read", "memory", (static if access == "per_spike" else M * block_weights(H, I)) * weight_bits,
-               convention="compute_memory", per_spike=access == "per_spike"),
-            Op("key/value operands read", "memory", dynamic * 32, convention="compute_memory", per_spike=True),
+            weights_read, operands_read,
             Op("dense parts' values moved", "memory",
                _mean(lengths, lambda L: 2 * 32 * T * M * (2 * h * L * L + 2 * L * H + L * I + L * (3 * H + I))),
                convention="compute_memory"),
+            head_read]
+    return ops
+
+
+def _synaptic_traffic(shape: StudentEnergy, lengths: Sequence[float], accumulates: Mapping[str, float],
+                      weight_bits: float, access: str) -> list[Op]:
+    """What a spiking network reads per example (``compute_memory``), from its accumulates per population:
+    the synaptic weights at every spike's target (``per_spike``) or once (``weight_stationary``); the
+    key and value spikes' operands (queries, probabilities) per event at 32 bits under both; the head's
+    weights and the embedding rows."""
+    H = shape.hidden
+    static = sum(v for n, v in accumulates.items() if not n.endswith((".key", ".value")))
+    dynamic = sum(v for n, v in accumulates.items() if n.endswith((".key", ".value")))
+    weights = static if access == "per_spike" else shape.layers * block_weights(H, shape.intermediate)
+    return [Op("synaptic weights read", "memory", weights * weight_bits, convention="compute_memory",
+               per_spike=access == "per_spike"),
+            Op("key/value operands read", "memory", dynamic * 32, convention="compute_memory", per_spike=True),
             Op("head weights read, embedding rows", "memory",
                (H * H + H * shape.labels) * 32 + _mean(lengths, lambda L: 3 * L * H * 32), convention="compute_memory")]
-    return ops
 
 
 def spikelm_inventory(shape: StudentEnergy, lengths: Sequence[float], time_steps: int, spikes: Mapping[str, float],
@@ -368,21 +381,17 @@ def spikelm_inventory(shape: StudentEnergy, lengths: Sequence[float], time_steps
     H, I, h, M, T = shape.hidden, shape.intermediate, shape.heads, shape.layers, time_steps
     examples = max(len(lengths), 1)
     per = {name: count / examples for name, count in accumulates.items()}
-    static = sum(v for n, v in per.items() if not n.endswith((".key", ".value")))
-    dynamic = sum(v for n, v in per.items() if n.endswith((".key", ".value")))
     cells = sum(neuron_steps.values()) / examples  # neurons x steps
+    weights_read, operands_read, head_read = _synaptic_traffic(shape, lengths, per, 32, access)
     ops = [Op(f"{name} accumulates", "add", count, "fp32", per_spike=True) for name, count in per.items()]
     ops += [Op("multiply-accumulates that remain", "mac", _mean(lengths, lambda L: spikelm_macs(H, I, h, M, shape.labels, L, T))),
             Op("spike decision (compare)", "add", cells, "fp32", "compute_memory"),
             Op("spikes written and read", "memory", 2 * 2 * cells, convention="compute_memory"),
             Op("membrane state read and written", "memory", 2 * 32 * cells, convention="compute_memory"),
-            Op("synaptic weights read", "memory", (static if access == "per_spike" else M * block_weights(H, I)) * 32,
-               convention="compute_memory", per_spike=access == "per_spike"),
-            Op("key/value operands read", "memory", dynamic * 32, convention="compute_memory", per_spike=True),
+            weights_read, operands_read,
             Op("dense parts' values moved", "memory",
                _mean(lengths, lambda L: 2 * 32 * T * M * (2 * h * L * L + 2 * L * H + L * I)), convention="compute_memory"),
-            Op("head weights read, embedding rows", "memory",
-               (H * H + H * shape.labels) * 32 + _mean(lengths, lambda L: 3 * L * H * 32), convention="compute_memory")]
+            head_read]
     return ops
 
 

@@ -43,6 +43,7 @@ from eqspike.analysis.energy import (
 )
 from eqspike.data.batches import EncodedSplit
 from eqspike.data.tasks import TaskData
+from eqspike.evaluation import evaluate
 from eqspike.runtime.files import write_atomic
 
 BASELINES = ("teacher_fp32", "teacher_fp16", "teacher_int8", "dense_student_fp32", "dense_student_int8", "qnn")
@@ -160,29 +161,16 @@ def _eqspike_inventories(student, task, split, time_steps, batch_size, device, s
     return out
 
 
-@torch.no_grad()
 def _spikelm_inventory(student, task, split, batch_size, device, shape, access) -> tuple:
-    """(T, score, firing rate, lengths, inventory) of a SpikeLM student at its own T."""
-    from eqspike.data.batches import sequential_batches
-    from eqspike.evaluation import metrics_from_logits
-
-    totals: dict[str, dict[str, float]] = {}
-    lengths, logits, order = [], [], []
-    for batch in sequential_batches(split, batch_size):
-        order.append(batch.pop("index"))
-        batch.pop("labels")
-        batch = {k: v.to(device) for k, v in batch.items()}
-        student.count_spikes(True)
-        logits.append(student(**batch).logits.float().cpu())
-        for name, stats in student.spike_statistics_by_module().items():
-            for key, value in stats.items():
-                totals.setdefault(name, {}).setdefault(key, 0.0)
-                totals[name][key] += value
-        student.count_spikes(False)
-        lengths += batch["attention_mask"].sum(1).float().tolist()
-    index = torch.cat(order)
-    score = metrics_from_logits(task, torch.cat(logits)[index.argsort()].numpy(), split.labels)[task.metric]
-    get = lambda key: {n: s[key] for n, s in totals.items()}  # noqa: E731
+    """(T, score, firing rate, lengths, inventory) of a SpikeLM student at its own T: its spiking modules
+    count over the whole evaluation (``count_spikes``), as ``compare`` scores it."""
+    student.count_spikes(True)
+    score = evaluate(lambda b: student(**b).logits, task, {task.main_split: split}, batch_size, device,
+                     f"energy T={student.config.time_steps}")[task.metric]
+    stats = student.spike_statistics_by_module()
+    student.count_spikes(False)
+    get = lambda key: {n: s[key] for n, s in stats.items()}  # noqa: E731
+    lengths = [float(len(ids)) for ids in split.input_ids]
     ops = spikelm_inventory(shape, lengths, student.config.time_steps, get("spikes"), get("accumulates"),
                             get("neuron_steps"), access)
     firing = sum(get("spikes").values()) / max(sum(get("neuron_steps").values()), 1.0)
@@ -249,17 +237,13 @@ def plot_report(report: dict[str, Any], path: Path) -> Path:
 
     fig, axes = plt.subplots(1, len(CONVENTIONS), figsize=(6 * len(CONVENTIONS), 4.5))
     for ax, convention in zip(axes, CONVENTIONS):
-        top = 0.0
         for row in report["rows"]:
-            inventory = [Op(i["part"], i["kind"], i["count"], i["format"] or "fp32", i["convention"], i["per_spike"])
-                         for i in row["inventory"]]
-            counted = [i for i, op in zip(row["inventory"], inventory) if convention == "compute_memory" or op.convention == "compute"]
+            counted = [i for i in row["inventory"] if convention == "compute_memory" or i["convention"] == "compute"]
             fixed = sum(i["uj"] for i in counted if not i["per_spike"])
             per_rate = sum(i["uj"] for i in counted if i["per_spike"]) / max(row["firing_rate"], 1e-12)
             rates = [0.0, max(0.5, 2 * row["firing_rate"])]
             ax.plot(rates, [fixed + per_rate * r for r in rates], label=f"student, T = {row['time_steps']}")
             ax.scatter([row["firing_rate"]], [row["conventions"][convention]["student_uj"]])
-            top = max(top, fixed + per_rate * rates[-1])
         for name in BASELINES[:-1]:
             value = report["rows"][0]["conventions"][convention]["baselines_uj"][name]
             ax.axhline(value, linestyle="--", linewidth=0.8, color="grey")

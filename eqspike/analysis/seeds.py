@@ -102,19 +102,12 @@ def example_flips(correct: Mapping[int, Sequence[bool]]) -> dict[str, Any]:
 
 def flip_difference(a: Mapping[int, Sequence[bool]], b: Mapping[int, Sequence[bool]]) -> dict[str, Any]:
     """Flip rate of ``a`` minus that of ``b``, on the same examples: the mean over examples of
-    2 (v_a,i - v_b,i), with its 95% interval (Student's t over the examples; the seeds held fixed)."""
-    from scipy import stats
-
+    2 (v_a,i - v_b,i), with its 95% interval (``spread``: Student's t over the examples; the seeds held fixed)."""
     va, vb = _example_variances(a), _example_variances(b)
     if len(va) != len(vb):
         raise ValueError(f"the two recipes scored different numbers of examples ({len(va)} and {len(vb)})")
-    d = [2 * (x - y) for x, y in zip(va, vb)]
-    n = len(d)
-    mean = sum(d) / n
-    sd = math.sqrt(sum((x - mean) ** 2 for x in d) / (n - 1)) if n > 1 else 0.0
-    half = float(stats.t.ppf(0.975, n - 1)) * sd / math.sqrt(n) if n > 1 else math.inf
-    return {"difference": mean, "ci95": [mean - half, mean + half], "examples": n}
-
+    d = spread([2 * (x - y) for x, y in zip(va, vb)])
+    return {"difference": d["mean"], "ci95": d["ci95"], "examples": d["n"]}
 
 def spread_ratio(a: Mapping[int, float], b: Mapping[int, float]) -> dict[str, Any]:
     """s_a / s_b over the seeds both have, with the F-test's one-sided p (a spreads less) and the
