@@ -40,6 +40,7 @@ from eqspike.evaluation import evaluate
 from eqspike.runtime.devices import resolve_device
 from eqspike.runtime.environment import environment_record
 from eqspike.students import load_student
+from eqspike.students.families import family_of
 from eqspike.teacher.store import load_teacher
 
 ROW_KEYS = ("method", "time_steps", "score", "train_step_s", "peak_train_mem_mb", "firing_rate", "energy_pj",
@@ -133,7 +134,8 @@ def compare(config: RunConfig, time_steps: list[int], out_dir: str | Path, log=p
                                    selection=data.selection)
             split = data.splits[data.task.main_split]
             t = teacher.model.config
-            dense = StudentEnergy(t.hidden_size, t.intermediate_size, t.num_attention_heads, t.num_hidden_layers,
+            width = family_of(t.model_type).shape(t)
+            dense = StudentEnergy(t.hidden_size, width["intermediate_size"], t.num_attention_heads, t.num_hidden_layers,
                                   t.num_labels, t.num_hidden_layers)
             lengths = [float(len(ids)) for ids in split.input_ids]
             context.update(data=data, teacher=teacher, split=split,

@@ -73,6 +73,9 @@ class RunConfig:
     # --- student
     student_type: str = "eqspike"  # "eqspike" (equilibrium, implicit gradients), "spikelm" (BPTT baseline) or "dense"
     student_layers: int | None = 4  # None: as many as the teacher
+    student_hidden: int | None = None  # a narrower student (None: the teacher's width)
+    student_heads: int | None = None  # its attention heads (None: the teacher's); must divide the teacher's
+    student_intermediate: int | None = None  # its FFN width (None: the teacher's)
     student_init: str = "teacher"  # "teacher" (every k-th layer), "random", or a saved student's folder (warm start)
     time_steps: int = 8  # the deployment T: the student is trained for it (train_for) and scored at it
     train_for: str = "time_steps"  # "time_steps": the rates of T steps (T-step quantizer); "infinity": exact rates
@@ -145,7 +148,8 @@ class RunConfig:
         for name in ("max_seq_length", "teacher_batch_size", "time_steps", "batch_size", "eval_batch_size",
                      "calibration_examples", "save_steps", "logging_steps", "evals_per_epoch", "micro_batches"):
             check_int_at_least(name, getattr(self, name), 1)
-        for name in ("student_layers", "max_train_examples", "max_eval_examples", "max_steps"):
+        for name in ("student_layers", "student_hidden", "student_heads", "student_intermediate", "max_train_examples",
+                     "max_eval_examples", "max_steps"):
             if getattr(self, name) is not None:
                 check_int_at_least(name, getattr(self, name), 1)
         for name in ("output_dir", "teacher", "train_file", "validation_file", "data_dir", "teacher_store"):
@@ -253,6 +257,11 @@ HELP = {
     "student_type": "'eqspike' (equilibrium, implicit gradients), 'spikelm' (the surrogate-gradient baseline) or "
                     "'dense' (the eqspike student's architecture without spikes: the reference for the spikes' cost)",
     "student_layers": "spiking blocks of the student, initialised from every k-th teacher layer",
+    "student_hidden": "hidden width of a student narrower than its teacher (default: the teacher's); its channels start "
+                      "from evenly spaced teacher channels, its hidden states are distilled through learned projections",
+    "student_heads": "attention heads of a narrower student (default: the teacher's); must divide the teacher's: "
+                     "student head j starts from and is distilled to teacher head j x teacher heads / student heads",
+    "student_intermediate": "FFN width of a narrower student (default: the teacher's; evenly spaced teacher units)",
     "student_init": "'teacher' (copy every k-th teacher layer), 'random', or a saved student of the same shape (a run "
                     "directory or its student/ folder: a warm start from its weights, e.g. a dense student or one "
                     "trained for another T; the thresholds are calibrated anew)",
@@ -295,7 +304,8 @@ HELP = {
     "gold_weight": "weight of the gold-label loss added in stage 2",
     "evals_per_epoch": "evaluations on the selection split (--selection) per epoch of stage 2 (the best student is kept)",
     "ema_decay": "stage 2 evaluates and keeps an exponential moving average of the weights, theta_avg <- d theta_avg "
-                 "+ (1 - d) theta after each step, with d this value (0: off; 0.9 averages about the last 10 steps)",
+                 "+ (1 - d) theta after each step, with d this value (0: off; 0.9 averages about the last 10 steps); "
+                 "an energy budget then holds for the average, its energy taken as the same average of the steps'",
     "cache_teacher": "run the teacher once over the training set and read its outputs back from disk",
     "teacher_cache_dir": "where the teacher cache goes (default: TEACHER_STORE/cache)",
     "teacher_cache_dtype": "teacher cache values: float16, or float32 (exact, twice the disk)",

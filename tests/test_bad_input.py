@@ -133,15 +133,18 @@ def test_yaml_numbers_without_a_dot_are_numbers(tiny_teacher, toy_files, tmp_pat
 
 
 # ---------------------------------------------------------------------------- the teacher
-def test_a_teacher_that_is_not_a_bert_is_refused_before_any_work(toy_files, tmp_path, capsys):
-    from transformers import DistilBertConfig, DistilBertForSequenceClassification
+def test_a_teacher_of_an_unsupported_family_is_refused_before_any_work(toy_files, tmp_path, capsys):
+    from transformers import DebertaV2Config, DebertaV2ForSequenceClassification
 
-    folder = tmp_path / "distilbert"
-    DistilBertForSequenceClassification(DistilBertConfig(vocab_size=30, dim=32, n_layers=2, n_heads=4, hidden_dim=64,
-                                                         max_position_embeddings=64)).save_pretrained(folder)
+    folder = tmp_path / "deberta"
+    DebertaV2ForSequenceClassification(DebertaV2Config(vocab_size=30, hidden_size=32, num_hidden_layers=2,
+                                                       num_attention_heads=4, intermediate_size=64,
+                                                       max_position_embeddings=64)).save_pretrained(folder)
+    capsys.readouterr()  # save_pretrained's progress bar
     started = time.time()
     err = refused(capsys, *distill_args(folder, *toy_files, tmp_path / "run", "--teacher-store", tmp_path / "store"))
-    assert "is a 'distilbert' model; eqspike distils BERT encoders" in err
+    assert "is a 'deberta-v2' model: DeBERTa's disentangled attention" in err
+    assert "eqspike distils the encoder families bert, roberta, xlm-roberta, distilbert, electra, mpnet" in err
     assert time.time() - started < 30 and not (tmp_path / "store").exists() and not (tmp_path / "run").exists()
 
 

@@ -1,5 +1,7 @@
 """--ema-decay: stage 2 evaluates and keeps an exponential moving average of the weights trained."""
 
+import json
+
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -68,3 +70,23 @@ def test_a_run_with_ema_resumed_in_stage_2_keeps_the_same_student(tiny_teacher, 
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert all(torch.equal(x, y) for x, y in zip(checkpoint_parameters(full)[1].values(),
                                                    checkpoint_parameters(cut)[1].values()))
+
+
+@pytest.mark.slow
+def test_under_a_budget_the_dual_ascent_follows_the_energy_of_the_average(tiny_teacher, toy_files, tmp_path):
+    """The student kept is the average, so the budget holds for it: after each step
+    E_avg <- d E_avg + (1 - d) E_t and lambda <- max(0, lambda + eta (E_avg - B) / B)."""
+    decay, budget, eta = 0.5, 0.01, 2.0
+    run = tmp_path / "ema"
+    Distiller(tiny_config(tiny_teacher, toy_files, run, time_steps=4, energy_budget=budget, energy_dual_step=eta,
+                          ema_decay=decay, intermediate_epochs=0, prediction_epochs=1, logging_steps=1), **QUIET).run()
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    steps = [r for r in rows if r.get("stage") == "prediction" and "energy" in r]
+    assert len(steps) >= 3
+    average, weight = None, 0.0
+    for row in steps:
+        average = row["energy"] if average is None else decay * average + (1 - decay) * row["energy"]
+        weight = max(0.0, weight + eta * (average - budget) / budget)
+        assert row["average_energy"] == pytest.approx(average, rel=1e-4)
+        assert row["energy_weight"] == pytest.approx(weight, rel=1e-3)
+    assert weight > 0 and any(abs(r["average_energy"] - r["energy"]) > 1e-4 for r in steps[1:])

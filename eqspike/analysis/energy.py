@@ -139,16 +139,28 @@ class StudentEnergy:
     labels: int
     teacher_layers: int
     feedback: bool = False
+    # the teacher's width, where the student is narrower (None: the student's)
+    teacher_hidden: int | None = None
+    teacher_intermediate: int | None = None
+    teacher_heads: int | None = None
 
     @classmethod
     def of(cls, config) -> StudentEnergy:
-        """From a SpikingBertConfig (the teacher's depth is recorded there)."""
+        """From a student's config (the teacher's depth, and its width if wider, are recorded there)."""
         return cls(config.hidden_size, config.intermediate_size, config.num_attention_heads, config.num_hidden_layers,
                    config.num_labels, config.teacher_num_hidden_layers or config.num_hidden_layers,
-                   getattr(config, "feedback", False))
+                   getattr(config, "feedback", False), getattr(config, "teacher_hidden_size", None),
+                   getattr(config, "teacher_intermediate_size", None), getattr(config, "teacher_num_attention_heads", None))
+
+    @property
+    def teacher(self) -> StudentEnergy:
+        """The teacher's shape: its depth, and its width (the student's unless recorded wider)."""
+        return StudentEnergy(self.teacher_hidden or self.hidden, self.teacher_intermediate or self.intermediate,
+                             self.teacher_heads or self.heads, self.teacher_layers, self.labels, self.teacher_layers)
 
     def teacher_pj(self, length: float) -> float:
-        return MAC_PJ * bert_macs(self.hidden, self.intermediate, self.heads, self.teacher_layers, self.labels, length)
+        t = self.teacher
+        return MAC_PJ * bert_macs(t.hidden, t.intermediate, t.heads, t.layers, self.labels, length)
 
     def dense_network_pj(self, length: float) -> float:
         """The student's own shape run as a dense network (the dense student; same op table)."""

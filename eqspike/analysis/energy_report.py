@@ -5,7 +5,7 @@ For each T the student is simulated once (the sweep of ``eqspike.analysis.diagno
 inventory built per population and op kind (``eqspike.analysis.energy.spiking_inventory``). The
 baselines are counted under the same op table and conventions:
 
-    teacher_fp32, teacher_fp16, teacher_int8   the teacher (its depth, the student's width)
+    teacher_fp32, teacher_fp16, teacher_int8   the teacher (its depth and width)
     dense_student_fp32, dense_student_int8      the student's own shape without spikes (depth-matched)
     qnn                                         the student's shape with b-bit activations,
                                                 b = ceil(log2(levels)), levels = 2T + 1 signed (T + 1
@@ -65,9 +65,9 @@ def baseline_inventories(shape: StudentEnergy, lengths: Sequence[float], time_st
     """The baselines of the module docstring, per example over ``lengths``."""
     bits = qnn_activation_bits(time_steps, signed)
     return {
-        "teacher_fp32": dense_inventory(shape, shape.teacher_layers, lengths),
-        "teacher_fp16": dense_inventory(shape, shape.teacher_layers, lengths, 16, 16, "fp16"),
-        "teacher_int8": dense_inventory(shape, shape.teacher_layers, lengths, 8, 8, "int8"),
+        "teacher_fp32": dense_inventory(shape.teacher, shape.teacher_layers, lengths),
+        "teacher_fp16": dense_inventory(shape.teacher, shape.teacher_layers, lengths, 16, 16, "fp16"),
+        "teacher_int8": dense_inventory(shape.teacher, shape.teacher_layers, lengths, 8, 8, "int8"),
         "dense_student_fp32": dense_inventory(shape, shape.layers, lengths),
         "dense_student_int8": dense_inventory(shape, shape.layers, lengths, 8, 8, "int8"),
         "qnn": dense_inventory(shape, shape.layers, lengths, weight_bits, bits, state_format(weight_bits), matmul_adds=bits),
@@ -130,6 +130,7 @@ def energy_report(student, task: TaskData, split: EncodedSplit, time_steps: Sequ
         "metric": task.metric, "examples": len(lengths), "mean_length": sum(lengths) / max(len(lengths), 1),
         "student": {"model_type": cfg.model_type, "layers": shape.layers, "hidden": shape.hidden,
                     "intermediate": shape.intermediate, "heads": shape.heads, "teacher_layers": shape.teacher_layers,
+                    "teacher_hidden": shape.teacher.hidden,
                     "weight_bits": cfg.weight_bits, "membrane": membrane, "signed": signed, "spike_bits": spikes_bits,
                     "trained_for": cfg.time_steps},
         "hardware": {"name": hardware.name, "add_pj": dict(hardware.add_pj), "mac_pj": dict(hardware.mac_pj),

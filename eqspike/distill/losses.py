@@ -1,7 +1,9 @@
 """Layerwise distillation of a BERT teacher into the spiking student (docs/design.md §6).
 
 Stage 1, intermediate layers:  L = w_h * sum_m MSE(v_m, H_T[k(m)]) + w_a * sum_m MSE(S_m, S_T[k(m)])
-    v_m: decoded values of the student's embeddings (m = 0) and block outputs at equilibrium;
+    v_m: decoded values of the student's embeddings (m = 0) and block outputs at equilibrium (for a
+    student narrower than its teacher W_e v_0 and W_h v_m, TinyBERT's learned projections; its head j
+    is compared with teacher head j * H_T / H_S);
     S_m: pre-softmax attention scores; k(m): the uniform layer map. Pad tokens (and pairs with a pad)
     are masked out of every term.
 Stage 2, prediction layer:     L = tau^2 * CE(softmax(z_T / tau), softmax(z_S / tau)) + w_g * CE(z_S, y)
@@ -21,6 +23,7 @@ from torch.nn import functional as F
 
 from eqspike.analysis.energy import StudentEnergy
 from eqspike.config import RunConfig
+from eqspike.students.common import head_map
 
 
 @dataclass(frozen=True)
@@ -67,10 +70,19 @@ def intermediate_loss(out, targets: dict[str, Any], attention_mask: Tensor, conf
     tokens = mask[:, :, None]
     pairs = mask[:, None, :, None] * mask[:, None, None, :]
     hidden = sum(masked_mse(v, h, tokens, share.tokens) for v, h in zip(out.hidden_values, targets["hidden"]))
-    attention = sum(masked_mse(s, t, pairs, share.pairs) for s, t in zip(out.attention_scores, targets["scores"]))
+    attention = sum(masked_mse(s, _mapped_heads(t, s.shape[-3]), pairs, share.pairs)
+                    for s, t in zip(out.attention_scores, targets["scores"]))
     hidden, attention = hidden * share.replicas, attention * share.replicas
     return {"loss": config.hidden_weight * hidden + config.attention_weight * attention,
             "hidden": hidden.detach(), "attention": attention.detach()}
+
+
+def _mapped_heads(teacher_scores: Tensor, student_heads: int) -> Tensor:
+    """The teacher's scores of the heads the student's are distilled to (``head_map``: j * H_T / H_S)."""
+    heads = teacher_scores.shape[-3]
+    if heads == student_heads:
+        return teacher_scores
+    return teacher_scores[..., head_map(student_heads, heads), :, :]
 
 
 def spike_energy(rates: dict[str, Tensor], attention_mask: Tensor, model: StudentEnergy, time_steps: int,

@@ -110,7 +110,8 @@ class StageForward(torch.nn.Module):
     def forward(self, **inputs: Tensor) -> StageOutput:
         if self.stage == "intermediate":
             out = self.student(**inputs, output_attention_scores=True)
-            return StageOutput(out.hidden_values, out.attention_scores, None, out.rates if self.with_rates else None)
+            return StageOutput(self.student.in_teacher_space(out.hidden_values), out.attention_scores, None,
+                               out.rates if self.with_rates else None)
         out = self.student(**inputs)
         return StageOutput(None, None, out.logits, out.rates if self.with_rates else None)
 
@@ -163,7 +164,8 @@ class Distiller:
 
         # 2. The student, from the teacher's layers, and the recipe's stages.
         state = resume_state or {"stage": 0, "stage_step": 0, "global_step": 0, "best_score": None, "best_step": None,
-                                 "best_key": None, "energy_weight": 0.0, "spike_factor": 1.0}
+                                 "best_key": None, "energy_weight": 0.0, "spike_factor": 1.0,
+                                 "average_energy": None}
         stages = self.stages(data)
         student = student_for_run(teacher.model, c).to(self.device)
         student.config.text_pairs = any(e.text_b is not None for e in data.task.train)
@@ -266,8 +268,11 @@ class Distiller:
             losses = sharding.mean_of(losses)
             if stage.energy_budget is not None:  # dual ascent: the weight grows while the estimate is over budget
                 state["energy_weight"] = max(0.0, state["energy_weight"] + c.energy_dual_step * (
-                    losses["energy"].item() - stage.energy_budget) / stage.energy_budget)
+                    self._budgeted_energy(losses["energy"].item(), state, average) - stage.energy_budget)
+                    / stage.energy_budget)
                 losses["energy_weight"] = torch.tensor(state["energy_weight"])
+                if average is not None:
+                    losses["average_energy"] = torch.tensor(state["average_energy"])
             state.update(stage=stage.index, stage_step=step + 1, global_step=state["global_step"] + 1)
             bar.update(1)
             bar.set_postfix(loss=f"{losses['loss'].item():.4f}")
@@ -289,6 +294,18 @@ class Distiller:
         self._save_checkpoint(student, optimizer, schedule, state, average)
         self.log(f"{stage.name} stage done ({stage.steps} steps)")
         return True
+
+    def _budgeted_energy(self, energy: float, state: dict[str, Any], average) -> float:
+        """The energy the budget holds for: the step's estimate E_t, or, when the moving average of the
+        weights is the student kept, the same average of the estimates, E_avg <- d E_avg + (1 - d) E_t
+        (the first step copies E_t): to first order the averaged weights' energy, which lags the trained
+        weights' while training lowers it."""
+        if average is None:
+            return energy
+        previous = state.get("average_energy")
+        decay = self.config.ema_decay
+        state["average_energy"] = energy if previous is None else decay * previous + (1 - decay) * energy
+        return state["average_energy"]
 
     def step(self, forward, stage: Stage, data: Prepared, indices: list[int], energy_weight: float = 0.0,
              spike_factor: float = 1.0) -> dict[str, Tensor]:

@@ -19,9 +19,11 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 from transformers import PreTrainedConfig, PreTrainedModel
 from transformers import initialization as init
+from transformers.activations import ACT2FN
 from transformers.utils import ModelOutput
 
 from eqspike.errors import EqspikeError, check_choice, check_int_at_least, check_positive
+from eqspike.students.families import FAMILIES, HEAD_ACTIVATIONS, family_of
 
 CONFIG_NAME = "config.json"
 
@@ -50,7 +52,18 @@ class StudentConfig(PreTrainedConfig):
     teacher: str | None = None
     teacher_layers: list[int] = field(default_factory=list)
     teacher_num_hidden_layers: int | None = None  # the teacher's depth (for its energy estimate)
+    # the teacher's width where the student is narrower (None: the student's); distilled through W_e, W_h
+    teacher_hidden_size: int | None = None
+    teacher_num_attention_heads: int | None = None
+    teacher_intermediate_size: int | None = None
     text_pairs: bool | None = None  # trained on pairs of texts (sentence1, sentence2), or on single texts
+    # the teacher's encoder family and the details in which families differ (eqspike.students.families)
+    family: str = "bert"
+    hidden_act: str = "gelu"  # the FFN's activation (transformers' ACT2FN name)
+    head_activation: str = "tanh"  # between the head's dense layer on [CLS] and its output layer
+    position_padding_idx: int | None = None  # None: positions 0..L-1; p: p+1, p+2, ... for real tokens (RoBERTa)
+    embedding_size: int | None = None  # embeddings narrower than hidden_size, projected (ELECTRA)
+    relative_attention_num_buckets: int = 0  # MPNet's relative position bias (0: none)
 
     def __post_init__(self, **kwargs: Any) -> None:
         super().__post_init__(**kwargs)
@@ -61,14 +74,27 @@ class StudentConfig(PreTrainedConfig):
     def validate(self) -> None:
         """Refuse settings that cannot make a student (also after ``from_pretrained`` overrides)."""
         for name in ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
-                     "max_position_embeddings", "type_vocab_size", "num_labels"):
+                     "max_position_embeddings", "num_labels"):
             check_int_at_least(name, getattr(self, name), 1)
+        check_int_at_least("type_vocab_size", self.type_vocab_size, 0)
+        check_int_at_least("relative_attention_num_buckets", self.relative_attention_num_buckets, 0)
+        if self.embedding_size is not None:
+            check_int_at_least("embedding_size", self.embedding_size, 1)
+        check_choice("family", self.family, tuple(FAMILIES))
+        check_choice("head_activation", self.head_activation, HEAD_ACTIVATIONS)
+        check_choice("hidden_act", self.hidden_act, tuple(ACT2FN))
         if self.hidden_size % self.num_attention_heads:
             raise ValueError(
                 f"hidden_size={self.hidden_size} is not a multiple of num_attention_heads={self.num_attention_heads}"
             )
         check_choice("problem_type", self.problem_type, PROBLEM_TYPES)
         check_positive("layer_norm_eps", self.layer_norm_eps)
+
+    @property
+    def narrower(self) -> bool:
+        """Whether the student's hidden width differs from its teacher's (its hidden states are then
+        distilled through learned projections)."""
+        return self.teacher_hidden_size is not None and self.teacher_hidden_size != self.hidden_size
 
     @property
     def head_size(self) -> int:
@@ -129,9 +155,28 @@ class StudentPreTrainedModel(PreTrainedModel):
                 init.ones_(parameter)
 
     def head(self, last_values: Tensor) -> Tensor:
-        """Logits from the values of the last block's output: BERT's pooler (dense + tanh on [CLS]) and
-        the classifier, in full precision."""
-        return classification_head(self.pooler, self.classifier, last_values)
+        """Logits from the values of the last block's output: act(W_p v_[CLS] + b_p), then the
+        classifier, in full precision (BERT's pooler and tanh; the family's head activation)."""
+        return classification_head(self.pooler, self.classifier, last_values, self.config.head_activation)
+
+    def in_teacher_space(self, hidden_values: list[Tensor]) -> list[Tensor]:
+        """The embeddings' and blocks' values as the hidden-state loss compares them with the teacher's:
+        as they are, or for a narrower student W_e v_0 and W_h v_m (TinyBERT)."""
+        if self.hidden_to_teacher is None:
+            return hidden_values
+        return [self.embeddings_to_teacher(hidden_values[0])] + [self.hidden_to_teacher(v) for v in hidden_values[1:]]
+
+    def position_bias(self, length: int, device: torch.device) -> Tensor | float:
+        """The relative position bias every block adds to its attention scores, (1, heads, L, L)
+        (MPNet's: a learned value per head and bucket of the distance j - i), or 0."""
+        if not self.config.relative_attention_num_buckets:
+            return 0.0
+        from transformers.models.mpnet.modeling_mpnet import MPNetEncoder
+
+        positions = torch.arange(length, device=device)
+        buckets = MPNetEncoder.relative_position_bucket(positions[None, :] - positions[:, None],
+                                                        num_buckets=self.config.relative_attention_num_buckets)
+        return self.relative_attention_bias(buckets).permute(2, 0, 1)[None]
 
     def task_loss(self, logits: Tensor, labels: Tensor | None) -> Tensor | None:
         """Cross-entropy on the labels, or MSE for regression (as BertForSequenceClassification)."""
@@ -174,61 +219,174 @@ class StudentPreTrainedModel(PreTrainedModel):
 
 
 class SpikingBertEmbeddings(nn.Module):
-    """Word + position + token-type embeddings and LayerNorm, in full precision."""
+    """Word + position (+ token-type) embeddings and LayerNorm, in full precision, projected to the
+    hidden size when the family's embeddings are narrower (ELECTRA). Positions count 0..L-1, or, with
+    ``position_padding_idx`` p, p+1, p+2, ... over the real tokens and p on padding (RoBERTa, MPNet)."""
 
     def __init__(self, config: StudentConfig) -> None:
         super().__init__()
-        self.word_embeddings = nn.Embedding(config.vocab_size, config.hidden_size, padding_idx=config.pad_token_id)
-        self.position_embeddings = nn.Embedding(config.max_position_embeddings, config.hidden_size)
-        self.token_type_embeddings = nn.Embedding(config.type_vocab_size, config.hidden_size)
-        self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        width = config.embedding_size or config.hidden_size
+        self.padding_idx = config.position_padding_idx
+        self.word_embeddings = nn.Embedding(config.vocab_size, width, padding_idx=config.pad_token_id)
+        self.position_embeddings = nn.Embedding(config.max_position_embeddings, width)
+        self.token_type_embeddings = nn.Embedding(config.type_vocab_size, width) if config.type_vocab_size else None
+        self.LayerNorm = nn.LayerNorm(width, eps=config.layer_norm_eps)
+        self.projection = nn.Linear(width, config.hidden_size) if config.embedding_size else None
 
     def forward(self, input_ids: Tensor, token_type_ids: Tensor) -> Tensor:
-        positions = torch.arange(input_ids.shape[1], device=input_ids.device)
-        x = self.word_embeddings(input_ids) + self.position_embeddings(positions) + self.token_type_embeddings(token_type_ids)
-        return self.LayerNorm(x)
+        if self.padding_idx is None:
+            positions = torch.arange(input_ids.shape[1], device=input_ids.device)
+        else:
+            real = (input_ids != self.padding_idx).long()
+            positions = torch.cumsum(real, dim=1) * real + self.padding_idx
+        x = self.word_embeddings(input_ids) + self.position_embeddings(positions)
+        if self.token_type_embeddings is not None:
+            x = x + self.token_type_embeddings(token_type_ids)
+        x = self.LayerNorm(x)
+        return x if self.projection is None else self.projection(x)
 
 
-def teacher_shape(teacher_config: Any, num_hidden_layers: int | None = None) -> dict[str, Any]:
-    """The student config fields a teacher's config fixes: its shape, labels and the layer map."""
+WIDTHS = {"hidden_size": "student_hidden", "num_attention_heads": "student_heads", "intermediate_size": "student_intermediate"}
+
+
+def run_widths(config: Any) -> dict[str, int | None]:
+    """The student widths a run's settings ask for (``--student-hidden`` ...; None: the teacher's)."""
+    return {name: getattr(config, flag, None) for name, flag in WIDTHS.items()}
+
+
+def teacher_shape(teacher_config: Any, num_hidden_layers: int | None = None, hidden_size: int | None = None,
+                  num_attention_heads: int | None = None, intermediate_size: int | None = None) -> dict[str, Any]:
+    """The student config fields a teacher's config fixes: its family's shape, labels and the layer map;
+    with a width given, the student is that much narrower than the teacher (``check_widths``)."""
     t = teacher_config
     layers = num_hidden_layers or t.num_hidden_layers
+    shape = family_of(t.model_type).shape(t)
+    widths = {"hidden_size": hidden_size, "num_attention_heads": num_attention_heads,
+              "intermediate_size": intermediate_size}
+    if any(widths.values()):
+        widths = {name: value or shape[name] for name, value in widths.items()}
+        check_widths(shape, widths)
+        shape.update(widths, teacher_hidden_size=t.hidden_size, teacher_num_attention_heads=t.num_attention_heads,
+                     teacher_intermediate_size=shape["intermediate_size"])
     return dict(
-        vocab_size=t.vocab_size, hidden_size=t.hidden_size, num_hidden_layers=layers,
-        num_attention_heads=t.num_attention_heads, intermediate_size=t.intermediate_size,
-        max_position_embeddings=t.max_position_embeddings, type_vocab_size=t.type_vocab_size,
-        layer_norm_eps=t.layer_norm_eps, pad_token_id=t.pad_token_id if t.pad_token_id is not None else 0,
+        **shape, num_hidden_layers=layers,
         num_labels=t.num_labels, problem_type="regression" if t.num_labels == 1 else "single_label_classification",
         id2label={int(k): v for k, v in (t.id2label or {}).items()} or None,
         teacher_layers=uniform_layer_map(t.num_hidden_layers, layers), teacher_num_hidden_layers=t.num_hidden_layers,
     )
 
 
-def bert_layer_parts(layer: nn.Module) -> dict[str, nn.Module]:
-    """A transformers BERT layer's modules under the names of a student block's parts."""
-    return {
-        "query": layer.attention.self.query, "key": layer.attention.self.key, "value": layer.attention.self.value,
-        "attention_output": layer.attention.output.dense, "attention_norm": layer.attention.output.LayerNorm,
-        "intermediate": layer.intermediate.dense, "output": layer.output.dense, "output_norm": layer.output.LayerNorm,
-    }
+def check_widths(teacher: Mapping[str, int], student: Mapping[str, int]) -> None:
+    """Refuse a student wider than its teacher, or whose heads do not map onto the teacher's: its head
+    count must divide the teacher's, and its hidden width be a multiple of its head count."""
+    for name, flag in WIDTHS.items():
+        if student[name] > teacher[name]:
+            raise ValueError(f"{flag}={student[name]} is wider than the teacher's {teacher[name]}; choose at most "
+                             f"{teacher[name]}")
+    heads, teacher_heads = student["num_attention_heads"], teacher["num_attention_heads"]
+    if teacher_heads % heads:
+        raise ValueError(f"student_heads={heads} does not divide the teacher's {teacher_heads} heads: student head j "
+                         f"is distilled from teacher head j * {teacher_heads} / heads; choose a divisor of {teacher_heads}")
+    if student["hidden_size"] % heads:
+        raise ValueError(f"student_hidden={student['hidden_size']} is not a multiple of student_heads={heads}")
+
+
+def evenly_spaced(count: int, total: int) -> Tensor:
+    """``count`` of ``range(total)``, evenly spaced, first and last included: round(j (total - 1) / (count - 1))."""
+    if count >= total:
+        return torch.arange(total)
+    return torch.linspace(0, total - 1, count).round().long()
+
+
+def head_map(student_heads: int, teacher_heads: int) -> list[int]:
+    """The teacher head student head j is initialised from and distilled to: j * H_T / H_S."""
+    return [j * (teacher_heads // student_heads) for j in range(student_heads)]
+
+
+@dataclass(frozen=True)
+class WidthSelection:
+    """Which of the teacher's channels a narrower student's start from (weight selection: Xu et al.,
+    'Initializing Models with Larger Ones', ICLR 2024): ``hidden`` of the residual stream, ``attention``
+    of the query, key and value outputs (whole heads ``head_map``, each head's dimensions evenly
+    spaced), ``intermediate`` of the FFN, ``heads`` for a per-head bias."""
+
+    hidden: Tensor
+    attention: Tensor
+    intermediate: Tensor
+    heads: list[int]
+
+    @classmethod
+    def of(cls, config: StudentConfig) -> WidthSelection:
+        c = config
+        teacher_hidden = c.teacher_hidden_size or c.hidden_size
+        teacher_heads = c.teacher_num_attention_heads or c.num_attention_heads
+        heads = head_map(c.num_attention_heads, teacher_heads)
+        dims = evenly_spaced(c.head_size, teacher_hidden // teacher_heads)
+        attention = torch.cat([h * (teacher_hidden // teacher_heads) + dims for h in heads])
+        return cls(evenly_spaced(c.hidden_size, teacher_hidden), attention,
+                   evenly_spaced(c.intermediate_size, c.teacher_intermediate_size or c.intermediate_size), heads)
+
+
+def teacher_projections(config: StudentConfig) -> tuple[nn.Linear | None, nn.Linear | None]:
+    """TinyBERT's W_e and W_h: the student's embeddings and hidden states mapped to the teacher's width
+    for the hidden-state loss (used only in distillation), or (None, None) for a student of its width."""
+    if not config.narrower:
+        return None, None
+    return (nn.Linear(config.hidden_size, config.teacher_hidden_size, bias=False),
+            nn.Linear(config.hidden_size, config.teacher_hidden_size, bias=False))
+
+
+def _copy(target: nn.Module, source: nn.Module, rows: Tensor | None = None, columns: Tensor | None = None) -> None:
+    """target <- source, or the rows (outputs) and columns (inputs) of source selected."""
+    weight, bias = source.weight, source.bias
+    if rows is not None:
+        weight, bias = weight[rows], bias[rows]
+    if columns is not None:
+        weight = weight[:, columns]
+    target.weight.copy_(weight)
+    target.bias.copy_(bias)
 
 
 @torch.no_grad()
 def copy_teacher_weights(student: nn.Module, teacher_model: nn.Module, modules: Mapping[str, Any] | None = None) -> None:
-    """Copy the teacher's embeddings, pooler, classifier and, into student block m, teacher layer
-    ``student.config.teacher_layers[m]``. ``modules`` maps each part of a block to a function that
-    returns the student's module for it (query, key, value, attention_output, attention_norm,
-    intermediate, output, output_norm); by default the block's attribute of that name."""
-    bert = teacher_model.bert
-    student.embeddings.load_state_dict(bert.embeddings.state_dict(), strict=False)
+    """Copy the teacher's embeddings, head (and MPNet's relative position bias) and, into student block m,
+    teacher layer ``student.config.teacher_layers[m]``, wherever the teacher's family keeps them; a
+    narrower student copies the channels ``WidthSelection`` picks, and its W_e, W_h start as the
+    selection's inverse (student channel j -> the teacher channel it came from). ``modules`` maps each
+    part of a block (``families.BLOCK_PARTS``) to a function that returns the student's module for it;
+    by default the block's attribute of that name."""
+    family = family_of(teacher_model.config.model_type)
+    encoder = family.encoder(teacher_model)
+    pick = WidthSelection.of(student.config) if student.config.teacher_hidden_size is not None else None
+    hidden, attention, inner = (pick.hidden, pick.attention, pick.intermediate) if pick else (None, None, None)
+    embeddings, mine = encoder.embeddings, student.embeddings
+    projected = mine.projection is not None  # ELECTRA: the embeddings keep their width; the projection narrows
+    embedding_columns = None if projected else hidden
+    for name in ("word_embeddings", "position_embeddings", "token_type_embeddings"):
+        if getattr(mine, name, None) is not None:
+            weight = getattr(embeddings, name).weight
+            getattr(mine, name).weight.copy_(weight if embedding_columns is None else weight[:, embedding_columns])
+    _copy(mine.LayerNorm, embeddings.LayerNorm, embedding_columns)
+    if projected:
+        _copy(mine.projection, encoder.embeddings_project, hidden)
+    selected = {"query": (attention, hidden), "key": (attention, hidden), "value": (attention, hidden),
+                "attention_output": (hidden, attention), "attention_norm": (hidden, None),
+                "intermediate": (inner, hidden), "output": (hidden, inner), "output_norm": (hidden, None)}
+    layers = family.layer_list(teacher_model)
     for block, index in zip(student.blocks, student.config.teacher_layers):
-        for part, module in bert_layer_parts(bert.encoder.layer[index - 1]).items():
-            mine = modules[part](block) if modules is not None else getattr(block, part)
-            mine.weight.copy_(module.weight)
-            mine.bias.copy_(module.bias)
-    if bert.pooler is not None:
-        student.pooler.load_state_dict(bert.pooler.dense.state_dict())
-    student.classifier.load_state_dict(teacher_model.classifier.state_dict())
+        for part, module in family.layer_parts(layers[index - 1]).items():
+            _copy(modules[part](block) if modules is not None else getattr(block, part), module, *selected[part])
+    dense, out = family.head_modules(teacher_model)
+    if dense is not None:
+        _copy(student.pooler, dense, hidden, hidden)
+    _copy(student.classifier, out, None, hidden)
+    if family.relative_attention:
+        bias = encoder.encoder.relative_attention_bias.weight
+        student.relative_attention_bias.weight.copy_(bias if pick is None else bias[:, pick.heads])
+    if student.config.narrower:
+        for projection in (student.embeddings_to_teacher, student.hidden_to_teacher):
+            projection.weight.zero_()
+            projection.weight[hidden, torch.arange(len(hidden))] = 1.0
 
 
 # ---------------------------------------------------------------------------- attention, as in BERT
@@ -262,9 +420,19 @@ def key_padding_mask(attention_mask: Tensor, dtype: torch.dtype) -> Tensor:
     return mask.masked_fill(attention_mask == 0, torch.finfo(dtype).min)[:, None, None, :]
 
 
-def classification_head(pooler: nn.Linear, classifier: nn.Linear, last_values: Tensor) -> Tensor:
-    """BERT's head: logits from the [CLS] value of the last block (dense + tanh pooler, then the classifier)."""
-    return classifier(torch.tanh(pooler(last_values[:, 0])))
+def relative_attention_bias(config: StudentConfig) -> nn.Embedding | None:
+    """MPNet's relative position bias, one value per bucket and head (shared by every block), or None."""
+    buckets = config.relative_attention_num_buckets
+    return nn.Embedding(buckets, config.num_attention_heads) if buckets else None
+
+
+def classification_head(pooler: nn.Linear, classifier: nn.Linear, last_values: Tensor, activation: str = "tanh") -> Tensor:
+    """The family's head: logits = classifier(act(pooler(v_[CLS]))) on the [CLS] value of the last block
+    (BERT's pooler with tanh; RoBERTa's and MPNet's dense with tanh; DistilBERT's relu; ELECTRA's gelu)."""
+    return classifier(_HEAD_ACTIVATIONS[activation](pooler(last_values[:, 0])))
+
+
+_HEAD_ACTIVATIONS = {"tanh": torch.tanh, "relu": F.relu, "gelu": F.gelu}
 
 
 class StudentFileError(EqspikeError):

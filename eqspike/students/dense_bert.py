@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
-from torch.nn import functional as F
+from transformers.activations import ACT2FN
 
 from eqspike.analysis.energy import StudentEnergy
 from eqspike.students.common import (
@@ -30,14 +30,17 @@ from eqspike.students.common import (
     StudentOutput,
     StudentPreTrainedModel,
     attention_scores,
-    bert_layer_parts,
     copy_teacher_weights,
     default_masks,
     key_padding_mask,
     merge_heads,
+    relative_attention_bias,
+    run_widths,
+    teacher_projections,
     split_heads,
     teacher_shape,
 )
+from eqspike.students.families import FAMILIES
 
 MODEL_TYPE = "eqspike-dense-bert"
 
@@ -64,13 +67,14 @@ class DenseBertBlock(nn.Module):
         self.intermediate = nn.Linear(h, i)
         self.output = nn.Linear(i, h)
         self.output_norm = nn.LayerNorm(h, eps=config.layer_norm_eps)
+        self.activation = ACT2FN[config.hidden_act]
 
-    def forward(self, x: Tensor, key_mask: Tensor) -> tuple[Tensor, Tensor]:
-        """(the block's output, its pre-softmax attention scores)."""
-        scores = attention_scores(self.query(x), self.key(x), self.heads)
+    def forward(self, x: Tensor, key_mask: Tensor, position_bias: Tensor | float = 0.0) -> tuple[Tensor, Tensor]:
+        """(the block's output, its pre-softmax attention scores, the family's position bias included)."""
+        scores = attention_scores(self.query(x), self.key(x), self.heads) + position_bias
         context = merge_heads(torch.softmax(scores + key_mask, dim=-1) @ split_heads(self.value(x), self.heads))
         attended = self.attention_norm(self.attention_output(context) + x)
-        return self.output_norm(self.output(F.gelu(self.intermediate(attended))) + attended), scores
+        return self.output_norm(self.output(self.activation(self.intermediate(attended))) + attended), scores
 
 
 class DenseBertForSequenceClassification(StudentPreTrainedModel):
@@ -86,6 +90,8 @@ class DenseBertForSequenceClassification(StudentPreTrainedModel):
         self.blocks = nn.ModuleList(DenseBertBlock(config) for _ in range(config.num_hidden_layers))
         self.pooler = nn.Linear(config.hidden_size, config.hidden_size)
         self.classifier = nn.Linear(config.hidden_size, config.num_labels)
+        self.relative_attention_bias = relative_attention_bias(config)
+        self.embeddings_to_teacher, self.hidden_to_teacher = teacher_projections(config)
         self.post_init()
 
     def forward(self, input_ids: Tensor, attention_mask: Tensor | None = None, token_type_ids: Tensor | None = None,
@@ -97,9 +103,10 @@ class DenseBertForSequenceClassification(StudentPreTrainedModel):
         attention_mask, token_type_ids = default_masks(input_ids, attention_mask, token_type_ids)
         x = self.embeddings(input_ids, token_type_ids)
         key_mask = key_padding_mask(attention_mask, x.dtype)
+        position_bias = self.position_bias(input_ids.shape[1], input_ids.device)
         hidden_values, scores = [x], []
         for block in self.blocks:
-            x, block_scores = block(x, key_mask)
+            x, block_scores = block(x, key_mask, position_bias)
             hidden_values.append(x)
             scores.append(block_scores)
         logits = self.head(x)
@@ -111,7 +118,7 @@ class DenseBertForSequenceClassification(StudentPreTrainedModel):
     def for_run(cls, teacher_model: nn.Module, config: Any) -> DenseBertForSequenceClassification:
         """The dense student a RunConfig asks for, initialised from ``teacher_model`` like the eqspike student."""
         torch.manual_seed(config.seed)
-        return cls.from_teacher(teacher_model, config.student_layers, teacher=config.teacher)
+        return cls.from_teacher(teacher_model, config.student_layers, run_widths(config), teacher=config.teacher)
 
     def prepare(self, calibration: list[Mapping[str, Tensor]], first_batch: Mapping[str, Tensor]) -> None:
         """Nothing to calibrate: a dense network has no thresholds."""
@@ -126,9 +133,9 @@ class DenseBertForSequenceClassification(StudentPreTrainedModel):
 
     @classmethod
     def from_teacher(cls, teacher_model: nn.Module, num_hidden_layers: int | None = None,
-                     **fields: Any) -> DenseBertForSequenceClassification:
+                     widths: Mapping[str, int | None] | None = None, **fields: Any) -> DenseBertForSequenceClassification:
         """The same initialisation as the eqspike student: every k-th teacher layer, embeddings and head."""
-        student = cls(DenseBertConfig(**teacher_shape(teacher_model.config, num_hidden_layers), **fields))
+        student = cls(DenseBertConfig(**teacher_shape(teacher_model.config, num_hidden_layers, **(widths or {})), **fields))
         copy_teacher_weights(student, teacher_model)
         return student
 
@@ -140,9 +147,12 @@ class DenseBertForSequenceClassification(StudentPreTrainedModel):
         from transformers import BertConfig, BertForSequenceClassification
 
         c = self.config
+        if c.family != "bert":
+            raise ValueError(f"a dense student of a {c.family!r} teacher is not a BERT: only the dense student of a BERT "
+                             f"teacher can teach a spiking student (teacher, then dense student, then spiking student)")
         config = BertConfig(
             vocab_size=c.vocab_size, hidden_size=c.hidden_size, num_hidden_layers=c.num_hidden_layers,
-            num_attention_heads=c.num_attention_heads, intermediate_size=c.intermediate_size, hidden_act="gelu",
+            num_attention_heads=c.num_attention_heads, intermediate_size=c.intermediate_size, hidden_act=c.hidden_act,
             max_position_embeddings=c.max_position_embeddings, type_vocab_size=c.type_vocab_size,
             layer_norm_eps=c.layer_norm_eps, pad_token_id=c.pad_token_id, num_labels=c.num_labels,
             id2label=c.id2label, label2id=c.label2id, problem_type=c.problem_type, attn_implementation="eager",
@@ -150,7 +160,7 @@ class DenseBertForSequenceClassification(StudentPreTrainedModel):
         bert = BertForSequenceClassification(config).to(self.classifier.weight.device)
         bert.bert.embeddings.load_state_dict(self.embeddings.state_dict(), strict=False)
         for block, layer in zip(self.blocks, bert.bert.encoder.layer):
-            for part, module in bert_layer_parts(layer).items():
+            for part, module in FAMILIES["bert"].layer_parts(layer).items():
                 module.load_state_dict(getattr(block, part).state_dict())
         bert.bert.pooler.dense.load_state_dict(self.pooler.state_dict())
         bert.classifier.load_state_dict(self.classifier.state_dict())

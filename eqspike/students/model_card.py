@@ -70,7 +70,10 @@ def model_card(config: Any, result: Mapping[str, Any] | None = None,
 
     lines = ["---", yaml.safe_dump(metadata, sort_keys=False).strip(), "---", "",
              f"# {config.model_type}: {task or 'a task'} from {teacher or 'a BERT teacher'}", "",
-             f"{kind} with {config.num_hidden_layers} blocks (hidden size {config.hidden_size}), distilled "
+             f"{kind} with {config.num_hidden_layers} blocks (hidden size {config.hidden_size}, "
+             f"{config.num_attention_heads} heads, FFN {config.intermediate_size}"
+             + (f"; the teacher's hidden size {config.teacher_hidden_size}, distilled through learned projections"
+                if getattr(config, "narrower", False) else "") + "), distilled "
              f"from {teacher or 'its teacher'}" + (f" (layers {', '.join(map(str, config.teacher_layers))} of "
                                                    f"{config.teacher_num_hidden_layers})" if config.teacher_layers else "")
              + (", as a dense network (no spikes, no time steps)" if dense else f", and made to run for **T = {T} time steps**")

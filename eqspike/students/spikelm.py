@@ -24,7 +24,7 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
-from torch.nn import functional as F
+from transformers.activations import ACT2FN
 
 from eqspike.analysis.energy import ACCUMULATE_PJ, spikelm_energy_pj
 from eqspike.errors import check_choice, check_int_at_least
@@ -38,6 +38,9 @@ from eqspike.students.common import (
     default_masks,
     key_padding_mask,
     merge_heads,
+    relative_attention_bias,
+    run_widths,
+    teacher_projections,
     split_heads,
     teacher_shape,
 )
@@ -165,6 +168,9 @@ class SpikeLMForSequenceClassification(StudentPreTrainedModel):
         self.blocks = nn.ModuleList(SpikeLMBlock(config) for _ in range(config.num_hidden_layers))
         self.pooler = nn.Linear(config.hidden_size, config.hidden_size)
         self.classifier = nn.Linear(config.hidden_size, config.num_labels)
+        self.relative_attention_bias = relative_attention_bias(config)
+        self.embeddings_to_teacher, self.hidden_to_teacher = teacher_projections(config)
+        self.activation = ACT2FN[config.hidden_act]
         self.post_init()
 
     def forward(self, input_ids: Tensor, attention_mask: Tensor | None = None, token_type_ids: Tensor | None = None,
@@ -183,17 +189,18 @@ class SpikeLMForSequenceClassification(StudentPreTrainedModel):
         embedded = self.embeddings(input_ids, token_type_ids)
         x = embedded.unsqueeze(0).expand(T, *embedded.shape)
         hidden_values, scores = [embedded], []
+        position_bias = self.position_bias(input_ids.shape[1], input_ids.device)
 
         for block in self.blocks:
             q = block.query(x, mask)
             k = torch.stack([block.key_spikes(kt, t, mask) for t, kt in enumerate(block.key(x, mask))])
             v = torch.stack([block.value_spikes(vt, t, mask) for t, vt in enumerate(block.value(x, mask))])
-            s = attention_scores(q, k, heads)
+            s = attention_scores(q, k, heads) + position_bias
             if output_attention_scores:
                 scores.append(s.mean(0))
             context = merge_heads(torch.softmax(s + key_mask, dim=-1) @ split_heads(v, heads))
             attended = block.attention_norm(block.attention_output(context, mask) + x)
-            x = block.output_norm(block.output(F.gelu(block.intermediate(attended, mask)), mask) + attended)
+            x = block.output_norm(block.output(self.activation(block.intermediate(attended, mask)), mask) + attended)
             hidden_values.append(x.mean(0))
         logits = self.head(hidden_values[-1])
         return StudentOutput(loss=self.task_loss(logits, labels), logits=logits, hidden_values=hidden_values,
@@ -234,7 +241,7 @@ class SpikeLMForSequenceClassification(StudentPreTrainedModel):
     def for_run(cls, teacher_model: nn.Module, config: Any) -> SpikeLMForSequenceClassification:
         """The baseline a RunConfig asks for, initialised from ``teacher_model`` like the eqspike student."""
         torch.manual_seed(config.seed)
-        return cls.from_teacher(teacher_model, config.student_layers, time_steps=config.spikelm_time_steps,
+        return cls.from_teacher(teacher_model, config.student_layers, run_widths(config), time_steps=config.spikelm_time_steps,
                                 reset=config.spikelm_reset, teacher=config.teacher)
 
     def prepare(self, calibration: list[Mapping[str, Tensor]], first_batch: Mapping[str, Tensor]) -> None:
@@ -256,9 +263,10 @@ class SpikeLMForSequenceClassification(StudentPreTrainedModel):
 
     # ------------------------------------------------------------------ construction and persistence
     @classmethod
-    def from_teacher(cls, teacher_model: nn.Module, num_hidden_layers: int | None = None, **fields: Any) -> SpikeLMForSequenceClassification:
+    def from_teacher(cls, teacher_model: nn.Module, num_hidden_layers: int | None = None,
+                     widths: Mapping[str, int | None] | None = None, **fields: Any) -> SpikeLMForSequenceClassification:
         """The same initialisation as the eqspike student: every k-th teacher layer, embeddings and head."""
-        student = cls(SpikeLMConfig(**teacher_shape(teacher_model.config, num_hidden_layers), **fields))
+        student = cls(SpikeLMConfig(**teacher_shape(teacher_model.config, num_hidden_layers, **(widths or {})), **fields))
         copy_teacher_weights(student, teacher_model, {
             "query": lambda b: b.query.linear, "key": lambda b: b.key.linear, "value": lambda b: b.value.linear,
             "attention_output": lambda b: b.attention_output.linear, "attention_norm": lambda b: b.attention_norm,

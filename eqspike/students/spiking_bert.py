@@ -35,8 +35,8 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
-from torch.nn import functional as F
 from transformers import initialization as init
+from transformers.activations import ACT2FN
 
 from eqspike.analysis.energy import StudentEnergy
 from eqspike.core.equilibrium import (
@@ -58,6 +58,9 @@ from eqspike.students.common import (
     default_masks,
     key_padding_mask,
     merge_heads,
+    relative_attention_bias,
+    run_widths,
+    teacher_projections,
     split_heads,
     teacher_shape,
 )
@@ -87,25 +90,27 @@ class SpikingBertBlock(nn.Module):
         self.intermediate = QuantLinear(h, i, weight_bits=bits)
         self.output = QuantLinear(i, h, weight_bits=bits)
         self.output_norm = nn.LayerNorm(h, eps=config.layer_norm_eps)
+        self.activation = ACT2FN[config.hidden_act]
         for name in BLOCK_POPULATIONS:  # trained only for a deployment T (``train_thresholds``)
             setattr(self, f"threshold_{name}", nn.Parameter(torch.ones(i if name == "intermediate" else h), requires_grad=False))
 
     def threshold(self, population: str) -> Tensor:
         return getattr(self, f"threshold_{population}")
 
-    def scores(self, v_in: Tensor, v_key: Tensor) -> Tensor:
-        """Q K^T / sqrt(d) per head, Q = W_Q v_in + b_Q (real-valued; K a spiking population's value)."""
-        return attention_scores(self.query(v_in), v_key, self.heads)
+    def scores(self, v_in: Tensor, v_key: Tensor, position_bias: Tensor | float = 0.0) -> Tensor:
+        """Q K^T / sqrt(d) + the family's position bias, per head, Q = W_Q v_in + b_Q (real-valued; K a
+        spiking population's value)."""
+        return attention_scores(self.query(v_in), v_key, self.heads) + position_bias
 
     def populations(self, prefix: str, source: str, value: Callable[[str, Tensor], Tensor], theta: dict[str, Tensor],
-                    key_mask: Tensor) -> list[Population]:
+                    key_mask: Tensor, position_bias: Tensor | float = 0.0) -> list[Population]:
         """The block's six populations (names ``prefix + part``) reading the input population ``source``;
         each current is divided by its population's thresholds ``theta`` (rates are currents / theta),
         and ``value(name, rate)`` decodes an upstream population (v = theta a). See the module docstring."""
         n = lambda part: prefix + part  # noqa: E731
 
         def context(a_in: Tensor, a_key: Tensor, a_value: Tensor) -> Tensor:
-            scores = self.scores(value(source, a_in), value(n("key"), a_key)) + key_mask
+            scores = self.scores(value(source, a_in), value(n("key"), a_key), position_bias) + key_mask
             mixed = torch.softmax(scores, dim=-1) @ split_heads(value(n("value"), a_value), self.heads)
             return merge_heads(mixed) / theta[n("context")]
 
@@ -121,7 +126,7 @@ class SpikingBertBlock(nn.Module):
             ),
             Population(
                 n("intermediate"), (n("attention_output"),),
-                lambda a: F.gelu(self.intermediate(value(n("attention_output"), a))) / theta[n("intermediate")],
+                lambda a: self.activation(self.intermediate(value(n("attention_output"), a))) / theta[n("intermediate")],
             ),
             Population(
                 n("output"), (n("intermediate"), n("attention_output")),
@@ -149,6 +154,8 @@ class SpikingBertForSequenceClassification(StudentPreTrainedModel):
             self.feedback = QuantLinear(config.hidden_size, config.hidden_size, bias=False, weight_bits=config.weight_bits)
         self.pooler = nn.Linear(config.hidden_size, config.hidden_size)
         self.classifier = nn.Linear(config.hidden_size, config.num_labels)
+        self.relative_attention_bias = relative_attention_bias(config)
+        self.embeddings_to_teacher, self.hidden_to_teacher = teacher_projections(config)
         self.equilibrium = EquilibriumLayer(config.equilibrium)
         self.neuron = NeuronConfig(threshold=1.0, signed=config.signed, rounding=config.rounding, hysteresis=config.hysteresis)
         self.post_init()
@@ -185,6 +192,7 @@ class SpikingBertForSequenceClassification(StudentPreTrainedModel):
         cfg = self.config
         embedded = self.embeddings(input_ids, token_type_ids)
         key_mask = key_padding_mask(attention_mask, embedded.dtype)
+        position_bias = self.position_bias(input_ids.shape[1], input_ids.device)
         last = f"block{cfg.num_hidden_layers - 1}.output"
         theta = self.thresholds()
 
@@ -204,7 +212,7 @@ class SpikingBertForSequenceClassification(StudentPreTrainedModel):
 
         source = "embeddings"
         for m, block in enumerate(self.blocks):
-            populations += block.populations(f"block{m}.", source, value, theta, key_mask)
+            populations += block.populations(f"block{m}.", source, value, theta, key_mask, position_bias)
             source = f"block{m}.output"
         if cfg.spike_levels:
             populations = [dataclasses.replace(p, neuron=self.neuron_of(p.name)) for p in populations]
@@ -250,10 +258,11 @@ class SpikingBertForSequenceClassification(StudentPreTrainedModel):
         scores = None
         if output_attention_scores:
             scores, source = [], "embeddings"
+            position_bias = self.position_bias(input_ids.shape[1], input_ids.device)
             for m, block in enumerate(self.blocks):
                 v_in = self.population_values(source, rates[source])
                 v_key = self.population_values(f"block{m}.key", rates[f"block{m}.key"])
-                scores.append(block.scores(v_in, v_key))
+                scores.append(block.scores(v_in, v_key, position_bias))
                 source = f"block{m}.output"
         return StudentOutput(
             loss=self.task_loss(logits, labels),
@@ -311,7 +320,7 @@ class SpikingBertForSequenceClassification(StudentPreTrainedModel):
         """The student a RunConfig asks for, initialised from ``teacher_model`` (its every k-th layer)."""
         c = config
         return cls.from_teacher(
-            teacher_model, c.student_layers, time_steps=c.time_steps, signed=c.signed, rounding=c.rounding,
+            teacher_model, c.student_layers, run_widths(c), time_steps=c.time_steps, signed=c.signed, rounding=c.rounding,
             hysteresis=c.hysteresis, quantize_rates=c.train_for == "time_steps", feedback=c.feedback,
             weight_bits=c.weight_bits, threshold_quantile=c.threshold_quantile, threshold_init=c.threshold_init, teacher=c.teacher,
             spike_levels=c.spike_levels,
@@ -351,10 +360,12 @@ class SpikingBertForSequenceClassification(StudentPreTrainedModel):
 
     # ------------------------------------------------------------------ initialisation from a teacher
     @classmethod
-    def from_teacher(cls, teacher_model: nn.Module, num_hidden_layers: int | None = None, **config_fields: Any) -> SpikingBertForSequenceClassification:
-        """A student with the teacher's shape whose block m copies teacher layer
-        round((m+1) * L_T / M) (uniform map, DistilBERT-style), plus embeddings, pooler and head."""
-        config = SpikingBertConfig(**teacher_shape(teacher_model.config, num_hidden_layers), **config_fields)
+    def from_teacher(cls, teacher_model: nn.Module, num_hidden_layers: int | None = None,
+                     widths: Mapping[str, int | None] | None = None, **config_fields: Any) -> SpikingBertForSequenceClassification:
+        """A student with the teacher's shape (or narrower: ``widths``, ``teacher_shape``) whose block m
+        copies teacher layer round((m+1) * L_T / M) (uniform map, DistilBERT-style), plus embeddings,
+        pooler and head."""
+        config = SpikingBertConfig(**teacher_shape(teacher_model.config, num_hidden_layers, **(widths or {})), **config_fields)
         student = cls(config)
         copy_teacher_weights(student, teacher_model)
         return student

@@ -1,4 +1,5 @@
-"""The teacher: a BERT ``...ForSequenceClassification`` fine-tuned on the task (docs/design.md §8).
+"""The teacher: an encoder ``...ForSequenceClassification`` of a supported family
+(``eqspike.students.families``), fine-tuned on the task (docs/design.md §8).
 
 ``--teacher`` is a hub id or a local directory. Resolution:
   1. a local directory whose teacher card (``teacher_card.json``) names the task: used as it is;
@@ -28,6 +29,8 @@ from torch import nn
 from eqspike.config import RunConfig
 from eqspike.data.batches import EncodedSplit
 from eqspike.data.tasks import TaskData
+from eqspike.students.common import check_widths, run_widths
+from eqspike.students.families import family_of
 from eqspike.teacher.base import CARD_NAME, Teacher, TeacherError, recipe_of
 from eqspike.teacher.fine_tune import fine_tune
 
@@ -114,14 +117,13 @@ def _load_model(source: str, num_labels: int | None = None) -> nn.Module:
         logging.set_verbosity(verbosity)
     if hasattr(model, "to_bert"):  # a dense student: the same function as a BERT
         model = model.to_bert()
-    if getattr(model.config, "model_type", None) != "bert":
-        raise TeacherError(f"teacher {source} is a {model.config.model_type!r} model; eqspike distils BERT encoders")
+    family_of(getattr(model.config, "model_type", None), f"teacher {source}")
     return model.eval()
 
 
-# model_type: BERT and BERT-architecture models (MiniLM, TinyBERT, ...), and eqspike's dense student (a
+# model_type: the encoder families (eqspike.students.families), and eqspike's dense student of a BERT (a
 # BERT of the student's depth: `--teacher RUN/student` distils a spiking student from it)
-SUPPORTED_TEACHERS = ("bert", "eqspike-dense-bert")
+DENSE_STUDENT = "eqspike-dense-bert"
 
 
 def check_teacher_config(config: RunConfig) -> Any:
@@ -143,16 +145,29 @@ def check_teacher_config(config: RunConfig) -> Any:
             f"(offline or not cached). Pass a local directory with --teacher /path/to/model "
             f"(config.json, model.safetensors and the tokenizer files)") from None
     kind = getattr(teacher_config, "model_type", None)
-    if kind not in SUPPORTED_TEACHERS:
-        raise TeacherError(f"teacher {config.teacher} is a {kind!r} model; eqspike distils BERT encoders "
-                           f"(model_type {', '.join(map(repr, SUPPORTED_TEACHERS))}: BERT, MiniLM, TinyBERT and the like)")
+    if kind == DENSE_STUDENT:
+        if getattr(teacher_config, "family", "bert") != "bert":
+            raise TeacherError(f"teacher {config.teacher} is the dense student of a {teacher_config.family!r} teacher; "
+                               f"only the dense student of a BERT teacher can teach a spiking student")
+        positions = teacher_config.max_position_embeddings
+    else:
+        family = family_of(kind, f"teacher {config.teacher}")
+        positions = family.max_length(teacher_config)
+    widths = run_widths(config)
+    if any(widths.values()):
+        shape = family_of(kind).shape(teacher_config) if kind != DENSE_STUDENT else {
+            name: getattr(teacher_config, name) for name in widths}
+        try:
+            check_widths(shape, {name: value or shape[name] for name, value in widths.items()})
+        except ValueError as error:
+            raise TeacherError(f"{error} (teacher {config.teacher})") from None
     layers = teacher_config.num_hidden_layers
     if config.student_layers is not None and config.student_layers > layers:
         raise TeacherError(f"student_layers={config.student_layers} but the teacher {config.teacher} has only {layers} "
                            f"layers; choose at most {layers}")
-    if config.max_seq_length > teacher_config.max_position_embeddings:
-        raise TeacherError(f"max_seq_length={config.max_seq_length} exceeds the {teacher_config.max_position_embeddings} "
-                           f"positions of the teacher {config.teacher}; choose at most {teacher_config.max_position_embeddings}")
+    if config.max_seq_length > positions:
+        raise TeacherError(f"max_seq_length={config.max_seq_length} exceeds the {positions} positions of the teacher "
+                           f"{config.teacher}; choose at most {positions}")
     return teacher_config
 
 
@@ -190,10 +205,9 @@ def check_fit(teacher: Teacher, task: TaskData, max_seq_length: int) -> None:
             f"the tokenizer of {teacher.path} has {len(teacher.tokenizer)} tokens but the model's vocabulary has "
             f"only {config.vocab_size}: they do not belong together"
         )
-    if max_seq_length > config.max_position_embeddings:
-        raise TeacherError(
-            f"max_seq_length={max_seq_length} exceeds the teacher's {config.max_position_embeddings} positions"
-        )
+    positions = family_of(config.model_type).max_length(config)
+    if max_seq_length > positions:
+        raise TeacherError(f"max_seq_length={max_seq_length} exceeds the teacher's {positions} positions")
 
 
 def load_teacher(config: RunConfig, task: TaskData, device: torch.device, splits: dict[str, EncodedSplit] | None = None,

@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from eqspike.students.common import attention_scores
+from eqspike.students.families import family_of
 
 
 @torch.no_grad()
@@ -20,17 +21,20 @@ def teacher_targets(teacher: nn.Module, batch: dict[str, torch.Tensor], layers: 
 
     ``layers`` are 1-based teacher layer indices; hidden_states[0] (embeddings) is always included.
     Scores are recomputed from the layer's input hidden state with its own query and key projections
-    (eager attention returns only the post-softmax probabilities).
+    (eager attention returns only the post-softmax probabilities), plus the relative position bias of
+    a family that has one (MPNet): what enters the softmax before the padding mask.
     """
     out = teacher(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
                   token_type_ids=batch.get("token_type_ids"), output_hidden_states=True)
     hidden = out.hidden_states
     heads = teacher.config.num_attention_heads
+    family = family_of(teacher.config.model_type)
+    modules, bias = family.layer_list(teacher), family.position_bias(teacher, hidden[0])
     scores = []
     for index in layers:
-        attention = teacher.bert.encoder.layer[index - 1].attention.self
-        h = hidden[index - 1]
-        scores.append(attention_scores(attention.query(h), attention.key(h), heads))
+        parts, h = family.layer_parts(modules[index - 1]), hidden[index - 1]
+        s = attention_scores(parts["query"](h), parts["key"](h), heads)
+        scores.append(s if bias is None else s + bias)
     return {"logits": out.logits, "hidden": [hidden[0]] + [hidden[i] for i in layers], "scores": scores}
 
 
