@@ -124,7 +124,7 @@ class RunConfig:
     cache_teacher: bool = False  # run the teacher once over the training set and read its targets back
     teacher_cache_dir: str | None = None  # default: TEACHER_STORE/cache
     teacher_cache_dtype: str = "float16"  # or "float32" (exact, twice the disk)
-    teacher_cache_max_gb: float = 20.0  # refuse a cache larger than this
+    teacher_cache_max_gb: float = 20.0  # above it only the logits are cached (or, larger still, refused)
     # --- run
     output_dir: str | None = None
     overwrite: bool = False
@@ -309,7 +309,8 @@ HELP = {
     "cache_teacher": "run the teacher once over the training set and read its outputs back from disk",
     "teacher_cache_dir": "where the teacher cache goes (default: TEACHER_STORE/cache)",
     "teacher_cache_dtype": "teacher cache values: float16, or float32 (exact, twice the disk)",
-    "teacher_cache_max_gb": "refuse a teacher cache larger than this many GB",
+    "teacher_cache_max_gb": "a teacher cache whose layers' targets would take more than this many GB keeps the logits "
+                            "alone (the intermediate stage then runs the teacher live); larger even so: refused",
     "output_dir": "the run directory (default: runs/TASK-TEACHER-L<blocks>-T<steps>-<bits>)",
     "overwrite": "replace an existing run directory",
     "resume": "continue the run in --output-dir from its checkpoint, with its saved settings (max_steps included); "

@@ -144,3 +144,39 @@ def test_the_run_says_which_label_type_it_inferred(tiny_teacher, toy_files):
     prepare_data(RunConfig(teacher=tiny_teacher.path, train_file=str(toy_files[0]), validation_file=str(toy_files[1]),
                            max_seq_length=32), log=messages.append)
     assert any(m.startswith("data: ") and "; labels: classification, inferred" in m for m in messages), messages
+
+
+@pytest.mark.parametrize("pairs", [False, True])
+def test_a_split_tokenised_in_chunks_holds_the_tokenizers_ids_in_a_few_bytes_per_token(tiny_teacher, pairs):
+    import hashlib
+    import random
+
+    import torch
+
+    from eqspike.data.batches import EncodedSplit
+    from eqspike.data.tasks import Example
+    from tests.conftest import toy_sentence
+
+    rng = random.Random(0)
+    examples = [Example(toy_sentence(rng, i % 2), toy_sentence(rng, 1) if pairs else None, i % 2) for i in range(50)]
+    tokenizer = tiny_teacher.tokenizer
+    split = EncodedSplit(examples, tokenizer, 12, chunk=7)
+    whole = tokenizer([e.text_a for e in examples], [e.text_b for e in examples] if pairs else None,
+                      truncation=True, max_length=12)
+    assert len(split) == 50 and [list(ids) for ids in split.input_ids] == whole["input_ids"]
+    assert [list(t) for t in split.token_type_ids] == whole["token_type_ids"]
+    assert any(1 in t for t in whole["token_type_ids"]) == pairs
+    # the fingerprint stored teachers and caches are keyed by is the one of the lists
+    digest, expected = hashlib.sha256(), hashlib.sha256()
+    split.update_digest(digest)
+    for ids, types in zip(whole["input_ids"], whole["token_type_ids"]):
+        expected.update(np.asarray(ids, dtype=np.int64).tobytes())
+        expected.update(np.asarray(types, dtype=np.int8).tobytes())
+    expected.update(np.asarray([e.label for e in examples], dtype=np.float64).tobytes())
+    assert digest.hexdigest() == expected.hexdigest()
+    batch = split.collate([split[i] for i in (3, 4)])
+    longest = max(len(whole["input_ids"][i]) for i in (3, 4))
+    assert batch["input_ids"].shape == (2, longest) and batch["input_ids"].dtype == torch.long
+    assert batch["input_ids"][0, :len(whole["input_ids"][3])].tolist() == whole["input_ids"][3]
+    tokens = sum(map(len, whole["input_ids"]))
+    assert split.nbytes <= 5 * tokens + 2 * 8 * (len(examples) + 1)

@@ -57,6 +57,18 @@ def test_a_cache_too_large_is_refused_with_its_size(tiny_teacher, train_split, t
     assert not any(tmp_path.iterdir())  # nothing half-written
 
 
+def test_a_cache_too_large_with_the_layers_can_keep_the_logits_alone(tiny_teacher, train_split, tmp_path):
+    """1e-6 GiB (1,074 bytes) holds the 86 x 2 float32 logits (688 bytes), not the layers' targets."""
+    messages = []
+    cache = build_or_open(tiny_teacher.model, train_split, [2, 4], tmp_path, max_gb=1e-6, log=messages.append,
+                          logits_if_too_large=True)
+    assert not cache.with_layers and len(cache) == len(train_split)
+    assert "only the logits are cached; the intermediate stage runs the teacher live" in messages[0]
+    assert set(cache.targets([0, 1], 32)) == {"logits"}
+    with pytest.raises(TeacherCacheError, match="over teacher_cache_max_gb=1e-07"):
+        build_or_open(tiny_teacher.model, train_split, [2, 4], tmp_path / "none", max_gb=1e-7, logits_if_too_large=True)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("stage, changes", [("intermediate", {}), ("prediction", dict(intermediate_epochs=0))])
 def test_a_step_on_float32_cached_targets_has_the_live_losses(tiny_teacher, toy_files, tmp_path, stage, changes):
@@ -67,13 +79,16 @@ def test_a_step_on_float32_cached_targets_has_the_live_losses(tiny_teacher, toy_
     apart by amounts that depend on the CPU's kernels, and no bound on them holds on every machine."""
     cache = dict(cache_teacher=True, teacher_cache_dtype="float32", teacher_cache_dir=str(tmp_path / "cache"))
     first = {}
-    for name, extra in (("live", {}), ("cached", cache)):
+    # the layers' targets do not fit: stage 1 runs the teacher live
+    logits_only = dict(cache, teacher_cache_max_gb=1e-6, teacher_cache_dir=str(tmp_path / "logits-cache"))
+    for name, extra in (("live", {}), ("cached", cache), ("logits", logits_only)):
         messages = []
         run = tmp_path / name
         config = tiny_config(tiny_teacher, toy_files, run, logging_steps=1, max_steps=1, **changes, **extra)
         assert Distiller(config, log=messages.append).run()["status"] == "interrupted"
-        if name == "cached":
+        if name != "live":
             assert any("teacher cache: running the teacher once over" in m for m in messages)
+        assert any("only the logits are cached" in m for m in messages) == (name == "logits" and stage == "intermediate")
         records = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
         first[name] = next(r for r in records if "loss" in r)
         assert first[name]["stage"] == stage
@@ -81,3 +96,4 @@ def test_a_step_on_float32_cached_targets_has_the_live_losses(tiny_teacher, toy_
     assert "loss" in losses and len(losses) > 1  # the total and its parts
     for key in losses:
         assert abs(first["live"][key] - first["cached"][key]) <= 1e-5 * abs(first["live"][key]) + 1e-7, key
+        assert abs(first["live"][key] - first["logits"][key]) <= 1e-5 * abs(first["live"][key]) + 1e-7, key

@@ -15,17 +15,70 @@ from eqspike.data.tasks import Example
 
 
 # ---------------------------------------------------------------------------- tokenisation and batches
-class EncodedSplit(torch.utils.data.Dataset):
-    """Token ids of one split (unpadded) and labels."""
+class Ragged(Sequence):
+    """Sequences of integers of different lengths in one flat array and their offsets: sequence i is
+    ``values[offsets[i]:offsets[i + 1]]`` (a numpy view). A few bytes per token, where Python lists of
+    ints take about 36."""
 
-    def __init__(self, examples: Sequence[Example], tokenizer: Any, max_seq_length: int) -> None:
-        texts_a = [e.text_a for e in examples]
-        texts_b = [e.text_b for e in examples] if any(e.text_b is not None for e in examples) else None
-        encoded = tokenizer(texts_a, texts_b, truncation=True, max_length=max_seq_length)
-        self.input_ids: list[list[int]] = encoded["input_ids"]
-        self.token_type_ids: list[list[int]] = encoded.get("token_type_ids") or [[0] * len(x) for x in self.input_ids]
+    def __init__(self, dtype: Any) -> None:
+        self._chunks: list[np.ndarray] = []
+        self._lengths: list[np.ndarray] = []
+        self.dtype = np.dtype(dtype)
+        self.values = np.zeros(0, self.dtype)
+        self.offsets = np.zeros(1, np.int64)
+
+    def extend(self, sequences: Sequence[Sequence[int]]) -> None:
+        self._chunks.append(np.fromiter((v for sequence in sequences for v in sequence), self.dtype))
+        self._lengths.append(np.fromiter((len(sequence) for sequence in sequences), np.int64, len(sequences)))
+
+    def freeze(self) -> Ragged:
+        """Join what ``extend`` added into ``values`` and ``offsets``."""
+        self.values = np.concatenate([self.values, *self._chunks])
+        lengths = np.concatenate([np.diff(self.offsets), *self._lengths])
+        self.offsets = np.concatenate([[0], np.cumsum(lengths)])
+        self._chunks, self._lengths = [], []
+        return self
+
+    def __len__(self) -> int:
+        return len(self.offsets) - 1
+
+    def __getitem__(self, index: int) -> np.ndarray:
+        return self.values[self.offsets[index]:self.offsets[index + 1]]
+
+    def __iter__(self):
+        for index in range(len(self)):
+            yield self[index]
+
+    def lengths(self) -> np.ndarray:
+        return np.diff(self.offsets)
+
+    @property
+    def nbytes(self) -> int:
+        return self.values.nbytes + self.offsets.nbytes
+
+
+class EncodedSplit(torch.utils.data.Dataset):
+    """Token ids of one split (unpadded, ``Ragged``) and labels. The texts are tokenised ``chunk`` at a
+    time, so that memory grows by a few bytes per token however large the split."""
+
+    def __init__(self, examples: Sequence[Example], tokenizer: Any, max_seq_length: int, chunk: int = 10_000) -> None:
+        pairs = any(e.text_b is not None for e in examples)
+        self.input_ids, self.token_type_ids = Ragged(np.int32), Ragged(np.int8)
+        for start in range(0, len(examples), chunk):
+            part = examples[start:start + chunk]
+            encoded = tokenizer([e.text_a for e in part], [e.text_b for e in part] if pairs else None,
+                                truncation=True, max_length=max_seq_length)
+            self.input_ids.extend(encoded["input_ids"])
+            self.token_type_ids.extend(encoded.get("token_type_ids") or [[0] * len(x) for x in encoded["input_ids"]])
+        self.input_ids.freeze()
+        self.token_type_ids.freeze()
         self.labels = [e.label for e in examples]
         self.pad_token_id = tokenizer.pad_token_id or 0
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes the token ids and types take."""
+        return self.input_ids.nbytes + self.token_type_ids.nbytes
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -39,18 +92,18 @@ class EncodedSplit(torch.utils.data.Dataset):
         if labels:
             digest.update(np.asarray(self.labels, dtype=np.float64).tobytes())
 
-    def __getitem__(self, index: int) -> tuple[list[int], list[int], int | float, int]:
+    def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray, int | float, int]:
         return self.input_ids[index], self.token_type_ids[index], self.labels[index], index
 
-    def collate(self, items: list[tuple[list[int], list[int], int | float, int]]) -> dict[str, Tensor]:
+    def collate(self, items: list[tuple[Sequence[int], Sequence[int], int | float, int]]) -> dict[str, Tensor]:
         """Pad to the longest sequence of the batch."""
         length = max(len(ids) for ids, *_ in items)
         input_ids = torch.full((len(items), length), self.pad_token_id, dtype=torch.long)
         token_type_ids = torch.zeros((len(items), length), dtype=torch.long)
         attention_mask = torch.zeros((len(items), length), dtype=torch.long)
         for row, (ids, types, _, _) in enumerate(items):
-            input_ids[row, : len(ids)] = torch.tensor(ids)
-            token_type_ids[row, : len(types)] = torch.tensor(types)
+            input_ids[row, : len(ids)] = torch.as_tensor(ids)
+            token_type_ids[row, : len(types)] = torch.as_tensor(types)
             attention_mask[row, : len(ids)] = 1
         labels = [label for _, _, label, _ in items]
         dtype = torch.float if isinstance(labels[0], float) else torch.long
@@ -78,5 +131,6 @@ def iterate_batches(split: EncodedSplit, batches: Sequence[Sequence[int]]) -> It
 
 def sequential_batches(split: EncodedSplit, batch_size: int) -> Iterator[dict[str, Tensor]]:
     """Evaluation order, sorted by length so that padding is small; ``index`` keeps the original order."""
-    order = sorted(range(len(split)), key=lambda i: len(split.input_ids[i]))
+    lengths = split.input_ids.lengths()
+    order = sorted(range(len(split)), key=lambda i: lengths[i])
     return iterate_batches(split, [order[i : i + batch_size] for i in range(0, len(order), batch_size)])

@@ -125,6 +125,7 @@ class Distiller:
         self.command = command  # the command line, for metrics.json and the model card
         self.targets: TargetsFn | None = None  # the teacher's targets of a batch (None: the task loss only)
         self._energy_model: StudentEnergy | None = None  # for a student trained under an energy budget
+        self._stage_index = 0  # the stage training now
 
     def run(self) -> dict[str, Any]:
         with process_group(self.config.device) as (self.sharding, self.device):
@@ -225,6 +226,7 @@ class Distiller:
                     resume_state: dict[str, Any] | None) -> bool:
         """Train one stage from where ``state`` stands; False when ``max_steps`` stopped it."""
         c, sharding = self.config, self.sharding
+        self._stage_index = stage.index
         forward = StageForward(student, stage.name, with_rates=stage.energy_budget is not None)
         if sharding.distributed:
             forward = torch.nn.parallel.DistributedDataParallel(
@@ -380,8 +382,13 @@ class Distiller:
         root = Path(c.teacher_cache_dir) if c.teacher_cache_dir else Path(c.teacher_store) / "cache"
         cache = self._on_main_first(lambda: build_or_open(
             teacher.model, data.train, layers, root, with_layers=with_layers, dtype=c.teacher_cache_dtype,
-            batch_size=c.eval_batch_size, device=self.device, max_gb=c.teacher_cache_max_gb, log=self.log))
-        return cached_targets(cache, self.device)
+            batch_size=c.eval_batch_size, device=self.device, max_gb=c.teacher_cache_max_gb, log=self.log,
+            logits_if_too_large=True))
+        cached = cached_targets(cache, self.device)
+        if with_layers and not cache.with_layers:  # too large with the layers: they come from the live teacher
+            live = live_targets(teacher.model, layers)
+            return lambda batch: live(batch) if self._stage_index == 0 else cached(batch)
+        return cached
 
     def _on_main_first(self, action):
         """Run ``action`` on rank 0, then on the other ranks (which may read what rank 0 wrote).

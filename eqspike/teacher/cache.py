@@ -16,8 +16,9 @@ scores are only stored when the intermediate stage needs them.
 
 Size: tokens * H * (K + 1) + heads * sum_i L_i^2 * K values. For GLUE-sized data sets with attention
 scores this is large (a 6-block BERT-base student at 40 tokens per example: 0.66 MB per example in
-float16, about 260 GB for MNLI); ``max_gb`` refuses a cache that would not fit and says how large it
-would be.
+float16, about 260 GB for MNLI; benchmarks/bench_cache_size.py). Over ``max_gb`` the cache is refused
+with its size, or, with ``logits_if_too_large`` (the trainer's choice), only the logits are cached and
+the layers' targets come from the teacher run live.
 """
 
 from __future__ import annotations
@@ -117,18 +118,26 @@ class TeacherCache:
 
 def build_or_open(teacher: nn.Module, split: EncodedSplit, layers: Sequence[int], root: str | Path, *,
                   with_layers: bool = True, dtype: str = "float16", batch_size: int = 64,
-                  device: torch.device | str = "cpu", max_gb: float = 20.0, log=print) -> TeacherCache:
-    """The cache of ``teacher`` on ``split`` under ``root`` (built on the first call, then reused)."""
+                  device: torch.device | str = "cpu", max_gb: float = 20.0, log=print,
+                  logits_if_too_large: bool = False) -> TeacherCache:
+    """The cache of ``teacher`` on ``split`` under ``root`` (built on the first call, then reused).
+    Larger than ``max_gb`` with the layers' targets: refused, or with ``logits_if_too_large`` the
+    logits alone are cached (``with_layers`` of the cache returned says which)."""
     if dtype not in CACHE_DTYPES:
         raise TeacherCacheError(f"teacher_cache_dtype={dtype!r} is not valid; choose one of: {', '.join(map(repr, CACHE_DTYPES))}")
     config = teacher.config
     heads, hidden_size = config.num_attention_heads, config.hidden_size
+    lengths = split.input_ids.lengths().astype(np.int64)
+    size = estimated_bytes(lengths, hidden_size, heads, config.num_labels, layers, dtype, with_layers)
+    if with_layers and size > max_gb * 2**30 and logits_if_too_large:
+        log(f"teacher cache: the layers' targets of {len(split)} examples would take {size / 2**30:.1f} GiB, over "
+            f"teacher_cache_max_gb={max_gb:g}: only the logits are cached; the intermediate stage runs the teacher live")
+        with_layers = False
+        size = estimated_bytes(lengths, hidden_size, heads, config.num_labels, layers, dtype, with_layers)
     folder = Path(root) / fingerprint(teacher, split, layers, dtype, with_layers)
     if (folder / "meta.json").is_file():
         log(f"teacher cache: reusing {folder}")
         return TeacherCache(folder)
-    lengths = np.array([len(ids) for ids in split.input_ids], dtype=np.int64)
-    size = estimated_bytes(lengths, hidden_size, heads, config.num_labels, layers, dtype, with_layers)
     if size > max_gb * 2**30:
         smaller = ", use teacher_cache_dtype float16" if dtype != "float16" else ""
         raise TeacherCacheError(
