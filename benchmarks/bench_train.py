@@ -3,6 +3,11 @@ scheme and SpikeLM BPTT, on one fixed student shape; and the overhead of the spi
 over the arithmetic it must do.
 
     python benchmarks/bench_train.py --out results/bench_train.json
+    # the bert-base shape: a 12 x 768 teacher, a 4 x 768 student (and --hidden 384 --heads 6
+    # --intermediate 1536 --teacher-hidden 768 --teacher-heads 12 --teacher-intermediate 3072 for 4 x 384)
+    python benchmarks/bench_train.py --hidden 768 --heads 12 --intermediate 3072 --seq 128 --batch 32 \
+        --teacher-layers 12 --methods ann eqspike_solve_T eqspike_simulate_T spikelm_bptt --no-inference \
+        --out results/bench_train_base_768.json
 
 Shape: 4 blocks, hidden 384, 12 heads, FFN 1536, sequences of 64 tokens, batch 16 (random weights
 and tokens; the cost does not depend on the values). One training step = forward + task loss
@@ -62,7 +67,19 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--inference-repeats", type=int, default=5, help="alternating simulation / sweeps pairs per T")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS,
+                   help="the rows to measure (the reference and T = 32 simulation are slow at base size)")
+    p.add_argument("--teacher-layers", type=int, default=None,
+                   help="also time a fine-tuning step of the teacher: a BERT of this depth (row teacher_ann)")
+    p.add_argument("--teacher-hidden", type=int, default=None, help="the teacher's width (default: the student's)")
+    p.add_argument("--teacher-heads", type=int, default=None)
+    p.add_argument("--teacher-intermediate", type=int, default=None)
+    p.add_argument("--no-inference", action="store_true", help="skip the inference overhead measurement")
     return p.parse_args(argv)
+
+
+METHODS = ("ann", "eqspike_solve", "eqspike_solve_T", "eqspike_simulate_T", "eqspike_simulate", "reference",
+           "spikelm_bptt")
 
 
 def sweeps(rate_map, times: int) -> None:
@@ -92,6 +109,17 @@ def main(argv=None) -> dict:
     aware.calibrate_thresholds([{"input_ids": ids, "attention_mask": mask}], time_steps=args.aware_steps)
     aware.train_thresholds(True)
     spikelm = SpikeLMForSequenceClassification.from_teacher(ann, args.layers, time_steps=args.spikelm_steps).to(device).train()
+    teacher = None
+    if args.teacher_layers:
+        teacher_shape = dict(shape, num_hidden_layers=args.teacher_layers, hidden_size=args.teacher_hidden or args.hidden,
+                             num_attention_heads=args.teacher_heads or args.heads,
+                             intermediate_size=args.teacher_intermediate or args.intermediate)
+        teacher = BertForSequenceClassification(BertConfig(**teacher_shape, hidden_dropout_prob=0.0,
+                                                           attention_probs_dropout_prob=0.0,
+                                                           attn_implementation="eager")).to(device).train()
+
+    def teacher_step():
+        F.cross_entropy(teacher(input_ids=ids, attention_mask=mask).logits, labels).backward()
 
     def ann_step():
         F.cross_entropy(ann(input_ids=ids, attention_mask=mask).logits, labels).backward()
@@ -117,6 +145,7 @@ def main(argv=None) -> dict:
         F.cross_entropy(spikelm(ids, mask).logits, labels).backward()
 
     methods = {
+        "teacher_ann": (teacher_step, teacher),
         "ann": (ann_step, ann),
         "eqspike_solve": (lambda: eqspike_step("solve"), student),
         "eqspike_solve_T": (aware_step, aware),
@@ -129,18 +158,26 @@ def main(argv=None) -> dict:
     print(f"shape: {args.layers} blocks, hidden {args.hidden}, {args.heads} heads, FFN {args.intermediate}, "
           f"batch {args.batch} x {args.seq} tokens")
     rows = []
-    for name, (step, model) in methods.items():
+    chosen = [name for name in methods if name in args.methods or (name == "teacher_ann" and teacher is not None)]
+    for name, (step, model) in ((name, methods[name]) for name in chosen):
         memory = peak_memory_mb(step, device, reset=lambda: model.zero_grad(set_to_none=True))
         seconds = seconds_per_call(lambda: (model.zero_grad(set_to_none=True), step()), repeats=args.repeats, device=device)
         rows.append({"method": name, "step_s": round(seconds, 4), "peak_mem_mb": round(memory, 1)})
-    base = rows[0]
-    print(f"{'method':<18}{'s/step':>9}{'x ann':>8}{'peak MiB':>10}{'x ann':>8}")
+    base = next((r for r in rows if r["method"] == "ann"), rows[0])
+    print(f"{'method':<20}{'s/step':>9}{'x ann':>8}{'peak MiB':>10}{'x ann':>8}")
     for r in rows:
-        print(f"{r['method']:<18}{r['step_s']:>9.3f}{r['step_s'] / base['step_s']:>8.2f}"
+        print(f"{r['method']:<20}{r['step_s']:>9.3f}{r['step_s'] / base['step_s']:>8.2f}"
               f"{r['peak_mem_mb']:>10.1f}{r['peak_mem_mb'] / base['peak_mem_mb']:>8.2f}")
-    reference = next(r for r in rows if r["method"] == "reference")
-    solve = next(r for r in rows if r["method"] == "eqspike_solve")
-    print(f"eqspike (solve) is {reference['step_s'] / solve['step_s']:.1f}x faster than the reference scheme")
+    by_name = {r["method"]: r for r in rows}
+    if "reference" in by_name and "eqspike_solve" in by_name:
+        print(f"eqspike (solve) is {by_name['reference']['step_s'] / by_name['eqspike_solve']['step_s']:.1f}x faster "
+              f"than the reference scheme")
+    if args.no_inference:
+        result = {"rows": rows, "inference": [], "device": describe_device(device), "shape": vars(args) | {"out": str(args.out)}}
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(result, indent=2) + "\n")
+        print(f"wrote {args.out}")
+        return result
 
     student.eval()
     with torch.no_grad():
