@@ -271,3 +271,28 @@ def test_a_narrower_student_distils_resumes_and_loads(student_type, tiny_teacher
     assert student.config.hidden_size == 16 and student.blocks[0].intermediate.weight.shape == (24, 16)
     metrics = json.loads((full / "metrics.json").read_text())
     assert metrics["student_score"] is not None
+
+
+def test_the_energy_count_follows_the_family():
+    """MPNet adds one add per score, block and pass (its position bias); ELECTRA its embedding projection
+    (L x E x H once); BERT neither."""
+    import dataclasses
+
+    from eqspike.analysis.energy import MAC_PJ, StudentEnergy, dense_inventory
+
+    L, T = 10, 4
+    bert = StudentEnergy.of(SpikingBertForSequenceClassification.from_teacher(tiny_family_model("bert"), 2).config)
+    assert bert.family_macs(L, T) == 0 and bert.embedding_size is None and not bert.relative_bias
+    mpnet = StudentEnergy.of(SpikingBertForSequenceClassification.from_teacher(
+        tiny_family_model("mpnet", pad_token_id=1), 2).config)
+    plain = dataclasses.replace(mpnet, relative_bias=False)
+    assert mpnet.dense_pj(L, T) - plain.dense_pj(L, T) == pytest.approx(MAC_PJ * T * 2 * 4 * L * L)
+    assert mpnet.dense_network_pj(L) - plain.dense_network_pj(L) == pytest.approx(MAC_PJ * 2 * 4 * L * L)
+    assert mpnet.teacher_pj(L) - plain.teacher_pj(L) == pytest.approx(MAC_PJ * 3 * 4 * L * L)  # 3 teacher layers
+    electra = StudentEnergy.of(SpikingBertForSequenceClassification.from_teacher(tiny_family_model("electra"), 2).config)
+    assert electra.embedding_size == 16
+    assert electra.dense_network_pj(L) - dataclasses.replace(electra, embedding_size=None).dense_network_pj(L) \
+        == pytest.approx(MAC_PJ * L * 16 * 32)
+    extras = [op for op in dense_inventory(electra, 2, [L]) if op.part == "embedding projection, position bias"]
+    assert len(extras) == 1 and extras[0].count == pytest.approx(L * 16 * 32)
+    assert not [op for op in dense_inventory(bert, 2, [L]) if op.part == "embedding projection, position bias"]

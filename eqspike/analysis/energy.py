@@ -14,6 +14,7 @@ costs, so that the ratio compares like with like. These are estimates of arithme
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -143,6 +144,10 @@ class StudentEnergy:
     teacher_hidden: int | None = None
     teacher_intermediate: int | None = None
     teacher_heads: int | None = None
+    # what the encoder family adds: embeddings narrower than hidden and projected (ELECTRA), and a
+    # relative position bias added to every score (MPNet)
+    embedding_size: int | None = None
+    relative_bias: bool = False
 
     @classmethod
     def of(cls, config) -> StudentEnergy:
@@ -150,24 +155,35 @@ class StudentEnergy:
         return cls(config.hidden_size, config.intermediate_size, config.num_attention_heads, config.num_hidden_layers,
                    config.num_labels, config.teacher_num_hidden_layers or config.num_hidden_layers,
                    getattr(config, "feedback", False), getattr(config, "teacher_hidden_size", None),
-                   getattr(config, "teacher_intermediate_size", None), getattr(config, "teacher_num_attention_heads", None))
+                   getattr(config, "teacher_intermediate_size", None), getattr(config, "teacher_num_attention_heads", None),
+                   getattr(config, "embedding_size", None), bool(getattr(config, "relative_attention_num_buckets", 0)))
 
     @property
     def teacher(self) -> StudentEnergy:
         """The teacher's shape: its depth, and its width (the student's unless recorded wider)."""
         return StudentEnergy(self.teacher_hidden or self.hidden, self.teacher_intermediate or self.intermediate,
-                             self.teacher_heads or self.heads, self.teacher_layers, self.labels, self.teacher_layers)
+                             self.teacher_heads or self.heads, self.teacher_layers, self.labels, self.teacher_layers,
+                             embedding_size=self.embedding_size, relative_bias=self.relative_bias)
+
+    def family_macs(self, length: float, passes: int) -> float:
+        """What the family adds to a network of this shape for one example: the embedding projection once
+        (L x E x H), and one add per score, block and pass for a relative position bias."""
+        projection = length * self.embedding_size * self.hidden if self.embedding_size else 0.0
+        bias = passes * self.layers * self.heads * length * length if self.relative_bias else 0.0
+        return projection + bias
 
     def teacher_pj(self, length: float) -> float:
         t = self.teacher
-        return MAC_PJ * bert_macs(t.hidden, t.intermediate, t.heads, t.layers, self.labels, length)
+        return MAC_PJ * (bert_macs(t.hidden, t.intermediate, t.heads, t.layers, self.labels, length) + t.family_macs(length, 1))
 
     def dense_network_pj(self, length: float) -> float:
         """The student's own shape run as a dense network (the dense student; same op table)."""
-        return MAC_PJ * bert_macs(self.hidden, self.intermediate, self.heads, self.layers, self.labels, length)
+        return MAC_PJ * (bert_macs(self.hidden, self.intermediate, self.heads, self.layers, self.labels, length)
+                         + self.family_macs(length, 1))
 
     def dense_pj(self, length: float, time_steps: int) -> float:
-        return MAC_PJ * student_macs(self.hidden, self.intermediate, self.heads, self.layers, self.labels, length, time_steps)
+        return MAC_PJ * (student_macs(self.hidden, self.intermediate, self.heads, self.layers, self.labels, length, time_steps)
+                         + self.family_macs(length, time_steps))
 
     def fan_out(self, attention_mask: Tensor) -> dict[str, Tensor | float]:
         return bert_fan_out(self.hidden, self.intermediate, self.layers, attention_mask.sum(1), attention_mask, self.feedback)
@@ -182,9 +198,10 @@ def spikelm_energy_pj(config, accumulates: float, lengths: list[int], time_steps
     """Total energy of the SpikeLM baseline over examples of ``lengths`` tokens: its counted synaptic
     ``accumulates`` plus the multiply-accumulates it still does (``spikelm_macs``)."""
     c = config
+    shape = StudentEnergy.of(c)
     return ACCUMULATE_PJ * accumulates + MAC_PJ * sum(
         spikelm_macs(c.hidden_size, c.intermediate_size, c.num_attention_heads, c.num_hidden_layers, c.num_labels, n, time_steps)
-        for n in lengths)
+        + shape.family_macs(n, time_steps) for n in lengths)
 
 
 # ---------------------------------------------------------------------------- two conventions
@@ -312,17 +329,21 @@ def dense_inventory(shape: StudentEnergy, layers: int, lengths: Sequence[float],
     With every format at FP32 its ``compute`` price is ``bert_macs`` x 4.6 pJ."""
     H, I, h = shape.hidden, shape.intermediate, shape.heads
     matmul = _mean(lengths, lambda L: layers * (L * block_weights(H, I) + 2 * L * L * H))
-    return [Op("matmuls", "mac", matmul, mac_fmt) if matmul_adds is None
-            else Op("matmuls", "add", matmul * matmul_adds, mac_fmt),
-            Op("softmax, LayerNorm, GELU", "mac", _mean(lengths, lambda L: layers * _special_ops(h, H, I, L))),
-            Op("embeddings and head", "mac",
-               _mean(lengths, lambda L: L * H * LAYERNORM_OPS_PER_ELEMENT) + H * H + H * shape.labels),
-            Op("weights read", "memory", (layers * block_weights(H, I) + H * H + H * shape.labels) * weight_bits,
-               convention="compute_memory"),
-            Op("activations moved", "memory",
-               _mean(lengths, lambda L: 2 * activation_bits * layers * (8 * L * H + 2 * L * I + 2 * h * L * L)),
-               convention="compute_memory"),
-            Op("embedding rows read", "memory", _mean(lengths, lambda L: 3 * L * H * 32), convention="compute_memory")]
+    network = dataclasses.replace(shape, layers=layers)
+    extras = [Op("embedding projection, position bias", "mac", _mean(lengths, lambda L: network.family_macs(L, 1)))] \
+        if shape.embedding_size or shape.relative_bias else []
+    ops = [Op("matmuls", "mac", matmul, mac_fmt) if matmul_adds is None
+           else Op("matmuls", "add", matmul * matmul_adds, mac_fmt),
+           Op("softmax, LayerNorm, GELU", "mac", _mean(lengths, lambda L: layers * _special_ops(h, H, I, L))),
+           Op("embeddings and head", "mac",
+              _mean(lengths, lambda L: L * H * LAYERNORM_OPS_PER_ELEMENT) + H * H + H * shape.labels),
+           Op("weights read", "memory", (layers * block_weights(H, I) + H * H + H * shape.labels) * weight_bits,
+              convention="compute_memory"),
+           Op("activations moved", "memory",
+              _mean(lengths, lambda L: 2 * activation_bits * layers * (8 * L * H + 2 * L * I + 2 * h * L * L)),
+              convention="compute_memory"),
+           Op("embedding rows read", "memory", _mean(lengths, lambda L: 3 * L * H * 32), convention="compute_memory")]
+    return extras + ops
 
 
 def spiking_inventory(shape: StudentEnergy, lengths: Sequence[float], time_steps: int, spikes: Mapping[str, float],
@@ -347,7 +368,8 @@ def spiking_inventory(shape: StudentEnergy, lengths: Sequence[float], time_steps
     cells = sum(neurons.values()) / examples
     weights_read, operands_read, head_read = _synaptic_traffic(shape, lengths, per, weight_bits, access)
     ops = [Op(f"{name} accumulates", "add", count, state, per_spike=True) for name, count in per.items()]
-    ops += [Op("multiply-accumulates that remain", "mac", _mean(lengths, lambda L: student_macs(H, I, h, M, shape.labels, L, T))),
+    ops += [Op("multiply-accumulates that remain", "mac", _mean(lengths, lambda L: student_macs(H, I, h, M, shape.labels, L, T)
+                                                                 + shape.family_macs(L, T))),
             Op("membrane add and compare", "add", 2 * T * cells, state, "compute_memory"),
             Op("membrane subtract per spike", "add", sum(spikes.values()) / examples, state, "compute_memory", per_spike=True),
             Op("spikes written and read", "memory", 2 * T * sum(neurons[n] * spike_bits[n] for n in neurons) / examples,
@@ -396,7 +418,8 @@ def spikelm_inventory(shape: StudentEnergy, lengths: Sequence[float], time_steps
     cells = sum(neuron_steps.values()) / examples  # neurons x steps
     weights_read, operands_read, head_read = _synaptic_traffic(shape, lengths, per, 32, access)
     ops = [Op(f"{name} accumulates", "add", count, "fp32", per_spike=True) for name, count in per.items()]
-    ops += [Op("multiply-accumulates that remain", "mac", _mean(lengths, lambda L: spikelm_macs(H, I, h, M, shape.labels, L, T))),
+    ops += [Op("multiply-accumulates that remain", "mac", _mean(lengths, lambda L: spikelm_macs(H, I, h, M, shape.labels, L, T)
+                                                                 + shape.family_macs(L, T))),
             Op("spike decision (compare)", "add", cells, "fp32", "compute_memory"),
             Op("spikes written and read", "memory", 2 * 2 * cells, convention="compute_memory"),
             Op("membrane state read and written", "memory", 2 * 32 * cells, convention="compute_memory"),
