@@ -269,6 +269,17 @@ def test_a_narrower_student_distils_resumes_and_loads(student_type, tiny_teacher
     assert a.keys() == b.keys() and "hidden_to_teacher.weight" in a and all(torch.equal(a[k], b[k]) for k in a)
     student = load_student(full / "student")
     assert student.config.hidden_size == 16 and student.blocks[0].intermediate.weight.shape == (24, 16)
+    # a warm start from it is refused before any work unless the widths are asked for
+    from eqspike.students import check_warm_start
+    from eqspike.students.common import StudentFileError
+
+    widths = {"hidden_size": 16, "num_attention_heads": 2, "intermediate_size": 24}
+    assert check_warm_start(full, 2, widths) == full / "student"
+    with pytest.raises(StudentFileError, match=r"hidden size 16, narrower than its teacher's 32\); pass --student-layers 2 "
+                                                r"--student-hidden 16 --student-heads 2 --student-intermediate 24"):
+        check_warm_start(full, 2)
+    with pytest.raises(StudentFileError, match=r"16 hidden against student_hidden=8"):
+        check_warm_start(full, 2, dict(widths, hidden_size=8))
     metrics = json.loads((full / "metrics.json").read_text())
     assert metrics["student_score"] is not None
 

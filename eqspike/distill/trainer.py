@@ -46,6 +46,7 @@ from eqspike.runtime.distributed import Sharding, process_group, shard
 from eqspike.runtime.optim import linear_schedule, make_optimizer, weight_average
 from eqspike.runtime.progress import StepLog, progress
 from eqspike.students import STUDENT_INITS, check_warm_start, load_student, student_for_run
+from eqspike.students.common import run_widths
 from eqspike.students.common import uniform_layer_map
 from eqspike.teacher.base import Teacher
 from eqspike.teacher.store import load_teacher, teacher_name
@@ -150,7 +151,7 @@ class Distiller:
         # Recorded now, not at the end: the commit and packages of the code that trains this run.
         self.environment = environment_record(self.device, c.precision)
         # a warm start's saved student, refused now (not after the teacher's fine-tuning) if it does not fit
-        warm_from = check_warm_start(c.student_init, c.student_layers) if c.student_init not in STUDENT_INITS else None
+        warm_from = check_warm_start(c.student_init, c.student_layers, run_widths(c)) if c.student_init not in STUDENT_INITS else None
         set_seed(c.seed)
         data = prepare_data(c, self.log)
         teacher = self._on_main_first(lambda: load_teacher(c, data.task, self.device, data.splits, data.train, self.log,

@@ -11,6 +11,7 @@ a ``pipeline``. ``STUDENTS`` is the registry of student kinds by the name ``--st
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,7 @@ import torch
 from torch import nn
 from transformers import AutoConfig, AutoModelForSequenceClassification
 
-from eqspike.students.common import StudentFileError, StudentOutput
+from eqspike.students.common import WIDTHS, StudentFileError, StudentOutput
 from eqspike.students.dense_bert import DenseBertConfig, DenseBertForSequenceClassification
 from eqspike.students.spikelm import SpikeLMConfig, SpikeLMForSequenceClassification
 from eqspike.students.spiking_bert import SpikingBertForSequenceClassification
@@ -65,13 +66,25 @@ def saved_student_directory(path: str | Path) -> Path:
                            f"or a saved student (a run directory, or its student/ folder with config.json)")
 
 
-def check_warm_start(path: str | Path, student_layers: int | None) -> Path:
-    """The saved student's folder, refused now when its depth is not ``student_layers``."""
+def check_warm_start(path: str | Path, student_layers: int | None,
+                     widths: Mapping[str, int | None] | None = None) -> Path:
+    """The saved student's folder, refused now when its depth or width is not the one asked for
+    (``student_layers``, ``widths`` as ``run_widths`` gives them; a width not given is the teacher's)."""
     directory = saved_student_directory(path)
-    depth = load_student_config(directory).num_hidden_layers
-    if student_layers is not None and depth != student_layers:
-        raise StudentFileError(f"student_init: {directory} does not have this student's shape ({depth} blocks against "
-                               f"student_layers={student_layers}); pass --student-layers {depth}")
+    config = load_student_config(directory)
+    flags = {"num_hidden_layers": "student_layers", **WIDTHS}
+    wanted = {"num_hidden_layers": student_layers, **(widths or {})}
+    units = {"num_hidden_layers": "blocks", "hidden_size": "hidden", "num_attention_heads": "heads",
+             "intermediate_size": "FFN units"}
+    wrong = [f"{getattr(config, name)} {units[name]} against {flags[name]}={value}"
+             for name, value in wanted.items() if value is not None and getattr(config, name) != value]
+    if not wrong and getattr(config, "narrower", False) and not any((widths or {}).values()):
+        wrong = [f"hidden size {config.hidden_size}, narrower than its teacher's {config.teacher_hidden_size}"]
+    if wrong:
+        fix = " ".join(f"--{flags[name].replace('_', '-')} {getattr(config, name)}" for name in flags
+                       if name == "num_hidden_layers" or getattr(config, "narrower", False))
+        raise StudentFileError(f"student_init: {directory} does not have this student's shape ({'; '.join(wrong)}); "
+                               f"pass {fix}")
     return directory
 
 
