@@ -307,3 +307,15 @@ def test_the_energy_count_follows_the_family():
     extras = [op for op in dense_inventory(electra, 2, [L]) if op.part == "embedding projection, position bias"]
     assert len(extras) == 1 and extras[0].count == pytest.approx(L * 16 * 32)
     assert not [op for op in dense_inventory(bert, 2, [L]) if op.part == "embedding projection, position bias"]
+
+
+@pytest.mark.parametrize("model_type", ["roberta", "distilbert", "electra", "mpnet"])
+def test_a_narrower_student_of_every_family_runs_and_maps_to_the_teachers_width(model_type):
+    pad = pad_of(model_type)
+    teacher = tiny_family_model(model_type, pad_token_id=pad)
+    for cls in (SpikingBertForSequenceClassification, DenseBertForSequenceClassification):
+        student = cls.from_teacher(teacher, 2, NARROW).eval()
+        with torch.no_grad():
+            out = student(**padded_batch(pad), output_attention_scores=True)
+        assert out.logits.shape == (3, 3) and out.attention_scores[0].shape[1] == 2
+        assert [v.shape[-1] for v in student.in_teacher_space(out.hidden_values)] == [32, 32, 32]
