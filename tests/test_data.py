@@ -164,6 +164,8 @@ def test_a_split_tokenised_in_chunks_holds_the_tokenizers_ids_in_a_few_bytes_per
     whole = tokenizer([e.text_a for e in examples], [e.text_b for e in examples] if pairs else None,
                       truncation=True, max_length=12)
     assert len(split) == 50 and [list(ids) for ids in split.input_ids] == whole["input_ids"]
+    assert split.input_ids == whole["input_ids"] and split.input_ids != whole["input_ids"][:-1]
+    assert EncodedSplit(examples, tokenizer, 12).input_ids == split.input_ids  # the same, in one chunk
     assert [list(t) for t in split.token_type_ids] == whole["token_type_ids"]
     assert any(1 in t for t in whole["token_type_ids"]) == pairs
     # the fingerprint stored teachers and caches are keyed by is the one of the lists

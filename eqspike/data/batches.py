@@ -49,6 +49,15 @@ class Ragged(Sequence):
         for index in range(len(self)):
             yield self[index]
 
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Ragged):
+            return np.array_equal(self.offsets, other.offsets) and np.array_equal(self.values, other.values)
+        if isinstance(other, Sequence):
+            return len(self) == len(other) and all(list(a) == list(b) for a, b in zip(self, other))
+        return NotImplemented
+
+    __hash__ = None  # mutable until frozen, compared by value
+
     def lengths(self) -> np.ndarray:
         return np.diff(self.offsets)
 
