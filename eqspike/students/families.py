@@ -33,12 +33,9 @@ from eqspike.errors import EqspikeError
 # the student block's parts, in the order a block holds them
 BLOCK_PARTS = ("query", "key", "value", "attention_output", "attention_norm", "intermediate", "output", "output_norm")
 HEAD_ACTIVATIONS = ("tanh", "relu", "gelu")
-REFUSED = {
-    "deberta": "DeBERTa's disentangled attention (content and relative position attend separately) is another "
-               "block than the student's",
-    "deberta-v2": "DeBERTa's disentangled attention (content and relative position attend separately) is another "
-                  "block than the student's",
-}
+_DISENTANGLED = ("DeBERTa's disentangled attention (content and relative position attend separately) is another "
+                 "block than the student's")
+REFUSED = {"deberta": _DISENTANGLED, "deberta-v2": _DISENTANGLED}
 
 
 class FamilyError(EqspikeError):
@@ -65,6 +62,8 @@ class EncoderFamily:
     position_offset: bool = False  # positions counted from the padding index + 1 (RoBERTa's rule)
     token_types: bool = True
     relative_attention: bool = False  # MPNet: one relative position bias, shared by every layer
+    fixed_padding_idx: int | None = None  # where RoBERTa's rule counts from when not the pad token (MPNet: 1)
+    projected_embeddings: bool = False  # embeddings of their own width, projected to the hidden size (ELECTRA)
     shape_names: Mapping[str, str] | None = None  # student field -> the family config's name, where it differs
 
     # ------------------------------------------------------------------ a model of the family
@@ -104,7 +103,7 @@ class EncoderFamily:
         """Where positions start counting (RoBERTa's rule), or None (0..L-1)."""
         if not self.position_offset:
             return None
-        return 1 if self.name == "mpnet" else config.pad_token_id  # MPNet fixes it at 1
+        return config.pad_token_id if self.fixed_padding_idx is None else self.fixed_padding_idx
 
     def shape(self, config: Any) -> dict[str, Any]:
         """The student config fields the family's config fixes (besides labels and the layer map)."""
@@ -119,7 +118,7 @@ class EncoderFamily:
             hidden_act=getattr(config, name("hidden_act")),
             head_activation=self.head_activation,
             position_padding_idx=self.padding_idx(config),
-            embedding_size=getattr(config, "embedding_size", None) if self.name == "electra" else None,
+            embedding_size=config.embedding_size if self.projected_embeddings else None,
             relative_attention_num_buckets=config.relative_attention_num_buckets if self.relative_attention else 0,
             family=self.name,
         )
@@ -143,13 +142,13 @@ FAMILIES: dict[str, EncoderFamily] = {family.name: family for family in (
                   ("pre_classifier", "classifier"), head_activation="relu", token_types=False,
                   shape_names={"intermediate_size": "hidden_dim", "hidden_act": "activation"}),
     EncoderFamily("electra", ("electra",), "electra", "encoder.layer", _BERT_PARTS,
-                  ("classifier.dense", "classifier.out_proj"), head_activation="gelu"),
+                  ("classifier.dense", "classifier.out_proj"), head_activation="gelu", projected_embeddings=True),
     EncoderFamily("mpnet", ("mpnet",), "mpnet", "encoder.layer",
                   {"query": "attention.attn.q", "key": "attention.attn.k", "value": "attention.attn.v",
                    "attention_output": "attention.attn.o", "attention_norm": "attention.LayerNorm",
                    "intermediate": "intermediate.dense", "output": "output.dense", "output_norm": "output.LayerNorm"},
                   ("classifier.dense", "classifier.out_proj"), position_offset=True, token_types=False,
-                  relative_attention=True),
+                  relative_attention=True, fixed_padding_idx=1),
 )}
 SUPPORTED_MODEL_TYPES = tuple(t for family in FAMILIES.values() for t in family.model_types)
 
