@@ -20,24 +20,21 @@ class Ragged(Sequence):
     ``values[offsets[i]:offsets[i + 1]]`` (a numpy view). A few bytes per token, where Python lists of
     ints take about 36."""
 
-    def __init__(self, dtype: Any) -> None:
-        self._chunks: list[np.ndarray] = []
-        self._lengths: list[np.ndarray] = []
-        self.dtype = np.dtype(dtype)
-        self.values = np.zeros(0, self.dtype)
-        self.offsets = np.zeros(1, np.int64)
+    def __init__(self, values: np.ndarray, offsets: np.ndarray) -> None:
+        self.values, self.offsets = values, offsets
 
-    def extend(self, sequences: Sequence[Sequence[int]]) -> None:
-        self._chunks.append(np.fromiter((v for sequence in sequences for v in sequence), self.dtype))
-        self._lengths.append(np.fromiter((len(sequence) for sequence in sequences), np.int64, len(sequences)))
+    @classmethod
+    def of(cls, sequences: Sequence[Sequence[int]], dtype: Any) -> Ragged:
+        values = np.fromiter((v for sequence in sequences for v in sequence), dtype)
+        lengths = np.fromiter((len(sequence) for sequence in sequences), np.int64, len(sequences))
+        return cls(values, np.concatenate([[0], np.cumsum(lengths)]))
 
-    def freeze(self) -> Ragged:
-        """Join what ``extend`` added into ``values`` and ``offsets``."""
-        self.values = np.concatenate([self.values, *self._chunks])
-        lengths = np.concatenate([np.diff(self.offsets), *self._lengths])
-        self.offsets = np.concatenate([[0], np.cumsum(lengths)])
-        self._chunks, self._lengths = [], []
-        return self
+    @classmethod
+    def concatenate(cls, parts: Sequence[Ragged], dtype: Any) -> Ragged:
+        """The sequences of ``parts``, in order."""
+        lengths = np.concatenate([np.zeros(0, np.int64), *(part.lengths() for part in parts)])
+        return cls(np.concatenate([np.zeros(0, dtype), *(part.values for part in parts)]),
+                   np.concatenate([[0], np.cumsum(lengths)]))
 
     def __len__(self) -> int:
         return len(self.offsets) - 1
@@ -56,7 +53,7 @@ class Ragged(Sequence):
             return len(self) == len(other) and all(list(a) == list(b) for a, b in zip(self, other))
         return NotImplemented
 
-    __hash__ = None  # mutable until frozen, compared by value
+    __hash__ = None  # compared by value
 
     def lengths(self) -> np.ndarray:
         return np.diff(self.offsets)
@@ -72,15 +69,14 @@ class EncodedSplit(torch.utils.data.Dataset):
 
     def __init__(self, examples: Sequence[Example], tokenizer: Any, max_seq_length: int, chunk: int = 10_000) -> None:
         pairs = any(e.text_b is not None for e in examples)
-        self.input_ids, self.token_type_ids = Ragged(np.int32), Ragged(np.int8)
+        ids, types = [], []
         for start in range(0, len(examples), chunk):
             part = examples[start:start + chunk]
             encoded = tokenizer([e.text_a for e in part], [e.text_b for e in part] if pairs else None,
                                 truncation=True, max_length=max_seq_length)
-            self.input_ids.extend(encoded["input_ids"])
-            self.token_type_ids.extend(encoded.get("token_type_ids") or [[0] * len(x) for x in encoded["input_ids"]])
-        self.input_ids.freeze()
-        self.token_type_ids.freeze()
+            ids.append(Ragged.of(encoded["input_ids"], np.int32))
+            types.append(Ragged.of(encoded.get("token_type_ids") or [[0] * len(x) for x in encoded["input_ids"]], np.int8))
+        self.input_ids, self.token_type_ids = Ragged.concatenate(ids, np.int32), Ragged.concatenate(types, np.int8)
         self.labels = [e.label for e in examples]
         self.pad_token_id = tokenizer.pad_token_id or 0
 
