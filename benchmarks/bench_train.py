@@ -172,26 +172,20 @@ def main(argv=None) -> dict:
     if "reference" in by_name and "eqspike_solve" in by_name:
         print(f"eqspike (solve) is {by_name['reference']['step_s'] / by_name['eqspike_solve']['step_s']:.1f}x faster "
               f"than the reference scheme")
-    if args.no_inference:
-        result = {"rows": rows, "inference": [], "device": describe_device(device), "shape": vars(args) | {"out": str(args.out)}}
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(result, indent=2) + "\n")
-        print(f"wrote {args.out}")
-        return result
-
     student.eval()
+    inference = []
     with torch.no_grad():
         rate_map = student.rate_map(ids, mask, torch.zeros_like(ids))
-        inference = []
-        for T in args.inference_steps:
+        for T in [] if args.no_inference else args.inference_steps:
             sim_s, sweeps_s, overhead = paired_seconds(lambda: simulate(rate_map, T, count_spikes=False),
                                                        lambda: sweeps(rate_map, T),
                                                        repeats=args.inference_repeats, device=device)
             inference.append({"time_steps": T, "examples_per_s": round(args.batch / sim_s, 3),
                               "sweep_ms": round(1000 * sweeps_s / T, 2), "overhead": round(overhead, 3)})
-    print("inference: " + ", ".join(
-        f"T={r['time_steps']} {r['examples_per_s']:.2f} ex/s overhead {r['overhead']:.2f}x (sweep {r['sweep_ms']:.1f} ms)"
-        for r in inference))
+    if inference:
+        print("inference: " + ", ".join(
+            f"T={r['time_steps']} {r['examples_per_s']:.2f} ex/s overhead {r['overhead']:.2f}x (sweep {r['sweep_ms']:.1f} ms)"
+            for r in inference))
     result = {"rows": rows, "inference": inference, "device": describe_device(device), "shape": vars(args) | {"out": str(args.out)}}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
