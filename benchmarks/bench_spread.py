@@ -33,8 +33,15 @@ from typing import Any
 
 import yaml
 
-from eqspike.analysis.seeds import (SUMMARY_KEYS, example_flips, flip_difference, format_spread, paired_differences,
-                                   spread, spread_ratio)
+from eqspike.analysis.seeds import (
+    SUMMARY_KEYS,
+    example_flips,
+    flip_difference,
+    format_spread,
+    paired_differences,
+    spread,
+    spread_ratio,
+)
 from eqspike.cli import main as eqspike
 from eqspike.config import FIELDS, RunConfig, load_yaml
 from eqspike.distill.run_directory import RunDirectory

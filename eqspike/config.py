@@ -20,7 +20,6 @@ from eqspike.core.equilibrium import FORWARD_MODES, SOLVERS
 from eqspike.core.neurons import ROUNDINGS, NeuronConfig
 from eqspike.core.quantization import parse_weight_bits
 from eqspike.data.tasks import LABEL_TYPES
-from eqspike.students.spiking_bert_config import THRESHOLD_INITS, parse_spike_levels
 from eqspike.errors import (
     EqspikeError,
     check_choice,
@@ -33,6 +32,7 @@ from eqspike.runtime.devices import PRECISIONS
 from eqspike.runtime.files import write_atomic
 from eqspike.runtime.optim import SCHEDULES
 from eqspike.runtime.reporting import REPORT_TO
+from eqspike.students.spiking_bert_config import THRESHOLD_INITS, parse_spike_levels
 
 TEACHER_CACHE_DTYPES = ("float16", "float32")
 TRAIN_FOR = ("time_steps", "infinity")

@@ -6,12 +6,11 @@ import pytest
 import torch
 from transformers import AutoModelForSequenceClassification
 
-from eqspike.analysis.energy import bert_macs
 from eqspike.cli import main
 from eqspike.config import RunConfig
 from eqspike.distill.trainer import Distiller
 from eqspike.students import DenseBertForSequenceClassification, load_student
-
+from eqspike.students.energy import bert_macs
 from tests.conftest import QUIET, tiny_config
 
 

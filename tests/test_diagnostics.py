@@ -3,13 +3,13 @@ import json
 import pytest
 import torch
 
-from eqspike.analysis.energy import bert_macs, synaptic_accumulates
 from eqspike.cli import main
 from eqspike.config import RunConfig
 from eqspike.core.neurons import NeuronConfig
 from eqspike.core.rate_map import Population, RateMap
 from eqspike.core.simulation import simulate
 from eqspike.distill.trainer import Distiller
+from eqspike.students.energy import bert_macs, synaptic_accumulates
 
 
 @pytest.fixture(scope="module")

@@ -222,7 +222,7 @@ def test_the_attention_loss_compares_student_head_j_with_teacher_head_j_times_th
 
 
 def test_the_teachers_energy_is_counted_at_its_own_width():
-    from eqspike.analysis.energy import StudentEnergy
+    from eqspike.students.energy import StudentEnergy
 
     teacher = tiny_family_model("bert")
     narrow = StudentEnergy.of(SpikingBertForSequenceClassification.from_teacher(teacher, 2, NARROW).config)
@@ -289,7 +289,8 @@ def test_the_energy_count_follows_the_family():
     (L x E x H once); BERT neither."""
     import dataclasses
 
-    from eqspike.analysis.energy import MAC_PJ, StudentEnergy, dense_inventory
+    from eqspike.analysis.energy import dense_inventory
+    from eqspike.students.energy import MAC_PJ, StudentEnergy
 
     L, T = 10, 4
     bert = StudentEnergy.of(SpikingBertForSequenceClassification.from_teacher(tiny_family_model("bert"), 2).config)

@@ -23,9 +23,9 @@ def run(tiny_teacher, toy_files, tmp_path_factory):
 
 
 def test_auto_model_and_pipeline_give_the_students_own_logits(run):
-    import eqspike  # noqa: F401  (registers the students)
     from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer, pipeline
 
+    import eqspike  # noqa: F401  (registers the students)
     from eqspike.students import load_student
 
     folder, _ = run

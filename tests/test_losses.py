@@ -7,12 +7,6 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from eqspike.analysis.energy import (
-    StudentEnergy,
-    bert_fan_out,
-    student_macs,
-    synaptic_accumulates,
-)
 from eqspike.config import RunConfig
 from eqspike.distill.losses import (
     Share,
@@ -22,6 +16,7 @@ from eqspike.distill.losses import (
     prediction_loss,
     spike_energy,
 )
+from eqspike.students.energy import StudentEnergy, bert_fan_out, student_macs, synaptic_accumulates
 
 CONFIG = RunConfig(hidden_weight=2.0, attention_weight=0.5, temperature=2.0, gold_weight=0.25)
 

@@ -26,12 +26,6 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from eqspike.analysis.energy import (
-    ACCUMULATE_PJ,
-    MAC_PJ,
-    StudentEnergy,
-    synaptic_accumulates,
-)
 from eqspike.core.neurons import time_step_rate
 from eqspike.core.simulation import simulate
 from eqspike.data.batches import EncodedSplit, sequential_batches
@@ -39,6 +33,7 @@ from eqspike.data.tasks import TaskData
 from eqspike.errors import EqspikeError
 from eqspike.evaluation import metrics_from_logits
 from eqspike.runtime.progress import progress
+from eqspike.students.energy import ACCUMULATE_PJ, MAC_PJ, StudentEnergy, synaptic_accumulates
 
 DEFAULT_TIME_STEPS = (1, 2, 4, 8, 16, 32, 64, 128)
 

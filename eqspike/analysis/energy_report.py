@@ -33,7 +33,6 @@ from eqspike.analysis.energy import (
     CONVENTIONS,
     Hardware,
     Op,
-    StudentEnergy,
     break_even_firing_rate,
     dense_inventory,
     price,
@@ -45,6 +44,7 @@ from eqspike.data.batches import EncodedSplit
 from eqspike.data.tasks import TaskData
 from eqspike.evaluation import evaluate
 from eqspike.runtime.files import write_atomic
+from eqspike.students.energy import StudentEnergy
 
 BASELINES = ("teacher_fp32", "teacher_fp16", "teacher_int8", "dense_student_fp32", "dense_student_int8", "qnn")
 

@@ -21,9 +21,9 @@ import torch
 from torch import Tensor
 from torch.nn import functional as F
 
-from eqspike.analysis.energy import StudentEnergy
 from eqspike.config import RunConfig
 from eqspike.students.common import head_map
+from eqspike.students.energy import StudentEnergy
 
 
 @dataclass(frozen=True)

@@ -9,10 +9,10 @@ from dataclasses import dataclass
 
 from torch import Tensor
 
-from eqspike.analysis.energy import StudentEnergy
 from eqspike.distill.prepare import Prepared
 from eqspike.evaluation import evaluate
 from eqspike.runtime.distributed import Sharding
+from eqspike.students.energy import StudentEnergy
 
 
 @dataclass

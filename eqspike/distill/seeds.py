@@ -22,6 +22,7 @@ from eqspike.distill.run_directory import INVOCATION, RunDirectory, RunDirectory
 from eqspike.distill.trainer import Distiller, default_output_dir
 from eqspike.runtime.files import write_atomic
 
+
 def seed_run(config: RunConfig, seed: int) -> RunConfig:
     """The settings of seed ``seed``'s run: ``config`` with that seed, in OUT/seed-S."""
     root = Path(config.output_dir) if config.output_dir else default_output_dir(config)

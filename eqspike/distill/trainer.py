@@ -25,7 +25,6 @@ import torch
 from torch import Tensor
 
 import eqspike
-from eqspike.analysis.energy import StudentEnergy
 from eqspike.config import RunConfig
 from eqspike.data.batches import batch_order, iterate_batches
 from eqspike.distill.losses import (
@@ -41,13 +40,13 @@ from eqspike.distill.scoring import score_spiking
 from eqspike.errors import EqspikeError
 from eqspike.evaluation import evaluate
 from eqspike.runtime.devices import autocast, set_seed
-from eqspike.runtime.environment import environment_record
 from eqspike.runtime.distributed import Sharding, process_group, shard
+from eqspike.runtime.environment import environment_record
 from eqspike.runtime.optim import linear_schedule, make_optimizer, weight_average
 from eqspike.runtime.progress import StepLog, progress
 from eqspike.students import STUDENT_INITS, check_warm_start, load_student, student_for_run
-from eqspike.students.common import run_widths
-from eqspike.students.common import uniform_layer_map
+from eqspike.students.common import run_widths, uniform_layer_map
+from eqspike.students.energy import StudentEnergy
 from eqspike.teacher.base import Teacher
 from eqspike.teacher.store import load_teacher, teacher_name
 from eqspike.teacher.targets import TargetsFn, cached_targets, live_targets

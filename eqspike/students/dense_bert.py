@@ -23,7 +23,6 @@ import torch
 from torch import Tensor, nn
 from transformers.activations import ACT2FN
 
-from eqspike.analysis.energy import StudentEnergy
 from eqspike.students.common import (
     SpikingBertEmbeddings,
     StudentConfig,
@@ -36,10 +35,11 @@ from eqspike.students.common import (
     merge_heads,
     relative_attention_bias,
     run_widths,
-    teacher_projections,
     split_heads,
+    teacher_projections,
     teacher_shape,
 )
+from eqspike.students.energy import StudentEnergy
 from eqspike.students.families import FAMILIES
 
 MODEL_TYPE = "eqspike-dense-bert"

@@ -26,7 +26,6 @@ import torch
 from torch import Tensor, nn
 from transformers.activations import ACT2FN
 
-from eqspike.analysis.energy import ACCUMULATE_PJ, spikelm_energy_pj
 from eqspike.errors import check_choice, check_int_at_least
 from eqspike.students.common import (
     SpikingBertEmbeddings,
@@ -40,10 +39,11 @@ from eqspike.students.common import (
     merge_heads,
     relative_attention_bias,
     run_widths,
-    teacher_projections,
     split_heads,
+    teacher_projections,
     teacher_shape,
 )
+from eqspike.students.energy import ACCUMULATE_PJ, spikelm_energy_pj
 
 MODEL_TYPE = "eqspike-spikelm-bert"
 

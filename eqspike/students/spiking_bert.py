@@ -38,7 +38,6 @@ from torch import Tensor, nn
 from transformers import initialization as init
 from transformers.activations import ACT2FN
 
-from eqspike.analysis.energy import StudentEnergy
 from eqspike.core.equilibrium import (
     EquilibriumConfig,
     EquilibriumLayer,
@@ -60,10 +59,11 @@ from eqspike.students.common import (
     merge_heads,
     relative_attention_bias,
     run_widths,
-    teacher_projections,
     split_heads,
+    teacher_projections,
     teacher_shape,
 )
+from eqspike.students.energy import StudentEnergy
 from eqspike.students.spiking_bert_config import POPULATION_KINDS, SpikingBertConfig
 
 BLOCK_POPULATIONS = POPULATION_KINDS[1:]  # ("key", "value", "context", "attention_output", "intermediate", "output")
