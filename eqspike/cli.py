@@ -17,7 +17,6 @@ from eqspike.analysis.attribution import attribute, format_attribution, write_at
 from eqspike.analysis.diagnostics import check_time_steps, diagnose, score_vs_time_steps
 from eqspike.analysis.report import format_table, plot, write_report
 from eqspike.compare import check_baselines, compare, compare_seeds
-from eqspike.distill.seeds import distill_seeds
 from eqspike.config import RunConfig, add_config_arguments, config_from_args, load_yaml
 from eqspike.core.checks import StackedSpikingNetwork, implicit_gradient_check
 from eqspike.core.equilibrium import EquilibriumConfig, EquilibriumLayer
@@ -31,6 +30,7 @@ from eqspike.data.batches import EncodedSplit
 from eqspike.data.tasks import Example, load_task_data
 from eqspike.distill.prepare import prepare_data, subsample
 from eqspike.distill.run_directory import RunDirectory
+from eqspike.distill.seeds import distill_seeds
 from eqspike.distill.trainer import Distiller
 from eqspike.errors import EqspikeError, float_within, int_at_least
 from eqspike.prediction import Predictor, pairing_warning, read_inputs
@@ -378,16 +378,17 @@ def build_parser() -> argparse.ArgumentParser:
                                usage="%(prog)s [--time-steps T ...] [--out DIR] [--config FILE] [--SETTING VALUE ...]",
                                description="At each T: eqspike trained for T and SpikeLM trained at T (backprop through "
                                            "time), plus eqspike trained for T = infinity and the dense student (eqspike's "
-                                           "architecture without spikes); same teacher, data and budget. "
+                                           "architecture without spikes), or the --baselines named; same teacher, data "
+                                           "and budget. "
                                            "Writes compare.json, compare.md, compare.png and pareto.png.")
     add_config_arguments(comp, exclude=("time_steps", "output_dir", "student_type", "spikelm_time_steps"))
     comp.add_argument("--time-steps", dest="compare_time_steps", type=int_at_least(1), nargs="+", default=[4, 8],
                       help="T values: eqspike and SpikeLM are trained for each (default: 4 8)")
     comp.add_argument("--out", default=None, help="output folder (default runs/compare-TASK)")
-    comp.add_argument("--baselines", default="ann,spikelm", metavar="NAME,...",
+    comp.add_argument("--baselines", default="ann,spikelm,infinity", metavar="NAME,...",
                       help="trained beside eqspike: ann (the dense student, also scored as a W8A8 network), qnn (per T, "
-                           "the student trained on its T-step quantized map, run as that quantized network), spikelm "
-                           "(default: ann,spikelm)")
+                           "the student trained on its T-step quantized map, run as that quantized network), spikelm, "
+                           "infinity (eqspike trained for T = infinity, run at every T) (default: ann,spikelm,infinity)")
     comp.add_argument("--match-energy", action="store_true",
                       help="train eqspike at each T under an energy budget equal to SpikeLM's measured energy at that T "
                            "(SpikeLM is trained first): accuracy compared at equal or lower energy")

@@ -27,7 +27,7 @@ from eqspike.analysis.benchmarking import (
     seconds_per_call,
 )
 from eqspike.analysis.diagnostics import check_time_steps
-from eqspike.analysis.energy import CONVENTIONS, Hardware, StudentEnergy, dense_inventory, price, spikelm_energy_pj
+from eqspike.analysis.energy import CONVENTIONS, Hardware, dense_inventory, price
 from eqspike.analysis.energy_report import baseline_inventories, energy_report
 from eqspike.analysis.seeds import format_spread, paired_differences, spread
 from eqspike.config import RunConfig
@@ -40,6 +40,7 @@ from eqspike.evaluation import evaluate
 from eqspike.runtime.devices import resolve_device
 from eqspike.runtime.environment import environment_record
 from eqspike.students import load_student
+from eqspike.students.energy import StudentEnergy, spikelm_energy_pj
 from eqspike.students.families import family_of
 from eqspike.teacher.store import load_teacher
 
@@ -51,9 +52,10 @@ METHOD_LABELS = {"eqspike": "eqspike, trained for T", "eqspike-inf": "eqspike, t
 METHOD_COLOURS = {"eqspike": "tab:blue", "eqspike-inf": "tab:cyan", "spikelm": "tab:orange", "dense": "tab:gray",
                   "dense-int8": "black", "qnn": "tab:purple"}
 METHODS = ("eqspike", "eqspike-inf", "spikelm", "dense", "dense-int8", "qnn")
-# What `--baselines` may train beside eqspike: ann (the dense student, also scored at INT8), qnn, spikelm.
-BASELINES = ("ann", "qnn", "spikelm")
-DEFAULT_BASELINES = ("ann", "spikelm")
+# What `--baselines` may train beside eqspike at each T: ann (the dense student, also scored at INT8), qnn,
+# spikelm, infinity (eqspike trained once for T = infinity, run at every T).
+BASELINES = ("ann", "qnn", "spikelm", "infinity")
+DEFAULT_BASELINES = ("ann", "spikelm", "infinity")
 
 
 def _train_or_load(config: RunConfig, log) -> RunDirectory:
@@ -99,7 +101,8 @@ def compare(config: RunConfig, time_steps: list[int], out_dir: str | Path, log=p
     to the energy ratio SpikeLM reached at T (measured on the dev set first), so that the two are
     compared at equal or lower energy for eqspike. ``baselines``: ``ann`` (the dense student, also run
     as a W8A8 network: ``dense-int8``), ``qnn`` (per T, the student trained on its T-step quantized map
-    and run as that quantized network: ceil(log2(2T+1))-bit activations), ``spikelm``. Every row gives
+    and run as that quantized network: ceil(log2(2T+1))-bit activations), ``spikelm``, ``infinity``
+    (eqspike trained for T = infinity, run at every T). Every row gives
     its energy under both conventions (``energy_pj``: compute, ``energy_pj_compute_memory``;
     ``eqspike.analysis.energy_report``)."""
     time_steps = check_time_steps(time_steps)
@@ -109,8 +112,10 @@ def compare(config: RunConfig, time_steps: list[int], out_dir: str | Path, log=p
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     eq = config.replace(student_type="eqspike")
-    runs: list[tuple[str, int | None, RunConfig]] = [
-        ("eqspike-inf", None, eq.replace(train_for="infinity", energy_budget=None, output_dir=str(out_dir / "eqspike-inf")))]
+    runs: list[tuple[str, int | None, RunConfig]] = []
+    if "infinity" in baselines:
+        runs.append(("eqspike-inf", None, eq.replace(train_for="infinity", energy_budget=None,
+                                                     output_dir=str(out_dir / "eqspike-inf"))))
     if "ann" in baselines:
         runs.append(("dense", None, config.replace(student_type="dense", energy_budget=None, output_dir=str(out_dir / "dense"))))
     for T in time_steps:
@@ -241,8 +246,9 @@ def compare_seeds(config: RunConfig, time_steps: list[int], out_dir: str | Path,
         return row["score"] if key == "score" else row["energy_pj"] / result["teacher_energy_pj"]
 
     rows = []
+    trained = {r["method"] for result in results.values() for r in result["rows"]}
     for T in check_time_steps(time_steps):
-        for method in METHODS:
+        for method in (m for m in METHODS if m in trained):
             entry: dict[str, Any] = {"method": method, "time_steps": T}
             for key in ("score", "energy_ratio"):
                 per_seed = {s: value(results[s], method, T, key) for s in seeds}
@@ -288,7 +294,7 @@ def _evaluate_teacher(teacher, data, config: RunConfig, device) -> float:
 
 
 def check_baselines(baselines) -> tuple[str, ...]:
-    """``--baselines``: a comma-separated list or a sequence of ann, qnn, spikelm."""
+    """``--baselines``: a comma-separated list or a sequence of ann, qnn, spikelm, infinity."""
     names = tuple(b.strip() for b in (baselines.split(",") if isinstance(baselines, str) else baselines) if b.strip())
     unknown = [b for b in names if b not in BASELINES]
     if unknown:

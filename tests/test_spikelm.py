@@ -55,7 +55,7 @@ def test_compare_runs_both_and_writes_the_rows(tiny_teacher, toy_files, tmp_path
                  "--intermediate-epochs", "1", "--prediction-epochs", "1", "--intermediate-lr", "1e-3", "--prediction-lr",
                  "1e-3", "--calibration-examples", "32", "--time-steps", "4", "8", "--out", str(out),
                  "--spikelm-reset", "soft",  # the reference membrane diverges at T = 8 on this toy (see below)
-                 "--baselines", "ann,qnn,spikelm"])
+                 "--baselines", "ann,qnn,spikelm,infinity"])
     assert code == 0
     result = json.loads((out / "compare.json").read_text())
     rows = result["rows"]
@@ -108,6 +108,12 @@ def test_compare_runs_both_and_writes_the_rows(tiny_teacher, toy_files, tmp_path
     assert main(same) == 0
     assert "reusing the finished run" in capsys.readouterr().out
     assert main([*same, "--prediction-lr", "5e-4"]) == 2
+    # --baselines names what is trained beside eqspike at T: without infinity no T = infinity student is
+    # trained or reported
+    assert main([*same, "--baselines", "ann", "--out", str(tmp_path / "without-infinity")]) == 0
+    rows = json.loads((tmp_path / "without-infinity" / "compare.json").read_text())["rows"]
+    assert {r["method"] for r in rows} == {"eqspike", "dense", "dense-int8"}
+    assert not (tmp_path / "without-infinity" / "eqspike-inf").exists()
     assert "finished with other settings (prediction_lr)" in capsys.readouterr().err
 
 
