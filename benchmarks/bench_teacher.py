@@ -35,9 +35,9 @@ import torch
 from eqspike.analysis.benchmarking import describe_device
 from eqspike.config import RunConfig
 from eqspike.data.batches import EncodedSplit, batch_order, iterate_batches
+from eqspike.data.evaluation import evaluate
 from eqspike.data.tasks import load_task_data
 from eqspike.distill.prepare import subsample
-from eqspike.evaluation import evaluate
 from eqspike.runtime.devices import set_seed
 from eqspike.teacher.base import Teacher
 from eqspike.teacher.fine_tune import fine_tune
@@ -97,7 +97,7 @@ def run_recipe(recipe: str, seed: int, source: str, tokenizer, task, name: str, 
         set_seed(seed)
         model = _load_model(source, num_labels=task.num_labels)
         with tempfile.TemporaryDirectory() as store:
-            tuned = fine_tune(Teacher(model, tokenizer, source, {}), config, task, train, splits, device,
+            tuned = fine_tune(Teacher(model, tokenizer, source, {}), config.teacher_spec(), task, train, splits, device,
                               Path(store) / "teacher", log=lambda *_: None)
         card = tuned.card
         result = {"score": card["dev_score"], "best": card["dev_score"],

@@ -5,15 +5,15 @@ The package, from the bottom up (docs/design.md explains the design):
 - ``eqspike.core``: integrate-and-fire populations (``neurons``) whose average spike rates reach the
   fixed point of a rate map, found by simulation or a solver and differentiated implicitly
   (``equilibrium``); 1- and 1.58-bit weights (``quantization``); numerical checks (``checks``).
-- ``eqspike.students``: the spiking BERT student and the SpikeLM baseline.
-- ``eqspike.teacher``: the teacher store, the teacher's targets and their cache.
+- ``eqspike.students``: the spiking BERT student, the SpikeLM baseline and the dense student, the
+  encoder families, and each student's op counts.
+- ``eqspike.data``: tasks, batches, metrics and evaluation.
+- ``eqspike.teacher``: the teacher store, the teacher's targets and their cache (from a ``TeacherSpec``).
 - ``eqspike.distill``: losses, the run directory and the trainer.
 - ``eqspike.analysis``: convergence diagnostics, energy, benchmarking helpers.
 - ``eqspike.runtime``: devices, torchrun, the Hub, files written safely, progress and optimisers.
-- at the top: ``data``, ``config``, ``evaluation``, ``compare`` and the command line, ``cli``.
+- at the top: ``config``, ``prediction``, ``compare`` and the command line, ``cli``.
 """
-
-__version__ = "0.2.0"
 
 from eqspike.core.equilibrium import (
     EquilibriumConfig,
@@ -35,8 +35,10 @@ from eqspike.students import (  # registers both students with transformers' Aut
     SpikingBertForSequenceClassification,
     load_student,
 )
+from eqspike.version import __version__
 
 __all__ = [
+    "__version__",
     "EquilibriumConfig",
     "EquilibriumLayer",
     "EquilibriumOutput",

@@ -12,7 +12,6 @@ from pathlib import Path
 import torch
 from transformers.utils import logging
 
-import eqspike
 from eqspike.analysis.attribution import attribute, format_attribution, write_attribution
 from eqspike.analysis.diagnostics import check_time_steps, diagnose, score_vs_time_steps
 from eqspike.analysis.report import format_table, plot, write_report
@@ -39,6 +38,7 @@ from eqspike.runtime.distributed import from_environment
 from eqspike.runtime.files import check_output_dir, check_output_file, write_atomic
 from eqspike.students import load_student
 from eqspike.teacher.store import load_teacher, load_tokenizer
+from eqspike.version import __version__
 
 
 def _log(message: str) -> None:
@@ -49,7 +49,7 @@ def cmd_teacher(args: argparse.Namespace) -> int:
     """Fine-tune (or find) the teacher for a task and report its dev score."""
     config = config_from_args(args)
     data = prepare_data(config, _log)
-    teacher = load_teacher(config, data.task, resolve_device(config.device), data.splits, data.train, _log, data.selection)
+    teacher = load_teacher(config.teacher_spec(), data.task, resolve_device(config.device), data.splits, data.train, _log, data.selection)
     score = teacher.card.get("dev_score")
     _log(f"teacher {teacher.path}: task {data.task.name}, dev {data.task.metric} "
          + (f"{score:.4f}" if score is not None else "not measured (provided checkpoint)"))
@@ -343,7 +343,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="eqspike",
         description="Spiking BERT students by equilibrium-based ANN-to-SNN distillation.",
     )
-    parser.add_argument("--version", action="version", version=f"eqspike {eqspike.__version__}")
+    parser.add_argument("--version", action="version", version=f"eqspike {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     short = "%(prog)s [--config FILE] [--SETTING VALUE ...]"

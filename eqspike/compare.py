@@ -33,10 +33,10 @@ from eqspike.analysis.seeds import format_spread, paired_differences, spread
 from eqspike.config import RunConfig
 from eqspike.core.quantization import simulate_int8
 from eqspike.data.batches import batch_order
+from eqspike.data.evaluation import evaluate
 from eqspike.distill.prepare import prepare_data
 from eqspike.distill.run_directory import RunDirectory, RunDirectoryError
 from eqspike.distill.trainer import Distiller, StageForward, TrainingDiverged
-from eqspike.evaluation import evaluate
 from eqspike.runtime.devices import resolve_device
 from eqspike.runtime.environment import environment_record
 from eqspike.students import load_student
@@ -135,7 +135,7 @@ def compare(config: RunConfig, time_steps: list[int], out_dir: str | Path, log=p
         first run has stored the teacher)."""
         if not context:
             data = prepare_data(config, log=lambda *_: None)
-            teacher = load_teacher(config, data.task, device, data.splits, data.train, log=lambda *_: None,
+            teacher = load_teacher(config.teacher_spec(), data.task, device, data.splits, data.train, log=lambda *_: None,
                                    selection=data.selection)
             split = data.splits[data.task.main_split]
             t = teacher.model.config

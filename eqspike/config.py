@@ -32,11 +32,13 @@ from eqspike.runtime.devices import PRECISIONS
 from eqspike.runtime.files import write_atomic
 from eqspike.runtime.optim import SCHEDULES
 from eqspike.runtime.reporting import REPORT_TO
+from eqspike.students import STUDENTS
 from eqspike.students.spiking_bert_config import THRESHOLD_INITS, parse_spike_levels
+from eqspike.teacher.base import FineTuneRecipe, TeacherSpec
+from eqspike.teacher.cache import CACHE_DTYPES as TEACHER_CACHE_DTYPES
 
-TEACHER_CACHE_DTYPES = ("float16", "float32")
 TRAIN_FOR = ("time_steps", "infinity")
-STUDENT_TYPES = ("eqspike", "spikelm", "dense")
+STUDENT_TYPES = tuple(STUDENTS)  # --student-type: the registry's kinds
 SELECTIONS = ("split", "dev")
 
 
@@ -173,9 +175,11 @@ class RunConfig:
         check_choice("label_type", self.label_type, LABEL_TYPES)
         check_in_interval("selection_fraction", self.selection_fraction, 0.0, 1.0)
         check_choice("threshold_init", self.threshold_init, THRESHOLD_INITS)
+        check_choice("student_type", self.student_type, STUDENT_TYPES)
+        student = STUDENTS[self.student_type]
         levels = parse_spike_levels(self.spike_levels)
         self.spike_levels = ",".join(f"{kind}={b}" for kind, b in levels.items()) or None
-        if levels and self.student_type != "eqspike":
+        if levels and "spike_levels" not in student.kind_settings:
             raise ValueError(f"spike_levels is a setting of the eqspike student; student_type is {self.student_type!r}")
         if not isinstance(self.student_init, str) or not self.student_init.strip():
             raise ValueError(f"student_init={self.student_init!r} is not valid; choose one of: 'teacher', 'random', "
@@ -189,10 +193,9 @@ class RunConfig:
         check_positive("threshold_lr", self.threshold_lr)
         if self.energy_budget is not None:
             check_positive("energy_budget", self.energy_budget)
-            if self.train_for != "time_steps" or self.student_type != "eqspike":
+            if "energy_budget" not in student.kind_settings or student.train_for(self) != "time_steps":
                 raise ValueError("energy_budget needs an eqspike student trained for its time steps "
                                  f"(student_type='eqspike', train_for='time_steps'; got {self.student_type!r}, {self.train_for!r})")
-        check_choice("student_type", self.student_type, STUDENT_TYPES)
         check_int_at_least("spikelm_time_steps", self.spikelm_time_steps, 1)
         check_choice("spikelm_reset", self.spikelm_reset, ("spikelm", "soft"))
         check_choice("spikelm_recipe", self.spikelm_recipe, ("distill", "task"))
@@ -219,7 +222,17 @@ class RunConfig:
     @property
     def task_loss_only(self) -> bool:
         """SpikeLM's own recipe: no distillation, the task loss alone."""
-        return self.student_type == "spikelm" and self.spikelm_recipe == "task"
+        return STUDENTS[self.student_type].task_loss_only(self)
+
+    def teacher_spec(self) -> TeacherSpec:
+        """What the teacher modules take from a run's settings."""
+        recipe = FineTuneRecipe(
+            epochs=self.teacher_epochs, lr=self.teacher_lr, batch_size=self.teacher_batch_size, schedule=self.teacher_schedule,
+            patience=self.teacher_patience, max_seq_length=self.max_seq_length, warmup_ratio=self.teacher_warmup_ratio,
+            weight_decay=self.weight_decay, max_grad_norm=self.max_grad_norm, seed=self.seed, selection=self.selection,
+            selection_fraction=self.selection_fraction if self.selection == "split" else None)
+        return TeacherSpec(self.teacher, self.teacher_store, self.max_seq_length, recipe, self.eval_batch_size,
+                           self.logging_steps, self.max_train_examples)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -102,7 +102,7 @@ def tiny_teacher(tmp_path_factory, tiny_bert, toy_files):
     # The new classifier head is drawn from the global RNG when the model loads: seeded, the teacher is
     # the same whichever tests ran before (`eqspike distill` seeds before loading it too).
     torch.manual_seed(0)
-    teacher = load_teacher(config, data.task, torch.device("cpu"), data.splits, data.train, log=lambda *_: None)
+    teacher = load_teacher(config.teacher_spec(), data.task, torch.device("cpu"), data.splits, data.train, log=lambda *_: None)
     return teacher
 
 

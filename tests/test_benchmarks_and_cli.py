@@ -44,8 +44,15 @@ def test_peak_memory_leaves_first_call_allocations_to_the_warm_up():
     assert len(resets) == 2  # before the warm-up call and before the measured one
 
 
-def test_seconds_per_call_is_positive():
-    assert seconds_per_call(lambda: torch.ones(10).sum(), repeats=2) > 0
+def test_seconds_per_call_is_the_median_of_the_timed_calls(monkeypatch):
+    """The warm-up calls are not timed; the result is the median of the ``repeats`` timed ones."""
+    from eqspike.analysis import benchmarking
+
+    clock = iter([0.0, 3.0, 10.0, 11.0, 20.0, 22.0])  # start, stop of each timed call: 3 s, 1 s, 2 s
+    monkeypatch.setattr(benchmarking.time, "perf_counter", lambda: next(clock))
+    calls = []
+    assert seconds_per_call(lambda: calls.append(1), repeats=3, warmup=2) == 2.0
+    assert len(calls) == 5
 
 
 def test_equilibrium_benchmark_writes_exactly_the_documented_keys(tmp_path):

@@ -34,14 +34,14 @@ def test_teacher_store_fine_tunes_once_and_writes_a_card(tiny_teacher, tiny_bert
                      teacher_store=str(stored.parent), **TINY_TEACHER_RECIPE, selection="dev", max_seq_length=32,
                      device="cpu")
     data = prepare_data(same, log=messages.append)
-    again = load_teacher(same, data.task, torch.device("cpu"), data.splits, data.train, log=messages.append)
+    again = load_teacher(same.teacher_spec(), data.task, torch.device("cpu"), data.splits, data.train, log=messages.append)
     assert again.path == str(stored)
     assert any(f"reusing the stored teacher {stored} (dev accuracy {card['dev_score']:.4f}" in m for m in messages)
     # A quick run (another recipe, or a subsample) never takes the place of that teacher, nor reuses it.
     for quick in (dict(teacher_epochs=1), dict(max_train_examples=40)):
         config = same.replace(**quick)
         data = prepare_data(config, log=lambda *_: None)
-        other = load_teacher(config, data.task, torch.device("cpu"), data.splits, data.train, log=lambda *_: None)
+        other = load_teacher(config.teacher_spec(), data.task, torch.device("cpu"), data.splits, data.train, log=lambda *_: None)
         assert other.path != str(stored) and Path(other.path).parent == stored.parent
     assert json.loads((stored / "teacher_card.json").read_text()) == card
 

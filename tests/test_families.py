@@ -120,7 +120,7 @@ def test_check_teacher_config_refuses_a_deberta_directory_before_any_work(tmp_pa
 
     DebertaV2Config(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64).save_pretrained(tmp_path)
     with pytest.raises(EqspikeError, match=r"teacher .* is a 'deberta-v2' model"):
-        check_teacher_config(RunConfig(teacher=str(tmp_path)))
+        check_teacher_config(RunConfig(teacher=str(tmp_path)).teacher_spec())
 
 
 def save_family_teacher(model_type: str, folder):

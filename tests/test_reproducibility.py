@@ -123,7 +123,7 @@ def test_with_a_selection_split_the_dev_labels_do_not_change_the_student_or_teac
         from eqspike.teacher.store import load_teacher
 
         torch.manual_seed(0)
-        teacher = load_teacher(config, data.task, torch.device("cpu"), data.splits, data.train, lambda *_: None, data.selection)
+        teacher = load_teacher(config.teacher_spec(), data.task, torch.device("cpu"), data.splits, data.train, lambda *_: None, data.selection)
         assert teacher.card["selection"] == "selection" and teacher.card["selection_score"] is not None
         teachers[name] = (teacher.model.state_dict(), teacher.card)
         # the student of the session's tiny teacher

@@ -32,19 +32,23 @@ def test_alpha_is_set_from_the_first_batch_per_step_and_then_frozen():
     assert neurons.alpha[0].item() == pytest.approx(4.0)  # frozen
 
 
-@pytest.mark.parametrize("reset, expected", [("spikelm", [0.0, 8.0, 0.0]), ("soft", [0.0, 0.0, 0.0])])
-def test_membrane_update_of_each_reset(reset, expected):
-    """alpha = 8 (a spike needs |u| >= 4), x = 2 every step. SpikeLM's update, u_t = 0.25 u_(t-1) (alpha - s)
-    + x_t, doubles a silent membrane; the soft reset, u_t = 0.25 (u_(t-1) - s) + x_t, does not:
-    t0: u = 2, no spike.  t1: spikelm 0.25 * 2 * 8 + 2 = 6 -> spike; soft 0.25 * 2 + 2 = 2.5.
-    t2: spikelm 0.25 * 6 * (8 - 8) + 2 = 2; soft 0.25 * 2.5 + 2 = 2.625: no spike."""
+@pytest.mark.parametrize("reset, x, expected", [("spikelm", 2.0, [0.0, 8.0, 0.0]), ("soft", 2.0, [0.0, 0.0, 0.0]),
+                                                 ("spikelm", 4.5, [8.0, 8.0, 8.0]), ("soft", 4.5, [8.0, 0.0, 8.0])])
+def test_membrane_update_of_each_reset(reset, x, expected):
+    """alpha = 8 (a spike needs |u| >= 4, and s = 8), the same x every step. SpikeLM's update,
+    u_t = 0.25 u_(t-1) (alpha - s) + x_t, multiplies a silent membrane by 2 and empties a firing one;
+    the soft reset, u_t = 0.25 (u_(t-1) - s) + x_t, does neither.
+    x = 2: t0 u = 2, no spike.  t1: spikelm 0.25 * 2 * 8 + 2 = 6 -> spike; soft 0.25 * 2 + 2 = 2.5.
+    t2: spikelm 0.25 * 6 * (8 - 8) + 2 = 2; soft 0.25 * 2.5 + 2 = 2.625: no spike.
+    x = 4.5: t0 u = 4.5, a spike.  t1: spikelm 0 + 4.5 -> spike; soft 0.25 * (4.5 - 8) + 4.5 = 3.625.
+    t2: spikelm 4.5 -> spike; soft 0.25 * 3.625 + 4.5 = 5.41 -> spike."""
     layer = SpikeLinear(1, 1, time_steps=3, reset=reset)
     with torch.no_grad():
         layer.linear.weight.fill_(1.0)
         layer.linear.bias.zero_()
         layer.neurons.alpha.fill_(8.0)
         layer.neurons.initialised.fill_(True)
-    out = layer(torch.full((3, 1, 1, 1), 2.0)).view(-1).tolist()
+    out = layer(torch.full((3, 1, 1, 1), x)).view(-1).tolist()
     assert out == expected
 
 

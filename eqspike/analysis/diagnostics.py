@@ -29,9 +29,9 @@ from torch import Tensor
 from eqspike.core.neurons import time_step_rate
 from eqspike.core.simulation import simulate
 from eqspike.data.batches import EncodedSplit, sequential_batches
+from eqspike.data.evaluation import metrics_from_logits
 from eqspike.data.tasks import TaskData
 from eqspike.errors import EqspikeError
-from eqspike.evaluation import metrics_from_logits
 from eqspike.runtime.progress import progress
 from eqspike.students.energy import ACCUMULATE_PJ, MAC_PJ, StudentEnergy, synaptic_accumulates
 

@@ -41,8 +41,8 @@ from eqspike.analysis.energy import (
     state_format,
 )
 from eqspike.data.batches import EncodedSplit
+from eqspike.data.evaluation import evaluate
 from eqspike.data.tasks import TaskData
-from eqspike.evaluation import evaluate
 from eqspike.runtime.files import write_atomic
 from eqspike.students.energy import StudentEnergy
 

@@ -15,6 +15,7 @@ from eqspike.errors import EqspikeError
 from eqspike.runtime import hub
 from eqspike.runtime.files import check_output_dir
 from eqspike.runtime.reporting import check_report_to
+from eqspike.students.common import run_widths
 from eqspike.teacher.store import check_teacher_config, load_tokenizer, locate
 
 
@@ -43,7 +44,7 @@ def check_inputs(config: RunConfig) -> TaskData:
     except EqspikeError as error:
         problems.append(str(error))
     try:
-        check_teacher_config(config)
+        check_teacher_config(config.teacher_spec(), config.student_layers, run_widths(config))
     except EqspikeError as error:
         problems.append(str(error))
     try:

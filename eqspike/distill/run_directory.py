@@ -28,12 +28,12 @@ from typing import Any
 
 import torch
 
-from eqspike import __version__
 from eqspike.config import ConfigError, RunConfig, save_yaml
 from eqspike.runtime.files import atomic_directory, check_output_dir, recover_directory, write_atomic
 from eqspike.runtime.reporting import open_report
 from eqspike.students import load_student_config
 from eqspike.students.model_card import CARD_NAME, model_card, write_model_card
+from eqspike.version import __version__
 
 MARKER = ".eqspike-run"
 CHECKPOINT = "checkpoint"

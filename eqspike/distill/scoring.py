@@ -9,8 +9,8 @@ from dataclasses import dataclass
 
 from torch import Tensor
 
+from eqspike.data.evaluation import evaluate
 from eqspike.distill.prepare import Prepared
-from eqspike.evaluation import evaluate
 from eqspike.runtime.distributed import Sharding
 from eqspike.students.energy import StudentEnergy
 

@@ -24,9 +24,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
-import eqspike
 from eqspike.config import RunConfig
 from eqspike.data.batches import batch_order, iterate_batches
+from eqspike.data.evaluation import evaluate
 from eqspike.distill.losses import (
     Share,
     gold_loss,
@@ -38,18 +38,18 @@ from eqspike.distill.prepare import Prepared, prepare_data
 from eqspike.distill.run_directory import RunDirectory, RunDirectoryError
 from eqspike.distill.scoring import score_spiking
 from eqspike.errors import EqspikeError
-from eqspike.evaluation import evaluate
 from eqspike.runtime.devices import autocast, set_seed
 from eqspike.runtime.distributed import Sharding, process_group, shard
 from eqspike.runtime.environment import environment_record
 from eqspike.runtime.optim import linear_schedule, make_optimizer, weight_average
 from eqspike.runtime.progress import StepLog, progress
-from eqspike.students import STUDENT_INITS, check_warm_start, load_student, student_for_run
+from eqspike.students import STUDENT_INITS, STUDENTS, check_warm_start, load_student, student_for_run
 from eqspike.students.common import run_widths, uniform_layer_map
 from eqspike.students.energy import StudentEnergy
 from eqspike.teacher.base import Teacher
 from eqspike.teacher.store import load_teacher, teacher_name
 from eqspike.teacher.targets import TargetsFn, cached_targets, live_targets
+from eqspike.version import __version__
 
 STAGES = ("intermediate", "prediction")
 # Under an energy budget B the loss adds lambda x E, the estimated energy ratio of the step, and after
@@ -65,12 +65,7 @@ def default_output_dir(config: RunConfig) -> Path:
     teacher = teacher_name(config.teacher) if config.teacher else "teacher"
     task = config.task or (Path(config.train_file).resolve().parent.name if config.train_file else "data")
     layers = config.student_layers or "all"
-    if config.student_type == "spikelm":
-        return Path("runs") / f"{task}-{teacher}-L{layers}-spikelm-T{config.spikelm_time_steps}"
-    if config.student_type == "dense":
-        return Path("runs") / f"{task}-{teacher}-L{layers}-dense"
-    bits = {32: "fp", 1: "1bit", 1.58: "1.58bit"}[config.weight_bits]
-    return Path("runs") / f"{task}-{teacher}-L{layers}-T{config.time_steps}-{bits}"
+    return Path("runs") / f"{task}-{teacher}-L{layers}-{STUDENTS[config.student_type].run_name(config)}"
 
 
 @dataclass
@@ -153,7 +148,7 @@ class Distiller:
         warm_from = check_warm_start(c.student_init, c.student_layers, run_widths(c)) if c.student_init not in STUDENT_INITS else None
         set_seed(c.seed)
         data = prepare_data(c, self.log)
-        teacher = self._on_main_first(lambda: load_teacher(c, data.task, self.device, data.splits, data.train, self.log,
+        teacher = self._on_main_first(lambda: load_teacher(c.teacher_spec(), data.task, self.device, data.splits, data.train, self.log,
                                                            data.selection))
         self.run_dir.start(c, resuming=resume_state is not None)
         if sharding.distributed:
@@ -424,7 +419,7 @@ class Distiller:
         c = self.config
         student.eval()
         energy = None
-        if c.student_type == "eqspike" and c.train_for == "time_steps":
+        if STUDENTS[c.student_type].train_for(c) == "time_steps":
             score = self._score_spiking(student, data, c.time_steps, spike_factor=c.energy_budget is not None,
                                         splits=data.selection)
             metrics, energy, mode = score.metrics, score.energy_ratio, f"simulate T={c.time_steps}"
@@ -487,9 +482,10 @@ class Distiller:
         c = self.config
         self.sharding.barrier()  # rank 0 has written the best student
         student = load_student(self.run_dir.student).to(self.device)
+        kind = STUDENTS[c.student_type]
         T = student.config.time_steps
-        self.log("evaluating the best student (dense)" if c.student_type == "dense"
-                 else f"evaluating the best student as a spiking network (simulate, T={T})")
+        self.log(f"evaluating the best student as a spiking network (simulate, T={T})" if kind.spiking
+                 else "evaluating the best student (dense)")
         scored = self._score_spiking(student, data, T)
         solved = self._evaluate(lambda b: student(**b, mode="solve").logits, data, "student solve")
         metric = data.task.metric
@@ -505,29 +501,29 @@ class Distiller:
             "student_solve_metrics": solved,
             "score_ratio": scored.metrics[metric] / teacher_metrics[metric] if teacher_metrics[metric] else None,
             "student_energy_ratio": scored.energy_ratio,
-            "time_steps": None if c.student_type == "dense" else T,
-            "train_for": c.train_for if c.student_type == "eqspike" else None,
+            "time_steps": T if kind.spiking else None,
+            "train_for": kind.train_for(c),
             "energy_budget": c.energy_budget,
             "weight_bits": student.config.weight_bits,
             "student_type": c.student_type,
             "student_layers": student.config.num_hidden_layers,
             "teacher_layers": student.config.teacher_layers,
             "num_parameters": sum(p.numel() for p in student.parameters()),
-            "eqspike_version": eqspike.__version__,
+            "eqspike_version": __version__,
             "command": self.command,
             "selection": c.selection,
             "environment": self.environment,
         }
-        if c.student_type == "eqspike" and self.sharding.is_main:  # both conventions (eqspike energy RUN: the report)
+        if kind.reports_energy and self.sharding.is_main:  # both conventions (eqspike energy RUN: the report)
             from eqspike.analysis.energy_report import energy_report, metrics_energy
 
             main_split = data.splits[data.task.main_split]
             result.update(metrics_energy(energy_report(student, data.task, main_split, [T], c.eval_batch_size, self.device), T))
         self.run_dir.write_result(result)
-        kind = "dense student" if c.student_type == "dense" else f"spiking {c.student_type} student (T={T}, " \
-            f"{student.config.weight_bits}-bit weights)"
-        self.log(f"teacher {metric} {result['teacher_score']:.4f} | {kind} {metric} {result['student_score']:.4f}, energy "
-                 f"{scored.energy_ratio:.3f} x the teacher's" + ("" if c.student_type == "dense" else
-                                                                  f" | rate map (solve) {result['student_solve_score']:.4f}"))
+        name = f"spiking {kind.kind} student (T={T}, {student.config.weight_bits}-bit weights)" if kind.spiking \
+            else "dense student"
+        self.log(f"teacher {metric} {result['teacher_score']:.4f} | {name} {metric} {result['student_score']:.4f}, energy "
+                 f"{scored.energy_ratio:.3f} x the teacher's"
+                 + (f" | rate map (solve) {result['student_solve_score']:.4f}" if kind.spiking else ""))
         self.log(f"run directory: {self.run_dir.root}")
         return result

@@ -25,8 +25,8 @@ from eqspike.students.spikelm import SpikeLMConfig, SpikeLMForSequenceClassifica
 from eqspike.students.spiking_bert import SpikingBertForSequenceClassification
 from eqspike.students.spiking_bert_config import SpikingBertConfig
 
-STUDENTS = {"eqspike": SpikingBertForSequenceClassification, "spikelm": SpikeLMForSequenceClassification,
-            "dense": DenseBertForSequenceClassification}
+STUDENTS = {cls.kind: cls for cls in (SpikingBertForSequenceClassification, SpikeLMForSequenceClassification,
+                                      DenseBertForSequenceClassification)}
 _BY_MODEL_TYPE = {cls.config_class.model_type: cls for cls in STUDENTS.values()}
 
 for _model in STUDENTS.values():
@@ -45,7 +45,12 @@ def load_student(directory: str | Path, **overrides: Any):
     if kind is not None and kind not in _BY_MODEL_TYPE:
         raise StudentFileError(f"{directory} holds a {kind!r} model, not an eqspike student "
                                f"({', '.join(map(repr, _BY_MODEL_TYPE))})")
-    return _BY_MODEL_TYPE.get(kind, SpikingBertForSequenceClassification).from_pretrained(directory, **overrides)
+    return student_class(kind).from_pretrained(directory, **overrides)
+
+
+def student_class(model_type: str | None):
+    """The student class of a saved config's ``model_type`` (eqspike's when it names none)."""
+    return _BY_MODEL_TYPE.get(model_type, SpikingBertForSequenceClassification)
 
 
 def load_student_config(directory: str | Path):
@@ -124,5 +129,5 @@ def student_for_run(teacher_model: nn.Module, config: Any) -> nn.Module:
     return student
 
 
-__all__ = ["load_student_config", "saved_student_directory", "STUDENT_INITS", "STUDENTS", "check_warm_start", "student_for_run", "warm_start", "DenseBertConfig", "DenseBertForSequenceClassification", "SpikeLMConfig", "SpikeLMForSequenceClassification", "SpikingBertConfig",
+__all__ = ["load_student_config", "student_class", "saved_student_directory", "STUDENT_INITS", "STUDENTS", "check_warm_start", "student_for_run", "warm_start", "DenseBertConfig", "DenseBertForSequenceClassification", "SpikeLMConfig", "SpikeLMForSequenceClassification", "SpikingBertConfig",
            "SpikingBertForSequenceClassification", "StudentOutput", "load_student"]

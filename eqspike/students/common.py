@@ -11,7 +11,7 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from safetensors.torch import load_file
@@ -134,12 +134,35 @@ class StudentOutput(ModelOutput):
 
 
 class StudentPreTrainedModel(PreTrainedModel):
-    """What both students share as transformers models: BERT's initialisation, the task loss, and
-    loading that refuses broken files by name (``from_pretrained``)."""
+    """What the students share as transformers models: BERT's initialisation, the task loss, and
+    loading that refuses broken files by name (``from_pretrained``); and what a kind declares for the
+    registry (``eqspike.students.STUDENTS``), which the trainer, scoring and model card read instead of
+    its name."""
 
     config_class = StudentConfig
     base_model_prefix = "student"
     main_input_name = "input_ids"
+    kind: ClassVar[str]  # its --student-type
+    description: ClassVar[str]  # one line, for the model card
+    spiking: ClassVar[bool] = True  # fires spikes: scored by running T steps, its energy from its spikes
+    reports_energy: ClassVar[bool] = False  # metrics.json gains the energy under both conventions
+    kind_settings: ClassVar[tuple[str, ...]] = ()  # run settings only this kind accepts
+
+    @classmethod
+    def train_for(cls, settings: Any) -> str | None:
+        """What the student is trained for: 'time_steps' (scored while training by running T steps, under
+        an energy budget if one is set) or 'infinity'; None for a kind without the choice."""
+        return None
+
+    @classmethod
+    def run_name(cls, settings: Any) -> str:
+        """The end of a run folder's default name."""
+        raise NotImplementedError
+
+    @classmethod
+    def task_loss_only(cls, settings: Any) -> bool:
+        """Whether the run trains on the task loss alone (no distillation)."""
+        return False
 
     def _init_weights(self, module: nn.Module) -> None:
         """N(0, 0.02) weights, zero biases, unit LayerNorms (BERT's); thresholds of 1 until calibrated."""

@@ -82,6 +82,13 @@ class DenseBertForSequenceClassification(StudentPreTrainedModel):
     spiking students (``mode`` and ``time_steps`` are accepted and have no effect)."""
 
     config_class = DenseBertConfig
+    kind = "dense"
+    description = "A dense student (the eqspike student's architecture without spikes)"
+    spiking = False
+
+    @classmethod
+    def run_name(cls, settings: Any) -> str:
+        return "dense"
 
     def __init__(self, config: DenseBertConfig) -> None:
         super().__init__(config)

@@ -13,6 +13,7 @@ from typing import Any
 import yaml
 
 from eqspike.runtime.files import write_atomic
+from eqspike.students import student_class
 
 CARD_NAME = "README.md"
 GLUE_TASKS = ("cola", "sst2", "mrpc", "qqp", "stsb", "mnli", "qnli", "rte", "wnli")
@@ -37,10 +38,8 @@ def model_card(config: Any, result: Mapping[str, Any] | None = None,
     ``evaluations``: rows ``{"time_steps", "score"}`` of ``eqspike evaluate``; ``best``: the dev
     evaluation that selected the student while the run is still going (before ``result``)."""
     result = dict(result or {})
-    kind = {"eqspike-spikelm-bert": "A SpikeLM baseline (surrogate gradients, BPTT)",
-            "eqspike-dense-bert": "A dense student (the eqspike student's architecture without spikes)"}.get(
-        config.model_type, "An eqspike spiking BERT (equilibrium distillation, implicit gradients)")
-    dense = config.model_type == "eqspike-dense-bert"
+    student = student_class(config.model_type)
+    kind, dense = student.description, not student.spiking
     task, metric = result.get("task"), result.get("metric", "score")
     teacher = config.teacher or result.get("teacher")
     T = config.time_steps

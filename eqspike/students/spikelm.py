@@ -160,6 +160,16 @@ class SpikeLMForSequenceClassification(StudentPreTrainedModel):
     """The SpikeLM baseline with a sequence-classification head (same interface as the eqspike student)."""
 
     config_class = SpikeLMConfig
+    kind = "spikelm"
+    description = "A SpikeLM baseline (surrogate gradients, BPTT)"
+
+    @classmethod
+    def run_name(cls, settings: Any) -> str:
+        return f"spikelm-T{settings.spikelm_time_steps}"
+
+    @classmethod
+    def task_loss_only(cls, settings: Any) -> bool:
+        return settings.spikelm_recipe == "task"
 
     def __init__(self, config: SpikeLMConfig) -> None:
         super().__init__(config)

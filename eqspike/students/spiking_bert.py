@@ -142,6 +142,19 @@ class SpikingBertForSequenceClassification(StudentPreTrainedModel):
     model (``AutoModelForSequenceClassification``, ``pipeline``, ``save_pretrained``)."""
 
     config_class = SpikingBertConfig
+    kind = "eqspike"
+    description = "An eqspike spiking BERT (equilibrium distillation, implicit gradients)"
+    reports_energy = True
+    kind_settings = ("spike_levels", "energy_budget")
+
+    @classmethod
+    def train_for(cls, settings: Any) -> str | None:
+        return settings.train_for
+
+    @classmethod
+    def run_name(cls, settings: Any) -> str:
+        bits = {32: "fp", 1: "1bit", 1.58: "1.58bit"}[settings.weight_bits]
+        return f"T{settings.time_steps}-{bits}"
 
     def __init__(self, config: SpikingBertConfig) -> None:
         super().__init__(config)

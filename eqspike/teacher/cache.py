@@ -33,12 +33,13 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from eqspike.config import TEACHER_CACHE_DTYPES as CACHE_DTYPES
 from eqspike.data.batches import EncodedSplit, sequential_batches
 from eqspike.errors import EqspikeError
 from eqspike.runtime.files import atomic_directory
 from eqspike.runtime.progress import progress
 from eqspike.teacher.targets import teacher_targets
+
+CACHE_DTYPES = ("float16", "float32")  # --teacher-cache-dtype
 
 _FLOAT16_MAX = float(np.finfo(np.float16).max)
 

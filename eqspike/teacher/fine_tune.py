@@ -9,51 +9,49 @@ from pathlib import Path
 
 import torch
 
-import eqspike
-from eqspike.config import RunConfig
 from eqspike.data.batches import EncodedSplit, batch_order, iterate_batches
+from eqspike.data.evaluation import evaluate
 from eqspike.data.tasks import TaskData
-from eqspike.evaluation import evaluate
 from eqspike.runtime.devices import set_seed
 from eqspike.runtime.files import atomic_directory
 from eqspike.runtime.optim import linear_schedule, make_optimizer
 from eqspike.runtime.progress import StepLog, progress
-from eqspike.teacher.base import CARD_NAME, Teacher, TeacherError, recipe_of
+from eqspike.teacher.base import CARD_NAME, Teacher, TeacherError, TeacherSpec
+from eqspike.version import __version__
 
 
-def fine_tune(teacher: Teacher, config: RunConfig, task: TaskData, train_split: EncodedSplit,
+def fine_tune(teacher: Teacher, spec: TeacherSpec, task: TaskData, train_split: EncodedSplit,
               splits: dict[str, EncodedSplit], device: torch.device, store: Path, log=print,
               selection: dict[str, EncodedSplit] | None = None) -> Teacher:
     """Fine-tune the teacher's encoder and head on the task; keep the epoch that scores best on the
     ``selection`` splits (default: the dev ``splits``), stopping early on them too; score it on the
     dev splits; store it."""
+    recipe = spec.recipe
     selection = splits if selection is None else selection
     on = "dev" if selection is splits else "selection"
-    set_seed(config.seed)
+    set_seed(recipe.seed)
     model = teacher.model.to(device)
     if task.label_names:
         model.config.id2label = dict(enumerate(task.label_names))
         model.config.label2id = {name: i for i, name in enumerate(task.label_names)}
     model.config.problem_type = "regression" if task.is_regression else "single_label_classification"
-    epochs = max(1, round(config.teacher_epochs)) if config.teacher_epochs else 0
-    steps_per_epoch = -(-len(train_split) // config.teacher_batch_size)
-    optimizer = make_optimizer(model.named_parameters(), config.teacher_lr, config.weight_decay)
-    schedule = linear_schedule(optimizer, max(1, epochs * steps_per_epoch), config.teacher_warmup_ratio,
-                               config.teacher_schedule)
+    epochs = max(1, round(recipe.epochs)) if recipe.epochs else 0
+    steps_per_epoch = -(-len(train_split) // recipe.batch_size)
+    optimizer = make_optimizer(model.named_parameters(), recipe.lr, recipe.weight_decay)
+    schedule = linear_schedule(optimizer, max(1, epochs * steps_per_epoch), recipe.warmup_ratio, recipe.schedule)
     logits_fn = lambda batch: model(**batch).logits  # noqa: E731
     best, best_state, history = None, None, []
     for epoch in range(epochs):
         model.train()
-        bar = progress(iterate_batches(train_split, batch_order(len(train_split), config.teacher_batch_size, config.seed, epoch)),
+        bar = progress(iterate_batches(train_split, batch_order(len(train_split), recipe.batch_size, recipe.seed, epoch)),
                        total=steps_per_epoch, desc=f"teacher epoch {epoch + 1}/{epochs}")
-        log_lines = StepLog(f"teacher epoch {epoch + 1}/{epochs}", steps_per_epoch, config.logging_steps,
-                            config.teacher_batch_size, log)
+        log_lines = StepLog(f"teacher epoch {epoch + 1}/{epochs}", steps_per_epoch, spec.logging_steps, recipe.batch_size, log)
         for step, batch in enumerate(bar, start=1):
             batch.pop("index")
             batch = {k: v.to(device) for k, v in batch.items()}
             loss = model(**batch).loss
             loss.backward()
-            if not torch.isfinite(torch.nn.utils.clip_grad_norm_(model.parameters(), config.max_grad_norm)):
+            if not torch.isfinite(torch.nn.utils.clip_grad_norm_(model.parameters(), recipe.max_grad_norm)):
                 raise TeacherError(f"teacher fine-tuning diverged in epoch {epoch + 1}, step {step}: the gradient is not "
                                    f"finite (loss {loss.item():.4g}); nothing was stored; lower --teacher-lr")
             optimizer.step()
@@ -62,23 +60,23 @@ def fine_tune(teacher: Teacher, config: RunConfig, task: TaskData, train_split: 
             bar.set_postfix(loss=f"{loss.item():.4f}")
             log_lines.update(step, schedule.get_last_lr()[0], loss=loss.item())
         model.eval()
-        metrics = evaluate(logits_fn, task, selection, config.eval_batch_size, device, desc=f"teacher {on}")
+        metrics = evaluate(logits_fn, task, selection, spec.eval_batch_size, device, desc=f"teacher {on}")
         history.append({"epoch": epoch + 1, **metrics})
         log(f"teacher epoch {epoch + 1}: {on} " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
         if best is None or metrics[task.metric] > best[task.metric]:
             best, best_epoch = metrics, epoch
             best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-        elif config.teacher_patience and epoch - best_epoch >= config.teacher_patience:
-            log(f"teacher: no better {on} {task.metric} for {config.teacher_patience} epochs; stopping "
+        elif recipe.patience and epoch - best_epoch >= recipe.patience:
+            log(f"teacher: no better {on} {task.metric} for {recipe.patience} epochs; stopping "
                 f"(best: epoch {best_epoch + 1})")
             break
     if best_state is not None:
         model.load_state_dict(best_state)
     chosen_on = best
-    best = evaluate(logits_fn, task, splits, config.eval_batch_size, device, desc="teacher dev") \
+    best = evaluate(logits_fn, task, splits, spec.eval_batch_size, device, desc="teacher dev") \
         if best is None or selection is not splits else best
     card = {
-        "base": config.teacher,
+        "base": spec.name,
         "task": task.name,
         "num_labels": task.num_labels,
         "label_names": task.label_names,
@@ -88,8 +86,8 @@ def fine_tune(teacher: Teacher, config: RunConfig, task: TaskData, train_split: 
         "selection": on,
         "selection_score": chosen_on[task.metric] if chosen_on else None,
         "history": history,
-        "recipe": {**recipe_of(config), "epochs_run": len(history), "max_train_examples": config.max_train_examples},
-        "eqspike_version": eqspike.__version__,
+        "recipe": {**recipe.key(), "epochs_run": len(history), "max_train_examples": spec.max_train_examples},
+        "eqspike_version": __version__,
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
     with atomic_directory(store) as staging:

@@ -26,12 +26,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from eqspike.config import RunConfig
 from eqspike.data.batches import EncodedSplit
 from eqspike.data.tasks import TaskData
-from eqspike.students.common import check_widths, run_widths
+from eqspike.students.common import check_widths
 from eqspike.students.families import family_of
-from eqspike.teacher.base import CARD_NAME, Teacher, TeacherError, recipe_of
+from eqspike.teacher.base import CARD_NAME, Teacher, TeacherError, TeacherSpec
 from eqspike.teacher.fine_tune import fine_tune
 
 # hub id -> (Python package shipping the same files, folder inside the package)
@@ -126,15 +125,17 @@ def _load_model(source: str, num_labels: int | None = None) -> nn.Module:
 DENSE_STUDENT = "eqspike-dense-bert"
 
 
-def check_teacher_config(config: RunConfig) -> Any:
+def check_teacher_config(spec: TeacherSpec, student_layers: int | None = None,
+                         widths: dict[str, int | None] | None = None) -> Any:
     """The teacher's transformers config, after checking what can be checked before any work: it is
-    found (locally, or in the Hub's cache when the Hub cannot be reached), it is a BERT, and the
-    student's depth and the sequence length fit it."""
-    if not config.teacher:
+    found (locally, or in the Hub's cache when the Hub cannot be reached), its family is supported, and
+    the student's depth (``student_layers``), its widths (``widths``, by config field; None: the
+    teacher's) and the sequence length fit it."""
+    if not spec.name:
         raise TeacherError("no teacher: give --teacher (a hub id such as bert-base-uncased, or a local directory)")
     from transformers import AutoConfig
 
-    source = locate(config.teacher)
+    source = locate(spec.name)
     try:
         teacher_config = AutoConfig.from_pretrained(source)
     except (OSError, ValueError) as error:
@@ -147,40 +148,40 @@ def check_teacher_config(config: RunConfig) -> Any:
     kind = getattr(teacher_config, "model_type", None)
     if kind == DENSE_STUDENT:
         if getattr(teacher_config, "family", "bert") != "bert":
-            raise TeacherError(f"teacher {config.teacher} is the dense student of a {teacher_config.family!r} teacher; "
+            raise TeacherError(f"teacher {spec.name} is the dense student of a {teacher_config.family!r} teacher; "
                                f"only the dense student of a BERT teacher can teach a spiking student")
         positions = teacher_config.max_position_embeddings
     else:
-        family = family_of(kind, f"teacher {config.teacher}")
+        family = family_of(kind, f"teacher {spec.name}")
         positions = family.max_length(teacher_config)
-    widths = run_widths(config)
+    widths = widths or {}
     if any(widths.values()):
         shape = family_of(kind).shape(teacher_config) if kind != DENSE_STUDENT else {
             name: getattr(teacher_config, name) for name in widths}
         try:
             check_widths(shape, {name: value or shape[name] for name, value in widths.items()})
         except ValueError as error:
-            raise TeacherError(f"{error} (teacher {config.teacher})") from None
+            raise TeacherError(f"{error} (teacher {spec.name})") from None
     layers = teacher_config.num_hidden_layers
-    if config.student_layers is not None and config.student_layers > layers:
-        raise TeacherError(f"student_layers={config.student_layers} but the teacher {config.teacher} has only {layers} "
+    if student_layers is not None and student_layers > layers:
+        raise TeacherError(f"student_layers={student_layers} but the teacher {spec.name} has only {layers} "
                            f"layers; choose at most {layers}")
-    if config.max_seq_length > positions:
-        raise TeacherError(f"max_seq_length={config.max_seq_length} exceeds the {positions} positions of the teacher "
-                           f"{config.teacher}; choose at most {positions}")
+    if spec.max_seq_length > positions:
+        raise TeacherError(f"max_seq_length={spec.max_seq_length} exceeds the {positions} positions of the teacher "
+                           f"{spec.name}; choose at most {positions}")
     return teacher_config
 
 
-def store_path(config: RunConfig, task: TaskData, train_split: EncodedSplit | None,
+def store_path(spec: TeacherSpec, task: TaskData, train_split: EncodedSplit | None,
                splits: dict[str, EncodedSplit] | None, selection: dict[str, EncodedSplit] | None = None) -> Path:
     """``<teacher_store>/<name>-<task>-<key>``: the key digests the base model, the recipe and the data
     (training, dev and selection splits)."""
-    digest = hashlib.sha256(json.dumps({"base": config.teacher, "task": task.name, "recipe": recipe_of(config)},
+    digest = hashlib.sha256(json.dumps({"base": spec.name, "task": task.name, "recipe": spec.recipe.key()},
                                        sort_keys=True).encode())
     held_out = list(selection.values()) if selection is not None and selection is not splits else []
     for split in ([train_split] if train_split is not None else []) + list((splits or {}).values()) + held_out:
         split.update_digest(digest)
-    return Path(config.teacher_store) / f"{teacher_name(config.teacher)}-{task.name}-{digest.hexdigest()[:10]}"
+    return Path(spec.store) / f"{teacher_name(spec.name)}-{task.name}-{digest.hexdigest()[:10]}"
 
 
 def _read_json(path: Path) -> dict[str, Any] | None:
@@ -210,16 +211,16 @@ def check_fit(teacher: Teacher, task: TaskData, max_seq_length: int) -> None:
         raise TeacherError(f"max_seq_length={max_seq_length} exceeds the teacher's {positions} positions")
 
 
-def load_teacher(config: RunConfig, task: TaskData, device: torch.device, splits: dict[str, EncodedSplit] | None = None,
+def load_teacher(spec: TeacherSpec, task: TaskData, device: torch.device, splits: dict[str, EncodedSplit] | None = None,
                  train_split: EncodedSplit | None = None, log=print,
                  selection: dict[str, EncodedSplit] | None = None) -> Teacher:
     """Find (or fine-tune and store) the teacher for ``task``; see the module docstring. A teacher
     fine-tuned here keeps its best epoch on ``selection`` (default: the dev ``splits``)."""
-    if not config.teacher:
+    if not spec.name:
         raise TeacherError("no teacher: give --teacher (a hub id such as bert-base-uncased, or a local directory)")
-    source = locate(config.teacher)
+    source = locate(spec.name)
     card = _read_json(Path(source) / CARD_NAME) if Path(source).is_dir() else None
-    stored = store_path(config, task, train_split, splits, selection)
+    stored = store_path(spec, task, train_split, splits, selection)
     if card and card.get("task") == task.name:
         teacher = Teacher(_load_model(source), _from_pretrained("tokenizer", source), source, card)
     elif (stored / CARD_NAME).is_file():
@@ -239,23 +240,23 @@ def load_teacher(config: RunConfig, task: TaskData, device: torch.device, splits
         tokenizer = _from_pretrained("tokenizer", source)
         if _has_task_head(base_config) and base_config.num_labels != task.num_labels:
             raise TeacherError(
-                f"teacher {config.teacher} has a trained head with {base_config.num_labels} labels but task "
+                f"teacher {spec.name} has a trained head with {base_config.num_labels} labels but task "
                 f"{task.name!r} has {task.num_labels}; pass its base model (a new head is then fine-tuned) or a "
                 f"teacher trained on this task"
             )
         if _has_task_head(base_config):
-            log(f"teacher: {config.teacher} has a trained {task.num_labels}-label head; using it as it is")
-            teacher = Teacher(_load_model(source), tokenizer, source, {"base": config.teacher, "task": task.name, "provided": True})
+            log(f"teacher: {spec.name} has a trained {task.num_labels}-label head; using it as it is")
+            teacher = Teacher(_load_model(source), tokenizer, source, {"base": spec.name, "task": task.name, "provided": True})
         else:
             if splits is None or train_split is None:
-                raise TeacherError(f"teacher {config.teacher} has no trained head for {task.name!r}; run `eqspike teacher` first")
-            log(f"teacher: {config.teacher} has no trained head for {task.name!r}; fine-tuning it "
-                f"({'at most ' if config.teacher_patience else ''}{config.teacher_epochs:g} epochs, lr {config.teacher_lr:g}, "
-                f"{config.teacher_schedule} rate) into {stored}")
+                raise TeacherError(f"teacher {spec.name} has no trained head for {task.name!r}; run `eqspike teacher` first")
+            log(f"teacher: {spec.name} has no trained head for {task.name!r}; fine-tuning it "
+                f"({'at most ' if spec.recipe.patience else ''}{spec.recipe.epochs:g} epochs, lr {spec.recipe.lr:g}, "
+                f"{spec.recipe.schedule} rate) into {stored}")
             model = _load_model(source, num_labels=task.num_labels)
-            teacher = fine_tune(Teacher(model, tokenizer, source, {}), config, task, train_split, splits, device, stored, log,
+            teacher = fine_tune(Teacher(model, tokenizer, source, {}), spec, task, train_split, splits, device, stored, log,
                                 selection)
-    check_fit(teacher, task, config.max_seq_length)
+    check_fit(teacher, task, spec.max_seq_length)
     teacher.model.to(device).eval().requires_grad_(False)
     return teacher
 

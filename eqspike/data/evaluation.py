@@ -31,7 +31,7 @@ def predict(logits_fn: LogitsFn, split: EncodedSplit, batch_size: int, device: t
         if number % sharding.world_size != sharding.rank:
             continue
         index = batch.pop("index")
-        labels = batch.pop("labels")  # noqa: F841  (not needed to predict)
+        batch.pop("labels")  # not needed to predict
         batch = {k: v.to(device) for k, v in batch.items()}
         outputs.append((index, logits_fn(batch).float().cpu()))
         bar.update(1)
