@@ -132,7 +132,7 @@ def shard(indices: Sequence[int], sharding: Sharding, micro_batches: int = 1) ->
 
     The global batch is cut into N * micro_batches interleaved parts, and part j goes to rank
     j mod N. So one process with 2 micro-batches computes exactly the parts that 2 processes compute
-    with one each (tests/test_distributed.py relies on this). A part left without examples (a last
+    with one each (tests/distill/test_distributed.py relies on this). A part left without examples (a last
     batch smaller than the number of parts) gets the batch's first example and ``False``: it must
     still run forward and backward (DDP reduces gradients from every rank) but with weight 0.
     """

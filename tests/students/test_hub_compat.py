@@ -86,7 +86,7 @@ def test_v0_1_student_loads_with_auto_model():
 
     import eqspike  # noqa: F401
 
-    folder = Path(__file__).parent / "data" / "student_v0_1"
+    folder = Path(__file__).resolve().parents[1] / "fixtures" / "student_v0_1"
     model = AutoModelForSequenceClassification.from_pretrained(folder)
     assert model.config.rounding == "trunc" and model.config.equilibrium.max_iter == 30
 
@@ -182,7 +182,7 @@ def test_readme_student_example_runs(run, capsys):
     """The README's Python example of a trained student, on the test run's student."""
     import re
 
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
     blocks = [b for b in re.findall(r"```python\n(.*?)```", readme, flags=re.S) if "pipeline(" in b]
     assert blocks, "README has no example of a trained student"
     code = blocks[0].replace("runs/quickstart/student", str(run[0] / "student"))
@@ -192,7 +192,7 @@ def test_readme_student_example_runs(run, capsys):
 
 
 def test_a_student_saved_before_the_transformers_classes_loads_with_auto_model():
-    """tests/data/student_v0_2dev was written by the 0.2 development code before the students became
+    """tests/fixtures/student_v0_2dev was written by the 0.2 development code before the students became
     transformers models (nested equilibrium settings, no transformers_version, named labels, trained
     for T = 4 with hysteresis). AutoModel loads it and it gives the logits it gave then."""
     from transformers import AutoModelForSequenceClassification
@@ -200,7 +200,7 @@ def test_a_student_saved_before_the_transformers_classes_loads_with_auto_model()
     import eqspike  # noqa: F401
     from eqspike.teacher.store import load_tokenizer
 
-    folder = Path(__file__).parent / "data" / "student_v0_2dev"
+    folder = Path(__file__).resolve().parents[1] / "fixtures" / "student_v0_2dev"
     expected = json.loads((folder.parent / "student_v0_2dev_logits.json").read_text())
     model = AutoModelForSequenceClassification.from_pretrained(folder)
     assert model.config.id2label == {0: "neg", 1: "neutral", 2: "pos"} and model.config.num_labels == 3

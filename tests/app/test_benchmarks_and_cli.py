@@ -8,7 +8,7 @@ import torch
 from eqspike.analysis.benchmarking import peak_memory_mb, seconds_per_call
 from eqspike.cli import main
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def load_benchmark(name: str):

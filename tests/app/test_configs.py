@@ -5,7 +5,7 @@ import pytest
 from eqspike.config import RunConfig, load_yaml
 from eqspike.data.tasks import GLUE_TASKS
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 CONFIGS = sorted((ROOT / "configs").glob("*.yaml"))
 
 

@@ -12,7 +12,7 @@ from eqspike.analysis.energy import Hardware, Op, break_even_firing_rate, dense_
 from eqspike.analysis.energy_report import qnn_activation_bits, spike_bits
 from eqspike.cli import main
 from eqspike.students.energy import ACCUMULATE_PJ, MAC_PJ, StudentEnergy, bert_macs, student_macs
-from tests.test_bad_input import distill_args, refused
+from tests.app.test_bad_input import distill_args, refused
 
 TOY = StudentEnergy(hidden=2, intermediate=4, heads=1, layers=1, labels=3, teacher_layers=2)
 

@@ -242,7 +242,7 @@ def test_a_narrower_student_that_cannot_map_onto_its_teacher_is_refused(widths, 
 
 
 def test_the_command_line_refuses_a_head_count_that_does_not_divide_before_any_work(tiny_bert, toy_files, tmp_path, capsys):
-    from tests.test_bad_input import distill_args, refused
+    from tests.app.test_bad_input import distill_args, refused
 
     err = refused(capsys, *distill_args(tiny_bert, *toy_files, tmp_path / "run", "--teacher-store", tmp_path / "store",
                                         "--student-heads", "3"))

@@ -156,7 +156,7 @@ def test_save_and_load_round_trip(tmp_path):
 
 
 def test_a_student_saved_by_eqspike_0_1_still_loads_and_computes_the_same():
-    """tests/data/student_v0_1 was written by eqspike 0.1.0 (flat solver keys, thresholds as buffers, the
+    """tests/fixtures/student_v0_1 was written by eqspike 0.1.0 (flat solver keys, thresholds as buffers, the
     truncating neuron). It loads, keeps its neuron, and gives the logits it gave then."""
     import json
     from pathlib import Path
@@ -164,7 +164,7 @@ def test_a_student_saved_by_eqspike_0_1_still_loads_and_computes_the_same():
     from eqspike.students import load_student
     from eqspike.teacher.store import load_tokenizer
 
-    folder = Path(__file__).parent / "data" / "student_v0_1"
+    folder = Path(__file__).resolve().parents[1] / "fixtures" / "student_v0_1"
     expected = json.loads((folder.parent / "student_v0_1_logits.json").read_text())
     student = load_student(folder)
     assert student.config.rounding == "trunc" and student.config.equilibrium.max_iter == 30
