@@ -290,12 +290,15 @@ def cmd_compare(args: argparse.Namespace) -> int:
         baselines = check_baselines(args.baselines)
     except ValueError as error:
         raise EqspikeError(str(error)) from None
-    if args.match_energy and "spikelm" not in baselines:
-        raise EqspikeError("--match-energy trains eqspike at SpikeLM's energy: keep spikelm in --baselines")
+    if args.match_energy and ("spikelm" not in baselines or args.baselines_only):
+        raise EqspikeError("--match-energy trains eqspike at SpikeLM's energy: keep spikelm in --baselines, "
+                           "without --baselines-only")
     if args.seeds:
-        compare_seeds(config, time_steps, out, args.seeds, _log, match_energy=args.match_energy, baselines=baselines)
+        compare_seeds(config, time_steps, out, args.seeds, _log, match_energy=args.match_energy, baselines=baselines,
+                      baselines_only=args.baselines_only)
     else:
-        compare(config, time_steps, out, _log, match_energy=args.match_energy, baselines=baselines)
+        compare(config, time_steps, out, _log, match_energy=args.match_energy, baselines=baselines,
+                baselines_only=args.baselines_only)
     return 0
 
 
@@ -389,6 +392,9 @@ def build_parser() -> argparse.ArgumentParser:
                       help="trained beside eqspike: ann (the dense student, also scored as a W8A8 network), qnn (per T, "
                            "the student trained on its T-step quantized map, run as that quantized network), spikelm, "
                            "infinity (eqspike trained for T = infinity, run at every T) (default: ann,spikelm,infinity)")
+    comp.add_argument("--baselines-only", action="store_true",
+                      help="train and report only the --baselines, not eqspike at each T: baselines added to a "
+                           "comparison made before")
     comp.add_argument("--match-energy", action="store_true",
                       help="train eqspike at each T under an energy budget equal to SpikeLM's measured energy at that T "
                            "(SpikeLM is trained first): accuracy compared at equal or lower energy")

@@ -48,11 +48,13 @@ ROW_KEYS = ("method", "time_steps", "score", "train_step_s", "peak_train_mem_mb"
             "energy_pj_compute_memory")
 METHOD_LABELS = {"eqspike": "eqspike, trained for T", "eqspike-inf": "eqspike, trained for T = inf",
                  "spikelm": "SpikeLM (BPTT at T)", "dense": "dense student (no spikes)",
-                 "dense-int8": "dense student, INT8 (W8A8)", "qnn": "QNN: the T-step quantized map"}
+                 "dense-int8": "dense student, INT8 (W8A8)", "qnn": "QNN: the T-step quantized map",
+                 "teacher-int8": "teacher, INT8 (W8A8)"}
 METHOD_COLOURS = {"eqspike": "tab:blue", "eqspike-inf": "tab:cyan", "spikelm": "tab:orange", "dense": "tab:gray",
-                  "dense-int8": "black", "qnn": "tab:purple"}
-METHODS = ("eqspike", "eqspike-inf", "spikelm", "dense", "dense-int8", "qnn")
-# What `--baselines` may train beside eqspike at each T: ann (the dense student, also scored at INT8), qnn,
+                  "dense-int8": "black", "qnn": "tab:purple", "teacher-int8": "tab:brown"}
+METHODS = ("eqspike", "eqspike-inf", "spikelm", "dense", "dense-int8", "qnn", "teacher-int8")
+# What `--baselines` may train beside eqspike at each T: ann (the dense student, also scored at INT8, and
+# the teacher scored at INT8), qnn,
 # spikelm, infinity (eqspike trained once for T = infinity, run at every T).
 BASELINES = ("ann", "qnn", "spikelm", "infinity")
 DEFAULT_BASELINES = ("ann", "spikelm", "infinity")
@@ -93,7 +95,8 @@ def _measure_training_step(config: RunConfig, run_dir: RunDirectory, teacher, da
 
 
 def compare(config: RunConfig, time_steps: list[int], out_dir: str | Path, log=print, repeats: int = 3,
-            match_energy: bool = False, baselines: tuple[str, ...] = DEFAULT_BASELINES) -> dict[str, Any]:
+            match_energy: bool = False, baselines: tuple[str, ...] = DEFAULT_BASELINES,
+            baselines_only: bool = False) -> dict[str, Any]:
     """Train (or reuse) the students and write compare.json, compare.md, compare.png and pareto.png in
     ``out_dir``: per T, SpikeLM trained at T and eqspike trained for T; eqspike trained once for
     T = infinity, run at every T; and the dense student (the same architecture without spikes, the
@@ -102,13 +105,15 @@ def compare(config: RunConfig, time_steps: list[int], out_dir: str | Path, log=p
     compared at equal or lower energy for eqspike. ``baselines``: ``ann`` (the dense student, also run
     as a W8A8 network: ``dense-int8``), ``qnn`` (per T, the student trained on its T-step quantized map
     and run as that quantized network: ceil(log2(2T+1))-bit activations), ``spikelm``, ``infinity``
-    (eqspike trained for T = infinity, run at every T). Every row gives
+    (eqspike trained for T = infinity, run at every T). ``baselines_only``: train and report the baselines
+    alone, not eqspike at T (baselines added to a comparison whose eqspike runs were reported before). Every row gives
     its energy under both conventions (``energy_pj``: compute, ``energy_pj_compute_memory``;
     ``eqspike.analysis.energy_report``)."""
     time_steps = check_time_steps(time_steps)
     baselines = check_baselines(baselines)
-    if match_energy and "spikelm" not in baselines:
-        raise ValueError("--match-energy trains eqspike at SpikeLM's energy: keep spikelm in --baselines")
+    if match_energy and ("spikelm" not in baselines or baselines_only):
+        raise ValueError("--match-energy trains eqspike at SpikeLM's energy: keep spikelm in --baselines, "
+                         "without --baselines-only")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     eq = config.replace(student_type="eqspike")
@@ -123,7 +128,8 @@ def compare(config: RunConfig, time_steps: list[int], out_dir: str | Path, log=p
             runs.append(("spikelm", T, config.replace(student_type="spikelm", spikelm_time_steps=T, energy_budget=None,
                                                        output_dir=str(out_dir / f"spikelm-T{T}"))))
         folder = f"eqspike-T{T}-at-spikelm-energy" if match_energy else f"eqspike-T{T}"
-        runs.append(("eqspike", T, eq.replace(train_for="time_steps", time_steps=T, output_dir=str(out_dir / folder))))
+        if not baselines_only:
+            runs.append(("eqspike", T, eq.replace(train_for="time_steps", time_steps=T, output_dir=str(out_dir / folder))))
         if "qnn" in baselines:
             runs.append(("qnn", T, eq.replace(train_for="time_steps", train_forward="solve", time_steps=T, energy_budget=None,
                                               output_dir=str(out_dir / f"qnn-T{T}"))))
@@ -205,6 +211,8 @@ def compare(config: RunConfig, time_steps: list[int], out_dir: str | Path, log=p
             rows.append(_row(method, row["time_steps"], row["score"], seconds, memory, row["firing_rate"],
                              spent["compute"], spent["compute_memory"]))
 
+    if "ann" in baselines:  # the teacher run as a W8A8 network (post-training), beside the INT8 dense student
+        rows += _teacher_int8_rows(teacher, data, split, time_steps, config.eval_batch_size, device)
     result = {
         "task": data.task.name, "metric": data.task.metric, "teacher": config.teacher,
         "teacher_score": teacher.score if teacher.score is not None else _evaluate_teacher(teacher, data, config, device),
@@ -239,6 +247,24 @@ def compare_seeds(config: RunConfig, time_steps: list[int], out_dir: str | Path,
         log(f"compare: seed {seed}")
         results[seed] = compare(config.replace(seed=seed), time_steps, out_dir / f"seed-{seed}", log, **options)
 
+    summary = {**summarize_seeds(results, time_steps), "runs": {str(s): str(out_dir / f"seed-{s}") for s in seeds}}
+    (out_dir / "compare_seeds.json").write_text(json.dumps(summary, indent=2) + "\n")
+    table = seeds_table(summary)
+    (out_dir / "compare_seeds.md").write_text(table + "\n")
+    log(table)
+    log(f"wrote {out_dir / 'compare_seeds.json'}, {out_dir / 'compare_seeds.md'}")
+    return summary
+
+
+REFERENCES = ("spikelm", "dense", "qnn")  # over seeds, each method's paired differences to these
+
+
+def summarize_seeds(results: dict[int, dict[str, Any]], time_steps: list[int]) -> dict[str, Any]:
+    """Per T and method, over the seeds of ``results`` (seed -> a ``compare`` result): the dev score and
+    the energy ratio (mean, std, 95% interval), and their paired differences to each of ``REFERENCES``
+    on the same seed (the same data order, selection split and teacher)."""
+    seeds = list(results)
+
     def value(result: dict[str, Any], method: str, T: int, key: str) -> float | None:
         row = next((r for r in result["rows"] if r["method"] == method and r["time_steps"] == T), None)
         if row is None or row["score"] is None:
@@ -251,26 +277,17 @@ def compare_seeds(config: RunConfig, time_steps: list[int], out_dir: str | Path,
         for method in (m for m in METHODS if m in trained):
             entry: dict[str, Any] = {"method": method, "time_steps": T}
             for key in ("score", "energy_ratio"):
-                per_seed = {s: value(results[s], method, T, key) for s in seeds}
-                per_seed = {s: v for s, v in per_seed.items() if v is not None}
+                per_seed = {s: v for s in seeds if (v := value(results[s], method, T, key)) is not None}
                 entry[key] = spread(list(per_seed.values())) if per_seed else None
-                for reference in ("spikelm", "dense"):
+                for reference in REFERENCES:
                     if method == reference:
                         continue
-                    theirs = {s: value(results[s], reference, T, key) for s in seeds}
-                    theirs = {s: v for s, v in theirs.items() if v is not None}
+                    theirs = {s: v for s in seeds if (v := value(results[s], reference, T, key)) is not None}
                     entry[f"{key}_minus_{reference}"] = paired_differences(per_seed, theirs) if set(per_seed) & set(theirs) else None
             rows.append(entry)
-    teacher = spread([results[s]["teacher_score"] for s in seeds])
-    summary = {"task": results[seeds[0]]["task"], "metric": results[seeds[0]]["metric"], "seeds": seeds,
-               "teacher_score": teacher, "rows": rows, "runs": {str(s): str(out_dir / f"seed-{s}") for s in seeds},
-               "environment": {str(s): results[s].get("environment") for s in seeds}}
-    (out_dir / "compare_seeds.json").write_text(json.dumps(summary, indent=2) + "\n")
-    table = seeds_table(summary)
-    (out_dir / "compare_seeds.md").write_text(table + "\n")
-    log(table)
-    log(f"wrote {out_dir / 'compare_seeds.json'}, {out_dir / 'compare_seeds.md'}")
-    return summary
+    return {"task": results[seeds[0]]["task"], "metric": results[seeds[0]]["metric"], "seeds": seeds,
+            "teacher_score": spread([results[s]["teacher_score"] for s in seeds]), "rows": rows,
+            "environment": {str(s): results[s].get("environment") for s in seeds}}
 
 
 def seeds_table(summary: dict[str, Any]) -> str:
@@ -280,12 +297,12 @@ def seeds_table(summary: dict[str, Any]) -> str:
 
     lines = [f"{summary['task']}: dev {summary['metric']} over seeds {', '.join(map(str, summary['seeds']))} "
              f"(mean +- std [95% interval]); differences are paired by seed. Teacher: {cell(summary['teacher_score'])}",
-             "", "| method | T | score | energy / teacher | score - SpikeLM's | energy - SpikeLM's | score - the dense student's |",
-             "|---|---:|---:|---:|---:|---:|---:|"]
+             "", "| method | T | score | energy / teacher | score - SpikeLM's | energy - SpikeLM's | score - the dense student's "
+             "| score - the QNN's |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
     for r in summary["rows"]:
         lines.append(f"| {r['method']} | {r['time_steps']} | {cell(r['score'])} | {cell(r['energy_ratio'], 3)} | "
                      f"{cell(r.get('score_minus_spikelm'))} | {cell(r.get('energy_ratio_minus_spikelm'), 3)} | "
-                     f"{cell(r.get('score_minus_dense'))} |")
+                     f"{cell(r.get('score_minus_dense'))} | {cell(r.get('score_minus_qnn'))} |")
     return "\n".join(lines)
 
 
@@ -320,6 +337,21 @@ def _spikelm_at(student, data, split, T: int, batch_size: int, device) -> tuple[
     return score, firing, spikelm_energy_pj(student.config, accumulates, lengths, T) / len(lengths)
 
 
+def _teacher_int8_rows(teacher, data, split, time_steps: list[int], batch_size: int, device) -> list[dict[str, Any]]:
+    """The teacher as a W8A8 network (``simulate_int8``): its dev score and its energy under both
+    conventions (the energy report's ``teacher_int8``), one row per T like the dense student's."""
+    with simulate_int8(teacher.model):
+        score = evaluate(lambda b: teacher.model(**b).logits, data.task, {data.task.main_split: split}, batch_size,
+                         device, "teacher-int8")[data.task.metric]
+    t = teacher.model.config
+    width = family_of(t.model_type).shape(t)
+    shape = StudentEnergy(t.hidden_size, width["intermediate_size"], t.num_attention_heads, t.num_hidden_layers,
+                          t.num_labels, t.num_hidden_layers)
+    ops = dense_inventory(shape, t.num_hidden_layers, [float(len(ids)) for ids in split.input_ids], 8, 8, "int8")
+    energy = [price(ops, Hardware(), convention) for convention in CONVENTIONS]
+    return [_row("teacher-int8", T, score, None, None, 0.0, *energy) for T in time_steps]
+
+
 def _dense_score(student, data, split, batch_size: int, device, name: str) -> float:
     """The dev score of a dense student (``dense``; ``dense-int8``: run as W8A8) or of a student run as its
     T-step quantized map (``qnn``: the fixed point of that map)."""
@@ -341,8 +373,10 @@ def markdown_table(result: dict[str, Any]) -> str:
             lines.append(f"| {r['method']} | {r['time_steps']} | diverged in training | | | | | | |")
             continue
         strict = r.get("energy_pj_compute_memory")
-        lines.append(f"| {r['method']} | {r['time_steps']} | {r['score']:.4f} | {r['train_step_s']:.3f} | "
-                     f"{r['peak_train_mem_mb']:.1f} | {r['firing_rate']:.3f} | {r['energy_pj'] / 1e6:.1f} | "
+        step = "-" if r["train_step_s"] is None else f"{r['train_step_s']:.3f}"  # a network not trained here
+        memory_mb = "-" if r["peak_train_mem_mb"] is None else f"{r['peak_train_mem_mb']:.1f}"
+        lines.append(f"| {r['method']} | {r['time_steps']} | {r['score']:.4f} | {step} | "
+                     f"{memory_mb} | {r['firing_rate']:.3f} | {r['energy_pj'] / 1e6:.1f} | "
                      f"{r['energy_pj'] / result['teacher_energy_pj']:.3f} | "
                      f"{'-' if strict is None or not memory else f'{strict / memory:.3f}'} |")
     lines.append(f"| teacher ({result['teacher']}) | - | {result['teacher_score']:.4f} | | | | "
@@ -371,7 +405,8 @@ def _plot(result: dict[str, Any], path: Path) -> None:
         present = [m for m in METHODS if any(r["method"] == m for r in result["rows"])]
         width = 0.8 / len(present)
         for number, method in enumerate(present):
-            values = {r["time_steps"]: r[key] for r in result["rows"] if r["method"] == method and r["score"] is not None}
+            values = {r["time_steps"]: np.nan if r[key] is None else r[key] for r in result["rows"]
+                      if r["method"] == method and r["score"] is not None}
             ax.bar(x - 0.4 + width * (number + 0.5), [values.get(t, np.nan) for t in steps], width=width,
                    label=METHOD_LABELS[method], color=METHOD_COLOURS[method])
         if key == "score":
@@ -406,7 +441,7 @@ def plot_pareto(result: dict[str, Any], path: Path) -> None:
         for xi, yi, r in zip(x, y, rows):
             ax.annotate(f"T={r['time_steps']}", (xi, yi), textcoords="offset points", xytext=(4, -10), fontsize=7,
                         color=METHOD_COLOURS[method])
-    for method in ("dense", "dense-int8"):  # one network whatever T
+    for method in ("dense", "dense-int8", "teacher-int8"):  # one network whatever T
         dense = next((r for r in result["rows"] if r["method"] == method and r["score"] is not None), None)
         if dense is not None:
             ax.plot([dense["energy_pj"] / result["teacher_energy_pj"]], [dense["score"]], marker="D", ms=8,

@@ -223,7 +223,8 @@ def test_compare_seeds_pairs_each_method_with_spikelm_on_the_same_seed(monkeypat
         rows = [{"method": "spikelm", "time_steps": 4, "score": base, "energy_pj": 20.0},
                 {"method": "eqspike", "time_steps": 4, "score": base + 0.02, "energy_pj": 10.0},
                 {"method": "eqspike-inf", "time_steps": 4, "score": None, "energy_pj": None},  # diverged
-                {"method": "dense", "time_steps": 4, "score": base + 0.05, "energy_pj": 50.0}]
+                {"method": "dense", "time_steps": 4, "score": base + 0.05, "energy_pj": 50.0},
+                {"method": "qnn", "time_steps": 4, "score": base + 0.01, "energy_pj": 30.0}]
         return {"task": "toy", "metric": "accuracy", "teacher_score": 0.9, "teacher_energy_pj": 100.0, "rows": rows,
                 "environment": {"seed": config.seed}}
 
@@ -237,6 +238,8 @@ def test_compare_seeds_pairs_each_method_with_spikelm_on_the_same_seed(monkeypat
     # and against the dense student of the same seed: the spikes' own cost
     assert row["score_minus_dense"]["mean"] == pytest.approx(-0.03) and row["score_minus_dense"]["std"] == pytest.approx(0)
     assert next(r for r in summary["rows"] if r["method"] == "dense")["score_minus_spikelm"]["mean"] == pytest.approx(0.05)
+    # and against the QNN of the same seed (the quantized network of the same T)
+    assert row["score_minus_qnn"]["mean"] == pytest.approx(0.01) and row["score_minus_qnn"]["std"] == pytest.approx(0)
     assert next(r for r in summary["rows"] if r["method"] == "eqspike-inf")["score"] is None
     assert "| eqspike | 4 |" in (tmp_path / "compare_seeds.md").read_text()
     assert summary["environment"] == {"42": {"seed": 42}, "43": {"seed": 43}}  # each seed's record, kept

@@ -64,12 +64,17 @@ def test_compare_runs_both_and_writes_the_rows(tiny_teacher, toy_files, tmp_path
     result = json.loads((out / "compare.json").read_text())
     rows = result["rows"]
     assert {(r["method"], r["time_steps"]) for r in rows} == {
-        (m, T) for m in ("eqspike", "eqspike-inf", "spikelm", "dense", "dense-int8", "qnn") for T in (4, 8)}
-    for row in rows:
+        (m, T) for m in ("eqspike", "eqspike-inf", "spikelm", "dense", "dense-int8", "qnn", "teacher-int8") for T in (4, 8)}
+    for row in (r for r in rows if r["method"] != "teacher-int8"):  # trained here: a training step measured
         assert set(row) == {"method", "time_steps", "score", "train_step_s", "peak_train_mem_mb", "firing_rate", "energy_pj",
                             "energy_pj_compute_memory"}
         assert 0 <= row["score"] <= 1 and row["train_step_s"] > 0 and 0 < row["energy_pj"] < row["energy_pj_compute_memory"]
         assert (row["firing_rate"] == 0) if row["method"] in ("dense", "dense-int8", "qnn") else (0 < row["firing_rate"] < 1)
+    # The teacher as W8A8: scored on the dev set, cheaper than the FP32 teacher under both conventions
+    teacher_int8 = next(r for r in rows if r["method"] == "teacher-int8")
+    assert 0 <= teacher_int8["score"] <= 1 and teacher_int8["train_step_s"] is None
+    assert teacher_int8["energy_pj"] < result["teacher_energy_pj"]
+    assert teacher_int8["energy_pj_compute_memory"] < result["teacher_energy_pj_compute_memory"]
     # The dense student is one network, reported beside every T; it is the trained run's own score. As W8A8 it
     # costs less (the same network, 8-bit multiply-accumulates and traffic).
     dense = [r for r in rows if r["method"] == "dense"]
@@ -116,8 +121,12 @@ def test_compare_runs_both_and_writes_the_rows(tiny_teacher, toy_files, tmp_path
     # trained or reported
     assert main([*same, "--baselines", "ann", "--out", str(tmp_path / "without-infinity")]) == 0
     rows = json.loads((tmp_path / "without-infinity" / "compare.json").read_text())["rows"]
-    assert {r["method"] for r in rows} == {"eqspike", "dense", "dense-int8"}
+    assert {r["method"] for r in rows} == {"eqspike", "dense", "dense-int8", "teacher-int8"}
     assert not (tmp_path / "without-infinity" / "eqspike-inf").exists()
+    # --baselines-only: the baselines alone (here the finished dense student, reused), no eqspike at T
+    assert main([*same, "--baselines", "ann", "--baselines-only", "--out", str(tmp_path / "without-infinity")]) == 0
+    rows = json.loads((tmp_path / "without-infinity" / "compare.json").read_text())["rows"]
+    assert {r["method"] for r in rows} == {"dense", "dense-int8", "teacher-int8"}
     assert "finished with other settings (prediction_lr)" in capsys.readouterr().err
 
 
