@@ -248,3 +248,17 @@ def test_gap_benchmark_pairs_the_spiking_students_with_the_dense_one(tiny_teache
     assert bench.main(argv) == 0
     assert capsys.readouterr().out.count("reusing the finished run") == 4  # dense, T = infinity, T = 2, T = 2 burst
     assert (out / "L2" / "T2" / "seed-3" / "attribution" / "attribution.json").stat().st_mtime == stamp
+
+
+def test_merge_compare_adds_the_later_baselines_and_refuses_a_run_that_did_not_reproduce():
+    merge_compare = load_benchmark("merge_compare")
+    earlier = {"teacher_score": 0.8, "rows": [{"method": "eqspike", "time_steps": 4, "score": 0.70},
+                                              {"method": "dense", "time_steps": 4, "score": 0.75}]}
+    later = {"teacher_score": 0.8, "baselines": ["ann", "qnn"],
+             "rows": [{"method": "dense", "time_steps": 4, "score": 0.75}, {"method": "qnn", "time_steps": 4, "score": 0.72}]}
+    merged, both = merge_compare.merge(earlier, later)
+    assert {(r["method"], r["score"]) for r in merged["rows"]} == {("eqspike", 0.70), ("dense", 0.75), ("qnn", 0.72)}
+    assert both == ["dense"]
+    later["rows"][0]["score"] = 0.76  # the dense student trained again scored otherwise: not the same run
+    with pytest.raises(SystemExit, match="the earlier run scored 0.75, the later 0.76"):
+        merge_compare.merge(earlier, later)
