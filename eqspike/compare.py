@@ -256,7 +256,7 @@ def compare_seeds(config: RunConfig, time_steps: list[int], out_dir: str | Path,
     return summary
 
 
-REFERENCES = ("spikelm", "dense", "qnn")  # over seeds, each method's paired differences to these
+REFERENCES = ("eqspike", "spikelm", "dense", "qnn")  # over seeds, each method's paired differences to these
 
 
 def summarize_seeds(results: dict[int, dict[str, Any]], time_steps: list[int]) -> dict[str, Any]:
@@ -297,11 +297,12 @@ def seeds_table(summary: dict[str, Any]) -> str:
 
     lines = [f"{summary['task']}: dev {summary['metric']} over seeds {', '.join(map(str, summary['seeds']))} "
              f"(mean +- std [95% interval]); differences are paired by seed. Teacher: {cell(summary['teacher_score'])}",
-             "", "| method | T | score | energy / teacher | score - SpikeLM's | energy - SpikeLM's | score - the dense student's "
-             "| score - the QNN's |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
+             "", "| method | T | score | energy / teacher | score - eqspike's | score - SpikeLM's | energy - SpikeLM's "
+             "| score - the dense student's | score - the QNN's |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in summary["rows"]:
         lines.append(f"| {r['method']} | {r['time_steps']} | {cell(r['score'])} | {cell(r['energy_ratio'], 3)} | "
-                     f"{cell(r.get('score_minus_spikelm'))} | {cell(r.get('energy_ratio_minus_spikelm'), 3)} | "
+                     f"{cell(r.get('score_minus_eqspike'))} | {cell(r.get('score_minus_spikelm'))} | "
+                     f"{cell(r.get('energy_ratio_minus_spikelm'), 3)} | "
                      f"{cell(r.get('score_minus_dense'))} | {cell(r.get('score_minus_qnn'))} |")
     return "\n".join(lines)
 

@@ -240,6 +240,8 @@ def test_compare_seeds_pairs_each_method_with_spikelm_on_the_same_seed(monkeypat
     assert next(r for r in summary["rows"] if r["method"] == "dense")["score_minus_spikelm"]["mean"] == pytest.approx(0.05)
     # and against the QNN of the same seed (the quantized network of the same T)
     assert row["score_minus_qnn"]["mean"] == pytest.approx(0.01) and row["score_minus_qnn"]["std"] == pytest.approx(0)
+    dense = next(r for r in summary["rows"] if r["method"] == "dense")
+    assert dense["score_minus_eqspike"]["mean"] == pytest.approx(0.03) and "score_minus_dense" not in dense
     assert next(r for r in summary["rows"] if r["method"] == "eqspike-inf")["score"] is None
     assert "| eqspike | 4 |" in (tmp_path / "compare_seeds.md").read_text()
     assert summary["environment"] == {"42": {"seed": 42}, "43": {"seed": 43}}  # each seed's record, kept
