@@ -171,7 +171,7 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
     if args.dense_run and args.attribution is None:
         raise EqspikeError("--dense-run is shown in the attribution report: pass --attribution with it")
     reference, dense_student = _references(teacher_score, args.dense_run)  # checked before the work
-    out = check_output_dir(Path(args.out) if args.out else run_dir / "diagnostics", "--out")
+    out = check_output_dir(Path(args.out) if args.out else RunDirectory(run_dir, writes=False).diagnostics, "--out")
     split = splits[task.main_split]
     report = diagnose(student, task, split, time_steps, args.batch_size or config.eval_batch_size,
                       args.batches, device, teacher_score)

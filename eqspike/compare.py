@@ -10,9 +10,9 @@ spikes, the same recipe): the reference for what the spikes themselves cost. Eve
 own folder under ``out_dir``, and a finished run is reused rather than trained again.
 
 Per method and T, the report gives the dev score, the time and peak memory of one training step,
-the firing rate (spikes per neuron per step) and the energy per example (eqspike.energy).
+the firing rate (spikes per neuron per step) and the energy per example (eqspike.students.energy).
 A training step is forward + distillation loss + backward on the same first training batch, and
-it is measured the same way for both (eqspike.benchmarking).
+it is measured the same way for both (eqspike.analysis.benchmarking).
 """
 
 from __future__ import annotations
@@ -44,8 +44,6 @@ from eqspike.students.energy import StudentEnergy, spikelm_energy_pj
 from eqspike.students.families import family_of
 from eqspike.teacher.store import load_teacher
 
-ROW_KEYS = ("method", "time_steps", "score", "train_step_s", "peak_train_mem_mb", "firing_rate", "energy_pj",
-            "energy_pj_compute_memory")
 METHOD_LABELS = {"eqspike": "eqspike, trained for T", "eqspike-inf": "eqspike, trained for T = inf",
                  "spikelm": "SpikeLM (BPTT at T)", "dense": "dense student (no spikes)",
                  "dense-int8": "dense student, INT8 (W8A8)", "qnn": "QNN: the T-step quantized map",

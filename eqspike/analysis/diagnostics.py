@@ -10,7 +10,7 @@ requested T, so every T costs nothing extra. Reported:
   per model:      the task metric at each T and at the exact equilibrium; the equilibrium residual
                   ||Phi(a) - a|| / ||a|| and solver iterations; the spectral radius of the rate map's
                   Jacobian at the fixed point (power method) when the feedback edge is on;
-  energy:         per example, from the spikes actually fired (eqspike.energy), against the teacher.
+  energy:         per example, from the spikes actually fired (eqspike.students.energy), against the teacher.
 
 ``score_vs_time_steps`` is the same sweep without the per-population statistics; ``eqspike
 evaluate`` uses it.

@@ -1,5 +1,6 @@
-"""Spiking equilibrium: the rate map Phi, its spiking simulation, and a layer that finds the fixed
-point and backpropagates by implicit differentiation (docs/design.md §2-3).
+"""The equilibrium layer: it finds the fixed point of a rate map Phi (``core.rate_map``), by a torchdeq
+solver or by running the spiking network (``core.simulation``), and backpropagates by implicit
+differentiation (docs/design.md §2-3).
 
 A network is a list of named populations in topological order. Population l receives the ideal
 current F_l(rates of its inputs) and has the equilibrium rate
@@ -55,8 +56,6 @@ BACKWARD_MODES = ("ift", "phantom")
 _PRECOMPUTED = "eqspike_precomputed"
 
 
-
-
 def _precomputed_solver(func, x0, max_iter=0, tol=0.0, stop_mode="rel", indexing=None, **kwargs):
     """A torchdeq 'solver' that returns its start point: used when the fixed point was already
     found by the spiking simulation, so that torchdeq attaches the implicit gradient there."""
@@ -64,16 +63,6 @@ def _precomputed_solver(func, x0, max_iter=0, tol=0.0, stop_mode="rel", indexing
 
 
 register_solver(_PRECOMPUTED, _precomputed_solver)
-
-
-
-
-
-
-
-
-
-
 
 
 @dataclass

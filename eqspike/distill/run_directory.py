@@ -31,8 +31,9 @@ import torch
 from eqspike.config import ConfigError, RunConfig, save_yaml
 from eqspike.runtime.files import atomic_directory, check_output_dir, recover_directory, write_atomic
 from eqspike.runtime.reporting import open_report
-from eqspike.students import load_student_config
+from eqspike.students import STUDENTS, load_student_config
 from eqspike.students.model_card import CARD_NAME, model_card, write_model_card
+from eqspike.teacher.store import teacher_name
 from eqspike.version import __version__
 
 MARKER = ".eqspike-run"
@@ -51,7 +52,6 @@ RUN_FILES = {MARKER, "config.yaml", "metrics.jsonl", "metrics.json", CHECKPOINT,
              "diagnostics", "attribution"}
 
 
-
 def _is_run_file(name: str) -> bool:
     """One of RUN_FILES, or what an interrupted atomic write of one leaves (``.NAME.*``)."""
     return name in RUN_FILES or any(name.startswith(f".{known}.") for known in RUN_FILES)
@@ -66,6 +66,21 @@ CONTINUATION = INVOCATION + ("device", "micro_batches", "eval_batch_size", "logg
 
 class RunDirectory:
     """The files of one run under ``root`` (see the module docstring)."""
+
+    @staticmethod
+    def root_for(config: RunConfig) -> Path:
+        """A run's folder: ``output_dir``, or runs/TASK-TEACHER-L<blocks>-<the kind's run name>."""
+        if config.output_dir:
+            return Path(config.output_dir)
+        teacher = teacher_name(config.teacher) if config.teacher else "teacher"
+        task = config.task or (Path(config.train_file).resolve().parent.name if config.train_file else "data")
+        layers = config.student_layers or "all"
+        return Path("runs") / f"{task}-{teacher}-L{layers}-{STUDENTS[config.student_type].run_name(config)}"
+
+    @property
+    def diagnostics(self) -> Path:
+        """Where `eqspike diagnose` writes its report by default."""
+        return self.root / "diagnostics"
 
     def __init__(self, root: str | Path, writes: bool = True, command: str | None = None,
                  report_to: str = "none") -> None:
@@ -138,9 +153,11 @@ class RunDirectory:
         return json.loads(self.result_file.read_text()) if self.result_file.is_file() else None
 
     # ------------------------------------------------------------------ starting
-    def claim(self, resume: bool, overwrite: bool, log=print) -> dict[str, Any] | None:
-        """Check the directory before anything is written. Resuming: repair what a crash left, trim
-        the log to the checkpoint, and return the checkpoint's state; otherwise None."""
+    def claim(self, resume: bool, overwrite: bool, log=print) -> None:
+        """Check the directory before anything is written. Resuming: repair what a crash left (the
+        checkpoint's state and the log trimmed to it come from ``resume_state``). Otherwise: a file, or a
+        folder holding anything but a run stopped before its first checkpoint (started again), is
+        refused, unless ``overwrite`` replaces a run eqspike made."""
         if resume and overwrite:
             raise RunDirectoryError("--resume and --overwrite contradict each other; pass one")
         if resume:

@@ -19,13 +19,13 @@ from typing import Any
 from eqspike.analysis.seeds import seed_summary, summary_csv, summary_table
 from eqspike.config import RunConfig
 from eqspike.distill.run_directory import INVOCATION, RunDirectory, RunDirectoryError
-from eqspike.distill.trainer import Distiller, default_output_dir
+from eqspike.distill.trainer import Distiller
 from eqspike.runtime.files import write_atomic
 
 
 def seed_run(config: RunConfig, seed: int) -> RunConfig:
     """The settings of seed ``seed``'s run: ``config`` with that seed, in OUT/seed-S."""
-    root = Path(config.output_dir) if config.output_dir else default_output_dir(config)
+    root = RunDirectory.root_for(config)
     return config.replace(seed=seed, output_dir=str(root / f"seed-{seed}"))
 
 
@@ -36,7 +36,7 @@ def distill_seeds(config: RunConfig, seeds: list[int], log=print, command: str |
     a finished run with other settings is refused by name."""
     if len(set(seeds)) != len(seeds):
         raise RunDirectoryError(f"--seeds {' '.join(map(str, seeds))} names a seed twice")
-    root = Path(config.output_dir) if config.output_dir else default_output_dir(config)
+    root = RunDirectory.root_for(config)
     results: dict[int, dict[str, Any]] = {}
     for number, seed in enumerate(seeds, start=1):
         run_config = seed_run(config, seed)

@@ -47,11 +47,10 @@ from eqspike.students import STUDENT_INITS, STUDENTS, check_warm_start, load_stu
 from eqspike.students.common import run_widths, uniform_layer_map
 from eqspike.students.energy import StudentEnergy
 from eqspike.teacher.base import Teacher
-from eqspike.teacher.store import load_teacher, teacher_name
+from eqspike.teacher.store import load_teacher
 from eqspike.teacher.targets import TargetsFn, cached_targets, live_targets
 from eqspike.version import __version__
 
-STAGES = ("intermediate", "prediction")
 # Under an energy budget B the loss adds lambda x E, the estimated energy ratio of the step, and after
 # every step lambda <- max(0, lambda + energy_dual_step (E - B) / B) (dual ascent on the constraint E <= B,
 # its violation measured relative to the budget so that one step size suits any B).
@@ -59,13 +58,6 @@ STAGES = ("intermediate", "prediction")
 
 class TrainingDiverged(EqspikeError):
     """A loss or gradient became non-finite; the run stopped with its last good checkpoint."""
-
-
-def default_output_dir(config: RunConfig) -> Path:
-    teacher = teacher_name(config.teacher) if config.teacher else "teacher"
-    task = config.task or (Path(config.train_file).resolve().parent.name if config.train_file else "data")
-    layers = config.student_layers or "all"
-    return Path("runs") / f"{task}-{teacher}-L{layers}-{STUDENTS[config.student_type].run_name(config)}"
 
 
 @dataclass
@@ -125,7 +117,7 @@ class Distiller:
     def run(self) -> dict[str, Any]:
         with process_group(self.config.device) as (self.sharding, self.device):
             self.log = self._print if self.sharding.is_main else (lambda *_: None)
-            self.run_dir = RunDirectory(self.config.output_dir or default_output_dir(self.config), writes=self.sharding.is_main,
+            self.run_dir = RunDirectory(RunDirectory.root_for(self.config), writes=self.sharding.is_main,
                                         command=self.command, report_to=self.config.report_to)
             return self._run()
 

@@ -57,7 +57,7 @@ def synaptic_accumulates(spike_counts: Mapping[str, Tensor], fan_out: Mapping[st
 
 
 def bert_fan_out(hidden: int, intermediate: int, layers: int, lengths: Tensor, mask: Tensor, feedback: bool) -> dict[str, Tensor | float]:
-    """Fan-out of each population of the spiking BERT student (eqspike.model), per neuron.
+    """Fan-out of each population of the spiking BERT student (eqspike.students.spiking_bert), per neuron.
 
     input of a block (embeddings or previous output): W_K, W_V, W_Q rows (3H) + the residual (1);
     key and value: every query position of the example (L) in QK^T and PV;

@@ -23,7 +23,7 @@ The embeddings (word + position + type, LayerNorm) drive the first population wi
 (plus W_fb v_output of the last block with the optional feedback edge). The classifier reads the [CLS]
 value of the last block through BERT's pooler. Non-spiking operations act on rate-domain values, and
 the simulation drives each population with the increment of its cumulative ideal current, so the
-spiking network converges to this map as T grows (``eqspike.equilibrium``).
+spiking network converges to this map as T grows (``eqspike.core.equilibrium``).
 """
 
 from __future__ import annotations

