@@ -12,7 +12,8 @@ The package, from the bottom up (docs/design.md explains the design):
 - ``eqspike.distill``: losses, the run directory and the trainer.
 - ``eqspike.analysis``: convergence diagnostics, energy, benchmarking helpers.
 - ``eqspike.runtime``: devices, torchrun, the Hub, files written safely, progress and optimisers.
-- at the top: ``config``, ``prediction``, ``compare`` and the command line, ``cli``.
+- ``eqspike.config``: a run's settings (flags, YAML), read by ``distill`` and the app.
+- ``eqspike.app``, at the top: the command line (``cli``), ``compare`` and ``prediction``.
 """
 
 from eqspike.core.equilibrium import (

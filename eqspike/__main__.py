@@ -1,5 +1,5 @@
 import sys
 
-from eqspike.cli import main
+from eqspike.app.cli import main
 
 sys.exit(main())

@@ -2,8 +2,8 @@
 docs/architecture.png (each sub-package or top-level module a box, above what it imports) and
 docs/architecture.json (the edges, which tests/test_layering.py holds against the code).
 
-A unit is a sub-package (``core``, ``students``, ...) or a module at the package root (``cli``,
-``config``, ...); an edge A -> B says some file of A imports something of B, at its top or inside a
+A unit is a sub-package (``core``, ``students``, ..., ``app``) or a module at the package root
+(``config``, ``errors``, ``version``); an edge A -> B says some file of A imports something of B, at its top or inside a
 function. A unit's row is the length of the longest chain of imports below it.
 """
 
@@ -20,7 +20,7 @@ EVERYWHERE = {"errors", "version"}  # imported from every layer: in the JSON, le
 
 
 def unit_of(module: str) -> str | None:
-    """``eqspike.students.common`` -> ``students``; ``eqspike.cli`` -> ``cli``; None outside eqspike."""
+    """``eqspike.students.common`` -> ``students``; ``eqspike.config`` -> ``config``; None outside eqspike."""
     parts = module.split(".")
     return parts[1] if parts[0] == "eqspike" and len(parts) > 1 else None
 

@@ -3,7 +3,7 @@ import json
 import pytest
 import torch
 
-from eqspike.cli import main
+from eqspike.app.cli import main
 from eqspike.config import RunConfig
 from eqspike.core.neurons import NeuronConfig
 from eqspike.core.rate_map import Population, RateMap
@@ -72,7 +72,7 @@ def test_evaluate_scores_the_network_run_for_t_steps(tiny_run, capsys):
     dev set, computed here batch by batch without the diagnostics' sweep."""
     assert main(["evaluate", str(tiny_run), "--time-steps", "2", "8"]) == 0
     rows = json.loads((tiny_run / "evaluate.json").read_text())["rows"][-2:]  # this evaluation's
-    from eqspike.cli import _load_run
+    from eqspike.app.cli import _load_run
     from eqspike.data.batches import sequential_batches
 
     _, student, task, splits, device, _ = _load_run(tiny_run, None, "cpu")

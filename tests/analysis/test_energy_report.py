@@ -10,7 +10,7 @@ import pytest
 
 from eqspike.analysis.energy import Hardware, Op, break_even_firing_rate, dense_inventory, price, spiking_inventory
 from eqspike.analysis.energy_report import qnn_activation_bits, spike_bits
-from eqspike.cli import main
+from eqspike.app.cli import main
 from eqspike.students.energy import ACCUMULATE_PJ, MAC_PJ, StudentEnergy, bert_macs, student_macs
 from tests.app.test_bad_input import distill_args, refused
 

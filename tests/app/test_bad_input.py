@@ -11,7 +11,7 @@ import pytest
 import torch
 import yaml
 
-from eqspike.cli import main
+from eqspike.app.cli import main
 from tests.conftest import make_tiny_bert, toy_sentence, write_csv
 
 

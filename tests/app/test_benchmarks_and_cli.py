@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from eqspike.analysis.benchmarking import peak_memory_mb, seconds_per_call
-from eqspike.cli import main
+from eqspike.app.cli import main
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -119,7 +119,7 @@ def test_every_flag_of_every_command_explains_itself():
     """--help: each flag has a one-line description; every setting flag names its default."""
     import argparse
 
-    from eqspike.cli import build_parser
+    from eqspike.app.cli import build_parser
 
     parser = build_parser()
     commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))

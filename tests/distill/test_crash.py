@@ -36,7 +36,7 @@ KILLER = textwrap.dedent("""
         import eqspike.distill.trainer as d
         d.Distiller.step = killing(d.Distiller.step, 0)
         pattern = "Distiller"
-    from eqspike.cli import main
+    from eqspike.app.cli import main
     sys.exit(main(sys.argv[4:]))
 """)
 

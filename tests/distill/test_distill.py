@@ -9,7 +9,7 @@ import pytest
 import torch
 import yaml
 
-from eqspike.cli import main
+from eqspike.app.cli import main
 from eqspike.config import RunConfig
 from eqspike.distill.run_directory import RunDirectoryError
 from eqspike.distill.seeds import distill_seeds

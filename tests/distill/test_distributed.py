@@ -115,7 +115,7 @@ def test_torchrun_two_processes_interrupted_and_resumed_match_one_process(tiny_t
 
 
 def test_commands_that_are_not_distributed_refuse_to_run_under_torchrun(monkeypatch, capsys):
-    from eqspike.cli import main
+    from eqspike.app.cli import main
 
     monkeypatch.setenv("WORLD_SIZE", "2")
     assert main(["selfcheck"]) == 2

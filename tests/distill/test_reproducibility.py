@@ -9,7 +9,7 @@ import torch
 
 import eqspike
 from eqspike.analysis.seeds import example_flips, flip_difference, paired_differences, seed_summary, spread, spread_ratio
-from eqspike.cli import main
+from eqspike.app.cli import main
 from eqspike.config import ConfigError, RunConfig
 from eqspike.distill.prepare import carve_selection, prepare_data
 from eqspike.distill.run_directory import RunDirectoryError
@@ -216,7 +216,7 @@ def test_distill_seeds_trains_one_student_per_seed_and_summarises_them(tiny_teac
 def test_compare_seeds_pairs_each_method_with_spikelm_on_the_same_seed(monkeypatch, tmp_path):
     """The paired difference is taken seed by seed: a method 0.02 above SpikeLM on every seed has a
     difference of 0.02 with no spread, however much the seeds themselves differ."""
-    import eqspike.compare as comparing
+    import eqspike.app.compare as comparing
 
     def fake_compare(config, time_steps, out_dir, log, **_):
         base = {42: 0.60, 43: 0.80}[config.seed]

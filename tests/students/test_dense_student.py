@@ -6,7 +6,7 @@ import pytest
 import torch
 from transformers import AutoModelForSequenceClassification
 
-from eqspike.cli import main
+from eqspike.app.cli import main
 from eqspike.config import RunConfig
 from eqspike.distill.trainer import Distiller
 from eqspike.students import DenseBertForSequenceClassification, load_student

@@ -105,7 +105,7 @@ def test_model_card_has_hub_metadata_and_the_final_scores(run):
 
 
 def test_evaluate_adds_its_scores_to_the_card(run, tmp_path, capsys):
-    from eqspike.cli import main
+    from eqspike.app.cli import main
 
     folder = tmp_path / "run"
     shutil.copytree(run[0], folder)
@@ -130,7 +130,7 @@ def test_tensorboard_receives_the_logged_scalars(run):
 
 
 def test_predict_answers_texts_and_files(run, tmp_path, capsys):
-    from eqspike.cli import main
+    from eqspike.app.cli import main
     from eqspike.students import load_student
 
     folder, _ = run
@@ -163,7 +163,7 @@ def _empty_file(folder: Path) -> Path:
     (lambda tmp: ["--text", "a", "b", "--text-pair", "c"], "2 --text but 1 --text-pair"),
 ])
 def test_predict_bad_input_is_one_line(run, tmp_path, capsys, make, message):
-    from eqspike.cli import main
+    from eqspike.app.cli import main
 
     assert main(["predict", str(run[0]), *make(tmp_path)]) == 2
     err = capsys.readouterr().err
@@ -171,7 +171,7 @@ def test_predict_bad_input_is_one_line(run, tmp_path, capsys, make, message):
 
 
 def test_predict_unknown_directory_is_one_line(tmp_path, capsys):
-    from eqspike.cli import main
+    from eqspike.app.cli import main
 
     assert main(["predict", str(tmp_path / "nowhere"), "--text", "hello"]) == 2
     err = capsys.readouterr().err

@@ -3,7 +3,7 @@ import json
 import pytest
 import torch
 
-from eqspike.cli import main
+from eqspike.app.cli import main
 from eqspike.students.spikelm import ElasticBiSpike, ElasticBiSpiking, SpikeLinear
 
 

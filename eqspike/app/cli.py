@@ -15,7 +15,8 @@ from transformers.utils import logging
 from eqspike.analysis.attribution import attribute, format_attribution, write_attribution
 from eqspike.analysis.diagnostics import check_time_steps, diagnose, score_vs_time_steps
 from eqspike.analysis.report import format_table, plot, write_report
-from eqspike.compare import check_baselines, compare, compare_seeds
+from eqspike.app.compare import check_baselines, compare, compare_seeds
+from eqspike.app.prediction import Predictor, pairing_warning, read_inputs
 from eqspike.config import RunConfig, add_config_arguments, config_from_args, load_yaml
 from eqspike.core.checks import StackedSpikingNetwork, implicit_gradient_check
 from eqspike.core.equilibrium import EquilibriumConfig, EquilibriumLayer
@@ -32,7 +33,6 @@ from eqspike.distill.run_directory import RunDirectory
 from eqspike.distill.seeds import distill_seeds
 from eqspike.distill.trainer import Distiller
 from eqspike.errors import EqspikeError, float_within, int_at_least
-from eqspike.prediction import Predictor, pairing_warning, read_inputs
 from eqspike.runtime.devices import resolve_device
 from eqspike.runtime.distributed import from_environment
 from eqspike.runtime.files import check_output_dir, check_output_file, write_atomic
