@@ -17,7 +17,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from eqspike.app.compare import seeds_table, summarize_seeds
+from eqspike.app.compare import summarize_seeds
+from eqspike.app.compare_report import seeds_table
 
 
 def read_compare(folder: Path, seed: int) -> dict[str, Any]:

@@ -29,7 +29,8 @@ from eqspike.analysis.benchmarking import (
 from eqspike.analysis.diagnostics import check_time_steps
 from eqspike.analysis.energy import CONVENTIONS, Hardware, dense_inventory, price
 from eqspike.analysis.energy_report import baseline_inventories, energy_report
-from eqspike.analysis.seeds import format_spread, paired_differences, spread
+from eqspike.analysis.seeds import paired_differences, spread
+from eqspike.app.compare_report import METHODS, seeds_table, write_compare
 from eqspike.config import RunConfig
 from eqspike.core.quantization import simulate_int8
 from eqspike.data.batches import batch_order
@@ -44,13 +45,6 @@ from eqspike.students.energy import StudentEnergy, spikelm_energy_pj
 from eqspike.students.families import family_of
 from eqspike.teacher.store import load_teacher
 
-METHOD_LABELS = {"eqspike": "eqspike, trained for T", "eqspike-inf": "eqspike, trained for T = inf",
-                 "spikelm": "SpikeLM (BPTT at T)", "dense": "dense student (no spikes)",
-                 "dense-int8": "dense student, INT8 (W8A8)", "qnn": "QNN: the T-step quantized map",
-                 "teacher-int8": "teacher, INT8 (W8A8)"}
-METHOD_COLOURS = {"eqspike": "tab:blue", "eqspike-inf": "tab:cyan", "spikelm": "tab:orange", "dense": "tab:gray",
-                  "dense-int8": "black", "qnn": "tab:purple", "teacher-int8": "tab:brown"}
-METHODS = ("eqspike", "eqspike-inf", "spikelm", "dense", "dense-int8", "qnn", "teacher-int8")
 # What `--baselines` may train beside eqspike at each T: ann (the dense student, also scored at INT8, and
 # the teacher scored at INT8), qnn,
 # spikelm, infinity (eqspike trained once for T = infinity, run at every T).
@@ -92,28 +86,9 @@ def _measure_training_step(config: RunConfig, run_dir: RunDirectory, teacher, da
     return seconds, memory
 
 
-def compare(config: RunConfig, time_steps: list[int], out_dir: str | Path, log=print, repeats: int = 3,
-            match_energy: bool = False, baselines: tuple[str, ...] = DEFAULT_BASELINES,
-            baselines_only: bool = False) -> dict[str, Any]:
-    """Train (or reuse) the students and write compare.json, compare.md, compare.png and pareto.png in
-    ``out_dir``: per T, SpikeLM trained at T and eqspike trained for T; eqspike trained once for
-    T = infinity, run at every T; and the dense student (the same architecture without spikes, the
-    same recipe: what the spikes themselves cost), one network reported beside every T. ``match_energy``: eqspike at T is trained under an energy budget equal
-    to the energy ratio SpikeLM reached at T (measured on the dev set first), so that the two are
-    compared at equal or lower energy for eqspike. ``baselines``: ``ann`` (the dense student, also run
-    as a W8A8 network: ``dense-int8``), ``qnn`` (per T, the student trained on its T-step quantized map
-    and run as that quantized network: ceil(log2(2T+1))-bit activations), ``spikelm``, ``infinity``
-    (eqspike trained for T = infinity, run at every T). ``baselines_only``: train and report the baselines
-    alone, not eqspike at T (baselines added to a comparison whose eqspike runs were reported before). Every row gives
-    its energy under both conventions (``energy_pj``: compute, ``energy_pj_compute_memory``;
-    ``eqspike.analysis.energy_report``)."""
-    time_steps = check_time_steps(time_steps)
-    baselines = check_baselines(baselines)
-    if match_energy and ("spikelm" not in baselines or baselines_only):
-        raise ValueError("--match-energy trains eqspike at SpikeLM's energy: keep spikelm in --baselines, "
-                         "without --baselines-only")
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+def plan_runs(config: RunConfig, time_steps: list[int], out_dir: Path, baselines: tuple[str, ...],
+              match_energy: bool = False, baselines_only: bool = False) -> list[tuple[str, int | None, RunConfig]]:
+    """The runs of a comparison, in training order: (method, T or None for one network at every T, settings)."""
     eq = config.replace(student_type="eqspike")
     runs: list[tuple[str, int | None, RunConfig]] = []
     if "infinity" in baselines:
@@ -131,40 +106,51 @@ def compare(config: RunConfig, time_steps: list[int], out_dir: str | Path, log=p
         if "qnn" in baselines:
             runs.append(("qnn", T, eq.replace(train_for="time_steps", train_forward="solve", time_steps=T, energy_budget=None,
                                               output_dir=str(out_dir / f"qnn-T{T}"))))
-    device = resolve_device(config.device)
-    context: dict[str, Any] = {}
+    return runs
 
-    def measured() -> dict[str, Any]:
-        """The data, teacher, dev split and the teacher's energy per example (loaded once, after the
-        first run has stored the teacher)."""
-        if not context:
-            data = prepare_data(config, log=lambda *_: None)
-            teacher = load_teacher(config.teacher_spec(), data.task, device, data.splits, data.train, log=lambda *_: None,
-                                   selection=data.selection)
-            split = data.splits[data.task.main_split]
-            t = teacher.model.config
+
+class _Measured:
+    """The data, teacher, dev split and the teacher's energy per example, opened once (after the first
+    run has stored the teacher)."""
+
+    def __init__(self, config: RunConfig, device) -> None:
+        self.config, self.device, self.opened = config, device, False
+
+    def open(self) -> _Measured:
+        if not self.opened:
+            c = self.config
+            self.data = prepare_data(c, log=lambda *_: None)
+            self.teacher = load_teacher(c.teacher_spec(), self.data.task, self.device, self.data.splits, self.data.train,
+                                        log=lambda *_: None, selection=self.data.selection)
+            self.split = self.data.splits[self.data.task.main_split]
+            t = self.teacher.model.config
             width = family_of(t.model_type).shape(t)
             dense = StudentEnergy(t.hidden_size, width["intermediate_size"], t.num_attention_heads, t.num_hidden_layers,
                                   t.num_labels, t.num_hidden_layers)
-            lengths = [float(len(ids)) for ids in split.input_ids]
-            context.update(data=data, teacher=teacher, split=split,
-                           teacher_pj=sum(dense.teacher_pj(len(ids)) for ids in split.input_ids) / len(split),
-                           teacher_pj_compute_memory=price(dense_inventory(dense, t.num_hidden_layers, lengths), Hardware(),
-                                                           "compute_memory"))
-        return context
+            lengths = [float(len(ids)) for ids in self.split.input_ids]
+            self.teacher_pj = sum(dense.teacher_pj(len(ids)) for ids in self.split.input_ids) / len(self.split)
+            self.teacher_pj_compute_memory = price(dense_inventory(dense, t.num_hidden_layers, lengths), Hardware(),
+                                                   "compute_memory")
+            self.opened = True
+        return self
 
+
+def _train_runs(runs: list[tuple[str, int | None, RunConfig]], measured: _Measured, match_energy: bool,
+                log) -> tuple[dict[str, str], dict[int, float]]:
+    """Train (or reuse) every run; with ``match_energy``, eqspike at T under SpikeLM's energy at T (the
+    run before it). Returns the runs that diverged (folder -> error) and the budgets set."""
     diverged: dict[str, str] = {}  # a run whose training diverged is reported as such, not dropped
-    budgets: dict[int, float] = {}  # with match_energy: eqspike's budget at T, SpikeLM's energy ratio there
+    budgets: dict[int, float] = {}
     for index, (method, T, run_config) in enumerate(runs):
         if method == "eqspike" and match_energy:
             spikelm_dir = runs[index - 1][2].output_dir
             if spikelm_dir in diverged:
                 log(f"compare: SpikeLM T={T} diverged; eqspike T={T} is trained without an energy budget")
             else:
-                c = measured()
-                _, _, energy_pj = _spikelm_at(load_student(RunDirectory(spikelm_dir).student).to(device), c["data"],
-                                              c["split"], T, config.eval_batch_size, device)
-                budgets[T] = energy_pj / c["teacher_pj"]
+                m = measured.open()
+                _, _, energy_pj = _spikelm_at(load_student(RunDirectory(spikelm_dir).student).to(measured.device), m.data,
+                                              m.split, T, run_config.eval_batch_size, measured.device)
+                budgets[T] = energy_pj / m.teacher_pj
                 log(f"compare: SpikeLM at T={T} spends {budgets[T]:.3f} of the teacher's energy: eqspike T={T} is "
                     f"trained under that budget")
                 run_config = run_config.replace(energy_budget=budgets[T])
@@ -174,10 +160,70 @@ def compare(config: RunConfig, time_steps: list[int], out_dir: str | Path, log=p
         except TrainingDiverged as error:
             log(f"compare: {method}" + (f" T={T}" if T else "") + f" diverged: {error}")
             diverged[run_config.output_dir] = str(error)
+    return diverged, budgets
 
-    c = measured()
-    data, teacher, split, teacher_pj = c["data"], c["teacher"], c["split"], c["teacher_pj"]
-    indices = batch_order(len(data.train), config.batch_size, config.seed, 0)[0]
+
+def _rows_of(method: str, T: int | None, run_config: RunConfig, m: _Measured, time_steps: list[int],
+             indices: list[int], repeats: int) -> list[dict[str, Any]]:
+    """A trained run's rows: its training step's time and memory, and per T its dev score, firing rate
+    and energy under both conventions (the dense student also as W8A8; the QNN at its T-step map)."""
+    run_dir = RunDirectory(run_config.output_dir)
+    seconds, memory = _measure_training_step(run_config, run_dir, m.teacher, m.data, indices, m.device, repeats)
+    student = load_student(run_dir.student).to(m.device)
+    batch_size = run_config.eval_batch_size
+    rows: list[dict[str, Any]] = []
+    if method in ("dense", "qnn"):  # counted as the dense networks of the energy report
+        lengths = [float(len(ids)) for ids in m.split.input_ids]
+        inventories = baseline_inventories(StudentEnergy.of(student.config), lengths, T or time_steps[0],
+                                           student.config.weight_bits, True)
+        for name, inventory, t_values in (
+                [("dense", "dense_student_fp32", time_steps), ("dense-int8", "dense_student_int8", time_steps)]
+                if method == "dense" else [("qnn", "qnn", [T])]):
+            ops = inventories[inventory]
+            score = _dense_score(student, m.data, m.split, batch_size, m.device, name)
+            energy = [price(ops, Hardware(), convention) for convention in CONVENTIONS]
+            # the dense networks are one network whatever T: a row per T, to read beside the spiking ones
+            rows += [_row(name, t, score, seconds, memory, 0.0, *energy) for t in t_values]
+        return rows
+    report = energy_report(student, m.data.task, m.split, [T] if method == "spikelm" else (time_steps if T is None else [T]),
+                           batch_size, m.device)
+    for row in report["rows"]:
+        spent = {name: convention["student_uj"] * 1e6 for name, convention in row["conventions"].items()}
+        rows.append(_row(method, row["time_steps"], row["score"], seconds, memory, row["firing_rate"],
+                         spent["compute"], spent["compute_memory"]))
+    return rows
+
+
+def compare(config: RunConfig, time_steps: list[int], out_dir: str | Path, log=print, repeats: int = 3,
+            match_energy: bool = False, baselines: tuple[str, ...] = DEFAULT_BASELINES,
+            baselines_only: bool = False) -> dict[str, Any]:
+    """Train (or reuse) the students and write compare.json, compare.md, compare.png and pareto.png in
+    ``out_dir``: per T, SpikeLM trained at T and eqspike trained for T; eqspike trained once for
+    T = infinity, run at every T; and the dense student (the same architecture without spikes, the
+    same recipe: what the spikes themselves cost), one network reported beside every T.
+    ``match_energy``: eqspike at T is trained under an energy budget equal to the energy ratio SpikeLM
+    reached at T (measured on the dev set first), so that the two are compared at equal or lower energy
+    for eqspike. ``baselines``: ``ann`` (the dense student, also run as a W8A8 network: ``dense-int8``;
+    and the teacher as W8A8: ``teacher-int8``), ``qnn`` (per T, the student trained on its T-step
+    quantized map and run as that quantized network: ceil(log2(2T+1))-bit activations), ``spikelm``,
+    ``infinity`` (eqspike trained for T = infinity, run at every T). ``baselines_only``: train and report
+    the baselines alone, not eqspike at T (baselines added to a comparison whose eqspike runs were
+    reported before). Every row gives its energy under both conventions (``energy_pj``: compute,
+    ``energy_pj_compute_memory``; ``eqspike.analysis.energy_report``)."""
+    time_steps = check_time_steps(time_steps)
+    baselines = check_baselines(baselines)
+    if match_energy and ("spikelm" not in baselines or baselines_only):
+        raise ValueError("--match-energy trains eqspike at SpikeLM's energy: keep spikelm in --baselines, "
+                         "without --baselines-only")
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    runs = plan_runs(config, time_steps, out_dir, baselines, match_energy, baselines_only)
+    device = resolve_device(config.device)
+    measured = _Measured(config, device)
+    diverged, budgets = _train_runs(runs, measured, match_energy, log)
+
+    m = measured.open()
+    indices = batch_order(len(m.data.train), config.batch_size, config.seed, 0)[0]
     rows: list[dict[str, Any]] = []
     for method, T, run_config in runs:
         if run_config.output_dir in diverged:
@@ -186,35 +232,13 @@ def compare(config: RunConfig, time_steps: list[int], out_dir: str | Path, log=p
                          for t in ([T] if T else time_steps)]
             continue
         log(f"compare: measuring {method}" + (f" T={T}" if T else " at every T"))
-        run_dir = RunDirectory(run_config.output_dir)
-        seconds, memory = _measure_training_step(run_config, run_dir, teacher, data, indices, device, repeats)
-        student = load_student(run_dir.student).to(device)
-        if method in ("dense", "qnn"):  # counted as the dense networks of the energy report
-            lengths = [float(len(ids)) for ids in split.input_ids]
-            inventories = baseline_inventories(StudentEnergy.of(student.config), lengths, T or time_steps[0],
-                                               student.config.weight_bits, True)
-            for name, inventory, t_values in (
-                    [("dense", "dense_student_fp32", time_steps), ("dense-int8", "dense_student_int8", time_steps)]
-                    if method == "dense" else [("qnn", "qnn", [T])]):
-                ops = inventories[inventory]
-                score = _dense_score(student, data, split, config.eval_batch_size, device, name)
-                energy = [price(ops, Hardware(), convention) for convention in CONVENTIONS]
-                # the dense networks are one network whatever T: a row per T, to read beside the spiking ones
-                rows += [_row(name, t, score, seconds, memory, 0.0, *energy) for t in t_values]
-            continue
-        report = energy_report(student, data.task, split, [T] if method == "spikelm" else (time_steps if T is None else [T]),
-                               config.eval_batch_size, device)
-        for row in report["rows"]:
-            spent = {name: convention["student_uj"] * 1e6 for name, convention in row["conventions"].items()}
-            rows.append(_row(method, row["time_steps"], row["score"], seconds, memory, row["firing_rate"],
-                             spent["compute"], spent["compute_memory"]))
-
+        rows += _rows_of(method, T, run_config, m, time_steps, indices, repeats)
     if "ann" in baselines:  # the teacher run as a W8A8 network (post-training), beside the INT8 dense student
-        rows += _teacher_int8_rows(teacher, data, split, time_steps, config.eval_batch_size, device)
+        rows += _teacher_int8_rows(m.teacher, m.data, m.split, time_steps, config.eval_batch_size, device)
     result = {
-        "task": data.task.name, "metric": data.task.metric, "teacher": config.teacher,
-        "teacher_score": teacher.score if teacher.score is not None else _evaluate_teacher(teacher, data, config, device),
-        "teacher_energy_pj": teacher_pj, "teacher_energy_pj_compute_memory": c["teacher_pj_compute_memory"],
+        "task": m.data.task.name, "metric": m.data.task.metric, "teacher": config.teacher,
+        "teacher_score": m.teacher.score if m.teacher.score is not None else _evaluate_teacher(m.teacher, m.data, config, device),
+        "teacher_energy_pj": m.teacher_pj, "teacher_energy_pj_compute_memory": m.teacher_pj_compute_memory,
         "energy_conventions": "energy_pj: compute (arithmetic only); energy_pj_compute_memory: with memory traffic "
                               "(eqspike energy; 45 nm, 32 KB SRAM, weights read per spike)",
         "baselines": list(baselines), "device": describe_device(device), "batch_size": config.batch_size,
@@ -222,12 +246,7 @@ def compare(config: RunConfig, time_steps: list[int], out_dir: str | Path, log=p
         "eqspike_budgets_at_spikelm_energy": {str(T): b for T, b in budgets.items()} if match_energy else None, "rows": rows,
         "environment": environment_record(device, config.precision),
     }
-    (out_dir / "compare.json").write_text(json.dumps(result, indent=2) + "\n")
-    (out_dir / "compare.md").write_text(markdown_table(result) + "\n")
-    _plot(result, out_dir / "compare.png")
-    plot_pareto(result, out_dir / "pareto.png")
-    log(markdown_table(result))
-    log(f"wrote {out_dir / 'compare.json'}, {out_dir / 'compare.md'}, {out_dir / 'compare.png'}, {out_dir / 'pareto.png'}")
+    write_compare(result, out_dir, log)
     return result
 
 
@@ -288,23 +307,6 @@ def summarize_seeds(results: dict[int, dict[str, Any]], time_steps: list[int]) -
             "environment": {str(s): results[s].get("environment") for s in seeds}}
 
 
-def seeds_table(summary: dict[str, Any]) -> str:
-    """Mean +- std [95% interval] over seeds of each method's score and energy, and of the paired differences."""
-    def cell(s: dict[str, Any] | None, digits: int = 4) -> str:
-        return "-" if s is None else format_spread(s, digits)
-
-    lines = [f"{summary['task']}: dev {summary['metric']} over seeds {', '.join(map(str, summary['seeds']))} "
-             f"(mean +- std [95% interval]); differences are paired by seed. Teacher: {cell(summary['teacher_score'])}",
-             "", "| method | T | score | energy / teacher | score - eqspike's | score - SpikeLM's | energy - SpikeLM's "
-             "| score - the dense student's | score - the QNN's |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
-    for r in summary["rows"]:
-        lines.append(f"| {r['method']} | {r['time_steps']} | {cell(r['score'])} | {cell(r['energy_ratio'], 3)} | "
-                     f"{cell(r.get('score_minus_eqspike'))} | {cell(r.get('score_minus_spikelm'))} | "
-                     f"{cell(r.get('energy_ratio_minus_spikelm'), 3)} | "
-                     f"{cell(r.get('score_minus_dense'))} | {cell(r.get('score_minus_qnn'))} |")
-    return "\n".join(lines)
-
-
 def _evaluate_teacher(teacher, data, config: RunConfig, device) -> float:
     return evaluate(lambda b: teacher.model(**b).logits, data.task, data.splits, config.eval_batch_size, device)[data.task.metric]
 
@@ -361,97 +363,3 @@ def _dense_score(student, data, split, batch_size: int, device, name: str) -> fl
         with simulate_int8(student):
             return evaluate(lambda b: student(**b).logits, data.task, splits, batch_size, device, name)[data.task.metric]
     return evaluate(lambda b: student(**b).logits, data.task, splits, batch_size, device, name)[data.task.metric]
-
-
-def markdown_table(result: dict[str, Any]) -> str:
-    memory = result.get("teacher_energy_pj_compute_memory")
-    lines = [f"| method | T | dev {result['metric']} | train step (s) | peak train memory (MiB) | firing rate | energy / example (uJ) | energy / teacher | with memory traffic / teacher's |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
-    for r in sorted(result["rows"], key=lambda r: (r["time_steps"], r["method"])):
-        if r["score"] is None:
-            lines.append(f"| {r['method']} | {r['time_steps']} | diverged in training | | | | | | |")
-            continue
-        strict = r.get("energy_pj_compute_memory")
-        step = "-" if r["train_step_s"] is None else f"{r['train_step_s']:.3f}"  # a network not trained here
-        memory_mb = "-" if r["peak_train_mem_mb"] is None else f"{r['peak_train_mem_mb']:.1f}"
-        lines.append(f"| {r['method']} | {r['time_steps']} | {r['score']:.4f} | {step} | "
-                     f"{memory_mb} | {r['firing_rate']:.3f} | {r['energy_pj'] / 1e6:.1f} | "
-                     f"{r['energy_pj'] / result['teacher_energy_pj']:.3f} | "
-                     f"{'-' if strict is None or not memory else f'{strict / memory:.3f}'} |")
-    lines.append(f"| teacher ({result['teacher']}) | - | {result['teacher_score']:.4f} | | | | "
-                 f"{result['teacher_energy_pj'] / 1e6:.1f} | 1 | 1 |")
-    budgets = result.get("eqspike_budgets_at_spikelm_energy")
-    if budgets:
-        lines.append("")
-        lines.append("eqspike trained for T under an energy budget equal to SpikeLM's energy at T: " + ", ".join(
-            f"T = {T}: {budget:.3f}" for T, budget in budgets.items()))
-    return "\n".join(lines)
-
-
-def _plot(result: dict[str, Any], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import numpy as np
-
-    steps = sorted({r["time_steps"] for r in result["rows"]})
-    panels = [("score", f"dev {result['metric']}"), ("peak_train_mem_mb", "peak train memory (MiB)"),
-              ("train_step_s", "train step (s)"), ("energy_pj", "energy / example (pJ)")]
-    fig, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 3.6))
-    x = np.arange(len(steps))
-    for ax, (key, label) in zip(axes, panels):
-        present = [m for m in METHODS if any(r["method"] == m for r in result["rows"])]
-        width = 0.8 / len(present)
-        for number, method in enumerate(present):
-            values = {r["time_steps"]: np.nan if r[key] is None else r[key] for r in result["rows"]
-                      if r["method"] == method and r["score"] is not None}
-            ax.bar(x - 0.4 + width * (number + 0.5), [values.get(t, np.nan) for t in steps], width=width,
-                   label=METHOD_LABELS[method], color=METHOD_COLOURS[method])
-        if key == "score":
-            ax.axhline(result["teacher_score"], color="tab:red", ls="--", lw=1, label="teacher")
-        ax.set_xticks(x, [f"T={t}" for t in steps])
-        ax.set_title(label, fontsize=10)
-    axes[0].legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-
-
-def plot_pareto(result: dict[str, Any], path: Path) -> None:
-    """Accuracy against energy per example (relative to the teacher): each method at each T, and the teacher."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6.4, 4.6))
-    for method in ("eqspike", "eqspike-inf", "spikelm", "qnn"):
-        rows = sorted((r for r in result["rows"] if r["method"] == method and r["score"] is not None),
-                      key=lambda r: r["time_steps"])
-        if not rows:
-            continue
-        x = [r["energy_pj"] / result["teacher_energy_pj"] for r in rows]
-        y = [r["score"] for r in rows]
-        label = METHOD_LABELS[method]
-        if method == "eqspike" and result.get("eqspike_budgets_at_spikelm_energy"):
-            label += ", budget = SpikeLM's energy"
-        ax.plot(x, y, marker="o", color=METHOD_COLOURS[method], label=label)
-        for xi, yi, r in zip(x, y, rows):
-            ax.annotate(f"T={r['time_steps']}", (xi, yi), textcoords="offset points", xytext=(4, -10), fontsize=7,
-                        color=METHOD_COLOURS[method])
-    for method in ("dense", "dense-int8", "teacher-int8"):  # one network whatever T
-        dense = next((r for r in result["rows"] if r["method"] == method and r["score"] is not None), None)
-        if dense is not None:
-            ax.plot([dense["energy_pj"] / result["teacher_energy_pj"]], [dense["score"]], marker="D", ms=8,
-                    color=METHOD_COLOURS[method], ls="none", label=METHOD_LABELS[method])
-    ax.plot([1.0], [result["teacher_score"]], marker="*", ms=12, color="tab:red", ls="none", label="teacher (dense)")
-    ax.set_xscale("log")
-    ax.set_xlabel("energy per example / teacher's (log)")
-    ax.set_ylabel(f"dev {result['metric']}")
-    ax.set_title(f"{result['task']}: accuracy against energy")
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=8, loc="best")  # wherever it hides no point
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
