@@ -38,7 +38,7 @@ import numpy as np
 
 from eqspike.analysis.seeds import format_spread, paired_differences, spread
 from eqspike.app.cli import main as eqspike_main
-from eqspike.config import RunConfig, load_yaml
+from eqspike.distill.config import RunConfig, load_yaml
 from eqspike.distill.run_directory import RunDirectory
 from eqspike.distill.seeds import distill_seeds, seed_run
 

@@ -43,7 +43,7 @@ from eqspike.analysis.seeds import (
     spread_ratio,
 )
 from eqspike.app.cli import main as eqspike
-from eqspike.config import FIELDS, RunConfig, load_yaml
+from eqspike.distill.config import FIELDS, RunConfig, load_yaml
 from eqspike.distill.run_directory import RunDirectory
 from eqspike.distill.seeds import distill_seeds
 

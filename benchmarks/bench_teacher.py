@@ -33,10 +33,10 @@ from pathlib import Path
 import torch
 
 from eqspike.analysis.benchmarking import describe_device
-from eqspike.config import RunConfig
 from eqspike.data.batches import EncodedSplit, batch_order, iterate_batches
 from eqspike.data.evaluation import evaluate
 from eqspike.data.tasks import load_task_data
+from eqspike.distill.config import RunConfig
 from eqspike.distill.prepare import subsample
 from eqspike.runtime.devices import set_seed
 from eqspike.teacher.base import Teacher

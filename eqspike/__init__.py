@@ -9,10 +9,9 @@ The package, from the bottom up (docs/design.md explains the design):
   encoder families, and each student's op counts.
 - ``eqspike.data``: tasks, batches, metrics and evaluation.
 - ``eqspike.teacher``: the teacher store, the teacher's targets and their cache (from a ``TeacherSpec``).
-- ``eqspike.distill``: losses, the run directory and the trainer.
+- ``eqspike.distill``: a run's settings (``config``: flags, YAML), losses, the run directory and the trainer.
 - ``eqspike.analysis``: convergence diagnostics, energy, benchmarking helpers.
 - ``eqspike.runtime``: devices, torchrun, the Hub, files written safely, progress and optimisers.
-- ``eqspike.config``: a run's settings (flags, YAML), read by ``distill`` and the app.
 - ``eqspike.app``, at the top: the command line (``cli``), ``compare`` and ``prediction``.
 """
 

@@ -88,7 +88,7 @@ TINY_TEACHER_RECIPE = dict(teacher_epochs=6, teacher_lr=3e-3, teacher_batch_size
 @pytest.fixture(scope="session")
 def tiny_teacher(tmp_path_factory, tiny_bert, toy_files):
     """The tiny BERT fine-tuned on the toy task and stored with its card (once per session)."""
-    from eqspike.config import RunConfig
+    from eqspike.distill.config import RunConfig
     from eqspike.distill.prepare import prepare_data
     from eqspike.teacher.store import load_teacher
 
@@ -111,7 +111,7 @@ QUIET = dict(log=lambda *_: None)
 
 def tiny_config(tiny_teacher, toy_files, output_dir, **changes):
     """A RunConfig for a seconds-long distillation of the tiny teacher on the toy task."""
-    from eqspike.config import RunConfig
+    from eqspike.distill.config import RunConfig
 
     base = dict(teacher=tiny_teacher.path, train_file=str(toy_files[0]), validation_file=str(toy_files[1]),
                 max_seq_length=32, student_layers=2, batch_size=16, eval_batch_size=32, intermediate_epochs=1,

@@ -1,5 +1,5 @@
 """The package's layers (docs/design.md, Layout), checked on the imports themselves: a lower layer
-never imports a higher one (``config``, where ``RunConfig`` lives, is above them all)."""
+never imports a higher one (``distill``, where ``RunConfig`` lives, is above them all)."""
 
 from __future__ import annotations
 
@@ -67,7 +67,7 @@ def test_the_student_kind_is_dispatched_through_the_registry_only():
 
 
 def test_every_student_kind_declares_what_the_trainer_reads():
-    from eqspike.config import RunConfig
+    from eqspike.distill.config import RunConfig
     from eqspike.students import STUDENTS
 
     settings = RunConfig(task="fortunes")

@@ -17,7 +17,6 @@ from eqspike.analysis.diagnostics import check_time_steps, diagnose, score_vs_ti
 from eqspike.analysis.report import format_table, plot, write_report
 from eqspike.app.compare import check_baselines, compare, compare_seeds
 from eqspike.app.prediction import Predictor, pairing_warning, read_inputs
-from eqspike.config import RunConfig, add_config_arguments, config_from_args, load_yaml
 from eqspike.core.checks import StackedSpikingNetwork, implicit_gradient_check
 from eqspike.core.equilibrium import EquilibriumConfig, EquilibriumLayer
 from eqspike.core.neurons import (
@@ -28,6 +27,7 @@ from eqspike.core.neurons import (
 from eqspike.core.simulation import simulate
 from eqspike.data.batches import EncodedSplit
 from eqspike.data.tasks import Example, load_task_data
+from eqspike.distill.config import RunConfig, add_config_arguments, config_from_args, load_yaml
 from eqspike.distill.prepare import prepare_data, subsample
 from eqspike.distill.run_directory import RunDirectory
 from eqspike.distill.seeds import distill_seeds

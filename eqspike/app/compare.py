@@ -31,10 +31,10 @@ from eqspike.analysis.energy import CONVENTIONS, Hardware, dense_inventory, pric
 from eqspike.analysis.energy_report import baseline_inventories, energy_report
 from eqspike.analysis.seeds import paired_differences, spread
 from eqspike.app.compare_report import METHODS, seeds_table, write_compare
-from eqspike.config import RunConfig
 from eqspike.core.quantization import simulate_int8
 from eqspike.data.batches import batch_order
 from eqspike.data.evaluation import evaluate
+from eqspike.distill.config import RunConfig
 from eqspike.distill.prepare import prepare_data
 from eqspike.distill.run_directory import RunDirectory, RunDirectoryError
 from eqspike.distill.trainer import Distiller, StageForward, TrainingDiverged

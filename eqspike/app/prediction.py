@@ -20,10 +20,10 @@ from typing import Any
 
 import torch
 
-from eqspike.config import load_yaml
 from eqspike.data.batches import EncodedSplit
 from eqspike.data.evaluation import predict as predict_logits
 from eqspike.data.tasks import DataError, Example, read_table
+from eqspike.distill.config import load_yaml
 from eqspike.errors import EqspikeError
 from eqspike.students import load_student
 from eqspike.students.dense_bert import MODEL_TYPE as DENSE_MODEL_TYPE

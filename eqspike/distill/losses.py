@@ -21,7 +21,7 @@ import torch
 from torch import Tensor
 from torch.nn import functional as F
 
-from eqspike.config import RunConfig
+from eqspike.distill.config import RunConfig
 from eqspike.students.common import head_map
 from eqspike.students.energy import StudentEnergy
 

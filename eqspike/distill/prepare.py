@@ -8,9 +8,9 @@ import random
 from dataclasses import dataclass
 from typing import Any
 
-from eqspike.config import ConfigError, RunConfig
 from eqspike.data.batches import EncodedSplit
 from eqspike.data.tasks import TaskData, load_task_data
+from eqspike.distill.config import ConfigError, RunConfig
 from eqspike.errors import EqspikeError
 from eqspike.runtime import hub
 from eqspike.runtime.files import check_output_dir

@@ -28,7 +28,7 @@ from typing import Any
 
 import torch
 
-from eqspike.config import ConfigError, RunConfig, save_yaml
+from eqspike.distill.config import ConfigError, RunConfig, save_yaml
 from eqspike.runtime.files import atomic_directory, check_output_dir, recover_directory, write_atomic
 from eqspike.runtime.reporting import open_report
 from eqspike.students import STUDENTS, load_student_config
@@ -124,7 +124,7 @@ class RunDirectory:
                                     f"(expected {STUDENT}/config.json and config.yaml)")
 
     def saved_settings(self) -> dict[str, Any]:
-        from eqspike.config import load_yaml
+        from eqspike.distill.config import load_yaml
 
         return load_yaml(self.settings)
 

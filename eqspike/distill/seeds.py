@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from eqspike.analysis.seeds import seed_summary, summary_csv, summary_table
-from eqspike.config import RunConfig
+from eqspike.distill.config import RunConfig
 from eqspike.distill.run_directory import INVOCATION, RunDirectory, RunDirectoryError
 from eqspike.distill.trainer import Distiller
 from eqspike.runtime.files import write_atomic

@@ -24,9 +24,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from eqspike.config import RunConfig
 from eqspike.data.batches import batch_order, iterate_batches
 from eqspike.data.evaluation import evaluate
+from eqspike.distill.config import RunConfig
 from eqspike.distill.losses import (
     Share,
     gold_loss,

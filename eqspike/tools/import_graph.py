@@ -20,7 +20,7 @@ EVERYWHERE = {"errors", "version"}  # imported from every layer: in the JSON, le
 
 
 def unit_of(module: str) -> str | None:
-    """``eqspike.students.common`` -> ``students``; ``eqspike.config`` -> ``config``; None outside eqspike."""
+    """``eqspike.students.common`` -> ``students``; ``eqspike.distill.config`` -> ``config``; None outside eqspike."""
     parts = module.split(".")
     return parts[1] if parts[0] == "eqspike" and len(parts) > 1 else None
 

@@ -4,10 +4,10 @@ import pytest
 import torch
 
 from eqspike.app.cli import main
-from eqspike.config import RunConfig
 from eqspike.core.neurons import NeuronConfig
 from eqspike.core.rate_map import Population, RateMap
 from eqspike.core.simulation import simulate
+from eqspike.distill.config import RunConfig
 from eqspike.distill.trainer import Distiller
 from eqspike.students.energy import bert_macs, synaptic_accumulates
 

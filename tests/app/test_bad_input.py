@@ -79,7 +79,7 @@ def test_subsamples_are_drawn_at_random_not_from_the_head(tmp_path):
     """A dev file ordered by label (as fortunes' is) must not give a one-class subsample."""
     import random
 
-    from eqspike.config import RunConfig
+    from eqspike.distill.config import RunConfig
     from eqspike.distill.prepare import prepare_data
 
     rng = random.Random(1)
@@ -445,7 +445,7 @@ def test_likely_mistakes_are_refused_or_warned(tiny_teacher, toy_files, tmp_path
     store = write(tmp_path / "store", "not a folder")
     err = refused(capsys, *distill_args(tiny_teacher.path, *toy_files, tmp_path / "run", "--teacher-store", store))
     assert f"--teacher-store {store} is a file; give a folder" in err and store.read_text() == "not a folder"
-    from eqspike.config import RunConfig
+    from eqspike.distill.config import RunConfig
     from eqspike.distill.prepare import prepare_data
 
     messages = []

@@ -137,7 +137,7 @@ def test_labels_as_the_user_meant_them(tmp_path):
 
 
 def test_the_run_says_which_label_type_it_inferred(tiny_teacher, toy_files):
-    from eqspike.config import RunConfig
+    from eqspike.distill.config import RunConfig
     from eqspike.distill.prepare import prepare_data
 
     messages = []

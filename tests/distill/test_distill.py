@@ -10,7 +10,7 @@ import torch
 import yaml
 
 from eqspike.app.cli import main
-from eqspike.config import RunConfig
+from eqspike.distill.config import RunConfig
 from eqspike.distill.run_directory import RunDirectoryError
 from eqspike.distill.seeds import distill_seeds
 from eqspike.distill.trainer import Distiller

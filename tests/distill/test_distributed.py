@@ -126,8 +126,8 @@ def test_commands_that_are_not_distributed_refuse_to_run_under_torchrun(monkeypa
 
 def test_evaluation_batches_are_shared_out_and_gathered(monkeypatch, tiny_teacher, toy_files):
     """Each rank predicts every N-th batch; the gathered logits are every example's, in order."""
-    from eqspike.config import RunConfig
     from eqspike.data.evaluation import predict
+    from eqspike.distill.config import RunConfig
     from eqspike.distill.prepare import prepare_data
 
     split = prepare_data(RunConfig(teacher=tiny_teacher.path, train_file=str(toy_files[0]),

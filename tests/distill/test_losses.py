@@ -7,7 +7,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from eqspike.config import RunConfig
+from eqspike.distill.config import RunConfig
 from eqspike.distill.losses import (
     Share,
     gold_loss,

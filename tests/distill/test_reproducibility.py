@@ -10,7 +10,7 @@ import torch
 import eqspike
 from eqspike.analysis.seeds import example_flips, flip_difference, paired_differences, seed_summary, spread, spread_ratio
 from eqspike.app.cli import main
-from eqspike.config import ConfigError, RunConfig
+from eqspike.distill.config import ConfigError, RunConfig
 from eqspike.distill.prepare import carve_selection, prepare_data
 from eqspike.distill.run_directory import RunDirectoryError
 from eqspike.distill.seeds import distill_seeds

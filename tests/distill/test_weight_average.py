@@ -7,7 +7,7 @@ import torch
 from safetensors.torch import load_file
 from torch import nn
 
-from eqspike.config import ConfigError, RunConfig
+from eqspike.distill.config import ConfigError, RunConfig
 from eqspike.distill.trainer import Distiller
 from eqspike.runtime.optim import weight_average
 from tests.conftest import QUIET, tiny_config

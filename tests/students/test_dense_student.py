@@ -7,7 +7,7 @@ import torch
 from transformers import AutoModelForSequenceClassification
 
 from eqspike.app.cli import main
-from eqspike.config import RunConfig
+from eqspike.distill.config import RunConfig
 from eqspike.distill.trainer import Distiller
 from eqspike.students import DenseBertForSequenceClassification, load_student
 from eqspike.students.energy import bert_macs

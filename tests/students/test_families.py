@@ -115,7 +115,7 @@ def test_a_teacher_of_another_family_is_refused_by_name():
 def test_check_teacher_config_refuses_a_deberta_directory_before_any_work(tmp_path):
     from transformers import DebertaV2Config
 
-    from eqspike.config import RunConfig
+    from eqspike.distill.config import RunConfig
     from eqspike.teacher.store import check_teacher_config
 
     DebertaV2Config(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64).save_pretrained(tmp_path)
@@ -206,7 +206,7 @@ def test_a_student_of_the_teachers_width_has_no_projections():
 def test_the_attention_loss_compares_student_head_j_with_teacher_head_j_times_the_ratio():
     from types import SimpleNamespace
 
-    from eqspike.config import RunConfig
+    from eqspike.distill.config import RunConfig
     from eqspike.distill.losses import intermediate_loss
 
     torch.manual_seed(0)

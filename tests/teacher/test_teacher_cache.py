@@ -5,8 +5,8 @@ import json
 import pytest
 import torch
 
-from eqspike.config import RunConfig
 from eqspike.data.batches import iterate_batches
+from eqspike.distill.config import RunConfig
 from eqspike.distill.prepare import prepare_data
 from eqspike.distill.trainer import Distiller
 from eqspike.teacher.cache import TeacherCacheError, build_or_open
