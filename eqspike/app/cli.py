@@ -341,20 +341,20 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(
-        prog="eqspike",
-        description="Spiking BERT students by equilibrium-based ANN-to-SNN distillation.",
-    )
-    parser.add_argument("--version", action="version", version=f"eqspike {__version__}")
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+SHORT_USAGE = "%(prog)s [--config FILE] [--SETTING VALUE ...]"
 
-    short = "%(prog)s [--config FILE] [--SETTING VALUE ...]"
-    teacher = commands.add_parser("teacher", help="fine-tune (or find) the teacher for a task", usage=short,
+
+def _add_teacher_command(commands) -> None:
+    """`eqspike teacher`."""
+    teacher = commands.add_parser("teacher", help="fine-tune (or find) the teacher for a task", usage=SHORT_USAGE,
                                   description="Fine-tune the teacher for a task (or find it in the store) and report its dev score.")
     add_config_arguments(teacher)
     teacher.set_defaults(run=cmd_teacher)
-    distill = commands.add_parser("distill", help="distil a spiking student from a teacher", usage=short,
+
+
+def _add_distill_command(commands) -> None:
+    """`eqspike distill`."""
+    distill = commands.add_parser("distill", help="distil a spiking student from a teacher", usage=SHORT_USAGE,
                                   description="Distil a spiking student from a BERT teacher, trained for --time-steps, "
                                               "and score it as a spiking network. Every setting can also be a key of "
                                               "the YAML file given with --config.")
@@ -365,6 +365,10 @@ def build_parser() -> argparse.ArgumentParser:
                               "energy ratio) to OUTPUT_DIR/seeds.json, seeds.md and seeds.csv; --resume reuses finished seeds "
                               "(default: none, one student with --seed)")
     distill.set_defaults(run=cmd_distill)
+
+
+def _add_evaluate_command(commands) -> None:
+    """`eqspike evaluate`."""
     evaluate = commands.add_parser("evaluate", help="score a trained student as a spiking network at several T")
     evaluate.add_argument("run_dir", help="a run directory written by `eqspike distill`")
     evaluate.add_argument("--time-steps", type=int_at_least(1), nargs="+", default=[8, 16, 32, 64],
@@ -377,6 +381,10 @@ def build_parser() -> argparse.ArgumentParser:
                                "(split, example, label, prediction, correct)")
     _add_neuron_arguments(evaluate)
     evaluate.set_defaults(run=cmd_evaluate)
+
+
+def _add_compare_command(commands) -> None:
+    """`eqspike compare`."""
     comp = commands.add_parser("compare", help="eqspike vs the surrogate-gradient SpikeLM baseline and the dense student, same budget",
                                usage="%(prog)s [--time-steps T ...] [--out DIR] [--config FILE] [--SETTING VALUE ...]",
                                description="At each T: eqspike trained for T and SpikeLM trained at T (backprop through "
@@ -402,6 +410,10 @@ def build_parser() -> argparse.ArgumentParser:
                       help="run the whole comparison once per seed (OUT/seed-SEED) and report, per T, eqspike's score and "
                            "energy minus SpikeLM's on the same seed, with their 95%% interval (OUT/compare_seeds.json, .md)")
     comp.set_defaults(run=cmd_compare)
+
+
+def _add_diagnose_command(commands) -> None:
+    """`eqspike diagnose`."""
     diag = commands.add_parser("diagnose", help="convergence, accuracy vs T, firing and energy of a trained student")
     diag.add_argument("run_dir", help="a run directory written by `eqspike distill`")
     diag.add_argument("--time-steps", type=int_at_least(1), nargs="+", default=[1, 2, 4, 8, 16, 32, 64, 128],
@@ -421,6 +433,10 @@ def build_parser() -> argparse.ArgumentParser:
                            "the report shows beside the others")
     _add_neuron_arguments(diag)
     diag.set_defaults(run=cmd_diagnose)
+
+
+def _add_energy_command(commands) -> None:
+    """`eqspike energy`."""
     energy = commands.add_parser(
         "energy", help="energy per example under both conventions, against teacher, dense and quantized baselines",
         description="Simulates the student on the dev set and counts, per population and op kind, what it does at "
@@ -443,6 +459,10 @@ def build_parser() -> argparse.ArgumentParser:
     energy.add_argument("--out", default=None, help="output folder (default RUN_DIR/energy)")
     energy.add_argument("--device", choices=["auto", "cpu", "cuda"], default=None, help="default: the run's device")
     energy.set_defaults(run=cmd_energy)
+
+
+def _add_predict_command(commands) -> None:
+    """`eqspike predict`."""
     pred = commands.add_parser("predict", help="labels and probabilities of a trained student for texts or a file",
                                usage="%(prog)s STUDENT (--text TEXT [--text-pair TEXT] | --file FILE) [options]",
                                description="Classify texts with a saved student, run as a spiking network for T steps "
@@ -463,9 +483,30 @@ def build_parser() -> argparse.ArgumentParser:
     pred.add_argument("--device", choices=["auto", "cpu", "cuda"], default=None, help="default: auto")
     _add_neuron_arguments(pred)
     pred.set_defaults(run=cmd_predict)
+
+
+def _add_selfcheck_command(commands) -> None:
+    """`eqspike selfcheck`."""
     check = commands.add_parser("selfcheck", help="check the spiking equilibrium core on this machine")
     check.add_argument("--seed", type=int_at_least(0), default=0, help="seed of the random test problems (default: 0)")
     check.set_defaults(run=selfcheck)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="eqspike",
+        description="Spiking BERT students by equilibrium-based ANN-to-SNN distillation.",
+    )
+    parser.add_argument("--version", action="version", version=f"eqspike {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    _add_teacher_command(commands)
+    _add_distill_command(commands)
+    _add_evaluate_command(commands)
+    _add_compare_command(commands)
+    _add_diagnose_command(commands)
+    _add_energy_command(commands)
+    _add_predict_command(commands)
+    _add_selfcheck_command(commands)
     return parser
 
 

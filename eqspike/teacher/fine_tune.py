@@ -75,24 +75,30 @@ def fine_tune(teacher: Teacher, spec: TeacherSpec, task: TaskData, train_split: 
     chosen_on = best
     best = evaluate(logits_fn, task, splits, spec.eval_batch_size, device, desc="teacher dev") \
         if best is None or selection is not splits else best
-    card = {
-        "base": spec.name,
-        "task": task.name,
-        "num_labels": task.num_labels,
-        "label_names": task.label_names,
-        "metric": task.metric,
-        "dev_score": best[task.metric],
-        "dev_metrics": best,
-        "selection": on,
-        "selection_score": chosen_on[task.metric] if chosen_on else None,
-        "history": history,
-        "recipe": {**recipe.key(), "epochs_run": len(history), "max_train_examples": spec.max_train_examples},
-        "eqspike_version": __version__,
-        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-    }
+    card = _card(spec, task, best, on, chosen_on, history)
     with atomic_directory(store) as staging:
         model.save_pretrained(str(staging))
         teacher.tokenizer.save_pretrained(str(staging))
         (staging / CARD_NAME).write_text(json.dumps(card, indent=2) + "\n")
     log(f"teacher: stored in {store} (dev {task.metric} {best[task.metric]:.4f})")
     return Teacher(model.eval(), teacher.tokenizer, str(store), card)
+
+
+def _card(spec: TeacherSpec, task: TaskData, dev: dict[str, float], on: str, chosen_on: dict[str, float] | None,
+          history: list[dict[str, float]]) -> dict:
+    """The stored teacher's card: what it was fine-tuned from and how, and its scores."""
+    return {
+        "base": spec.name,
+        "task": task.name,
+        "num_labels": task.num_labels,
+        "label_names": task.label_names,
+        "metric": task.metric,
+        "dev_score": dev[task.metric],
+        "dev_metrics": dev,
+        "selection": on,
+        "selection_score": chosen_on[task.metric] if chosen_on else None,
+        "history": history,
+        "recipe": {**spec.recipe.key(), "epochs_run": len(history), "max_train_examples": spec.max_train_examples},
+        "eqspike_version": __version__,
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    }
