@@ -45,6 +45,45 @@ def model_card(config: Any, result: Mapping[str, Any] | None = None,
     T = config.time_steps
     bits = {32: "full precision", 1.58: "1.58-bit (ternary)", 1: "1-bit (binary)"}.get(config.weight_bits,
                                                                                       f"{config.weight_bits}-bit")
+    metadata = _metadata(config, result, dense, task, teacher, metric, T)
+
+    lines = ["---", yaml.safe_dump(metadata, sort_keys=False).strip(), "---", "",
+             f"# {config.model_type}: {task or 'a task'} from {teacher or 'a BERT teacher'}", "",
+             f"{kind} with {config.num_hidden_layers} blocks (hidden size {config.hidden_size}, "
+             f"{config.num_attention_heads} heads, FFN {config.intermediate_size}"
+             + (f"; the teacher's hidden size {config.teacher_hidden_size}, distilled through learned projections"
+                if getattr(config, "narrower", False) else "") + "), distilled "
+             f"from {teacher or 'its teacher'}" + (f" (layers {', '.join(map(str, config.teacher_layers))} of "
+                                                   f"{config.teacher_num_hidden_layers})" if config.teacher_layers else "")
+             + (", as a dense network (no spikes, no time steps)" if dense else f", and made to run for **T = {T} time steps**")
+             + f". Weights: {bits}.", ""]
+    if hasattr(config, "rounding"):
+        simulated = getattr(config, "equilibrium", None) is not None and config.equilibrium.forward == "simulate"
+        trained = ("for T = %d (" % T + ("the rates of its T-step spiking network" if simulated else "T-step quantized rates")
+                   + ")") if getattr(config, "quantize_rates", False) else "at the exact equilibrium (T = infinity)"
+        lines += [f"Neurons: signed integrate-and-fire, `{config.rounding}` rounding, hysteresis "
+                  f"{config.hysteresis}; trained {trained} by implicit differentiation through the equilibrium.", ""]
+
+    lines += _scores(config, result, evaluations, best, dense, task, metric, T)
+    if result.get("selection"):
+        lines += ["The student kept is the best of its evaluations on " + (
+            "a held-out part of the training data (a seeded selection split): the dev set scored only this final student."
+            if result["selection"] == "split" else
+            "the dev set itself (`--selection dev`): its dev score above is the best of several, so it is optimistic."), ""]
+    if result.get("environment"):
+        lines += ["## Environment", "", environment_line(result["environment"]), ""]
+    if not result:
+        lines += ["The run that makes this student has not finished: the final scores are added when it does.", ""]
+
+    lines += _use(config, dense, T)
+    if command or result:
+        lines += ["## How it was made", "", "```bash", command or "eqspike distill --config config.yaml", "```", ""]
+    return "\n".join(lines)
+
+
+def _metadata(config: Any, result: Mapping[str, Any], dense: bool, task: str | None, teacher: str | None, metric: str,
+              T: int) -> dict[str, Any]:
+    """The card's YAML header: library, tags, base model, data set and the dev score (model-index)."""
     metadata: dict[str, Any] = {
         "library_name": "eqspike",
         "pipeline_tag": "text-classification",
@@ -66,24 +105,14 @@ def model_card(config: Any, result: Mapping[str, Any] | None = None,
                              "name": f"dev {metric}" + ("" if dense else f", spiking at T={T}")}],
             }],
         }]
+    return metadata
 
-    lines = ["---", yaml.safe_dump(metadata, sort_keys=False).strip(), "---", "",
-             f"# {config.model_type}: {task or 'a task'} from {teacher or 'a BERT teacher'}", "",
-             f"{kind} with {config.num_hidden_layers} blocks (hidden size {config.hidden_size}, "
-             f"{config.num_attention_heads} heads, FFN {config.intermediate_size}"
-             + (f"; the teacher's hidden size {config.teacher_hidden_size}, distilled through learned projections"
-                if getattr(config, "narrower", False) else "") + "), distilled "
-             f"from {teacher or 'its teacher'}" + (f" (layers {', '.join(map(str, config.teacher_layers))} of "
-                                                   f"{config.teacher_num_hidden_layers})" if config.teacher_layers else "")
-             + (", as a dense network (no spikes, no time steps)" if dense else f", and made to run for **T = {T} time steps**")
-             + f". Weights: {bits}.", ""]
-    if hasattr(config, "rounding"):
-        simulated = getattr(config, "equilibrium", None) is not None and config.equilibrium.forward == "simulate"
-        trained = ("for T = %d (" % T + ("the rates of its T-step spiking network" if simulated else "T-step quantized rates")
-                   + ")") if getattr(config, "quantize_rates", False) else "at the exact equilibrium (T = infinity)"
-        lines += [f"Neurons: signed integrate-and-fire, `{config.rounding}` rounding, hysteresis "
-                  f"{config.hysteresis}; trained {trained} by implicit differentiation through the equilibrium.", ""]
 
+def _scores(config: Any, result: Mapping[str, Any], evaluations: Sequence[Mapping[str, Any]],
+            best: Mapping[str, Any] | None, dense: bool, task: str | None, metric: str, T: int) -> list[str]:
+    """The scores section: the teacher's, the student's (spiking at T and at its fixed point), those of
+    `eqspike evaluate`, and the energy per example under both conventions."""
+    lines: list[str] = []
     rows = []
     if result:
         rows.append(("teacher (dense BERT)", _score(result.get("teacher_score")), "1"))
@@ -114,31 +143,23 @@ def model_card(config: Any, result: Mapping[str, Any] | None = None,
                       f"weights read per spike), the student costs {strict:.3f} of the teacher, and "
                       f"{int8['compute_memory']:.2f} times (arithmetic only: {int8['compute']:.2f} times) its own shape "
                       f"run as a dense INT8 network.", ""]
-    if result.get("selection"):
-        lines += ["The student kept is the best of its evaluations on " + (
-            "a held-out part of the training data (a seeded selection split): the dev set scored only this final student."
-            if result["selection"] == "split" else
-            "the dev set itself (`--selection dev`): its dev score above is the best of several, so it is optimistic."), ""]
-    if result.get("environment"):
-        lines += ["## Environment", "", environment_line(result["environment"]), ""]
-    if not result:
-        lines += ["The run that makes this student has not finished: the final scores are added when it does.", ""]
+    return lines
 
-    lines += ["## Use", "", "```python", "import eqspike  # registers the student with transformers' Auto classes",
-              "from transformers import AutoModelForSequenceClassification, AutoTokenizer, pipeline", "",
-              'model = AutoModelForSequenceClassification.from_pretrained("path/to/this/folder")',
-              'tokenizer = AutoTokenizer.from_pretrained("path/to/this/folder")',
-              f'model.config.equilibrium.forward = "simulate"  # run the spiking network ({T} steps) in the pipeline'
-              if hasattr(config, "equilibrium") and config.equilibrium.forward != "simulate"
-              else "# a dense network" if dense else f"# the forward runs the spiking network ({T} steps)",
-              'classify = pipeline("text-classification", model=model, tokenizer=tokenizer)',
-              'print(classify("a sentence to classify"))', "```", "",
-              "From the command line" + ("" if dense else ", as a spiking network at T steps") + ":", "", "```bash",
-              'eqspike predict path/to/this/folder --text "a sentence to classify"' + ("" if dense else f" --time-steps {T}"),
-              "```", ""]
-    if command or result:
-        lines += ["## How it was made", "", "```bash", command or "eqspike distill --config config.yaml", "```", ""]
-    return "\n".join(lines)
+
+def _use(config: Any, dense: bool, T: int) -> list[str]:
+    """How to run the student: transformers' pipeline and `eqspike predict`."""
+    return ["## Use", "", "```python", "import eqspike  # registers the student with transformers' Auto classes",
+           "from transformers import AutoModelForSequenceClassification, AutoTokenizer, pipeline", "",
+           'model = AutoModelForSequenceClassification.from_pretrained("path/to/this/folder")',
+           'tokenizer = AutoTokenizer.from_pretrained("path/to/this/folder")',
+           f'model.config.equilibrium.forward = "simulate"  # run the spiking network ({T} steps) in the pipeline'
+           if hasattr(config, "equilibrium") and config.equilibrium.forward != "simulate"
+           else "# a dense network" if dense else f"# the forward runs the spiking network ({T} steps)",
+           'classify = pipeline("text-classification", model=model, tokenizer=tokenizer)',
+           'print(classify("a sentence to classify"))', "```", "",
+           "From the command line" + ("" if dense else ", as a spiking network at T steps") + ":", "", "```bash",
+           'eqspike predict path/to/this/folder --text "a sentence to classify"' + ("" if dense else f" --time-steps {T}"),
+           "```", ""]
 
 
 def environment_line(environment: Mapping[str, Any]) -> str:
