@@ -147,6 +147,7 @@ class RunConfig:
             raise ConfigError(str(error)) from None
 
     def _validate(self) -> None:
+        """Numbers in their ranges, then the choices (``_validate_choices``): the first bad value is named."""
         for name in ("max_seq_length", "teacher_batch_size", "time_steps", "batch_size", "eval_batch_size",
                      "calibration_examples", "save_steps", "logging_steps", "evals_per_epoch", "micro_batches"):
             check_int_at_least(name, getattr(self, name), 1)
@@ -171,6 +172,10 @@ class RunConfig:
             if check_non_negative(name, getattr(self, name)) >= 1:
                 raise ValueError(f"{name}={getattr(self, name)!r} is not valid; it must lie in [0, 1)")
         check_in_interval("threshold_quantile", self.threshold_quantile, 0.0, 1.0)
+        self._validate_choices()
+
+    def _validate_choices(self) -> None:
+        """The named choices, each against its list, and the settings only some student kinds accept."""
         check_choice("selection", self.selection, SELECTIONS)
         check_choice("label_type", self.label_type, LABEL_TYPES)
         check_in_interval("selection_fraction", self.selection_fraction, 0.0, 1.0)
