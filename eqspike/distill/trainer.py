@@ -225,11 +225,7 @@ class Distiller:
         average = weight_average(student, c.ema_decay) if c.ema_decay and stage.name == "prediction" else None
         first = state["stage_step"] if stage.index == state["stage"] else 0
         if first and resume_state is not None:
-            checkpoint = self.run_dir.load_checkpoint("optimizer.pt", self.device)
-            optimizer.load_state_dict(checkpoint["optimizer"])
-            schedule.load_state_dict(checkpoint["schedule"])
-            if average is not None:
-                average.load_state_dict(checkpoint["ema"])
+            self._restore_optimizer(optimizer, schedule, average)
             self.log(f"resume: {stage.name} stage at step {first}/{stage.steps} (global step {state['global_step']})")
         if stage.energy_budget is not None and first == 0:  # the spikes-per-rate factor of the starting student
             self._evaluate_and_select(student, data, state)
@@ -255,13 +251,8 @@ class Distiller:
             if average is not None:
                 average.update_parameters(student)
             losses = sharding.mean_of(losses)
-            if stage.energy_budget is not None:  # dual ascent: the weight grows while the estimate is over budget
-                state["energy_weight"] = max(0.0, state["energy_weight"] + c.energy_dual_step * (
-                    self._budgeted_energy(losses["energy"].item(), state, average) - stage.energy_budget)
-                    / stage.energy_budget)
-                losses["energy_weight"] = torch.tensor(state["energy_weight"])
-                if average is not None:
-                    losses["average_energy"] = torch.tensor(state["average_energy"])
+            if stage.energy_budget is not None:
+                self._dual_ascent(losses, state, stage.energy_budget, average)
             state.update(stage=stage.index, stage_step=step + 1, global_step=state["global_step"] + 1)
             bar.update(1)
             bar.set_postfix(loss=f"{losses['loss'].item():.4f}")
@@ -283,6 +274,23 @@ class Distiller:
         self._save_checkpoint(student, optimizer, schedule, state, average)
         self.log(f"{stage.name} stage done ({stage.steps} steps)")
         return True
+
+    def _restore_optimizer(self, optimizer, schedule, average) -> None:
+        """The optimizer, schedule and weight average of the stage a checkpoint stopped in."""
+        checkpoint = self.run_dir.load_checkpoint("optimizer.pt", self.device)
+        optimizer.load_state_dict(checkpoint["optimizer"])
+        schedule.load_state_dict(checkpoint["schedule"])
+        if average is not None:
+            average.load_state_dict(checkpoint["ema"])
+
+    def _dual_ascent(self, losses: dict[str, Tensor], state: dict[str, Any], budget: float, average) -> None:
+        """lambda <- max(0, lambda + energy_dual_step (E - B) / B): the weight grows while the estimate E
+        (the step's, or the weight average's: ``_budgeted_energy``) is over the budget B; logged with the losses."""
+        state["energy_weight"] = max(0.0, state["energy_weight"] + self.config.energy_dual_step * (
+            self._budgeted_energy(losses["energy"].item(), state, average) - budget) / budget)
+        losses["energy_weight"] = torch.tensor(state["energy_weight"])
+        if average is not None:
+            losses["average_energy"] = torch.tensor(state["average_energy"])
 
     def _budgeted_energy(self, energy: float, state: dict[str, Any], average) -> float:
         """The energy the budget holds for: the step's estimate E_t, or, when the moving average of the
