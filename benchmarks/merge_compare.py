@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 from pathlib import Path
 from typing import Any
 
 from eqspike.app.compare import summarize_seeds
-from eqspike.app.compare_report import seeds_table
+from eqspike.app.compare_report import plot_pareto, seeds_table
 
 
 def read_compare(folder: Path, seed: int) -> dict[str, Any]:
@@ -45,6 +46,20 @@ def merge(earlier: dict[str, Any], later: dict[str, Any]) -> tuple[dict[str, Any
     return {**earlier, "rows": list(rows.values()), "baselines_added": later.get("baselines")}, sorted(set(both))
 
 
+def mean_result(results: dict[int, dict[str, Any]]) -> dict[str, Any]:
+    """One comparison whose scores and energies are the means over the seeds (for the Pareto plot)."""
+    first = next(iter(results.values()))
+    keys = {(r["method"], r["time_steps"]) for result in results.values() for r in result["rows"]}
+    rows = []
+    for method, T in sorted(keys):
+        found = [r for result in results.values() for r in result["rows"]
+                 if (r["method"], r["time_steps"]) == (method, T) and r["score"] is not None]
+        rows.append({"method": method, "time_steps": T, "score": statistics.mean(r["score"] for r in found),
+                     "energy_pj": statistics.mean(r["energy_pj"] for r in found)})
+    return {**first, "task": f"{first['task']}, mean of {len(results)} seeds", "rows": rows,
+            "teacher_score": statistics.mean(r["teacher_score"] for r in results.values())}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--earlier", required=True, type=Path, help="the earlier comparison's folder")
@@ -52,6 +67,8 @@ def main() -> None:
     parser.add_argument("--seeds", required=True, type=int, nargs="+")
     parser.add_argument("--time-steps", type=int, nargs="+", default=[4])
     parser.add_argument("--results", required=True, type=Path, help="the merged summary (JSON); a .md beside it")
+    parser.add_argument("--plot", type=Path, default=None,
+                        help="also draw accuracy against energy (the means over seeds; eqspike.app.compare_report.plot_pareto)")
     args = parser.parse_args()
     results, reproduced = {}, {}
     for seed in args.seeds:
@@ -65,6 +82,8 @@ def main() -> None:
     table = seeds_table(summary)
     args.results.with_suffix(".md").write_text(table + "\n")
     print(table)
+    if args.plot:
+        plot_pareto(mean_result(results), args.plot)
     print("runs found in both, with equal scores:", reproduced)
     print(f"wrote {args.results}, {args.results.with_suffix('.md')}")
 
