@@ -35,7 +35,7 @@ from eqspike.core.quantization import simulate_int8
 from eqspike.data.batches import batch_order
 from eqspike.data.evaluation import evaluate
 from eqspike.distill.config import RunConfig
-from eqspike.distill.prepare import prepare_data
+from eqspike.distill.inputs import RunInputs
 from eqspike.distill.run_directory import RunDirectory, RunDirectoryError
 from eqspike.distill.trainer import Distiller, StageForward, TrainingDiverged
 from eqspike.runtime.devices import resolve_device
@@ -43,7 +43,6 @@ from eqspike.runtime.environment import environment_record
 from eqspike.students import load_student
 from eqspike.students.energy import StudentEnergy, spikelm_energy_pj
 from eqspike.students.families import family_of
-from eqspike.teacher.store import load_teacher
 
 # What `--baselines` may train beside eqspike at each T: ann (the dense student, also scored at INT8, and
 # the teacher scored at INT8), qnn,
@@ -52,7 +51,7 @@ BASELINES = ("ann", "qnn", "spikelm", "infinity")
 DEFAULT_BASELINES = ("ann", "spikelm", "infinity")
 
 
-def _train_or_load(config: RunConfig, log) -> RunDirectory:
+def _train_or_load(config: RunConfig, log, inputs: RunInputs | None = None) -> RunDirectory:
     run = RunDirectory(config.output_dir)
     if run.finished:
         differ = run.settings_differ(config)
@@ -61,7 +60,8 @@ def _train_or_load(config: RunConfig, log) -> RunDirectory:
                                     f"or choose another --out")
         log(f"compare: reusing the finished run {run.root}")
     else:
-        Distiller(config.replace(overwrite=run.root.exists() and not run.has_checkpoint, resume=run.has_checkpoint), log).run()
+        Distiller(config.replace(overwrite=run.root.exists() and not run.has_checkpoint, resume=run.has_checkpoint), log,
+                  inputs=inputs).run()
     return run
 
 
@@ -110,29 +110,19 @@ def plan_runs(config: RunConfig, time_steps: list[int], out_dir: Path, baselines
 
 
 class _Measured:
-    """The data, teacher, dev split and the teacher's energy per example, opened once (after the first
-    run has stored the teacher)."""
+    """The comparison's inputs (opened once, for every run), its dev split and the teacher's energy per example."""
 
-    def __init__(self, config: RunConfig, device) -> None:
-        self.config, self.device, self.opened = config, device, False
-
-    def open(self) -> _Measured:
-        if not self.opened:
-            c = self.config
-            self.data = prepare_data(c, log=lambda *_: None)
-            self.teacher = load_teacher(c.teacher_spec(), self.data.task, self.device, self.data.splits, self.data.train,
-                                        log=lambda *_: None, selection=self.data.selection)
-            self.split = self.data.splits[self.data.task.main_split]
-            t = self.teacher.model.config
-            width = family_of(t.model_type).shape(t)
-            dense = StudentEnergy(t.hidden_size, width["intermediate_size"], t.num_attention_heads, t.num_hidden_layers,
-                                  t.num_labels, t.num_hidden_layers)
-            lengths = [float(len(ids)) for ids in self.split.input_ids]
-            self.teacher_pj = sum(dense.teacher_pj(len(ids)) for ids in self.split.input_ids) / len(self.split)
-            self.teacher_pj_compute_memory = price(dense_inventory(dense, t.num_hidden_layers, lengths), Hardware(),
-                                                   "compute_memory")
-            self.opened = True
-        return self
+    def __init__(self, inputs: RunInputs, device) -> None:
+        self.inputs, self.data, self.teacher, self.device = inputs, inputs.data, inputs.teacher, device
+        self.split = self.data.splits[self.data.task.main_split]
+        t = self.teacher.model.config
+        width = family_of(t.model_type).shape(t)
+        dense = StudentEnergy(t.hidden_size, width["intermediate_size"], t.num_attention_heads, t.num_hidden_layers,
+                              t.num_labels, t.num_hidden_layers)
+        lengths = [float(len(ids)) for ids in self.split.input_ids]
+        self.teacher_pj = sum(dense.teacher_pj(len(ids)) for ids in self.split.input_ids) / len(self.split)
+        self.teacher_pj_compute_memory = price(dense_inventory(dense, t.num_hidden_layers, lengths), Hardware(),
+                                               "compute_memory")
 
 
 def _train_runs(runs: list[tuple[str, int | None, RunConfig]], measured: _Measured, match_energy: bool,
@@ -147,7 +137,7 @@ def _train_runs(runs: list[tuple[str, int | None, RunConfig]], measured: _Measur
             if spikelm_dir in diverged:
                 log(f"compare: SpikeLM T={T} diverged; eqspike T={T} is trained without an energy budget")
             else:
-                m = measured.open()
+                m = measured
                 _, _, energy_pj = _spikelm_at(load_student(RunDirectory(spikelm_dir).student).to(measured.device), m.data,
                                               m.split, T, run_config.eval_batch_size, measured.device)
                 budgets[T] = energy_pj / m.teacher_pj
@@ -156,7 +146,7 @@ def _train_runs(runs: list[tuple[str, int | None, RunConfig]], measured: _Measur
                 run_config = run_config.replace(energy_budget=budgets[T])
                 runs[index] = (method, T, run_config)
         try:
-            _train_or_load(run_config, log)
+            _train_or_load(run_config, log, measured.inputs)
         except TrainingDiverged as error:
             log(f"compare: {method}" + (f" T={T}" if T else "") + f" diverged: {error}")
             diverged[run_config.output_dir] = str(error)
@@ -219,10 +209,9 @@ def compare(config: RunConfig, time_steps: list[int], out_dir: str | Path, log=p
     out_dir.mkdir(parents=True, exist_ok=True)
     runs = plan_runs(config, time_steps, out_dir, baselines, match_energy, baselines_only)
     device = resolve_device(config.device)
-    measured = _Measured(config, device)
-    diverged, budgets = _train_runs(runs, measured, match_energy, log)
+    m = _Measured(RunInputs.open(config, device, log), device)
+    diverged, budgets = _train_runs(runs, m, match_energy, log)
 
-    m = measured.open()
     indices = batch_order(len(m.data.train), config.batch_size, config.seed, 0)[0]
     rows: list[dict[str, Any]] = []
     for method, T, run_config in runs:

@@ -27,6 +27,7 @@ from torch import Tensor
 from eqspike.data.batches import batch_order, iterate_batches
 from eqspike.data.evaluation import evaluate
 from eqspike.distill.config import RunConfig
+from eqspike.distill.inputs import RunInputs
 from eqspike.distill.losses import (
     Share,
     gold_loss,
@@ -34,7 +35,7 @@ from eqspike.distill.losses import (
     prediction_loss,
     spike_energy,
 )
-from eqspike.distill.prepare import Prepared, prepare_data
+from eqspike.distill.prepare import Prepared
 from eqspike.distill.run_directory import RunDirectory, RunDirectoryError
 from eqspike.distill.scoring import score_spiking
 from eqspike.errors import EqspikeError
@@ -47,7 +48,6 @@ from eqspike.students import STUDENT_INITS, STUDENTS, check_warm_start, load_stu
 from eqspike.students.common import run_widths, uniform_layer_map
 from eqspike.students.energy import StudentEnergy
 from eqspike.teacher.base import Teacher
-from eqspike.teacher.store import load_teacher
 from eqspike.teacher.targets import TargetsFn, cached_targets, live_targets
 from eqspike.version import __version__
 
@@ -104,10 +104,13 @@ class StageForward(torch.nn.Module):
 
 
 class Distiller:
-    """``Distiller(config).run()`` distils a spiking student and writes the run directory."""
+    """``Distiller(config).run()`` distils a spiking student and writes the run directory. ``inputs``:
+    the data and teacher opened already (``RunInputs.open``, for the same task, data and teacher
+    settings), as ``eqspike compare`` passes them to its runs; by default the run opens its own."""
 
-    def __init__(self, config: RunConfig, log=print, command: str | None = None) -> None:
+    def __init__(self, config: RunConfig, log=print, command: str | None = None, inputs: RunInputs | None = None) -> None:
         self.config = config
+        self.inputs = inputs
         self._print = log
         self.command = command  # the command line, for metrics.json and the model card
         self.targets: TargetsFn | None = None  # the teacher's targets of a batch (None: the task loss only)
@@ -139,9 +142,8 @@ class Distiller:
         # a warm start's saved student, refused now (not after the teacher's fine-tuning) if it does not fit
         warm_from = check_warm_start(c.student_init, c.student_layers, run_widths(c)) if c.student_init not in STUDENT_INITS else None
         set_seed(c.seed)
-        data = prepare_data(c, self.log)
-        teacher = self._on_main_first(lambda: load_teacher(c.teacher_spec(), data.task, self.device, data.splits, data.train, self.log,
-                                                           data.selection))
+        inputs = self.inputs or RunInputs.open(c, self.device, self.log, self._on_main_first)
+        data, teacher = inputs.data, inputs.teacher
         self.run_dir.start(c, resuming=resume_state is not None)
         if sharding.distributed:
             self.log(f"distributed: {sharding.world_size} processes ({torch.distributed.get_backend()}), "

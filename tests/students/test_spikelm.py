@@ -52,7 +52,7 @@ def test_membrane_update_of_each_reset(reset, x, expected):
     assert out == expected
 
 
-def test_compare_runs_both_and_writes_the_rows(tiny_teacher, toy_files, tmp_path, capsys):
+def test_compare_runs_both_and_writes_the_rows(tiny_teacher, toy_files, tmp_path, capsys, monkeypatch):
     out = tmp_path / "compare"
     code = main(["compare", "--teacher", tiny_teacher.path, "--train-file", str(toy_files[0]), "--validation-file",
                  str(toy_files[1]), "--max-seq-length", "32", "--device", "cpu", "--student-layers", "2", "--batch-size", "16",
@@ -119,7 +119,13 @@ def test_compare_runs_both_and_writes_the_rows(tiny_teacher, toy_files, tmp_path
     assert main([*same, "--prediction-lr", "5e-4"]) == 2
     # --baselines names what is trained beside eqspike at T: without infinity no T = infinity student is
     # trained or reported
+    import eqspike.distill.inputs as inputs_module
+
+    loads = []
+    load_teacher = inputs_module.load_teacher
+    monkeypatch.setattr(inputs_module, "load_teacher", lambda *a, **k: loads.append(1) or load_teacher(*a, **k))
     assert main([*same, "--baselines", "ann", "--out", str(tmp_path / "without-infinity")]) == 0
+    assert len(loads) == 1  # the inputs opened once for the two runs trained and their measurement
     rows = json.loads((tmp_path / "without-infinity" / "compare.json").read_text())["rows"]
     assert {r["method"] for r in rows} == {"eqspike", "dense", "dense-int8", "teacher-int8"}
     assert not (tmp_path / "without-infinity" / "eqspike-inf").exists()
