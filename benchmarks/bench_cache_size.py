@@ -26,8 +26,11 @@ from eqspike.teacher.cache import estimated_bytes
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 TASKS = ("rt_polarity", "election_tweets_2016", "20newsgroups")
 # (name, hidden, heads, teacher layers, student blocks)
-SHAPES = (("MiniLM-L6-H384 -> 3 blocks", 384, 12, 6, 3), ("base 12 x 768 -> 4 blocks", 768, 12, 12, 4),
-          ("base 12 x 768 -> 6 blocks", 768, 12, 12, 6))
+SHAPES = (
+    ("MiniLM-L6-H384 -> 3 blocks", 384, 12, 6, 3),
+    ("base 12 x 768 -> 4 blocks", 768, 12, 12, 4),
+    ("base 12 x 768 -> 6 blocks", 768, 12, 12, 6),
+)
 MNLI_EXAMPLES, MNLI_LABELS = 392_702, 3
 
 
@@ -62,22 +65,32 @@ def verify(task: str, tokenizer, max_seq_length: int) -> dict:
     split = EncodedSplit(data.train, tokenizer, max_seq_length)
     torch.manual_seed(0)
     model = AutoModelForSequenceClassification.from_pretrained(
-        locate("sentence-transformers/all-MiniLM-L6-v2"), num_labels=data.num_labels, attn_implementation="eager").eval()
+        locate("sentence-transformers/all-MiniLM-L6-v2"), num_labels=data.num_labels, attn_implementation="eager"
+    ).eval()
     with tempfile.TemporaryDirectory() as root:
         cache = build_or_open(model, split, [2, 4, 6], root, max_gb=100.0, log=lambda *_: None)
         disk = sum(f.stat().st_size for f in cache.folder.iterdir() if f.suffix == ".npy")
     lengths = split.input_ids.lengths()
     formula = estimated_bytes(lengths, 384, 12, data.num_labels, [2, 4, 6], "float16", True)
-    return {"task": task, "examples": len(split), "disk_bytes": int(disk), "formula_bytes": int(formula),
-            "offsets_and_headers_bytes": int(disk - formula)}
+    return {
+        "task": task,
+        "examples": len(split),
+        "disk_bytes": int(disk),
+        "formula_bytes": int(formula),
+        "offsets_and_headers_bytes": int(disk - formula),
+    }
 
 
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--max-seq-length", type=int, default=128)
-    p.add_argument("--mnli-mean-length", type=float, default=40.0,
-                   help="tokens per MNLI pair assumed for the projection (MNLI is not available offline)")
+    p.add_argument(
+        "--mnli-mean-length",
+        type=float,
+        default=40.0,
+        help="tokens per MNLI pair assumed for the projection (MNLI is not available offline)",
+    )
     p.add_argument("--verify", default=None, help="a task whose real cache is built and weighed")
     args = p.parse_args(argv)
     from transformers import AutoTokenizer
@@ -90,30 +103,48 @@ def main(argv=None) -> dict:
         lengths, labels = task_lengths(task, tokenizer, args.max_seq_length)
         for shape, hidden, heads, _, blocks in SHAPES:
             full, logits = per_100k(lengths, hidden, heads, blocks, labels)
-            rows.append({"task": task, "mean_tokens": float(lengths.mean()), "shape": shape,
-                         "gb_per_100k_with_layers": full, "gb_per_100k_logits_only": logits})
+            rows.append(
+                {
+                    "task": task,
+                    "mean_tokens": float(lengths.mean()),
+                    "shape": shape,
+                    "gb_per_100k_with_layers": full,
+                    "gb_per_100k_logits_only": logits,
+                }
+            )
     mnli = np.full(MNLI_EXAMPLES, args.mnli_mean_length)
     projection = []
     for shape, hidden, heads, _, blocks in SHAPES:
         full = estimated_bytes(mnli, hidden, heads, MNLI_LABELS, list(range(1, blocks + 1)), "float16", True) / 1e9
         logits = estimated_bytes(mnli, hidden, heads, MNLI_LABELS, list(range(1, blocks + 1)), "float16", False) / 1e9
-        projection.append({"shape": shape, "mean_tokens": args.mnli_mean_length, "gb_with_layers": full,
-                           "gb_logits_only": logits})
-    result = {"max_seq_length": args.max_seq_length, "rows": rows, "mnli": projection,
-              "verify": verify(args.verify, tokenizer, args.max_seq_length) if args.verify else None}
+        projection.append(
+            {"shape": shape, "mean_tokens": args.mnli_mean_length, "gb_with_layers": full, "gb_logits_only": logits}
+        )
+    result = {
+        "max_seq_length": args.max_seq_length,
+        "rows": rows,
+        "mnli": projection,
+        "verify": verify(args.verify, tokenizer, args.max_seq_length) if args.verify else None,
+    }
     print("| task | mean tokens | teacher -> student | GB per 100k, layers' targets | GB per 100k, logits only |")
     print("|---|---:|---|---:|---:|")
     for r in rows:
-        print(f"| {r['task']} | {r['mean_tokens']:.1f} | {r['shape']} | {r['gb_per_100k_with_layers']:.1f} | "
-              f"{r['gb_per_100k_logits_only'] * 1e3:.2f} MB |")
+        print(
+            f"| {r['task']} | {r['mean_tokens']:.1f} | {r['shape']} | {r['gb_per_100k_with_layers']:.1f} | "
+            f"{r['gb_per_100k_logits_only'] * 1e3:.2f} MB |"
+        )
     print(f"\nMNLI (393k pairs at {args.mnli_mean_length:g} tokens):")
     for r in projection:
-        print(f"  {r['shape']}: {r['gb_with_layers']:.0f} GB with the layers' targets, "
-              f"{r['gb_logits_only'] * 1e3:.1f} MB with the logits alone")
+        print(
+            f"  {r['shape']}: {r['gb_with_layers']:.0f} GB with the layers' targets, "
+            f"{r['gb_logits_only'] * 1e3:.1f} MB with the logits alone"
+        )
     if result["verify"]:
         v = result["verify"]
-        print(f"\nverified on {v['task']} ({v['examples']} examples): {v['disk_bytes']:,} bytes on disk, "
-              f"{v['formula_bytes']:,} by the formula (+ {v['offsets_and_headers_bytes']:,} bytes of offsets and .npy headers)")
+        print(
+            f"\nverified on {v['task']} ({v['examples']} examples): {v['disk_bytes']:,} bytes on disk, "
+            f"{v['formula_bytes']:,} by the formula (+ {v['offsets_and_headers_bytes']:,} bytes of offsets and .npy headers)"
+        )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     return result

@@ -69,10 +69,14 @@ def main(argv: list[str] | None = None) -> dict:
         return peak_memory_mb(step, device, reset=lambda: network.zero_grad(set_to_none=True))
 
     print(f"device: {describe_device(device)}")
-    print(f"problem: {args.depth} populations x width {args.width}, batch {args.batch} x {args.tokens} tokens, "
-          f"feedback={'on' if args.feedback else 'off'}")
+    print(
+        f"problem: {args.depth} populations x width {args.width}, batch {args.batch} x {args.tokens} tokens, "
+        f"feedback={'on' if args.feedback else 'off'}"
+    )
     results = {"time_steps": [], "ift_peak_mem_mb": [], "bptt_peak_mem_mb": [], "ift_step_s": [], "bptt_step_s": []}
-    header = f"{'T':>5} | {'IFT mem MiB':>11} | {'BPTT mem MiB':>12} | {'mem ratio':>9} | {'IFT s/step':>10} | {'BPTT s/step':>11}"
+    header = (
+        f"{'T':>5} | {'IFT mem MiB':>11} | {'BPTT mem MiB':>12} | {'mem ratio':>9} | {'IFT s/step':>10} | {'BPTT s/step':>11}"
+    )
     print(header)
     print("-" * len(header))
     for T in args.time_steps:

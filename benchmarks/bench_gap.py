@@ -51,8 +51,17 @@ def attribution_of(run: Path, time_steps: int, dense_run: Path, batches: int | N
     out = run / "attribution"
     path = out / "attribution.json"
     if not path.is_file() or path.stat().st_mtime < (run / "metrics.json").stat().st_mtime:
-        args = ["diagnose", str(run), "--time-steps", str(time_steps), "--attribution", "--dense-run", str(dense_run),
-                "--out", str(out)] + (["--batches", str(batches)] if batches else [])
+        args = [
+            "diagnose",
+            str(run),
+            "--time-steps",
+            str(time_steps),
+            "--attribution",
+            "--dense-run",
+            str(dense_run),
+            "--out",
+            str(out),
+        ] + (["--batches", str(batches)] if batches else [])
         if eqspike_main(args) != 0:
             raise SystemExit(f"eqspike {' '.join(args)} failed")
     return json.loads(path.read_text())
@@ -82,8 +91,11 @@ def scores_at(run: Path, time_steps: list[int]) -> dict[int, tuple[float, float]
     def read() -> dict[int, tuple[float, float]]:
         # the latest row per T with the student's own neuron, on distill's draw of the dev set (rows that
         # name their examples; earlier ones scored the first N)
-        return {r["time_steps"]: (r["score"], r["energy_ratio"]) for r in json.loads(path.read_text())["rows"]
-                if "energy_ratio" in r and "examples" in r and not r.get("neuron")}
+        return {
+            r["time_steps"]: (r["score"], r["energy_ratio"])
+            for r in json.loads(path.read_text())["rows"]
+            if "energy_ratio" in r and "examples" in r and not r.get("neuron")
+        }
 
     rows = read() if path.is_file() and path.stat().st_mtime >= (run / "metrics.json").stat().st_mtime else {}
     if not set(time_steps) <= set(rows):
@@ -102,11 +114,19 @@ def main(argv=None) -> int:
     p.add_argument("--seeds", type=int, nargs="+", default=[42])
     p.add_argument("--set", default="", metavar="KEY=VALUE,...", help="settings over the config for every run")
     p.add_argument("--attribution-batches", type=int, default=None, help="attribute on the first N dev batches only")
-    p.add_argument("--variant", action="append", default=[], metavar="NAME:key=value,...",
-                   help="also a spiking student with these settings at each T, in OUT/L{L}/T{T}-NAME (repeatable), "
-                        "e.g. burst:spike_levels=intermediate=2")
-    p.add_argument("--infinity", action="store_true",
-                   help="also train the student on the exact rates (T = infinity) and score it at each T and at 32")
+    p.add_argument(
+        "--variant",
+        action="append",
+        default=[],
+        metavar="NAME:key=value,...",
+        help="also a spiking student with these settings at each T, in OUT/L{L}/T{T}-NAME (repeatable), "
+        "e.g. burst:spike_levels=intermediate=2",
+    )
+    p.add_argument(
+        "--infinity",
+        action="store_true",
+        help="also train the student on the exact rates (T = infinity) and score it at each T and at 32",
+    )
     p.add_argument("--out", type=Path, required=True, help="run directories: OUT/L{L}/{dense,T{T}}/seed-S")
     p.add_argument("--results", type=Path, required=True, help="the JSON file written")
     args = p.parse_args(argv)
@@ -118,9 +138,11 @@ def main(argv=None) -> int:
     variants = [("", {})] + [parse_variant(v) for v in args.variant]
     rows, fits, infinity_rows = [], [], []
     for depth in layers:
+
         def config(name: str, **changes: Any) -> RunConfig:
-            return RunConfig(**{**base, "student_layers": depth, **changes, "output_dir": str(args.out / f"L{depth}" / name),
-                                "resume": True})
+            return RunConfig(
+                **{**base, "student_layers": depth, **changes, "output_dir": str(args.out / f"L{depth}" / name), "resume": True}
+            )
 
         print(f"== L = {depth}: dense student", flush=True)
         dense_config = config("dense", student_type="dense")
@@ -133,62 +155,111 @@ def main(argv=None) -> int:
             fits.append(_fit_row(depth, "T = infinity", exact_config, args.seeds))
             steps = sorted(set(args.time_steps) | {32})
             scored = [scores_at(Path(seed_run(exact_config, s).output_dir), steps) for s in args.seeds]
-            infinity_rows.append({"layers": depth, "seeds": args.seeds,
-                                  "score_at": {t: spread([sc[t][0] for sc in scored]) for t in steps},
-                                  "energy_at": {t: spread([sc[t][1] for sc in scored]) for t in steps}})
+            infinity_rows.append(
+                {
+                    "layers": depth,
+                    "seeds": args.seeds,
+                    "score_at": {t: spread([sc[t][0] for sc in scored]) for t in steps},
+                    "energy_at": {t: spread([sc[t][1] for sc in scored]) for t in steps},
+                }
+            )
         for t, (variant, changes) in [(t, v) for t in args.time_steps for v in variants]:
             label = f"T = {t}" + (f", {variant}" if variant else "")
             print(f"== L = {depth}: spiking student, {label} {changes or ''}", flush=True)
             spiking_config = config(f"T{t}" + (f"-{variant}" if variant else ""), time_steps=t, **changes)
             spiking = distill_seeds(spiking_config, args.seeds, log=say, command=command)["metrics"]
             fits.append(_fit_row(depth, label, spiking_config, args.seeds))
-            attributions = [attribution_of(Path(seed_run(spiking_config, s).output_dir), t,
-                                           Path(seed_run(dense_config, s).output_dir), args.attribution_batches)
-                            for s in args.seeds]
-            recovered = {part: float(np.mean([a["recovered"][part]["clipped"][0] for a in attributions]))
-                         for part in attributions[0]["recovered"]}
+            attributions = [
+                attribution_of(
+                    Path(seed_run(spiking_config, s).output_dir),
+                    t,
+                    Path(seed_run(dense_config, s).output_dir),
+                    args.attribution_batches,
+                )
+                for s in args.seeds
+            ]
+            recovered = {
+                part: float(np.mean([a["recovered"][part]["clipped"][0] for a in attributions]))
+                for part in attributions[0]["recovered"]
+            }
             score = dict(zip(args.seeds, spiking["student_score"]["values"]))
-            rows.append({
-                "layers": depth, "time_steps": t, "variant": variant, "changes": changes, "seeds": args.seeds,
-                "teacher_score": spiking["teacher_score"], "dense_score": dense["student_score"],
-                "spiking_score": spiking["student_score"], "score_ratio": spiking["score_ratio"],
-                "dense_score_ratio": dense["score_ratio"], "energy_ratio": spiking["student_energy_ratio"],
-                "spiking_minus_dense": paired_differences(score, dict(zip(args.seeds, dense["student_score"]["values"]))),
-                "dense_equivalent_score": spread([a["dense_equivalent_score"] for a in attributions]),
-                "recovered_clipped": recovered,
-                "attribution_examples": attributions[0]["examples"],
-                "num_labels": attributions[0]["num_labels"],
-            })
+            rows.append(
+                {
+                    "layers": depth,
+                    "time_steps": t,
+                    "variant": variant,
+                    "changes": changes,
+                    "seeds": args.seeds,
+                    "teacher_score": spiking["teacher_score"],
+                    "dense_score": dense["student_score"],
+                    "spiking_score": spiking["student_score"],
+                    "score_ratio": spiking["score_ratio"],
+                    "dense_score_ratio": dense["score_ratio"],
+                    "energy_ratio": spiking["student_energy_ratio"],
+                    "spiking_minus_dense": paired_differences(score, dict(zip(args.seeds, dense["student_score"]["values"]))),
+                    "dense_equivalent_score": spread([a["dense_equivalent_score"] for a in attributions]),
+                    "recovered_clipped": recovered,
+                    "attribution_examples": attributions[0]["examples"],
+                    "num_labels": attributions[0]["num_labels"],
+                }
+            )
 
-    lines = ["| L | T | teacher | dense student | spiking student | spiking - dense (paired) | spiking / teacher | "
-             "energy / teacher | recovers the most, put back clipped (points) |", "|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+    lines = [
+        "| L | T | teacher | dense student | spiking student | spiking - dense (paired) | spiking / teacher | "
+        "energy / teacher | recovers the most, put back clipped (points) |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+    ]
     for r in rows:
         top = sorted(r["recovered_clipped"].items(), key=lambda kv: -kv[1])[:3]
-        lines.append(f"| {r['layers']} | {r['time_steps']}{', ' + r['variant'] if r['variant'] else ''} | "
-                     f"{format_spread(r['teacher_score'])} | "
-                     f"{format_spread(r['dense_score'])} | {format_spread(r['spiking_score'])} | "
-                     f"{format_spread(r['spiking_minus_dense'])} | {format_spread(r['score_ratio'])} | "
-                     f"{format_spread(r['energy_ratio'], 3)} | "
-                     + ", ".join(f"{part.removeprefix('kind:')} {100 * v:+.1f}" for part, v in top) + " |")
+        lines.append(
+            f"| {r['layers']} | {r['time_steps']}{', ' + r['variant'] if r['variant'] else ''} | "
+            f"{format_spread(r['teacher_score'])} | "
+            f"{format_spread(r['dense_score'])} | {format_spread(r['spiking_score'])} | "
+            f"{format_spread(r['spiking_minus_dense'])} | {format_spread(r['score_ratio'])} | "
+            f"{format_spread(r['energy_ratio'], 3)} | "
+            + ", ".join(f"{part.removeprefix('kind:')} {100 * v:+.1f}" for part, v in top)
+            + " |"
+        )
     if infinity_rows:
         steps = list(infinity_rows[0]["score_at"])
-        lines += ["", "| L | trained on the exact rates, scored spiking at T = | " + " | ".join(map(str, steps)) + " |",
-                  "|---:|---|" + "---:|" * len(steps)]
+        lines += [
+            "",
+            "| L | trained on the exact rates, scored spiking at T = | " + " | ".join(map(str, steps)) + " |",
+            "|---:|---|" + "---:|" * len(steps),
+        ]
         for r in infinity_rows:
             lines.append(f"| {r['layers']} | score | " + " | ".join(format_spread(r["score_at"][t]) for t in steps) + " |")
-            lines.append(f"| {r['layers']} | energy / teacher | "
-                         + " | ".join(format_spread(r["energy_at"][t], 3) for t in steps) + " |")
+            lines.append(
+                f"| {r['layers']} | energy / teacher | " + " | ".join(format_spread(r["energy_at"][t], 3) for t in steps) + " |"
+            )
     keys = [key for pair in FIT_LOSSES.values() for key in pair]
     lines += ["", "| L | student | " + " | ".join(f"{k} loss, end" for k in keys) + " |", "|---:|---|" + "---:|" * len(keys)]
     for f in fits:
-        lines.append(f"| {f['layers']} | {f['student']} | "
-                     + " | ".join(format_spread(f["fit"][k], 3) if k in f["fit"] else "-" for k in keys) + " |")
+        lines.append(
+            f"| {f['layers']} | {f['student']} | "
+            + " | ".join(format_spread(f["fit"][k], 3) if k in f["fit"] else "-" for k in keys)
+            + " |"
+        )
     table = "\n".join(lines)
     print(table)
     args.results.parent.mkdir(parents=True, exist_ok=True)
-    args.results.write_text(json.dumps({"config": args.config, "set": args.set, "seeds": args.seeds, "layers": layers,
-                                        "time_steps": args.time_steps, "rows": rows, "infinity": infinity_rows,
-                                        "fit": fits, "table": table}, indent=2) + "\n")
+    args.results.write_text(
+        json.dumps(
+            {
+                "config": args.config,
+                "set": args.set,
+                "seeds": args.seeds,
+                "layers": layers,
+                "time_steps": args.time_steps,
+                "rows": rows,
+                "infinity": infinity_rows,
+                "fit": fits,
+                "table": table,
+            },
+            indent=2,
+        )
+        + "\n"
+    )
     print(f"wrote {args.results}")
     return 0
 

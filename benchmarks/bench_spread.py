@@ -70,7 +70,7 @@ def parse_variant(text: str) -> tuple[str, dict[str, Any]]:
 def late_evaluation_std(run: Path, metric: str) -> float | None:
     """The standard deviation of the selection-split ``metric`` over the later half of a run's evaluations."""
     scores = [r["eval"][metric] for r in RunDirectory(run).log_records() if "eval" in r and metric in r["eval"]]
-    late = scores[len(scores) // 2:]
+    late = scores[len(scores) // 2 :]
     return spread(late)["std"] if len(late) > 1 else None
 
 
@@ -102,9 +102,13 @@ def main(argv=None) -> int:
     p.add_argument("--config", required=True, help="the YAML settings of the baseline")
     p.add_argument("--seeds", type=int, nargs="+", default=[42, 43, 44])
     p.add_argument("--variant", action="append", default=[], help="NAME:key=value,... (repeatable)")
-    p.add_argument("--set", default="", metavar="KEY=VALUE,...",
-                   help="settings over the config for the baseline and every variant, e.g. one fixed teacher and data "
-                        "draw so that the seed changes only the student: teacher=teachers/<stored>,data_seed=42")
+    p.add_argument(
+        "--set",
+        default="",
+        metavar="KEY=VALUE,...",
+        help="settings over the config for the baseline and every variant, e.g. one fixed teacher and data "
+        "draw so that the seed changes only the student: teacher=teachers/<stored>,data_seed=42",
+    )
     p.add_argument("--out", type=Path, default=Path("runs/spread"), help="run directories: OUT/NAME/seed-S")
     p.add_argument("--results", type=Path, required=True, help="the JSON file written")
     args = p.parse_args(argv)
@@ -116,15 +120,15 @@ def main(argv=None) -> int:
     for name, changes in variants:
         config = RunConfig(**{**base, **changes, "output_dir": str(args.out / name), "resume": True})
         print(f"== {name} {changes or ''}", flush=True)
-        summaries[name] = distill_seeds(config, args.seeds, log=lambda m: print(m, flush=True),
-                                        command=" ".join(["bench_spread.py", *(argv or sys.argv[1:])]))
+        summaries[name] = distill_seeds(
+            config, args.seeds, log=lambda m: print(m, flush=True), command=" ".join(["bench_spread.py", *(argv or sys.argv[1:])])
+        )
 
     rows, flips = [], {}
     baseline = summaries["baseline"]["metrics"]
     for name, changes in variants:
         metrics = summaries[name]["metrics"]
-        row = {"variant": name, "changes": changes, "seeds": args.seeds,
-               **{key: metrics[key] for key in SUMMARY_KEYS}}
+        row = {"variant": name, "changes": changes, "seeds": args.seeds, **{key: metrics[key] for key in SUMMARY_KEYS}}
         stds = [late_evaluation_std(args.out / name / f"seed-{seed}", summaries[name]["metric"]) for seed in args.seeds]
         row["late_evaluation_std"] = spread(stds) if None not in stds else None
         if name != "baseline":
@@ -134,43 +138,70 @@ def main(argv=None) -> int:
                 row[f"{key}_minus_baseline"] = paired_differences(a, b)
             row["student_score_spread_vs_baseline"] = spread_ratio(
                 dict(zip(args.seeds, metrics["student_score"]["values"])),
-                dict(zip(args.seeds, baseline["student_score"]["values"])))
+                dict(zip(args.seeds, baseline["student_score"]["values"])),
+            )
         if summaries[name]["metric"] == "accuracy" and len(args.seeds) > 1:
             time_steps = RunConfig(**{**base, **changes}).time_steps
-            flips[name] = {seed: correct_at(args.out / name / f"seed-{seed}", time_steps, score)
-                           for seed, score in zip(args.seeds, metrics["student_score"]["values"])}
+            flips[name] = {
+                seed: correct_at(args.out / name / f"seed-{seed}", time_steps, score)
+                for seed, score in zip(args.seeds, metrics["student_score"]["values"])
+            }
             row["flips"] = example_flips(flips[name])
             if name != "baseline":
                 row["flip_rate_minus_baseline"] = flip_difference(flips[name], flips["baseline"])
         rows.append(row)
 
-    lines = ["| variant | student (spiking) | student / teacher | energy / teacher | student - baseline (paired) | "
-             "std / baseline's (F-test p, paired p) | std of the later selection scores |",
-             "|---|---:|---:|---:|---:|---:|---:|"]
+    lines = [
+        "| variant | student (spiking) | student / teacher | energy / teacher | student - baseline (paired) | "
+        "std / baseline's (F-test p, paired p) | std of the later selection scores |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
     for row in rows:
         diff, late = row.get("student_score_minus_baseline"), row["late_evaluation_std"]
-        lines.append(f"| {row['variant']} | {format_spread(row['student_score'])} | {format_spread(row['score_ratio'])} | "
-                     f"{format_spread(row['student_energy_ratio'], 3)} | {format_spread(diff) if diff else '-'} | "
-                     f"{_ratio(row.get('student_score_spread_vs_baseline'))} | {format_spread(late) if late else '-'} |")
+        lines.append(
+            f"| {row['variant']} | {format_spread(row['student_score'])} | {format_spread(row['score_ratio'])} | "
+            f"{format_spread(row['student_energy_ratio'], 3)} | {format_spread(diff) if diff else '-'} | "
+            f"{_ratio(row.get('student_score_spread_vs_baseline'))} | {format_spread(late) if late else '-'} |"
+        )
     if flips:
-        lines += ["", "| variant | two seeds differ on (flip rate) | minus the baseline's (95% over examples) | "
-                      "examples that flip at all | std from the flips alone | std observed |", "|---|---:|---:|---:|---:|---:|"]
+        lines += [
+            "",
+            "| variant | two seeds differ on (flip rate) | minus the baseline's (95% over examples) | "
+            "examples that flip at all | std from the flips alone | std observed |",
+            "|---|---:|---:|---:|---:|---:|",
+        ]
         for row in rows:
             f, d = row["flips"], row.get("flip_rate_minus_baseline")
             difference = f"{d['difference']:+.4f} [{d['ci95'][0]:+.4f}, {d['ci95'][1]:+.4f}]" if d else "-"
-            lines.append(f"| {row['variant']} | {f['flip_rate']:.4f} | {difference} | {f['unstable_fraction']:.3f} | "
-                         f"{f['flip_floor_std']:.4f} | {f['observed_std']:.4f} |")
-    lines += ["", "| seed | teacher | " + " | ".join(name for name, _ in variants) + " |",
-              "|---:|---:|" + "---:|" * len(variants)]
+            lines.append(
+                f"| {row['variant']} | {f['flip_rate']:.4f} | {difference} | {f['unstable_fraction']:.3f} | "
+                f"{f['flip_floor_std']:.4f} | {f['observed_std']:.4f} |"
+            )
+    lines += [
+        "",
+        "| seed | teacher | " + " | ".join(name for name, _ in variants) + " |",
+        "|---:|---:|" + "---:|" * len(variants),
+    ]
     for i, seed in enumerate(args.seeds):
         cells = [f"{r['student_score']['values'][i]:.4f} @ {r['student_energy_ratio']['values'][i]:.3f}" for r in rows]
         lines.append(f"| {seed} | {rows[0]['teacher_score']['values'][i]:.4f} | " + " | ".join(cells) + " |")
     table = "\n".join(lines)
     print(table)
     args.results.parent.mkdir(parents=True, exist_ok=True)
-    args.results.write_text(json.dumps({"config": args.config, "set": fixed,
-                                        "seeds": args.seeds, "rows": rows, "table": table,
-                                        "environment": summaries["baseline"].get("environment")}, indent=2) + "\n")
+    args.results.write_text(
+        json.dumps(
+            {
+                "config": args.config,
+                "set": fixed,
+                "seeds": args.seeds,
+                "rows": rows,
+                "table": table,
+                "environment": summaries["baseline"].get("environment"),
+            },
+            indent=2,
+        )
+        + "\n"
+    )
     print(f"wrote {args.results}")
     return 0
 

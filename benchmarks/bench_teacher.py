@@ -61,8 +61,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--max-train", type=int, default=4000, help="subsample larger training sets (seeded)")
     p.add_argument("--max-eval", type=int, default=2000, help="subsample larger dev sets (seeded)")
     p.add_argument("--seed", type=int, default=42, help="seed of the subsamples")
-    p.add_argument("--seeds", type=int, nargs="+", default=[42],
-                   help="training seeds: each recipe runs once per seed (head init, data order); mean and spread reported")
+    p.add_argument(
+        "--seeds",
+        type=int,
+        nargs="+",
+        default=[42],
+        help="training seeds: each recipe runs once per seed (head init, data order); mean and spread reported",
+    )
     return p.parse_args(argv)
 
 
@@ -84,27 +89,44 @@ def plain_loop(source: str, task, train: EncodedSplit, splits, device, seed: int
     return {"score": history[-1], "best": max(history), "history": history, "epochs": epochs}
 
 
-def run_recipe(recipe: str, seed: int, source: str, tokenizer, task, name: str, train: EncodedSplit, splits, device,
-               args: argparse.Namespace) -> dict:
+def run_recipe(
+    recipe: str, seed: int, source: str, tokenizer, task, name: str, train: EncodedSplit, splits, device, args: argparse.Namespace
+) -> dict:
     """One fine-tuning of ``recipe`` with training seed ``seed`` (set before the model is loaded: the new
     classifier head's init depends on it)."""
     started = time.time()
     if recipe == "plain":
         result = plain_loop(source, task, train, splits, device, seed)
     else:
-        config = RunConfig(teacher=args.teacher, max_seq_length=args.max_seq_length, seed=seed,
-                           device=device.type, **RECIPES[recipe])
+        config = RunConfig(
+            teacher=args.teacher, max_seq_length=args.max_seq_length, seed=seed, device=device.type, **RECIPES[recipe]
+        )
         set_seed(seed)
         model = _load_model(source, num_labels=task.num_labels)
         with tempfile.TemporaryDirectory() as store:
-            tuned = fine_tune(Teacher(model, tokenizer, source, {}), config.teacher_spec(), task, train, splits, device,
-                              Path(store) / "teacher", log=lambda *_: None)
+            tuned = fine_tune(
+                Teacher(model, tokenizer, source, {}),
+                config.teacher_spec(),
+                task,
+                train,
+                splits,
+                device,
+                Path(store) / "teacher",
+                log=lambda *_: None,
+            )
         card = tuned.card
-        result = {"score": card["dev_score"], "best": card["dev_score"],
-                  "history": [h[task.metric] for h in card["history"]], "epochs": len(card["history"])}
+        result = {
+            "score": card["dev_score"],
+            "best": card["dev_score"],
+            "history": [h[task.metric] for h in card["history"]],
+            "epochs": len(card["history"]),
+        }
     result.update(task=name, recipe=recipe, seed=seed, metric=task.metric, seconds=round(time.time() - started, 1))
-    print(f"  {recipe:<12} seed {seed} {task.metric} {result['score']:.4f} after {result['epochs']} epochs "
-          f"({result['seconds']:.0f} s); per epoch: " + ", ".join(f"{h:.3f}" for h in result["history"]), flush=True)
+    print(
+        f"  {recipe:<12} seed {seed} {task.metric} {result['score']:.4f} after {result['epochs']} epochs "
+        f"({result['seconds']:.0f} s); per epoch: " + ", ".join(f"{h:.3f}" for h in result["history"]),
+        flush=True,
+    )
     return result
 
 

@@ -67,10 +67,19 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--inference-repeats", type=int, default=5, help="alternating simulation / sweeps pairs per T")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS,
-                   help="the rows to measure (the reference and T = 32 simulation are slow at base size)")
-    p.add_argument("--teacher-layers", type=int, default=None,
-                   help="also time a fine-tuning step of the teacher: a BERT of this depth (row teacher_ann)")
+    p.add_argument(
+        "--methods",
+        nargs="+",
+        default=list(METHODS),
+        choices=METHODS,
+        help="the rows to measure (the reference and T = 32 simulation are slow at base size)",
+    )
+    p.add_argument(
+        "--teacher-layers",
+        type=int,
+        default=None,
+        help="also time a fine-tuning step of the teacher: a BERT of this depth (row teacher_ann)",
+    )
     p.add_argument("--teacher-hidden", type=int, default=None, help="the teacher's width (default: the student's)")
     p.add_argument("--teacher-heads", type=int, default=None)
     p.add_argument("--teacher-intermediate", type=int, default=None)
@@ -78,8 +87,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-METHODS = ("ann", "eqspike_solve", "eqspike_solve_T", "eqspike_simulate_T", "eqspike_simulate", "reference",
-           "spikelm_bptt")
+METHODS = ("ann", "eqspike_solve", "eqspike_solve_T", "eqspike_simulate_T", "eqspike_simulate", "reference", "spikelm_bptt")
 
 
 def sweeps(rate_map, times: int) -> None:
@@ -92,31 +100,55 @@ def main(argv=None) -> dict:
     args = parse_args(argv)
     device = torch.device(args.device)
     torch.manual_seed(0)
-    shape = dict(vocab_size=30522, hidden_size=args.hidden, num_hidden_layers=args.layers,
-                 num_attention_heads=args.heads, intermediate_size=args.intermediate, num_labels=2)
+    shape = dict(
+        vocab_size=30522,
+        hidden_size=args.hidden,
+        num_hidden_layers=args.layers,
+        num_attention_heads=args.heads,
+        intermediate_size=args.intermediate,
+        num_labels=2,
+    )
     ids = torch.randint(1000, 30000, (args.batch, args.seq), device=device)
     mask = torch.ones_like(ids)
     labels = torch.randint(0, 2, (args.batch,), device=device)
 
     from transformers import BertConfig, BertForSequenceClassification
 
-    ann = BertForSequenceClassification(BertConfig(**shape, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0,
-                                                   attn_implementation="eager")).to(device).train()
+    ann = (
+        BertForSequenceClassification(
+            BertConfig(**shape, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0, attn_implementation="eager")
+        )
+        .to(device)
+        .train()
+    )
     student = SpikingBertForSequenceClassification(SpikingBertConfig(**shape)).to(device).train()
     student.calibrate_thresholds([{"input_ids": ids, "attention_mask": mask}])
-    aware = SpikingBertForSequenceClassification(SpikingBertConfig(**shape, time_steps=args.aware_steps,
-                                                                   quantize_rates=True)).to(device).train()
+    aware = (
+        SpikingBertForSequenceClassification(SpikingBertConfig(**shape, time_steps=args.aware_steps, quantize_rates=True))
+        .to(device)
+        .train()
+    )
     aware.calibrate_thresholds([{"input_ids": ids, "attention_mask": mask}], time_steps=args.aware_steps)
     aware.train_thresholds(True)
     spikelm = SpikeLMForSequenceClassification.from_teacher(ann, args.layers, time_steps=args.spikelm_steps).to(device).train()
     teacher = None
     if args.teacher_layers:
-        teacher_shape = dict(shape, num_hidden_layers=args.teacher_layers, hidden_size=args.teacher_hidden or args.hidden,
-                             num_attention_heads=args.teacher_heads or args.heads,
-                             intermediate_size=args.teacher_intermediate or args.intermediate)
-        teacher = BertForSequenceClassification(BertConfig(**teacher_shape, hidden_dropout_prob=0.0,
-                                                           attention_probs_dropout_prob=0.0,
-                                                           attn_implementation="eager")).to(device).train()
+        teacher_shape = dict(
+            shape,
+            num_hidden_layers=args.teacher_layers,
+            hidden_size=args.teacher_hidden or args.hidden,
+            num_attention_heads=args.teacher_heads or args.heads,
+            intermediate_size=args.teacher_intermediate or args.intermediate,
+        )
+        teacher = (
+            BertForSequenceClassification(
+                BertConfig(
+                    **teacher_shape, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0, attn_implementation="eager"
+                )
+            )
+            .to(device)
+            .train()
+        )
 
     def teacher_step():
         F.cross_entropy(teacher(input_ids=ids, attention_mask=mask).logits, labels).backward()
@@ -155,8 +187,10 @@ def main(argv=None) -> dict:
         "spikelm_bptt": (spikelm_step, spikelm),
     }
     print(f"device: {describe_device(device)}")
-    print(f"shape: {args.layers} blocks, hidden {args.hidden}, {args.heads} heads, FFN {args.intermediate}, "
-          f"batch {args.batch} x {args.seq} tokens")
+    print(
+        f"shape: {args.layers} blocks, hidden {args.hidden}, {args.heads} heads, FFN {args.intermediate}, "
+        f"batch {args.batch} x {args.seq} tokens"
+    )
     rows = []
     chosen = [name for name in methods if name in args.methods or (name == "teacher_ann" and teacher is not None)]
     for name, (step, model) in ((name, methods[name]) for name in chosen):
@@ -166,27 +200,49 @@ def main(argv=None) -> dict:
     base = next((r for r in rows if r["method"] == "ann"), rows[0])
     print(f"{'method':<20}{'s/step':>9}{'x ann':>8}{'peak MiB':>10}{'x ann':>8}")
     for r in rows:
-        print(f"{r['method']:<20}{r['step_s']:>9.3f}{r['step_s'] / base['step_s']:>8.2f}"
-              f"{r['peak_mem_mb']:>10.1f}{r['peak_mem_mb'] / base['peak_mem_mb']:>8.2f}")
+        print(
+            f"{r['method']:<20}{r['step_s']:>9.3f}{r['step_s'] / base['step_s']:>8.2f}"
+            f"{r['peak_mem_mb']:>10.1f}{r['peak_mem_mb'] / base['peak_mem_mb']:>8.2f}"
+        )
     by_name = {r["method"]: r for r in rows}
     if "reference" in by_name and "eqspike_solve" in by_name:
-        print(f"eqspike (solve) is {by_name['reference']['step_s'] / by_name['eqspike_solve']['step_s']:.1f}x faster "
-              f"than the reference scheme")
+        print(
+            f"eqspike (solve) is {by_name['reference']['step_s'] / by_name['eqspike_solve']['step_s']:.1f}x faster "
+            f"than the reference scheme"
+        )
     student.eval()
     inference = []
     with torch.no_grad():
         rate_map = student.rate_map(ids, mask, torch.zeros_like(ids))
         for T in [] if args.no_inference else args.inference_steps:
-            sim_s, sweeps_s, overhead = paired_seconds(lambda: simulate(rate_map, T, count_spikes=False),
-                                                       lambda: sweeps(rate_map, T),
-                                                       repeats=args.inference_repeats, device=device)
-            inference.append({"time_steps": T, "examples_per_s": round(args.batch / sim_s, 3),
-                              "sweep_ms": round(1000 * sweeps_s / T, 2), "overhead": round(overhead, 3)})
+            sim_s, sweeps_s, overhead = paired_seconds(
+                lambda: simulate(rate_map, T, count_spikes=False),
+                lambda: sweeps(rate_map, T),
+                repeats=args.inference_repeats,
+                device=device,
+            )
+            inference.append(
+                {
+                    "time_steps": T,
+                    "examples_per_s": round(args.batch / sim_s, 3),
+                    "sweep_ms": round(1000 * sweeps_s / T, 2),
+                    "overhead": round(overhead, 3),
+                }
+            )
     if inference:
-        print("inference: " + ", ".join(
-            f"T={r['time_steps']} {r['examples_per_s']:.2f} ex/s overhead {r['overhead']:.2f}x (sweep {r['sweep_ms']:.1f} ms)"
-            for r in inference))
-    result = {"rows": rows, "inference": inference, "device": describe_device(device), "shape": vars(args) | {"out": str(args.out)}}
+        print(
+            "inference: "
+            + ", ".join(
+                f"T={r['time_steps']} {r['examples_per_s']:.2f} ex/s overhead {r['overhead']:.2f}x (sweep {r['sweep_ms']:.1f} ms)"
+                for r in inference
+            )
+        )
+    result = {
+        "rows": rows,
+        "inference": inference,
+        "device": describe_device(device),
+        "shape": vars(args) | {"out": str(args.out)},
+    }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     print(f"wrote {args.out}")

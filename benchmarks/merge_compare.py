@@ -52,12 +52,26 @@ def mean_result(results: dict[int, dict[str, Any]]) -> dict[str, Any]:
     keys = {(r["method"], r["time_steps"]) for result in results.values() for r in result["rows"]}
     rows = []
     for method, T in sorted(keys):
-        found = [r for result in results.values() for r in result["rows"]
-                 if (r["method"], r["time_steps"]) == (method, T) and r["score"] is not None]
-        rows.append({"method": method, "time_steps": T, "score": statistics.mean(r["score"] for r in found),
-                     "energy_pj": statistics.mean(r["energy_pj"] for r in found)})
-    return {**first, "task": f"{first['task']}, mean of {len(results)} seeds", "rows": rows,
-            "teacher_score": statistics.mean(r["teacher_score"] for r in results.values())}
+        found = [
+            r
+            for result in results.values()
+            for r in result["rows"]
+            if (r["method"], r["time_steps"]) == (method, T) and r["score"] is not None
+        ]
+        rows.append(
+            {
+                "method": method,
+                "time_steps": T,
+                "score": statistics.mean(r["score"] for r in found),
+                "energy_pj": statistics.mean(r["energy_pj"] for r in found),
+            }
+        )
+    return {
+        **first,
+        "task": f"{first['task']}, mean of {len(results)} seeds",
+        "rows": rows,
+        "teacher_score": statistics.mean(r["teacher_score"] for r in results.values()),
+    }
 
 
 def main() -> None:
@@ -67,16 +81,25 @@ def main() -> None:
     parser.add_argument("--seeds", required=True, type=int, nargs="+")
     parser.add_argument("--time-steps", type=int, nargs="+", default=[4])
     parser.add_argument("--results", required=True, type=Path, help="the merged summary (JSON); a .md beside it")
-    parser.add_argument("--plot", type=Path, default=None,
-                        help="also draw accuracy against energy (the means over seeds; eqspike.app.compare_report.plot_pareto)")
+    parser.add_argument(
+        "--plot",
+        type=Path,
+        default=None,
+        help="also draw accuracy against energy (the means over seeds; eqspike.app.compare_report.plot_pareto)",
+    )
     args = parser.parse_args()
     results, reproduced = {}, {}
     for seed in args.seeds:
         results[seed], reproduced[str(seed)] = merge(read_compare(args.earlier, seed), read_compare(args.later, seed))
-    summary = {**summarize_seeds(results, args.time_steps), "reproduced": reproduced,
-               "sources": {"earlier": str(args.earlier), "later": str(args.later)},
-               "per_seed": {str(s): {r["method"]: r["score"] for r in results[s]["rows"]
-                                     if r["time_steps"] == args.time_steps[0]} for s in args.seeds}}
+    summary = {
+        **summarize_seeds(results, args.time_steps),
+        "reproduced": reproduced,
+        "sources": {"earlier": str(args.earlier), "later": str(args.later)},
+        "per_seed": {
+            str(s): {r["method"]: r["score"] for r in results[s]["rows"] if r["time_steps"] == args.time_steps[0]}
+            for s in args.seeds
+        },
+    }
     args.results.parent.mkdir(parents=True, exist_ok=True)
     args.results.write_text(json.dumps(summary, indent=2) + "\n")
     table = seeds_table(summary)

@@ -56,6 +56,7 @@ def check_in_interval(name: str, value: Any, low: float, high: float) -> float:
 
 def int_at_least(minimum: int):
     """An argparse ``type``: an integer >= ``minimum``, refused at parsing with the bound named."""
+
     def parse(text: str) -> int:
         try:
             value = int(text)
@@ -71,6 +72,7 @@ def int_at_least(minimum: int):
 
 def float_within(low: float, high: float):
     """An argparse ``type``: a finite number in [low, high], refused at parsing with the interval named."""
+
     def parse(text: str) -> float:
         try:
             value = float(text)

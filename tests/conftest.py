@@ -60,9 +60,16 @@ def make_tiny_bert(folder, head_labels: int | None = None, layers: int = 4, seed
     (folder / "vocab.txt").write_text("\n".join(VOCAB) + "\n")
     tokenizer = BertTokenizer(vocab=str(folder / "vocab.txt"), do_lower_case=True)
     torch.manual_seed(seed)
-    config = BertConfig(vocab_size=vocab_size or len(VOCAB), hidden_size=32, num_hidden_layers=layers, num_attention_heads=4,
-                        intermediate_size=64, max_position_embeddings=64, hidden_dropout_prob=0.0,
-                        attention_probs_dropout_prob=0.0)
+    config = BertConfig(
+        vocab_size=vocab_size or len(VOCAB),
+        hidden_size=32,
+        num_hidden_layers=layers,
+        num_attention_heads=4,
+        intermediate_size=64,
+        max_position_embeddings=64,
+        hidden_dropout_prob=0.0,
+        attention_probs_dropout_prob=0.0,
+    )
     if head_labels:
         config.num_labels = head_labels
         model = BertForSequenceClassification(config)
@@ -81,8 +88,14 @@ def tiny_bert(tmp_path_factory):
 
 # The tiny teacher's recipe, pinned: the tests do not follow changes of the default recipe (which suits
 # real BERTs, not this tiny one).
-TINY_TEACHER_RECIPE = dict(teacher_epochs=6, teacher_lr=3e-3, teacher_batch_size=16, teacher_schedule="linear",
-                           teacher_warmup_ratio=0.1, teacher_patience=0)
+TINY_TEACHER_RECIPE = dict(
+    teacher_epochs=6,
+    teacher_lr=3e-3,
+    teacher_batch_size=16,
+    teacher_schedule="linear",
+    teacher_warmup_ratio=0.1,
+    teacher_patience=0,
+)
 
 
 @pytest.fixture(scope="session")
@@ -95,9 +108,16 @@ def tiny_teacher(tmp_path_factory, tiny_bert, toy_files):
     store = tmp_path_factory.mktemp("teacher_store")
     # Its epoch is chosen on the dev set: the 10 examples a selection split would hold out of 96 are too
     # few to tell its epochs apart (test_selection.py tests the held-out split itself).
-    config = RunConfig(teacher=str(tiny_bert), train_file=str(toy_files[0]), validation_file=str(toy_files[1]),
-                       teacher_store=str(store), **TINY_TEACHER_RECIPE, selection="dev",
-                       max_seq_length=32, device="cpu")
+    config = RunConfig(
+        teacher=str(tiny_bert),
+        train_file=str(toy_files[0]),
+        validation_file=str(toy_files[1]),
+        teacher_store=str(store),
+        **TINY_TEACHER_RECIPE,
+        selection="dev",
+        max_seq_length=32,
+        device="cpu",
+    )
     data = prepare_data(config, log=lambda *_: None)
     # The new classifier head is drawn from the global RNG when the model loads: seeded, the teacher is
     # the same whichever tests ran before (`eqspike distill` seeds before loading it too).
@@ -113,9 +133,25 @@ def tiny_config(tiny_teacher, toy_files, output_dir, **changes):
     """A RunConfig for a seconds-long distillation of the tiny teacher on the toy task."""
     from eqspike.distill.config import RunConfig
 
-    base = dict(teacher=tiny_teacher.path, train_file=str(toy_files[0]), validation_file=str(toy_files[1]),
-                max_seq_length=32, student_layers=2, batch_size=16, eval_batch_size=32, intermediate_epochs=1,
-                prediction_epochs=2, intermediate_lr=1e-3, prediction_lr=1e-3, time_steps=16, calibration_examples=32,
-                logging_steps=2, save_steps=4, output_dir=str(output_dir), device="cpu", seed=7)
+    base = dict(
+        teacher=tiny_teacher.path,
+        train_file=str(toy_files[0]),
+        validation_file=str(toy_files[1]),
+        max_seq_length=32,
+        student_layers=2,
+        batch_size=16,
+        eval_batch_size=32,
+        intermediate_epochs=1,
+        prediction_epochs=2,
+        intermediate_lr=1e-3,
+        prediction_lr=1e-3,
+        time_steps=16,
+        calibration_examples=32,
+        logging_steps=2,
+        save_steps=4,
+        output_dir=str(output_dir),
+        device="cpu",
+        seed=7,
+    )
     base.update(changes)
     return RunConfig(**base)

@@ -49,8 +49,10 @@ def test_a_layer_imports_only_the_layers_below_it(layer):
 def test_the_check_sees_a_wrong_import(tmp_path):
     """The parser finds the imports the rule is about, including one inside a function."""
     source = tmp_path / "module.py"
-    source.write_text("import torch\nfrom eqspike.core.neurons import IFPopulation\n\n"
-                      "def f():\n    from eqspike.analysis.energy import price\n    from eqspike import config\n")
+    source.write_text(
+        "import torch\nfrom eqspike.core.neurons import IFPopulation\n\n"
+        "def f():\n    from eqspike.analysis.energy import price\n    from eqspike import config\n"
+    )
     assert imported_modules(source) == {"eqspike.core.neurons", "eqspike.analysis.energy", "eqspike.config"}
     assert {layer_of(m) for m in imported_modules(source)} == {"core", "analysis", "config"}
 
@@ -60,9 +62,13 @@ def test_the_student_kind_is_dispatched_through_the_registry_only():
     import re
 
     branch = re.compile(r"student_type\s*(==|!=)|student_type\s+(not\s+)?in\s*[(\[{]")
-    wrong = [f"{path.relative_to(PACKAGE.parent)}:{number}" for path in sorted(PACKAGE.rglob("*.py"))
-             if "students" not in path.relative_to(PACKAGE).parts
-             for number, line in enumerate(path.read_text().splitlines(), start=1) if branch.search(line)]
+    wrong = [
+        f"{path.relative_to(PACKAGE.parent)}:{number}"
+        for path in sorted(PACKAGE.rglob("*.py"))
+        if "students" not in path.relative_to(PACKAGE).parts
+        for number, line in enumerate(path.read_text().splitlines(), start=1)
+        if branch.search(line)
+    ]
     assert not wrong, wrong
 
 
@@ -90,10 +96,10 @@ def test_the_drawn_architecture_and_the_layout_sections_follow_the_code():
     assert rows(drawn)["core"] < rows(drawn)["students"] < rows(drawn)["teacher"] < rows(drawn)["distill"]
     folders = sorted(p.parent.name for p in PACKAGE.glob("*/__init__.py"))
     readme = (PACKAGE.parent / "README.md").read_text()
-    layout = readme[readme.index("## How it works, and the layout"):]
+    layout = readme[readme.index("## How it works, and the layout") :]
     design = (PACKAGE.parent / "docs" / "design.md").read_text()
-    design = design[design.index("## Layout"):]
-    for section in (layout[:layout.index("\n## ", 5)], design):
+    design = design[design.index("## Layout") :]
+    for section in (layout[: layout.index("\n## ", 5)], design):
         assert [f for f in folders if f"`{f}/`" not in section] == []
 
 

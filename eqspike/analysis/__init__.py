@@ -1,2 +1,1 @@
-"""Reading a trained student: convergence diagnostics, energy, and benchmarking helpers.
-"""
+"""Reading a trained student: convergence diagnostics, energy, and benchmarking helpers."""

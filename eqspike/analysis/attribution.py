@@ -114,8 +114,9 @@ def _thresholds_removed(student, names: Iterable[str]):
                 student.threshold(name).copy_(value)
 
 
-def run_restored(student, batch: Mapping[str, Tensor], time_steps: Sequence[int], analog: set[str], dense: set[str],
-                 observe=None) -> dict[int, Tensor]:
+def run_restored(
+    student, batch: Mapping[str, Tensor], time_steps: Sequence[int], analog: set[str], dense: set[str], observe=None
+) -> dict[int, Tensor]:
     """Logits of the spiking network at each T in ``time_steps`` (one simulation to the largest), with
     the ``analog`` populations at their exact rates and, of those, the ``dense`` ones without a
     threshold. ``observe(t, rate_map, rates)`` is called at each of those T."""
@@ -149,8 +150,15 @@ def exact_logits(student, batch: Mapping[str, Tensor], dense: bool) -> Tensor:
     return student.head(theta_last * rates[last]).float()
 
 
-def _add_statistics(sums: dict[str, np.ndarray], k: int, t: int, rate_map, rates: Mapping[str, Tensor],
-                    thresholds: Mapping[str, Tensor], token: Tensor) -> None:
+def _add_statistics(
+    sums: dict[str, np.ndarray],
+    k: int,
+    t: int,
+    rate_map,
+    rates: Mapping[str, Tensor],
+    thresholds: Mapping[str, Tensor],
+    token: Tensor,
+) -> None:
     """One batch's counts and squared errors (the module docstring) at T index k, added to ``sums[name][k]``."""
     for population in rate_map.populations:
         neuron = rate_map.neuron_of(population)
@@ -176,15 +184,22 @@ def dense_activations(dense_student, batch: Mapping[str, Tensor]) -> dict[str, T
     found: dict[str, Tensor] = {}
     hooks = [dense_student.embeddings.register_forward_hook(lambda m, i, o: found.__setitem__("embeddings", o))]
     for m, block in enumerate(dense_student.blocks):
+
         def keep(name: str, output: bool = True):
-            return (lambda mod, inputs, out: found.__setitem__(name, out)) if output else \
-                (lambda mod, inputs: found.__setitem__(name, inputs[0]))
-        hooks += [block.key.register_forward_hook(keep(f"block{m}.key")),
-                  block.value.register_forward_hook(keep(f"block{m}.value")),
-                  block.attention_output.register_forward_pre_hook(keep(f"block{m}.context", output=False)),
-                  block.attention_norm.register_forward_hook(keep(f"block{m}.attention_output")),
-                  block.output.register_forward_pre_hook(keep(f"block{m}.intermediate", output=False)),
-                  block.output_norm.register_forward_hook(keep(f"block{m}.output"))]
+            return (
+                (lambda mod, inputs, out: found.__setitem__(name, out))
+                if output
+                else (lambda mod, inputs: found.__setitem__(name, inputs[0]))
+            )
+
+        hooks += [
+            block.key.register_forward_hook(keep(f"block{m}.key")),
+            block.value.register_forward_hook(keep(f"block{m}.value")),
+            block.attention_output.register_forward_pre_hook(keep(f"block{m}.context", output=False)),
+            block.attention_norm.register_forward_hook(keep(f"block{m}.attention_output")),
+            block.output.register_forward_pre_hook(keep(f"block{m}.intermediate", output=False)),
+            block.output_norm.register_forward_hook(keep(f"block{m}.output")),
+        ]
     try:
         dense_student(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"])
     finally:
@@ -193,8 +208,16 @@ def dense_activations(dense_student, batch: Mapping[str, Tensor]) -> dict[str, T
     return found
 
 
-def _add_dense_comparison(sums: dict[str, np.ndarray], k: int, t: int, rate_map, rates: Mapping[str, Tensor],
-                          thresholds: Mapping[str, Tensor], token: Tensor, dense: Mapping[str, Tensor]) -> None:
+def _add_dense_comparison(
+    sums: dict[str, np.ndarray],
+    k: int,
+    t: int,
+    rate_map,
+    rates: Mapping[str, Tensor],
+    thresholds: Mapping[str, Tensor],
+    token: Tensor,
+    dense: Mapping[str, Tensor],
+) -> None:
     """The dense student's activations against the population at T index k (the module docstring)."""
     for population in rate_map.populations:
         neuron = rate_map.neuron_of(population)
@@ -207,7 +230,7 @@ def _add_dense_comparison(sums: dict[str, np.ndarray], k: int, t: int, rate_map,
         s[0] += float((((h > theta) | (h < theta * neuron.lowest_rate)) * weight).sum())
         s[1] += float((((h.abs() < resolution) & (h != 0)) * weight).sum())
         s[2] += float(((theta * rates[population.name] - h) ** 2 * weight).sum())
-        s[3] += float((h ** 2 * weight).sum())
+        s[3] += float((h**2 * weight).sum())
 
 
 def _margin(logits: Tensor) -> Tensor:
@@ -219,10 +242,18 @@ def _margin(logits: Tensor) -> Tensor:
 
 
 @torch.no_grad()
-def attribute(student, task: TaskData, split: EncodedSplit, time_steps: Sequence[int] = (2, 4, 8),
-              batch_size: int = 32, max_batches: int | None = None, device: torch.device | str = "cpu",
-              modes: Sequence[str] = ("clipped",), parts: Mapping[str, Sequence[str]] | None = None,
-              dense_student=None) -> Attribution:
+def attribute(
+    student,
+    task: TaskData,
+    split: EncodedSplit,
+    time_steps: Sequence[int] = (2, 4, 8),
+    batch_size: int = 32,
+    max_batches: int | None = None,
+    device: torch.device | str = "cpu",
+    modes: Sequence[str] = ("clipped",),
+    parts: Mapping[str, Sequence[str]] | None = None,
+    dense_student=None,
+) -> Attribution:
     """The attribution of the module docstring, on ``split`` (its first ``max_batches`` batches).
     ``modes``: how a part is put back ('clipped', 'dense' or both; each costs one simulation per part).
     ``parts``: the groups of populations put back, by name (default: ``default_parts``).
@@ -249,10 +280,13 @@ def attribute(student, task: TaskData, split: EncodedSplit, time_steps: Sequence
     dense_sums = {name: np.zeros((len(time_steps), 4)) for name in names}
     if dense_student is not None:
         shape = ("num_hidden_layers", "hidden_size", "intermediate_size", "num_attention_heads")
-        if not hasattr(dense_student, "blocks") or any(getattr(dense_student.config, k, None) != getattr(student.config, k)
-                                                       for k in shape):
-            raise ValueError(f"the dense student must have the spiking student's shape ({', '.join(shape)}: "
-                             f"{[getattr(student.config, k) for k in shape]})")
+        if not hasattr(dense_student, "blocks") or any(
+            getattr(dense_student.config, k, None) != getattr(student.config, k) for k in shape
+        ):
+            raise ValueError(
+                f"the dense student must have the spiking student's shape ({', '.join(shape)}: "
+                f"{[getattr(student.config, k) for k in shape]})"
+            )
         dense_student = dense_student.to(device).eval()
     thresholds = student.thresholds()
     examples = 0
@@ -295,63 +329,113 @@ def attribute(student, task: TaskData, split: EncodedSplit, time_steps: Sequence
         return _subset_metrics(task, split, pieces[key])[task.metric]
 
     spiking_score = [score(("spiking", t)) for t in time_steps]
-    recovered = {part: {mode: [score((part, mode, t)) - spiking_score[k] for k, t in enumerate(time_steps)]
-                        for mode in modes} for part in parts}
+    recovered = {
+        part: {mode: [score((part, mode, t)) - spiking_score[k] for k, t in enumerate(time_steps)] for mode in modes}
+        for part in parts
+    }
     populations = []
     for name in names:
         s = sums[name]
         count = np.maximum(s[:, 5], 1.0)
         signal = np.maximum(s[:, 4], 1e-12)
         d = dense_sums[name]
-        compared = {} if dense_student is None else dict(
-            dense_clipped_frac=(d[:, 0] / count).tolist(), dense_zeroed_frac=(d[:, 1] / count).tolist(),
-            distance_to_dense=np.sqrt(d[:, 2] / np.maximum(d[:, 3], 1e-12)).tolist())
-        populations.append(PopulationGap(
-            name=name, clipped_frac=(s[:, 0] / count).tolist(), zeroed_frac=(s[:, 1] / count).tolist(),
-            clip_error=np.sqrt(s[:, 2] / signal).tolist(), spike_error=np.sqrt(s[:, 3] / signal).tolist(), **compared))
+        compared = (
+            {}
+            if dense_student is None
+            else dict(
+                dense_clipped_frac=(d[:, 0] / count).tolist(),
+                dense_zeroed_frac=(d[:, 1] / count).tolist(),
+                distance_to_dense=np.sqrt(d[:, 2] / np.maximum(d[:, 3], 1e-12)).tolist(),
+            )
+        )
+        populations.append(
+            PopulationGap(
+                name=name,
+                clipped_frac=(s[:, 0] / count).tolist(),
+                zeroed_frac=(s[:, 1] / count).tolist(),
+                clip_error=np.sqrt(s[:, 2] / signal).tolist(),
+                spike_error=np.sqrt(s[:, 3] / signal).tolist(),
+                **compared,
+            )
+        )
     return Attribution(
-        metric=task.metric, num_labels=student.config.num_labels, time_steps=time_steps,
-        dense_equivalent_score=score(("dense",)), clipped_score=score(("clipped",)), spiking_score=spiking_score,
+        metric=task.metric,
+        num_labels=student.config.num_labels,
+        time_steps=time_steps,
+        dense_equivalent_score=score(("dense",)),
+        clipped_score=score(("clipped",)),
+        spiking_score=spiking_score,
         recovered=recovered,
         agreement_with_dense_equivalent=None if task.is_regression else (agreement / max(examples, 1)).tolist(),
         median_margin=[float(torch.cat(margins[t]).median()) for t in time_steps],
         dense_equivalent_median_margin=float(torch.cat(margins["dense"]).median()),
-        populations=populations, examples=examples)
+        populations=populations,
+        examples=examples,
+    )
 
 
 # ----------------------------------------------------------------------------- report
 def format_attribution(a: Attribution) -> str:
     """The attribution as text tables (also the body of attribution.md)."""
     ts = a.time_steps
-    lines = [f"{a.metric} on {a.examples} examples, {a.num_labels} labels: dense-equivalent (the trained weights, no "
-             f"threshold) {a.dense_equivalent_score:.4f}; clipped (T = inf) {a.clipped_score:.4f}"
-             + "".join(f"; {name} {value:.4f}" for name, value in a.reference.items()), ""]
+    lines = [
+        f"{a.metric} on {a.examples} examples, {a.num_labels} labels: dense-equivalent (the trained weights, no "
+        f"threshold) {a.dense_equivalent_score:.4f}; clipped (T = inf) {a.clipped_score:.4f}"
+        + "".join(f"; {name} {value:.4f}" for name, value in a.reference.items()),
+        "",
+    ]
     header = "| | " + " | ".join(f"T = {t}" for t in ts) + " |"
     rule = "|---|" + "---:|" * len(ts)
-    lines += [header, rule,
-              "| spiking at T (simulated) | " + " | ".join(f"{s:.4f}" for s in a.spiking_score) + " |",
-              "| gap to the dense-equivalent | " + " | ".join(f"{a.dense_equivalent_score - s:+.4f}" for s in a.spiking_score) + " |",
-              "| class agrees with the dense-equivalent | " + " | ".join(
-                  [f"{v:.3f}" for v in a.agreement_with_dense_equivalent] if a.agreement_with_dense_equivalent is not None
-                  else ["-"] * len(ts)) + " |",
-              f"| median top-2 logit margin (dense-equivalent {a.dense_equivalent_median_margin:.2f}) | "
-              + " | ".join(f"{v:.2f}" for v in a.median_margin) + " |", ""]
+    lines += [
+        header,
+        rule,
+        "| spiking at T (simulated) | " + " | ".join(f"{s:.4f}" for s in a.spiking_score) + " |",
+        "| gap to the dense-equivalent | " + " | ".join(f"{a.dense_equivalent_score - s:+.4f}" for s in a.spiking_score) + " |",
+        "| class agrees with the dense-equivalent | "
+        + " | ".join(
+            [f"{v:.3f}" for v in a.agreement_with_dense_equivalent]
+            if a.agreement_with_dense_equivalent is not None
+            else ["-"] * len(ts)
+        )
+        + " |",
+        f"| median top-2 logit margin (dense-equivalent {a.dense_equivalent_median_margin:.2f}) | "
+        + " | ".join(f"{v:.2f}" for v in a.median_margin)
+        + " |",
+        "",
+    ]
     modes = sorted({mode for by_mode in a.recovered.values() for mode in by_mode})
-    lines += ["Points recovered when one part is put back, its rate exact at every step (the rest spiking): "
-              + "; ".join(f"{mode} = " + ("clamp(F, lo theta, theta), exact" if mode == "clipped" else "F, no threshold")
-                          for mode in modes), "",
-              "| part | " + " | ".join(f"{mode} T = {t}" for mode in modes for t in ts) + " |",
-              "|---|" + "---:|" * (len(ts) * len(modes))]
+    lines += [
+        "Points recovered when one part is put back, its rate exact at every step (the rest spiking): "
+        + "; ".join(
+            f"{mode} = " + ("clamp(F, lo theta, theta), exact" if mode == "clipped" else "F, no threshold") for mode in modes
+        ),
+        "",
+        "| part | " + " | ".join(f"{mode} T = {t}" for mode in modes for t in ts) + " |",
+        "|---|" + "---:|" * (len(ts) * len(modes)),
+    ]
     for part, by_mode in a.recovered.items():
-        lines.append(f"| {part.removeprefix('kind:')} | " + " | ".join(f"{100 * v:+.1f}" for mode in modes for v in by_mode[mode]) + " |")
-    lines += ["", "(points: 100 x the metric)", "",
-              "Per population of the spiking network at T (x = F / theta, its current from the upstream rates at T): "
-              "fraction clipped | zeroed below 1/T | relative error of clipping | of spiking", ""]
+        lines.append(
+            f"| {part.removeprefix('kind:')} | " + " | ".join(f"{100 * v:+.1f}" for mode in modes for v in by_mode[mode]) + " |"
+        )
+    lines += [
+        "",
+        "(points: 100 x the metric)",
+        "",
+        "Per population of the spiking network at T (x = F / theta, its current from the upstream rates at T): "
+        "fraction clipped | zeroed below 1/T | relative error of clipping | of spiking",
+        "",
+    ]
     lines += _population_table(a, "clip / zero / e_clip / e_spike", ("clipped_frac", "zeroed_frac", "clip_error", "spike_error"))
     if a.populations and a.populations[0].distance_to_dense is not None:
-        lines += ["", "The dense student's activations h at the same places, on the same inputs: fraction above the "
-                  "population's threshold | below its resolution at T | distance ||theta a_hat(T) - h|| / ||h||", ""]
-        lines += _population_table(a, "above / below / distance", ("dense_clipped_frac", "dense_zeroed_frac", "distance_to_dense"))
+        lines += [
+            "",
+            "The dense student's activations h at the same places, on the same inputs: fraction above the "
+            "population's threshold | below its resolution at T | distance ||theta a_hat(T) - h|| / ||h||",
+            "",
+        ]
+        lines += _population_table(
+            a, "above / below / distance", ("dense_clipped_frac", "dense_zeroed_frac", "distance_to_dense")
+        )
     return "\n".join(lines)
 
 
@@ -360,8 +444,9 @@ def _population_table(a: Attribution, header: str, fields: Sequence[str]) -> lis
     ts = a.time_steps
     lines = ["| population | " + " | ".join(f"T = {t}: {header}" for t in ts) + " |", "|---|" + "---:|" * len(ts)]
     for p in a.populations:
-        lines.append(f"| {p.name} | " + " | ".join(" / ".join(f"{getattr(p, f)[k]:.3f}" for f in fields)
-                                                  for k in range(len(ts))) + " |")
+        lines.append(
+            f"| {p.name} | " + " | ".join(" / ".join(f"{getattr(p, f)[k]:.3f}" for f in fields) for k in range(len(ts))) + " |"
+        )
     return lines
 
 
@@ -391,8 +476,10 @@ def write_attribution(a: Attribution, out_dir: str | Path) -> list[Path]:
         ax.axvline(0, color="black", linewidth=0.5)
         ax.set_xlabel(f"points recovered ({a.metric} x 100), part put back {mode}")
     axes[0][0].legend()
-    fig.suptitle("gap to the dense-equivalent: " + ", ".join(
-        f"T={t} {100 * (a.dense_equivalent_score - s):+.1f}" for t, s in zip(a.time_steps, a.spiking_score)))
+    fig.suptitle(
+        "gap to the dense-equivalent: "
+        + ", ".join(f"T={t} {100 * (a.dense_equivalent_score - s):+.1f}" for t, s in zip(a.time_steps, a.spiking_score))
+    )
     fig.tight_layout()
     fig.savefig(paths[2], dpi=100)
     plt.close(fig)

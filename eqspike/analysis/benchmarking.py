@@ -51,8 +51,9 @@ def _cpu_peak_bytes(fn: Callable[[], object]) -> int:
     return peak
 
 
-def peak_memory_mb(fn: Callable[[], object], device: torch.device | str = "cpu", warmup: int = 1,
-                   reset: Callable[[], object] | None = None) -> float:
+def peak_memory_mb(
+    fn: Callable[[], object], device: torch.device | str = "cpu", warmup: int = 1, reset: Callable[[], object] | None = None
+) -> float:
     """Peak tensor memory (MiB) allocated while ``fn()`` runs, above the level before the call.
 
     ``warmup`` calls come first, so that what a first call allocates for good (CUDA's cuBLAS workspace,
@@ -95,14 +96,23 @@ def seconds_per_call(fn: Callable[[], object], repeats: int = 3, warmup: int = 1
     return statistics.median(times)
 
 
-def paired_seconds(fn: Callable[[], object], baseline: Callable[[], object], repeats: int = 3,
-                   device: torch.device | str = "cpu") -> tuple[float, float, float]:
+def paired_seconds(
+    fn: Callable[[], object], baseline: Callable[[], object], repeats: int = 3, device: torch.device | str = "cpu"
+) -> tuple[float, float, float]:
     """Times ``fn`` and ``baseline`` alternately (after one warm-up call each), so that both see the
     same machine load; returns their median times and the median of the per-pair ratios fn/baseline."""
-    pairs = [(seconds_per_call(fn, 1, warmup=1 if i == 0 else 0, device=device),
-              seconds_per_call(baseline, 1, warmup=1 if i == 0 else 0, device=device)) for i in range(repeats)]
-    return (statistics.median(a for a, _ in pairs), statistics.median(b for _, b in pairs),
-            statistics.median(a / b for a, b in pairs))
+    pairs = [
+        (
+            seconds_per_call(fn, 1, warmup=1 if i == 0 else 0, device=device),
+            seconds_per_call(baseline, 1, warmup=1 if i == 0 else 0, device=device),
+        )
+        for i in range(repeats)
+    ]
+    return (
+        statistics.median(a for a, _ in pairs),
+        statistics.median(b for _, b in pairs),
+        statistics.median(a / b for a, b in pairs),
+    )
 
 
 def describe_device(device: torch.device | str = "cpu") -> str:

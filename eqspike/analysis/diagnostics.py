@@ -113,20 +113,41 @@ class _Sweep:
 
 
 @torch.no_grad()
-def _sweep(student, split: EncodedSplit, time_steps: list[int], batch_size: int, device: torch.device,
-           max_batches: int | None, detailed: bool, desc: str) -> _Sweep:
+def _sweep(
+    student,
+    split: EncodedSplit,
+    time_steps: list[int],
+    batch_size: int,
+    device: torch.device,
+    max_batches: int | None,
+    detailed: bool,
+    desc: str,
+) -> _Sweep:
     cfg = student.config
     names = student.population_names(cfg.num_hidden_layers)
     last = f"block{cfg.num_hidden_layers - 1}.output"
     index_of = {t: k for k, t in enumerate(time_steps)}
     T_max = time_steps[-1]
     n_T = len(time_steps)
-    s = _Sweep(logits={t: [] for t in time_steps}, quantized_logits={t: [] for t in time_steps}, solve_logits=[],
-               mismatch={n: np.zeros(n_T) for n in names}, lag={n: np.zeros(n_T) for n in names},
-               error_sum={n: np.zeros(n_T) for n in names},
-               residual_sum=np.zeros(n_T), element_count={n: 0.0 for n in names}, spikes={n: np.zeros(n_T) for n in names},
-               silent={n: np.zeros(n_T) for n in names}, saturated={n: np.zeros(n_T) for n in names}, accumulates=np.zeros(n_T),
-               accumulates_by={n: np.zeros(n_T) for n in names}, lengths=[], residual=[], iterations=0, spectral_radius=[])
+    s = _Sweep(
+        logits={t: [] for t in time_steps},
+        quantized_logits={t: [] for t in time_steps},
+        solve_logits=[],
+        mismatch={n: np.zeros(n_T) for n in names},
+        lag={n: np.zeros(n_T) for n in names},
+        error_sum={n: np.zeros(n_T) for n in names},
+        residual_sum=np.zeros(n_T),
+        element_count={n: 0.0 for n in names},
+        spikes={n: np.zeros(n_T) for n in names},
+        silent={n: np.zeros(n_T) for n in names},
+        saturated={n: np.zeros(n_T) for n in names},
+        accumulates=np.zeros(n_T),
+        accumulates_by={n: np.zeros(n_T) for n in names},
+        lengths=[],
+        residual=[],
+        iterations=0,
+        spectral_radius=[],
+    )
     total = -(-len(split) // batch_size)
     if max_batches:
         total = min(total, max_batches)
@@ -164,15 +185,17 @@ def _sweep(student, split: EncodedSplit, time_steps: list[int], batch_size: int,
             s.accumulates[k] += float(synaptic_accumulates(counts, fan).sum())
             if not detailed:
                 return
-            quantized = student.equilibrium(student.rate_map(batch["input_ids"], mask, batch["token_type_ids"], t),
-                                            mode="solve").rates
+            quantized = student.equilibrium(
+                student.rate_map(batch["input_ids"], mask, batch["token_type_ids"], t), mode="solve"
+            ).rates
             s.quantized_logits[t].append((index, student.head(student.population_values(last, quantized[last])).float().cpu()))
             for name in names:
                 s.error_sum[name][k] += float(((rates[name] - star[name]).abs() * token).sum())
                 s.mismatch[name][k] += float((((rates[name] - quantized[name]).abs() > 0.25 / t) * token).sum())
             for population in rate_map.populations:  # the neuron's own final current, from the simulated upstream
-                target = time_step_rate(population.current(*[rates[n] for n in population.inputs]),
-                                        rate_map.neuron_of(population), t)
+                target = time_step_rate(
+                    population.current(*[rates[n] for n in population.inputs]), rate_map.neuron_of(population), t
+                )
                 s.lag[population.name][k] += float((((rates[population.name] - target).abs() > 0.25 / t) * token).sum())
             s.residual_sum[k] += rate_map.residual(rates)[0] * len(index)
             for name in names:
@@ -193,8 +216,16 @@ def _energy_vs_time_steps(model: StudentEnergy, s: _Sweep, time_steps: list[int]
         accumulates = s.accumulates[k] / examples
         dense_pj = sum(model.dense_pj(n, t) for n in s.lengths) / examples
         snn = ACCUMULATE_PJ * accumulates + dense_pj
-        rows.append({"time_steps": t, "accumulates": accumulates, "macs": dense_pj / MAC_PJ, "snn_pj": snn,
-                     "ann_pj": ann_pj, "ratio": snn / ann_pj})
+        rows.append(
+            {
+                "time_steps": t,
+                "accumulates": accumulates,
+                "macs": dense_pj / MAC_PJ,
+                "snn_pj": snn,
+                "ann_pj": ann_pj,
+                "ratio": snn / ann_pj,
+            }
+        )
     return rows
 
 
@@ -217,9 +248,15 @@ def _spectral_radius(rate_map, star: Mapping[str, Tensor], iterations: int = 50)
     return float(eigenvalue.mean())
 
 
-def score_vs_time_steps(student, task: TaskData, splits: Mapping[str, EncodedSplit], time_steps: Sequence[int],
-                        batch_size: int, device: torch.device,
-                        predictions: dict[str, dict[int, np.ndarray]] | None = None) -> list[dict[str, Any]]:
+def score_vs_time_steps(
+    student,
+    task: TaskData,
+    splits: Mapping[str, EncodedSplit],
+    time_steps: Sequence[int],
+    batch_size: int,
+    device: torch.device,
+    predictions: dict[str, dict[int, np.ndarray]] | None = None,
+) -> list[dict[str, Any]]:
     """The task's metrics of the spiking student at each T (one simulation to the largest T per batch),
     and its energy per example relative to the teacher's on the main dev split (``energy_ratio``).
     ``predictions``, when given, receives split -> T -> the predicted label (or value) of each example,
@@ -243,9 +280,16 @@ def score_vs_time_steps(student, task: TaskData, splits: Mapping[str, EncodedSpl
     return list(rows.values())
 
 
-def diagnose(student, task: TaskData, split: EncodedSplit, time_steps: Sequence[int] = DEFAULT_TIME_STEPS,
-             batch_size: int = 32, max_batches: int | None = None, device: torch.device | str = "cpu",
-             teacher_score: float | None = None) -> Diagnostics:
+def diagnose(
+    student,
+    task: TaskData,
+    split: EncodedSplit,
+    time_steps: Sequence[int] = DEFAULT_TIME_STEPS,
+    batch_size: int = 32,
+    max_batches: int | None = None,
+    device: torch.device | str = "cpu",
+    teacher_score: float | None = None,
+) -> Diagnostics:
     """Convergence, accuracy-vs-T and energy of ``student`` on ``split`` (see the module docstring)."""
     time_steps = check_time_steps(time_steps)
     device = torch.device(device)
@@ -260,13 +304,20 @@ def diagnose(student, task: TaskData, split: EncodedSplit, time_steps: Sequence[
         firing = [float(s.spikes[name][k] / (elements * t)) for k, t in enumerate(time_steps)]
         silent = [float(v / elements) for v in s.silent[name]]
         saturated = [float(v / elements) for v in s.saturated[name]]
-        populations.append(PopulationDiagnostics(
-            name=name, rate_error=[float(e / elements) for e in s.error_sum[name]],
-            firing_rate=firing[-1], silent_frac=silent[-1], saturated_frac=saturated[-1],
-            firing_vs_T=firing, silent_vs_T=silent, saturated_vs_T=saturated,
-            mismatch_vs_T=[float(v / elements) for v in s.mismatch[name]],
-            lag_vs_T=[float(v / elements) for v in s.lag[name]],
-        ))
+        populations.append(
+            PopulationDiagnostics(
+                name=name,
+                rate_error=[float(e / elements) for e in s.error_sum[name]],
+                firing_rate=firing[-1],
+                silent_frac=silent[-1],
+                saturated_frac=saturated[-1],
+                firing_vs_T=firing,
+                silent_vs_T=silent,
+                saturated_vs_T=saturated,
+                mismatch_vs_T=[float(v / elements) for v in s.mismatch[name]],
+                lag_vs_T=[float(v / elements) for v in s.lag[name]],
+            )
+        )
     mean_rate_error = [float(np.mean([p.rate_error[k] for p in populations])) for k in range(len(time_steps))]
     scores = [_subset_metrics(task, split, s.logits[t])[task.metric] for t in time_steps]
 
@@ -275,8 +326,13 @@ def diagnose(student, task: TaskData, split: EncodedSplit, time_steps: Sequence[
     energy_vs_T = _energy_vs_time_steps(model, s, time_steps)
     at = cfg.time_steps if cfg.time_steps in time_steps else time_steps[-1]
     energy = dict(energy_vs_T[time_steps.index(at)])
-    energy.update(ann_macs=ann_pj / MAC_PJ, accumulate_pj=ACCUMULATE_PJ, mac_pj=MAC_PJ,
-                  teacher_layers=model.teacher_layers, note="per example; ratio = snn_pj / ann_pj")
+    energy.update(
+        ann_macs=ann_pj / MAC_PJ,
+        accumulate_pj=ACCUMULATE_PJ,
+        mac_pj=MAC_PJ,
+        teacher_layers=model.teacher_layers,
+        note="per example; ratio = snn_pj / ann_pj",
+    )
     return Diagnostics(
         time_steps=time_steps,
         metric=task.metric,
@@ -286,11 +342,13 @@ def diagnose(student, task: TaskData, split: EncodedSplit, time_steps: Sequence[
         populations=populations,
         energy=energy,
         energy_vs_T=energy_vs_T,
-        firing_vs_T=[float(sum(v[k] for v in s.spikes.values()) / (sum(s.element_count.values()) * t))
-                     for k, t in enumerate(time_steps)],
+        firing_vs_T=[
+            float(sum(v[k] for v in s.spikes.values()) / (sum(s.element_count.values()) * t)) for k, t in enumerate(time_steps)
+        ],
         quantized_score_vs_T=[_subset_metrics(task, split, s.quantized_logits[t])[task.metric] for t in time_steps],
-        mismatch_vs_T=[float(sum(v[k] for v in s.mismatch.values()) / sum(s.element_count.values()))
-                       for k in range(len(time_steps))],
+        mismatch_vs_T=[
+            float(sum(v[k] for v in s.mismatch.values()) / sum(s.element_count.values())) for k in range(len(time_steps))
+        ],
         lag_vs_T=[float(sum(v[k] for v in s.lag.values()) / sum(s.element_count.values())) for k in range(len(time_steps))],
         residual=float(np.mean(s.residual)) if s.residual else 0.0,
         residual_vs_T=[float(r / examples) for r in s.residual_sum],

@@ -45,8 +45,9 @@ class Hardware:
     a YAML file of the same fields (``--hardware``)."""
 
     name: str = "horowitz45"
-    add_pj: Mapping[str, float] = field(default_factory=lambda: {"int8": 0.03, "int16": 0.05, "int32": 0.1,
-                                                                  "fp16": 0.4, "fp32": ACCUMULATE_PJ})
+    add_pj: Mapping[str, float] = field(
+        default_factory=lambda: {"int8": 0.03, "int16": 0.05, "int32": 0.1, "fp16": 0.4, "fp32": ACCUMULATE_PJ}
+    )
     mac_pj: Mapping[str, float] = field(default_factory=lambda: {"int8": 0.23, "int32": 3.2, "fp16": 1.5, "fp32": MAC_PJ})
     memory_kb: float = 32.0
     memory_pj_per_64_bits: Mapping[float, float] = field(default_factory=lambda: {8.0: 10.0, 32.0: 20.0, 1024.0: 100.0})
@@ -54,8 +55,10 @@ class Hardware:
 
     def __post_init__(self) -> None:
         if self.memory_kb not in self.memory_pj_per_64_bits:
-            raise ValueError(f"hardware {self.name!r}: memory_kb={self.memory_kb} has no read energy; "
-                             f"choose one of {sorted(self.memory_pj_per_64_bits)}")
+            raise ValueError(
+                f"hardware {self.name!r}: memory_kb={self.memory_kb} has no read energy; "
+                f"choose one of {sorted(self.memory_pj_per_64_bits)}"
+            )
 
     @property
     def bit_pj(self) -> float:
@@ -124,8 +127,11 @@ def _format_bits(fmt: str) -> int:
 
 def _special_ops(heads: int, hidden: int, intermediate: int, length: float) -> float:
     """Per block and pass: score scaling and softmax, two LayerNorms, GELU (counted as multiply-accumulates)."""
-    return (heads * length * length * (SCALE_OPS_PER_SCORE + SOFTMAX_OPS_PER_SCORE)
-            + 2 * length * hidden * LAYERNORM_OPS_PER_ELEMENT + length * intermediate * GELU_OPS_PER_ELEMENT)
+    return (
+        heads * length * length * (SCALE_OPS_PER_SCORE + SOFTMAX_OPS_PER_SCORE)
+        + 2 * length * hidden * LAYERNORM_OPS_PER_ELEMENT
+        + length * intermediate * GELU_OPS_PER_ELEMENT
+    )
 
 
 def block_weights(hidden: int, intermediate: int) -> int:
@@ -137,8 +143,15 @@ def _mean(lengths: Sequence[float], f) -> float:
     return sum(f(float(n)) for n in lengths) / max(len(lengths), 1)
 
 
-def dense_inventory(shape: StudentEnergy, layers: int, lengths: Sequence[float], weight_bits: float = 32,
-                    activation_bits: int = 32, mac_fmt: str = "fp32", matmul_adds: float | None = None) -> list[Op]:
+def dense_inventory(
+    shape: StudentEnergy,
+    layers: int,
+    lengths: Sequence[float],
+    weight_bits: float = 32,
+    activation_bits: int = 32,
+    mac_fmt: str = "fp32",
+    matmul_adds: float | None = None,
+) -> list[Op]:
     """A dense BERT of ``shape``'s width and ``layers`` blocks (+ pooler and classifier), per example,
     averaged over examples of ``lengths`` tokens, batch 1. Arithmetic: the projections and Q K^T, P V as
     multiply-accumulates in ``mac_fmt`` (or, for a quantized network whose activations take few levels,
@@ -149,25 +162,43 @@ def dense_inventory(shape: StudentEnergy, layers: int, lengths: Sequence[float],
     H, I, h = shape.hidden, shape.intermediate, shape.heads
     matmul = _mean(lengths, lambda L: layers * (L * block_weights(H, I) + 2 * L * L * H))
     network = dataclasses.replace(shape, layers=layers)
-    extras = [Op("embedding projection, position bias", "mac", _mean(lengths, lambda L: network.family_macs(L, 1)))] \
-        if shape.embedding_size or shape.relative_bias else []
-    ops = [Op("matmuls", "mac", matmul, mac_fmt) if matmul_adds is None
-           else Op("matmuls", "add", matmul * matmul_adds, mac_fmt),
-           Op("softmax, LayerNorm, GELU", "mac", _mean(lengths, lambda L: layers * _special_ops(h, H, I, L))),
-           Op("embeddings and head", "mac",
-              _mean(lengths, lambda L: L * H * LAYERNORM_OPS_PER_ELEMENT) + H * H + H * shape.labels),
-           Op("weights read", "memory", (layers * block_weights(H, I) + H * H + H * shape.labels) * weight_bits,
-              convention="compute_memory"),
-           Op("activations moved", "memory",
-              _mean(lengths, lambda L: 2 * activation_bits * layers * (8 * L * H + 2 * L * I + 2 * h * L * L)),
-              convention="compute_memory"),
-           Op("embedding rows read", "memory", _mean(lengths, lambda L: 3 * L * H * 32), convention="compute_memory")]
+    extras = (
+        [Op("embedding projection, position bias", "mac", _mean(lengths, lambda L: network.family_macs(L, 1)))]
+        if shape.embedding_size or shape.relative_bias
+        else []
+    )
+    ops = [
+        Op("matmuls", "mac", matmul, mac_fmt) if matmul_adds is None else Op("matmuls", "add", matmul * matmul_adds, mac_fmt),
+        Op("softmax, LayerNorm, GELU", "mac", _mean(lengths, lambda L: layers * _special_ops(h, H, I, L))),
+        Op("embeddings and head", "mac", _mean(lengths, lambda L: L * H * LAYERNORM_OPS_PER_ELEMENT) + H * H + H * shape.labels),
+        Op(
+            "weights read",
+            "memory",
+            (layers * block_weights(H, I) + H * H + H * shape.labels) * weight_bits,
+            convention="compute_memory",
+        ),
+        Op(
+            "activations moved",
+            "memory",
+            _mean(lengths, lambda L: 2 * activation_bits * layers * (8 * L * H + 2 * L * I + 2 * h * L * L)),
+            convention="compute_memory",
+        ),
+        Op("embedding rows read", "memory", _mean(lengths, lambda L: 3 * L * H * 32), convention="compute_memory"),
+    ]
     return extras + ops
 
 
-def spiking_inventory(shape: StudentEnergy, lengths: Sequence[float], time_steps: int, spikes: Mapping[str, float],
-                      accumulates: Mapping[str, float], neurons: Mapping[str, float], spike_bits: Mapping[str, int],
-                      weight_bits: float = 32, access: str = "per_spike") -> list[Op]:
+def spiking_inventory(
+    shape: StudentEnergy,
+    lengths: Sequence[float],
+    time_steps: int,
+    spikes: Mapping[str, float],
+    accumulates: Mapping[str, float],
+    neurons: Mapping[str, float],
+    spike_bits: Mapping[str, int],
+    weight_bits: float = 32,
+    access: str = "per_spike",
+) -> list[Op]:
     """The spiking student at T = ``time_steps``, per example, from what it fired on examples of ``lengths``
     tokens: per population the totals over those examples of ``spikes`` (unit spikes), ``accumulates``
     (spikes x fan-out) and ``neurons`` (tokens x width), and ``spike_bits`` (per neuron and step: 1
@@ -187,23 +218,37 @@ def spiking_inventory(shape: StudentEnergy, lengths: Sequence[float], time_steps
     cells = sum(neurons.values()) / examples
     weights_read, operands_read, head_read = _synaptic_traffic(shape, lengths, per, weight_bits, access)
     ops = [Op(f"{name} accumulates", "add", count, state, per_spike=True) for name, count in per.items()]
-    ops += [Op("multiply-accumulates that remain", "mac", _mean(lengths, lambda L: student_macs(H, I, h, M, shape.labels, L, T)
-                                                                 + shape.family_macs(L, T))),
-            Op("membrane add and compare", "add", 2 * T * cells, state, "compute_memory"),
-            Op("membrane subtract per spike", "add", sum(spikes.values()) / examples, state, "compute_memory", per_spike=True),
-            Op("spikes written and read", "memory", 2 * T * sum(neurons[n] * spike_bits[n] for n in neurons) / examples,
-               convention="compute_memory"),
-            Op("membrane state read and written", "memory", 2 * T * cells * _format_bits(state), convention="compute_memory"),
-            weights_read, operands_read,
-            Op("dense parts' values moved", "memory",
-               _mean(lengths, lambda L: 2 * 32 * T * M * (2 * h * L * L + 2 * L * H + L * I + L * (3 * H + I))),
-               convention="compute_memory"),
-            head_read]
+    ops += [
+        Op(
+            "multiply-accumulates that remain",
+            "mac",
+            _mean(lengths, lambda L: student_macs(H, I, h, M, shape.labels, L, T) + shape.family_macs(L, T)),
+        ),
+        Op("membrane add and compare", "add", 2 * T * cells, state, "compute_memory"),
+        Op("membrane subtract per spike", "add", sum(spikes.values()) / examples, state, "compute_memory", per_spike=True),
+        Op(
+            "spikes written and read",
+            "memory",
+            2 * T * sum(neurons[n] * spike_bits[n] for n in neurons) / examples,
+            convention="compute_memory",
+        ),
+        Op("membrane state read and written", "memory", 2 * T * cells * _format_bits(state), convention="compute_memory"),
+        weights_read,
+        operands_read,
+        Op(
+            "dense parts' values moved",
+            "memory",
+            _mean(lengths, lambda L: 2 * 32 * T * M * (2 * h * L * L + 2 * L * H + L * I + L * (3 * H + I))),
+            convention="compute_memory",
+        ),
+        head_read,
+    ]
     return ops
 
 
-def _synaptic_traffic(shape: StudentEnergy, lengths: Sequence[float], accumulates: Mapping[str, float],
-                      weight_bits: float, access: str) -> list[Op]:
+def _synaptic_traffic(
+    shape: StudentEnergy, lengths: Sequence[float], accumulates: Mapping[str, float], weight_bits: float, access: str
+) -> list[Op]:
     """What a spiking network reads per example (``compute_memory``), from its accumulates per population:
     the synaptic weights at every spike's target (``per_spike``) or once (``weight_stationary``); the
     key and value spikes' operands (queries, probabilities) per event at 32 bits under both; the head's
@@ -212,16 +257,29 @@ def _synaptic_traffic(shape: StudentEnergy, lengths: Sequence[float], accumulate
     static = sum(v for n, v in accumulates.items() if not n.endswith((".key", ".value")))
     dynamic = sum(v for n, v in accumulates.items() if n.endswith((".key", ".value")))
     weights = static if access == "per_spike" else shape.layers * block_weights(H, shape.intermediate)
-    return [Op("synaptic weights read", "memory", weights * weight_bits, convention="compute_memory",
-               per_spike=access == "per_spike"),
-            Op("key/value operands read", "memory", dynamic * 32, convention="compute_memory", per_spike=True),
-            Op("head weights read, embedding rows", "memory",
-               (H * H + H * shape.labels) * 32 + _mean(lengths, lambda L: 3 * L * H * 32), convention="compute_memory")]
+    return [
+        Op(
+            "synaptic weights read", "memory", weights * weight_bits, convention="compute_memory", per_spike=access == "per_spike"
+        ),
+        Op("key/value operands read", "memory", dynamic * 32, convention="compute_memory", per_spike=True),
+        Op(
+            "head weights read, embedding rows",
+            "memory",
+            (H * H + H * shape.labels) * 32 + _mean(lengths, lambda L: 3 * L * H * 32),
+            convention="compute_memory",
+        ),
+    ]
 
 
-def spikelm_inventory(shape: StudentEnergy, lengths: Sequence[float], time_steps: int, spikes: Mapping[str, float],
-                      accumulates: Mapping[str, float], neuron_steps: Mapping[str, float],
-                      access: str = "per_spike") -> list[Op]:
+def spikelm_inventory(
+    shape: StudentEnergy,
+    lengths: Sequence[float],
+    time_steps: int,
+    spikes: Mapping[str, float],
+    accumulates: Mapping[str, float],
+    neuron_steps: Mapping[str, float],
+    access: str = "per_spike",
+) -> list[Op]:
     """The SpikeLM baseline at its T, per example, from what its spiking modules fired on examples of
     ``lengths`` tokens (totals over them: ``spikes``, ``accumulates``, ``neuron_steps``). Arithmetic
     (``compute``): the accumulates at FP32 and the multiply-accumulates that remain, its multiplicative
@@ -237,20 +295,31 @@ def spikelm_inventory(shape: StudentEnergy, lengths: Sequence[float], time_steps
     cells = sum(neuron_steps.values()) / examples  # neurons x steps
     weights_read, operands_read, head_read = _synaptic_traffic(shape, lengths, per, 32, access)
     ops = [Op(f"{name} accumulates", "add", count, "fp32", per_spike=True) for name, count in per.items()]
-    ops += [Op("multiply-accumulates that remain", "mac", _mean(lengths, lambda L: spikelm_macs(H, I, h, M, shape.labels, L, T)
-                                                                 + shape.family_macs(L, T))),
-            Op("spike decision (compare)", "add", cells, "fp32", "compute_memory"),
-            Op("spikes written and read", "memory", 2 * 2 * cells, convention="compute_memory"),
-            Op("membrane state read and written", "memory", 2 * 32 * cells, convention="compute_memory"),
-            weights_read, operands_read,
-            Op("dense parts' values moved", "memory",
-               _mean(lengths, lambda L: 2 * 32 * T * M * (2 * h * L * L + 2 * L * H + L * I)), convention="compute_memory"),
-            head_read]
+    ops += [
+        Op(
+            "multiply-accumulates that remain",
+            "mac",
+            _mean(lengths, lambda L: spikelm_macs(H, I, h, M, shape.labels, L, T) + shape.family_macs(L, T)),
+        ),
+        Op("spike decision (compare)", "add", cells, "fp32", "compute_memory"),
+        Op("spikes written and read", "memory", 2 * 2 * cells, convention="compute_memory"),
+        Op("membrane state read and written", "memory", 2 * 32 * cells, convention="compute_memory"),
+        weights_read,
+        operands_read,
+        Op(
+            "dense parts' values moved",
+            "memory",
+            _mean(lengths, lambda L: 2 * 32 * T * M * (2 * h * L * L + 2 * L * H + L * I)),
+            convention="compute_memory",
+        ),
+        head_read,
+    ]
     return ops
 
 
-def break_even_firing_rate(ops: Sequence[Op], firing_rate: float, baseline_pj: float, hardware: Hardware,
-                           convention: str) -> float | None:
+def break_even_firing_rate(
+    ops: Sequence[Op], firing_rate: float, baseline_pj: float, hardware: Hardware, convention: str
+) -> float | None:
     """The average firing rate (spikes per neuron and step) at which the student's energy equals
     ``baseline_pj``, its spikes scaled at their measured distribution over populations:
     E(r) = E_fixed + (r / r_measured) E_spikes, so r* = r_measured (E_baseline - E_fixed) / E_spikes.

@@ -60,8 +60,9 @@ def qnn_activation_bits(time_steps: int, signed: bool) -> int:
     return spike_bits(time_steps, signed)
 
 
-def baseline_inventories(shape: StudentEnergy, lengths: Sequence[float], time_steps: int, weight_bits: float,
-                         signed: bool) -> dict[str, list[Op]]:
+def baseline_inventories(
+    shape: StudentEnergy, lengths: Sequence[float], time_steps: int, weight_bits: float, signed: bool
+) -> dict[str, list[Op]]:
     """The baselines of the module docstring, per example over ``lengths``."""
     bits = qnn_activation_bits(time_steps, signed)
     return {
@@ -74,9 +75,16 @@ def baseline_inventories(shape: StudentEnergy, lengths: Sequence[float], time_st
     }
 
 
-def energy_report(student, task: TaskData, split: EncodedSplit, time_steps: Sequence[int] | None, batch_size: int,
-                  device: torch.device | str = "cpu", hardware: Hardware | None = None,
-                  access: str = "per_spike") -> dict[str, Any]:
+def energy_report(
+    student,
+    task: TaskData,
+    split: EncodedSplit,
+    time_steps: Sequence[int] | None,
+    batch_size: int,
+    device: torch.device | str = "cpu",
+    hardware: Hardware | None = None,
+    access: str = "per_spike",
+) -> dict[str, Any]:
     """The energy of ``student`` per example of ``split`` at each T: its inventory, its energy and each
     baseline's under both conventions (pJ), the ratios, and the break-even firing rates; also its score
     at each T (from the same simulation). An eqspike spiking student runs at every T of ``time_steps``
@@ -89,18 +97,23 @@ def energy_report(student, task: TaskData, split: EncodedSplit, time_steps: Sequ
     cfg = student.config
     shape = StudentEnergy.of(cfg)
     if hasattr(student, "population_names"):
-        measured = _eqspike_inventories(student, task, split, check_time_steps(time_steps or [cfg.time_steps]),
-                                        batch_size, device, shape, access)
+        measured = _eqspike_inventories(
+            student, task, split, check_time_steps(time_steps or [cfg.time_steps]), batch_size, device, shape, access
+        )
         signed, membrane = cfg.signed, state_format(cfg.weight_bits)
         spikes_bits = {n: spike_bits(cfg.levels(n), signed) for n in student.population_names(cfg.num_hidden_layers)}
     elif hasattr(student, "spiking_modules"):
         if time_steps and list(time_steps) != [cfg.time_steps]:
-            raise ValueError(f"a SpikeLM student runs only at the T it was trained for ({cfg.time_steps}), not at {list(time_steps)}")
+            raise ValueError(
+                f"a SpikeLM student runs only at the T it was trained for ({cfg.time_steps}), not at {list(time_steps)}"
+            )
         measured = [_spikelm_inventory(student, task, split, batch_size, device, shape, access)]
         signed, spikes_bits, membrane = True, 2, "fp32"  # ternary spikes, an FP32 membrane
     else:
-        raise ValueError(f"a {cfg.model_type!r} student has no spikes to count; its energy is the dense_student rows "
-                         f"of a spiking student's report")
+        raise ValueError(
+            f"a {cfg.model_type!r} student has no spikes to count; its energy is the dense_student rows "
+            f"of a spiking student's report"
+        )
     rows = []
     for t, score, firing, lengths, ops in measured:
         baselines = baseline_inventories(shape, lengths, t, cfg.weight_bits, signed)
@@ -112,34 +125,79 @@ def energy_report(student, task: TaskData, split: EncodedSplit, time_steps: Sequ
                 "student_uj": mine / 1e6,
                 "baselines_uj": {name: pj / 1e6 for name, pj in theirs.items()},
                 "ratio": {name: mine / pj for name, pj in theirs.items()},
-                "break_even_firing_rate": {name: break_even_firing_rate(ops, firing, pj, hardware, convention)
-                                           for name, pj in theirs.items()},
+                "break_even_firing_rate": {
+                    name: break_even_firing_rate(ops, firing, pj, hardware, convention) for name, pj in theirs.items()
+                },
             }
-        rows.append({
-            "time_steps": t, "score": score, "firing_rate": firing, "qnn_activation_bits": qnn_activation_bits(t, signed),
-            "conventions": conventions,
-            "inventory": [{"part": op.part, "kind": op.kind, "format": None if op.kind == "memory" else op.fmt,
-                           "count": op.count, "convention": op.convention, "per_spike": op.per_spike,
-                           "uj": op.pj(hardware) / 1e6} for op in ops],
-            "baseline_inventories": {name: [{"part": op.part, "kind": op.kind, "format": op.fmt, "count": op.count,
-                                             "convention": op.convention, "uj": op.pj(hardware) / 1e6} for op in b]
-                                     for name, b in baselines.items()},
-        })
+        rows.append(
+            {
+                "time_steps": t,
+                "score": score,
+                "firing_rate": firing,
+                "qnn_activation_bits": qnn_activation_bits(t, signed),
+                "conventions": conventions,
+                "inventory": [
+                    {
+                        "part": op.part,
+                        "kind": op.kind,
+                        "format": None if op.kind == "memory" else op.fmt,
+                        "count": op.count,
+                        "convention": op.convention,
+                        "per_spike": op.per_spike,
+                        "uj": op.pj(hardware) / 1e6,
+                    }
+                    for op in ops
+                ],
+                "baseline_inventories": {
+                    name: [
+                        {
+                            "part": op.part,
+                            "kind": op.kind,
+                            "format": op.fmt,
+                            "count": op.count,
+                            "convention": op.convention,
+                            "uj": op.pj(hardware) / 1e6,
+                        }
+                        for op in b
+                    ]
+                    for name, b in baselines.items()
+                },
+            }
+        )
     lengths = measured[0][3]
     return {
-        "metric": task.metric, "examples": len(lengths), "mean_length": sum(lengths) / max(len(lengths), 1),
-        "student": {"model_type": cfg.model_type, "layers": shape.layers, "hidden": shape.hidden,
-                    "intermediate": shape.intermediate, "heads": shape.heads, "teacher_layers": shape.teacher_layers,
-                    "teacher_hidden": shape.teacher.hidden,
-                    "weight_bits": cfg.weight_bits, "membrane": membrane, "signed": signed, "spike_bits": spikes_bits,
-                    "trained_for": cfg.time_steps},
-        "hardware": {"name": hardware.name, "add_pj": dict(hardware.add_pj), "mac_pj": dict(hardware.mac_pj),
-                     "memory_kb": hardware.memory_kb, "pj_per_bit": hardware.bit_pj, "source": hardware.source},
+        "metric": task.metric,
+        "examples": len(lengths),
+        "mean_length": sum(lengths) / max(len(lengths), 1),
+        "student": {
+            "model_type": cfg.model_type,
+            "layers": shape.layers,
+            "hidden": shape.hidden,
+            "intermediate": shape.intermediate,
+            "heads": shape.heads,
+            "teacher_layers": shape.teacher_layers,
+            "teacher_hidden": shape.teacher.hidden,
+            "weight_bits": cfg.weight_bits,
+            "membrane": membrane,
+            "signed": signed,
+            "spike_bits": spikes_bits,
+            "trained_for": cfg.time_steps,
+        },
+        "hardware": {
+            "name": hardware.name,
+            "add_pj": dict(hardware.add_pj),
+            "mac_pj": dict(hardware.mac_pj),
+            "memory_kb": hardware.memory_kb,
+            "pj_per_bit": hardware.bit_pj,
+            "source": hardware.source,
+        },
         "access": access,
-        "conventions": {"compute": "arithmetic only: synaptic accumulates and the multiply-accumulates that remain "
-                                   "(SpikingBERT's, SpikeLM's, Sorbet's convention)",
-                        "compute_memory": "also the membrane arithmetic and the memory traffic (weights, spikes or "
-                                          "activations, membrane state), priced per bit"},
+        "conventions": {
+            "compute": "arithmetic only: synaptic accumulates and the multiply-accumulates that remain "
+            "(SpikingBERT's, SpikeLM's, Sorbet's convention)",
+            "compute_memory": "also the membrane arithmetic and the memory traffic (weights, spikes or "
+            "activations, membrane state), priced per bit",
+        },
         "rows": rows,
     }
 
@@ -166,14 +224,16 @@ def _spikelm_inventory(student, task, split, batch_size, device, shape, access) 
     """(T, score, firing rate, lengths, inventory) of a SpikeLM student at its own T: its spiking modules
     count over the whole evaluation (``count_spikes``), as ``compare`` scores it."""
     student.count_spikes(True)
-    score = evaluate(lambda b: student(**b).logits, task, {task.main_split: split}, batch_size, device,
-                     f"energy T={student.config.time_steps}")[task.metric]
+    score = evaluate(
+        lambda b: student(**b).logits, task, {task.main_split: split}, batch_size, device, f"energy T={student.config.time_steps}"
+    )[task.metric]
     stats = student.spike_statistics_by_module()
     student.count_spikes(False)
     get = lambda key: {n: s[key] for n, s in stats.items()}  # noqa: E731
     lengths = [float(len(ids)) for ids in split.input_ids]
-    ops = spikelm_inventory(shape, lengths, student.config.time_steps, get("spikes"), get("accumulates"),
-                            get("neuron_steps"), access)
+    ops = spikelm_inventory(
+        shape, lengths, student.config.time_steps, get("spikes"), get("accumulates"), get("neuron_steps"), access
+    )
     firing = sum(get("spikes").values()) / max(sum(get("neuron_steps").values()), 1.0)
     return student.config.time_steps, score, firing, lengths, ops
 
@@ -183,48 +243,84 @@ def metrics_energy(report: dict[str, Any], time_steps: int) -> dict[str, Any]:
     same ratio under compute_memory, and the ratios to the INT8 depth-matched dense student."""
     row = next(r for r in report["rows"] if r["time_steps"] == time_steps)
     c, m = row["conventions"]["compute"], row["conventions"]["compute_memory"]
-    return {"student_energy_ratio_convention": "compute (arithmetic only), against the FP32 teacher",
-            "student_energy_ratio_compute_memory": m["ratio"]["teacher_fp32"],
-            "student_energy_ratio_dense_student_int8": {"compute": c["ratio"]["dense_student_int8"],
-                                                        "compute_memory": m["ratio"]["dense_student_int8"]},
-            "student_energy_uj": {"compute": c["student_uj"], "compute_memory": m["student_uj"]}}
+    return {
+        "student_energy_ratio_convention": "compute (arithmetic only), against the FP32 teacher",
+        "student_energy_ratio_compute_memory": m["ratio"]["teacher_fp32"],
+        "student_energy_ratio_dense_student_int8": {
+            "compute": c["ratio"]["dense_student_int8"],
+            "compute_memory": m["ratio"]["dense_student_int8"],
+        },
+        "student_energy_uj": {"compute": c["student_uj"], "compute_memory": m["student_uj"]},
+    }
 
 
 def format_report(report: dict[str, Any]) -> str:
     """report.md: per T and convention, the student's energy and each baseline's, the ratio and the
     break-even firing rate; then the student's inventory at its own T."""
     s = report["student"]
-    lines = [f"# Energy per example ({report['examples']} dev examples, {report['mean_length']:.1f} tokens on average)", "",
-             f"Student: {s['layers']} x {s['hidden']} (teacher: {s['teacher_layers']} layers), {s['weight_bits']}-bit "
-             f"weights, {s['membrane']} membrane, trained for T = {s['trained_for']}. Hardware: {report['hardware']['name']} "
-             f"({report['hardware']['source']}); memory {report['hardware']['memory_kb']:g} KB banks, "
-             f"{report['hardware']['pj_per_bit']:.4f} pJ per bit; synaptic weights read {report['access'].replace('_', ' ')}.", ""]
+    lines = [
+        f"# Energy per example ({report['examples']} dev examples, {report['mean_length']:.1f} tokens on average)",
+        "",
+        f"Student: {s['layers']} x {s['hidden']} (teacher: {s['teacher_layers']} layers), {s['weight_bits']}-bit "
+        f"weights, {s['membrane']} membrane, trained for T = {s['trained_for']}. Hardware: {report['hardware']['name']} "
+        f"({report['hardware']['source']}); memory {report['hardware']['memory_kb']:g} KB banks, "
+        f"{report['hardware']['pj_per_bit']:.4f} pJ per bit; synaptic weights read {report['access'].replace('_', ' ')}.",
+        "",
+    ]
     for convention, meaning in report["conventions"].items():
-        lines += [f"## `{convention}`: {meaning}", "",
-                  "| T | " + report["metric"] + " | firing rate | student (uJ) | " + " | ".join(
-                      f"/ {b}" for b in BASELINES) + " |", "|---:|---:|---:|---:|" + "---:|" * len(BASELINES)]
+        lines += [
+            f"## `{convention}`: {meaning}",
+            "",
+            "| T | " + report["metric"] + " | firing rate | student (uJ) | " + " | ".join(f"/ {b}" for b in BASELINES) + " |",
+            "|---:|---:|---:|---:|" + "---:|" * len(BASELINES),
+        ]
         for row in report["rows"]:
             c = row["conventions"][convention]
-            lines.append(f"| {row['time_steps']} | {row['score']:.4f} | {row['firing_rate']:.4f} | {c['student_uj']:.2f} | "
-                         + " | ".join(f"{c['ratio'][b]:.3f}" for b in BASELINES) + " |")
-        lines += ["", "Baselines (uJ): " + ", ".join(
-            f"{b} {report['rows'][0]['conventions'][convention]['baselines_uj'][b]:.2f}" for b in BASELINES if b != "qnn")
-            + "; qnn " + ", ".join(f"{r['conventions'][convention]['baselines_uj']['qnn']:.2f} at T = {r['time_steps']} "
-                                   f"({r['qnn_activation_bits']}-bit)" for r in report["rows"]) + ".", "",
+            lines.append(
+                f"| {row['time_steps']} | {row['score']:.4f} | {row['firing_rate']:.4f} | {c['student_uj']:.2f} | "
+                + " | ".join(f"{c['ratio'][b]:.3f}" for b in BASELINES)
+                + " |"
+            )
+        lines += [
+            "",
+            "Baselines (uJ): "
+            + ", ".join(
+                f"{b} {report['rows'][0]['conventions'][convention]['baselines_uj'][b]:.2f}" for b in BASELINES if b != "qnn"
+            )
+            + "; qnn "
+            + ", ".join(
+                f"{r['conventions'][convention]['baselines_uj']['qnn']:.2f} at T = {r['time_steps']} "
+                f"({r['qnn_activation_bits']}-bit)"
+                for r in report["rows"]
+            )
+            + ".",
+            "",
             "Break-even firing rate (the student's spikes per neuron and step at which it would cost what the "
-            "baseline costs; 'never': it costs more even silent):", "",
-            "| T | firing rate | " + " | ".join(BASELINES) + " |", "|---:|---:|" + "---:|" * len(BASELINES)]
+            "baseline costs; 'never': it costs more even silent):",
+            "",
+            "| T | firing rate | " + " | ".join(BASELINES) + " |",
+            "|---:|---:|" + "---:|" * len(BASELINES),
+        ]
         for row in report["rows"]:
             rates = row["conventions"][convention]["break_even_firing_rate"]
-            lines.append(f"| {row['time_steps']} | {row['firing_rate']:.4f} | " + " | ".join(
-                "never" if rates[b] is None else f"{rates[b]:.4f}" for b in BASELINES) + " |")
+            lines.append(
+                f"| {row['time_steps']} | {row['firing_rate']:.4f} | "
+                + " | ".join("never" if rates[b] is None else f"{rates[b]:.4f}" for b in BASELINES)
+                + " |"
+            )
         lines.append("")
     at = next((r for r in report["rows"] if r["time_steps"] == s["trained_for"]), report["rows"][-1])
-    lines += [f"## Inventory at T = {at['time_steps']}", "", "| part | kind | format | count | uJ | counted in |",
-              "|---|---|---|---:|---:|---|"]
+    lines += [
+        f"## Inventory at T = {at['time_steps']}",
+        "",
+        "| part | kind | format | count | uJ | counted in |",
+        "|---|---|---|---:|---:|---|",
+    ]
     for op in at["inventory"]:
-        lines.append(f"| {op['part']} | {op['kind']} | {op['format'] or 'bits'} | {op['count']:.4g} | {op['uj']:.3f} | "
-                     f"{'both' if op['convention'] == 'compute' else 'compute_memory'} |")
+        lines.append(
+            f"| {op['part']} | {op['kind']} | {op['format'] or 'bits'} | {op['count']:.4g} | {op['uj']:.3f} | "
+            f"{'both' if op['convention'] == 'compute' else 'compute_memory'} |"
+        )
     return "\n".join(lines) + "\n"
 
 

@@ -1,5 +1,4 @@
-"""The diagnostics as a table on the terminal, PNG plots and a JSON file.
-"""
+"""The diagnostics as a table on the terminal, PNG plots and a JSON file."""
 
 from __future__ import annotations
 
@@ -16,8 +15,15 @@ from eqspike.analysis.diagnostics import Diagnostics
 def population_kind(name: str) -> str:
     """What feeds the population: the operation in front of its neurons."""
     part = name.split(".")[-1]
-    return {"embeddings": "embedding (LayerNorm)", "key": "affine", "value": "affine", "context": "softmax attention",
-            "attention_output": "LayerNorm", "intermediate": "GELU", "output": "LayerNorm"}[part]
+    return {
+        "embeddings": "embedding (LayerNorm)",
+        "key": "affine",
+        "value": "affine",
+        "context": "softmax attention",
+        "attention_output": "LayerNorm",
+        "intermediate": "GELU",
+        "output": "LayerNorm",
+    }[part]
 
 
 def format_table(d: Diagnostics) -> str:
@@ -28,32 +34,51 @@ def format_table(d: Diagnostics) -> str:
     head += f"{'firing':>8}{'silent':>8}{'satur.':>8}"
     lines = [head, "-" * len(head)]
     for p in d.populations:
-        lines.append(f"{p.name:<{width}}  {population_kind(p.name):<21}" + "".join(f"{p.rate_error[k]:>11.4f}" for k in cols)
-                     + f"{p.firing_rate:>8.3f}{p.silent_frac:>8.3f}{p.saturated_frac:>8.3f}")
+        lines.append(
+            f"{p.name:<{width}}  {population_kind(p.name):<21}"
+            + "".join(f"{p.rate_error[k]:>11.4f}" for k in cols)
+            + f"{p.firing_rate:>8.3f}{p.silent_frac:>8.3f}{p.saturated_frac:>8.3f}"
+        )
     lines.append(f"{'mean':<{width}}  {'':<21}" + "".join(f"{d.mean_rate_error[k]:>11.4f}" for k in cols))
     lines.append("")
     small = [t for t in d.time_steps if t <= 8][-3:] or d.time_steps[:1]
     head = f"{'population':<{width}}" + "".join(f"{f'T={t}: firing silent satur. lag  mismatch':>43}" for t in small)
     lines += [head, "-" * len(head)]
     for p in d.populations:
-        lines.append(f"{p.name:<{width}}" + "".join(
-            f"{'':>5}{p.firing_vs_T[k]:>7.3f}{p.silent_vs_T[k]:>7.3f}{p.saturated_vs_T[k]:>7.3f}{p.lag_vs_T[k]:>6.3f}"
-            f"{p.mismatch_vs_T[k]:>9.3f}    "
-            for k in (d.time_steps.index(t) for t in small)))
-    lines.append("(lag: neurons whose count after T steps is not round(T x) of their own final current, because they "
-                 "could not keep up; mismatch: neurons whose rate differs from the whole T-step quantized map's, a "
-                 "lag upstream included)")
-    lines.append(f"{d.metric} of the T-step quantized map: " + ", ".join(
-        f"T={t} {q:.4f}" for t, q in zip(d.time_steps, d.quantized_score_vs_T)))
+        lines.append(
+            f"{p.name:<{width}}"
+            + "".join(
+                f"{'':>5}{p.firing_vs_T[k]:>7.3f}{p.silent_vs_T[k]:>7.3f}{p.saturated_vs_T[k]:>7.3f}{p.lag_vs_T[k]:>6.3f}"
+                f"{p.mismatch_vs_T[k]:>9.3f}    "
+                for k in (d.time_steps.index(t) for t in small)
+            )
+        )
+    lines.append(
+        "(lag: neurons whose count after T steps is not round(T x) of their own final current, because they "
+        "could not keep up; mismatch: neurons whose rate differs from the whole T-step quantized map's, a "
+        "lag upstream included)"
+    )
+    lines.append(
+        f"{d.metric} of the T-step quantized map: "
+        + ", ".join(f"T={t} {q:.4f}" for t, q in zip(d.time_steps, d.quantized_score_vs_T))
+    )
     lines.append("")
-    lines.append(f"{d.metric} vs T: " + ", ".join(f"T={t} {s:.4f}" for t, s in zip(d.time_steps, d.score_vs_T))
-                 + f" | equilibrium (solve) {d.solve_score:.4f}" + (f" | teacher {d.teacher_score:.4f}" if d.teacher_score is not None else ""))
-    lines.append(f"equilibrium residual {d.residual:.2e}, solver iterations {d.solver_iterations}, spectral radius "
-                 + (f"{d.spectral_radius:.3f}" if d.spectral_radius is not None else "n/a (no feedback)"))
+    lines.append(
+        f"{d.metric} vs T: "
+        + ", ".join(f"T={t} {s:.4f}" for t, s in zip(d.time_steps, d.score_vs_T))
+        + f" | equilibrium (solve) {d.solve_score:.4f}"
+        + (f" | teacher {d.teacher_score:.4f}" if d.teacher_score is not None else "")
+    )
+    lines.append(
+        f"equilibrium residual {d.residual:.2e}, solver iterations {d.solver_iterations}, spectral radius "
+        + (f"{d.spectral_radius:.3f}" if d.spectral_radius is not None else "n/a (no feedback)")
+    )
     e = d.energy
-    lines.append(f"energy per example at T={e['time_steps']}: {e['accumulates']:.3e} AC + {e['macs']:.3e} MAC = "
-                 f"{e['snn_pj'] / 1e6:.2f} uJ; teacher ({e['teacher_layers']} layers) {e['ann_macs']:.3e} MAC = "
-                 f"{e['ann_pj'] / 1e6:.2f} uJ; SNN/ANN = {e['ratio']:.3f}")
+    lines.append(
+        f"energy per example at T={e['time_steps']}: {e['accumulates']:.3e} AC + {e['macs']:.3e} MAC = "
+        f"{e['snn_pj'] / 1e6:.2f} uJ; teacher ({e['teacher_layers']} layers) {e['ann_macs']:.3e} MAC = "
+        f"{e['ann_pj'] / 1e6:.2f} uJ; SNN/ANN = {e['ratio']:.3f}"
+    )
     return "\n".join(lines)
 
 
@@ -67,16 +92,27 @@ def plot(d: Diagnostics, out_dir: str | Path) -> list[Path]:
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = []
-    colours = {"embedding (LayerNorm)": "tab:gray", "affine": "tab:blue", "softmax attention": "tab:purple",
-               "LayerNorm": "tab:green", "GELU": "tab:orange"}
+    colours = {
+        "embedding (LayerNorm)": "tab:gray",
+        "affine": "tab:blue",
+        "softmax attention": "tab:purple",
+        "LayerNorm": "tab:green",
+        "GELU": "tab:orange",
+    }
     T = np.array(d.time_steps, dtype=float)
 
     fig, ax = plt.subplots(figsize=(7, 5))
     seen = set()
     for p in d.populations:
         kind = population_kind(p.name)
-        ax.loglog(T, np.maximum(p.rate_error, 1e-12), color=colours[kind], alpha=0.45, lw=1,
-                  label=None if kind in seen else f"{kind}-fed")
+        ax.loglog(
+            T,
+            np.maximum(p.rate_error, 1e-12),
+            color=colours[kind],
+            alpha=0.45,
+            lw=1,
+            label=None if kind in seen else f"{kind}-fed",
+        )
         seen.add(kind)
     ax.loglog(T, d.mean_rate_error, color="black", lw=2.5, marker="o", label="mean over populations")
     anchor = d.mean_rate_error[-1] * T[-1]  # through the largest T: the asymptote
@@ -126,5 +162,7 @@ def write_report(d: Diagnostics, out_dir: str | Path) -> Path:
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / "diagnostics.json"
-    path.write_text(json.dumps(d.to_dict(), indent=2, default=lambda x: None if isinstance(x, float) and math.isnan(x) else x) + "\n")
+    path.write_text(
+        json.dumps(d.to_dict(), indent=2, default=lambda x: None if isinstance(x, float) and math.isnan(x) else x) + "\n"
+    )
     return path

@@ -31,8 +31,12 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 # The metrics.json keys summarised over seeds, with their labels in the table.
-SUMMARY_KEYS = {"teacher_score": "teacher", "student_score": "student (spiking)", "score_ratio": "student / teacher",
-                "student_energy_ratio": "energy / teacher"}
+SUMMARY_KEYS = {
+    "teacher_score": "teacher",
+    "student_score": "student (spiking)",
+    "score_ratio": "student / teacher",
+    "student_energy_ratio": "energy / teacher",
+}
 
 
 def spread(values: Sequence[float]) -> dict[str, Any]:
@@ -53,15 +57,24 @@ def spread(values: Sequence[float]) -> dict[str, Any]:
     else:
         interval = [float(x) for x in stats.t.interval(0.95, n - 1, loc=mean, scale=std / math.sqrt(n))]
         rerun = [float(x) for x in stats.t.interval(0.95, n - 1, loc=mean, scale=std * math.sqrt(1 + 1 / n))]
-    return {"n": n, "mean": mean, "std": std, "min": min(values), "max": max(values), "ci95": interval,
-            "pi95": rerun, "values": values}
+    return {
+        "n": n,
+        "mean": mean,
+        "std": std,
+        "min": min(values),
+        "max": max(values),
+        "ci95": interval,
+        "pi95": rerun,
+        "values": values,
+    }
 
 
 def seed_summary(results: Mapping[int, Mapping[str, Any]], keys: Mapping[str, str] = SUMMARY_KEYS) -> dict[str, Any]:
     """The spread over seeds of each of ``keys`` in ``results`` (seed -> a run's metrics.json)."""
     seeds = sorted(results)
-    summary = {key: spread([results[s][key] for s in seeds]) for key in keys
-               if all(results[s].get(key) is not None for s in seeds)}
+    summary = {
+        key: spread([results[s][key] for s in seeds]) for key in keys if all(results[s].get(key) is not None for s in seeds)
+    }
     return {"seeds": seeds, "metrics": summary}
 
 
@@ -96,8 +109,14 @@ def example_flips(correct: Mapping[int, Sequence[bool]]) -> dict[str, Any]:
     n, k = len(v), len(correct)
     scores = [sum(map(bool, r)) / n for r in correct.values()]
     unstable = sum(1 for r in zip(*correct.values()) if 0 < sum(map(bool, r)) < k)
-    return {"seeds": sorted(correct), "examples": n, "flip_rate": 2 * sum(v) / n, "unstable_fraction": unstable / n,
-            "flip_floor_std": math.sqrt(sum(v)) / n, "observed_std": spread(scores)["std"]}
+    return {
+        "seeds": sorted(correct),
+        "examples": n,
+        "flip_rate": 2 * sum(v) / n,
+        "unstable_fraction": unstable / n,
+        "flip_floor_std": math.sqrt(sum(v)) / n,
+        "observed_std": spread(scores)["std"],
+    }
 
 
 def flip_difference(a: Mapping[int, Sequence[bool]], b: Mapping[int, Sequence[bool]]) -> dict[str, Any]:
@@ -108,6 +127,7 @@ def flip_difference(a: Mapping[int, Sequence[bool]], b: Mapping[int, Sequence[bo
         raise ValueError(f"the two recipes scored different numbers of examples ({len(va)} and {len(vb)})")
     d = spread([2 * (x - y) for x, y in zip(va, vb)])
     return {"difference": d["mean"], "ci95": d["ci95"], "examples": d["n"]}
+
 
 def spread_ratio(a: Mapping[int, float], b: Mapping[int, float]) -> dict[str, Any]:
     """s_a / s_b over the seeds both have, with the F-test's one-sided p (a spreads less) and the
@@ -124,8 +144,12 @@ def spread_ratio(a: Mapping[int, float], b: Mapping[int, float]) -> dict[str, An
     n = len(seeds)
     diff, total = [u - v for u, v in zip(x, y)], [u + v for u, v in zip(x, y)]
     paired = None if len(set(diff)) < 2 or len(set(total)) < 2 else float(stats.pearsonr(diff, total).pvalue)
-    return {"seeds": seeds, "std_ratio": math.sqrt(var_x / var_y),
-            "f_test_p": float(stats.f.cdf(var_x / var_y, n - 1, n - 1)), "pitman_morgan_p": paired}
+    return {
+        "seeds": seeds,
+        "std_ratio": math.sqrt(var_x / var_y),
+        "f_test_p": float(stats.f.cdf(var_x / var_y, n - 1, n - 1)),
+        "pitman_morgan_p": paired,
+    }
 
 
 def _number(value: float | None, digits: int = 4) -> str:
@@ -143,9 +167,12 @@ def format_spread(s: Mapping[str, Any], digits: int = 4) -> str:
 def summary_table(summary: Mapping[str, Any], keys: Mapping[str, str] = SUMMARY_KEYS) -> str:
     """A Markdown table: one row per metric, with mean, std, min, max, the 95% interval of the mean and
     of one more run."""
-    lines = [f"Over {len(summary['seeds'])} seeds ({', '.join(map(str, summary['seeds']))}):", "",
-             "| | mean | std | min | max | 95% interval of the mean | 95% interval of one more run |",
-             "|---|---:|---:|---:|---:|---:|---:|"]
+    lines = [
+        f"Over {len(summary['seeds'])} seeds ({', '.join(map(str, summary['seeds']))}):",
+        "",
+        "| | mean | std | min | max | 95% interval of the mean | 95% interval of one more run |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
 
     def interval(pair: Sequence[float] | None) -> str:
         return f"[{_number(pair[0])}, {_number(pair[1])}]" if pair else "-"
@@ -154,8 +181,10 @@ def summary_table(summary: Mapping[str, Any], keys: Mapping[str, str] = SUMMARY_
         s = summary["metrics"].get(key)
         if s is None:
             continue
-        lines.append(f"| {label} | {_number(s['mean'])} | {_number(s['std'])} | {_number(s['min'])} | "
-                     f"{_number(s['max'])} | {interval(s['ci95'])} | {interval(s.get('pi95'))} |")
+        lines.append(
+            f"| {label} | {_number(s['mean'])} | {_number(s['std'])} | {_number(s['min'])} | "
+            f"{_number(s['max'])} | {interval(s['ci95'])} | {interval(s.get('pi95'))} |"
+        )
     return "\n".join(lines)
 
 
@@ -167,6 +196,10 @@ def summary_csv(summary: Mapping[str, Any], keys: Mapping[str, str] = SUMMARY_KE
             continue
         low, high = s["ci95"] or (None, None)
         next_low, next_high = s.get("pi95") or (None, None)
-        rows.append(",".join(str(x) if x is not None else "" for x in
-                             (key, s["n"], s["mean"], s["std"], s["min"], s["max"], low, high, next_low, next_high)))
+        rows.append(
+            ",".join(
+                str(x) if x is not None else ""
+                for x in (key, s["n"], s["mean"], s["std"], s["min"], s["max"], low, high, next_low, next_high)
+            )
+        )
     return "\n".join(rows) + "\n"

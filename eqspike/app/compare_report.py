@@ -11,12 +11,24 @@ from typing import Any
 from eqspike.analysis.seeds import format_spread
 
 METHODS = ("eqspike", "eqspike-inf", "spikelm", "dense", "dense-int8", "qnn", "teacher-int8")
-METHOD_LABELS = {"eqspike": "eqspike, trained for T", "eqspike-inf": "eqspike, trained for T = inf",
-                 "spikelm": "SpikeLM (BPTT at T)", "dense": "dense student (no spikes)",
-                 "dense-int8": "dense student, INT8 (W8A8)", "qnn": "QNN: the T-step quantized map",
-                 "teacher-int8": "teacher, INT8 (W8A8)"}
-METHOD_COLOURS = {"eqspike": "tab:blue", "eqspike-inf": "tab:cyan", "spikelm": "tab:orange", "dense": "tab:gray",
-                  "dense-int8": "black", "qnn": "tab:purple", "teacher-int8": "tab:brown"}
+METHOD_LABELS = {
+    "eqspike": "eqspike, trained for T",
+    "eqspike-inf": "eqspike, trained for T = inf",
+    "spikelm": "SpikeLM (BPTT at T)",
+    "dense": "dense student (no spikes)",
+    "dense-int8": "dense student, INT8 (W8A8)",
+    "qnn": "QNN: the T-step quantized map",
+    "teacher-int8": "teacher, INT8 (W8A8)",
+}
+METHOD_COLOURS = {
+    "eqspike": "tab:blue",
+    "eqspike-inf": "tab:cyan",
+    "spikelm": "tab:orange",
+    "dense": "tab:gray",
+    "dense-int8": "black",
+    "qnn": "tab:purple",
+    "teacher-int8": "tab:brown",
+}
 
 
 def write_compare(result: dict[str, Any], out_dir: Path, log=print) -> None:
@@ -31,25 +43,34 @@ def write_compare(result: dict[str, Any], out_dir: Path, log=print) -> None:
 
 def seeds_table(summary: dict[str, Any]) -> str:
     """Mean +- std [95% interval] over seeds of each method's score and energy, and of the paired differences."""
+
     def cell(s: dict[str, Any] | None, digits: int = 4) -> str:
         return "-" if s is None else format_spread(s, digits)
 
-    lines = [f"{summary['task']}: dev {summary['metric']} over seeds {', '.join(map(str, summary['seeds']))} "
-             f"(mean +- std [95% interval]); differences are paired by seed. Teacher: {cell(summary['teacher_score'])}",
-             "", "| method | T | score | energy / teacher | score - eqspike's | score - SpikeLM's | energy - SpikeLM's "
-             "| score - the dense student's | score - the QNN's |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = [
+        f"{summary['task']}: dev {summary['metric']} over seeds {', '.join(map(str, summary['seeds']))} "
+        f"(mean +- std [95% interval]); differences are paired by seed. Teacher: {cell(summary['teacher_score'])}",
+        "",
+        "| method | T | score | energy / teacher | score - eqspike's | score - SpikeLM's | energy - SpikeLM's "
+        "| score - the dense student's | score - the QNN's |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
     for r in summary["rows"]:
-        lines.append(f"| {r['method']} | {r['time_steps']} | {cell(r['score'])} | {cell(r['energy_ratio'], 3)} | "
-                     f"{cell(r.get('score_minus_eqspike'))} | {cell(r.get('score_minus_spikelm'))} | "
-                     f"{cell(r.get('energy_ratio_minus_spikelm'), 3)} | "
-                     f"{cell(r.get('score_minus_dense'))} | {cell(r.get('score_minus_qnn'))} |")
+        lines.append(
+            f"| {r['method']} | {r['time_steps']} | {cell(r['score'])} | {cell(r['energy_ratio'], 3)} | "
+            f"{cell(r.get('score_minus_eqspike'))} | {cell(r.get('score_minus_spikelm'))} | "
+            f"{cell(r.get('energy_ratio_minus_spikelm'), 3)} | "
+            f"{cell(r.get('score_minus_dense'))} | {cell(r.get('score_minus_qnn'))} |"
+        )
     return "\n".join(lines)
 
 
 def markdown_table(result: dict[str, Any]) -> str:
     memory = result.get("teacher_energy_pj_compute_memory")
-    lines = [f"| method | T | dev {result['metric']} | train step (s) | peak train memory (MiB) | firing rate | energy / example (uJ) | energy / teacher | with memory traffic / teacher's |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = [
+        f"| method | T | dev {result['metric']} | train step (s) | peak train memory (MiB) | firing rate | energy / example (uJ) | energy / teacher | with memory traffic / teacher's |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
     for r in sorted(result["rows"], key=lambda r: (r["time_steps"], r["method"])):
         if r["score"] is None:
             lines.append(f"| {r['method']} | {r['time_steps']} | diverged in training | | | | | | |")
@@ -57,17 +78,23 @@ def markdown_table(result: dict[str, Any]) -> str:
         strict = r.get("energy_pj_compute_memory")
         step = "-" if r["train_step_s"] is None else f"{r['train_step_s']:.3f}"  # a network not trained here
         memory_mb = "-" if r["peak_train_mem_mb"] is None else f"{r['peak_train_mem_mb']:.1f}"
-        lines.append(f"| {r['method']} | {r['time_steps']} | {r['score']:.4f} | {step} | "
-                     f"{memory_mb} | {r['firing_rate']:.3f} | {r['energy_pj'] / 1e6:.1f} | "
-                     f"{r['energy_pj'] / result['teacher_energy_pj']:.3f} | "
-                     f"{'-' if strict is None or not memory else f'{strict / memory:.3f}'} |")
-    lines.append(f"| teacher ({result['teacher']}) | - | {result['teacher_score']:.4f} | | | | "
-                 f"{result['teacher_energy_pj'] / 1e6:.1f} | 1 | 1 |")
+        lines.append(
+            f"| {r['method']} | {r['time_steps']} | {r['score']:.4f} | {step} | "
+            f"{memory_mb} | {r['firing_rate']:.3f} | {r['energy_pj'] / 1e6:.1f} | "
+            f"{r['energy_pj'] / result['teacher_energy_pj']:.3f} | "
+            f"{'-' if strict is None or not memory else f'{strict / memory:.3f}'} |"
+        )
+    lines.append(
+        f"| teacher ({result['teacher']}) | - | {result['teacher_score']:.4f} | | | | "
+        f"{result['teacher_energy_pj'] / 1e6:.1f} | 1 | 1 |"
+    )
     budgets = result.get("eqspike_budgets_at_spikelm_energy")
     if budgets:
         lines.append("")
-        lines.append("eqspike trained for T under an energy budget equal to SpikeLM's energy at T: " + ", ".join(
-            f"T = {T}: {budget:.3f}" for T, budget in budgets.items()))
+        lines.append(
+            "eqspike trained for T under an energy budget equal to SpikeLM's energy at T: "
+            + ", ".join(f"T = {T}: {budget:.3f}" for T, budget in budgets.items())
+        )
     return "\n".join(lines)
 
 
@@ -79,18 +106,30 @@ def plot_bars(result: dict[str, Any], path: Path) -> None:
     import numpy as np
 
     steps = sorted({r["time_steps"] for r in result["rows"]})
-    panels = [("score", f"dev {result['metric']}"), ("peak_train_mem_mb", "peak train memory (MiB)"),
-              ("train_step_s", "train step (s)"), ("energy_pj", "energy / example (pJ)")]
+    panels = [
+        ("score", f"dev {result['metric']}"),
+        ("peak_train_mem_mb", "peak train memory (MiB)"),
+        ("train_step_s", "train step (s)"),
+        ("energy_pj", "energy / example (pJ)"),
+    ]
     fig, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 3.6))
     x = np.arange(len(steps))
     for ax, (key, label) in zip(axes, panels):
         present = [m for m in METHODS if any(r["method"] == m for r in result["rows"])]
         width = 0.8 / len(present)
         for number, method in enumerate(present):
-            values = {r["time_steps"]: np.nan if r[key] is None else r[key] for r in result["rows"]
-                      if r["method"] == method and r["score"] is not None}
-            ax.bar(x - 0.4 + width * (number + 0.5), [values.get(t, np.nan) for t in steps], width=width,
-                   label=METHOD_LABELS[method], color=METHOD_COLOURS[method])
+            values = {
+                r["time_steps"]: np.nan if r[key] is None else r[key]
+                for r in result["rows"]
+                if r["method"] == method and r["score"] is not None
+            }
+            ax.bar(
+                x - 0.4 + width * (number + 0.5),
+                [values.get(t, np.nan) for t in steps],
+                width=width,
+                label=METHOD_LABELS[method],
+                color=METHOD_COLOURS[method],
+            )
         if key == "score":
             ax.axhline(result["teacher_score"], color="tab:red", ls="--", lw=1, label="teacher")
         ax.set_xticks(x, [f"T={t}" for t in steps])
@@ -110,8 +149,9 @@ def plot_pareto(result: dict[str, Any], path: Path) -> None:
 
     fig, ax = plt.subplots(figsize=(6.4, 4.6))
     for method in ("eqspike", "eqspike-inf", "spikelm", "qnn"):
-        rows = sorted((r for r in result["rows"] if r["method"] == method and r["score"] is not None),
-                      key=lambda r: r["time_steps"])
+        rows = sorted(
+            (r for r in result["rows"] if r["method"] == method and r["score"] is not None), key=lambda r: r["time_steps"]
+        )
         if not rows:
             continue
         x = [r["energy_pj"] / result["teacher_energy_pj"] for r in rows]
@@ -121,13 +161,26 @@ def plot_pareto(result: dict[str, Any], path: Path) -> None:
             label += ", budget = SpikeLM's energy"
         ax.plot(x, y, marker="o", color=METHOD_COLOURS[method], label=label)
         for xi, yi, r in zip(x, y, rows):
-            ax.annotate(f"T={r['time_steps']}", (xi, yi), textcoords="offset points", xytext=(4, -10), fontsize=7,
-                        color=METHOD_COLOURS[method])
+            ax.annotate(
+                f"T={r['time_steps']}",
+                (xi, yi),
+                textcoords="offset points",
+                xytext=(4, -10),
+                fontsize=7,
+                color=METHOD_COLOURS[method],
+            )
     for method in ("dense", "dense-int8", "teacher-int8"):  # one network whatever T
         dense = next((r for r in result["rows"] if r["method"] == method and r["score"] is not None), None)
         if dense is not None:
-            ax.plot([dense["energy_pj"] / result["teacher_energy_pj"]], [dense["score"]], marker="D", ms=8,
-                    color=METHOD_COLOURS[method], ls="none", label=METHOD_LABELS[method])
+            ax.plot(
+                [dense["energy_pj"] / result["teacher_energy_pj"]],
+                [dense["score"]],
+                marker="D",
+                ms=8,
+                color=METHOD_COLOURS[method],
+                ls="none",
+                label=METHOD_LABELS[method],
+            )
     ax.plot([1.0], [result["teacher_score"]], marker="*", ms=12, color="tab:red", ls="none", label="teacher (dense)")
     ax.set_xscale("log")
     ax.set_xlabel("energy per example / teacher's (log)")

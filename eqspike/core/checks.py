@@ -24,8 +24,8 @@ _OPERATIONS = ("affine", "layernorm", "gelu")
 class StackedSpikingNetwork(nn.Module):
     """Populations p0..p{depth-1} of width ``width``:
 
-        F_0 = x W_in^T (+ a_{depth-1} W_fb^T with feedback)
-        F_i = op_i(a_{i-1} W_i^T + b_i),  op_i cycling through affine, 0.5*LayerNorm, GELU.
+    F_0 = x W_in^T (+ a_{depth-1} W_fb^T with feedback)
+    F_i = op_i(a_{i-1} W_i^T + b_i),  op_i cycling through affine, 0.5*LayerNorm, GELU.
     """
 
     def __init__(
@@ -55,8 +55,7 @@ class StackedSpikingNetwork(nn.Module):
         self.input = linear(bias=False)
         self.layers = nn.ModuleList(linear() for _ in range(depth - 1))
         self.norms = nn.ModuleList(
-            nn.LayerNorm(width, dtype=dtype) if self.operation(i) == "layernorm" else nn.Identity()
-            for i in range(1, depth)
+            nn.LayerNorm(width, dtype=dtype) if self.operation(i) == "layernorm" else nn.Identity() for i in range(1, depth)
         )
         self.feedback_weight = None
         if feedback:

@@ -156,11 +156,7 @@ class EquilibriumLayer(nn.Module):
         super().__init__()
         self.config = config or EquilibriumConfig()
         c = self.config
-        backward = (
-            dict(ift=True)
-            if c.backward == "ift"
-            else dict(ift=False, grad=c.phantom_steps, tau=c.phantom_damping)
-        )
+        backward = dict(ift=True) if c.backward == "ift" else dict(ift=False, grad=c.phantom_steps, tau=c.phantom_damping)
         common = dict(
             core="sliced",
             n_states=1,
@@ -199,8 +195,13 @@ class EquilibriumLayer(nn.Module):
             # value: the spike rates; gradient: implicit, at the simulated state. Feed-forward, the
             # last step's currents carry it; with feedback, a sweep at torchdeq's state does.
             in_last_step = needs_grad and not rate_map.has_feedback
-            simulation = simulate(rate_map, time_steps, record_trajectory=record_trajectory, count_spikes=count_spikes,
-                                  anchor_last_step=in_last_step)
+            simulation = simulate(
+                rate_map,
+                time_steps,
+                record_trajectory=record_trajectory,
+                count_spikes=count_spikes,
+                anchor_last_step=in_last_step,
+            )
             stats = EquilibriumStats(forward=mode, iterations=time_steps, time_steps=time_steps)
             rates = simulation.anchored if in_last_step else simulation.rates
             if needs_grad and rate_map.has_feedback:

@@ -105,8 +105,9 @@ class RateMap:
         self.check_state_shapes(rates)
         return rates
 
-    def sweep_until(self, name: str, state: Mapping[str, Tensor] | None = None,
-                    anchor: Mapping[str, Tensor] | None = None) -> dict[str, Tensor]:
+    def sweep_until(
+        self, name: str, state: Mapping[str, Tensor] | None = None, anchor: Mapping[str, Tensor] | None = None
+    ) -> dict[str, Tensor]:
         """The Gauss-Seidel sweep stopped after population ``name`` (what it needs, nothing after).
         ``anchor``: the values to carry instead of the map's (``anchored_sweep``)."""
         previous = self.initial_state if state is None else state

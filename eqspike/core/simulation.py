@@ -72,8 +72,11 @@ def simulate(
         raise ValueError("anchor_last_step needs a feed-forward rate map and differentiable=False")
     grad_mode = torch.enable_grad() if differentiable else torch.no_grad()
     with grad_mode:
-        neurons = {p.name: IFPopulation(rate_map.neuron_of(p), differentiable, count_spikes)
-                   for p in rate_map.populations if p.name not in analog}
+        neurons = {
+            p.name: IFPopulation(rate_map.neuron_of(p), differentiable, count_spikes)
+            for p in rate_map.populations
+            if p.name not in analog
+        }
         running: dict[str, Tensor] = dict(rate_map.initial_state)
         trajectory: dict[str, list[Tensor]] = {p.name: [] for p in rate_map.populations}
         anchored: dict[str, Tensor] = {}

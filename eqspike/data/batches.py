@@ -33,14 +33,15 @@ class Ragged(Sequence):
     def concatenate(cls, parts: Sequence[Ragged], dtype: Any) -> Ragged:
         """The sequences of ``parts``, in order."""
         lengths = np.concatenate([np.zeros(0, np.int64), *(part.lengths() for part in parts)])
-        return cls(np.concatenate([np.zeros(0, dtype), *(part.values for part in parts)]),
-                   np.concatenate([[0], np.cumsum(lengths)]))
+        return cls(
+            np.concatenate([np.zeros(0, dtype), *(part.values for part in parts)]), np.concatenate([[0], np.cumsum(lengths)])
+        )
 
     def __len__(self) -> int:
         return len(self.offsets) - 1
 
     def __getitem__(self, index: int) -> np.ndarray:
-        return self.values[self.offsets[index]:self.offsets[index + 1]]
+        return self.values[self.offsets[index] : self.offsets[index + 1]]
 
     def __iter__(self):
         for index in range(len(self)):
@@ -71,9 +72,10 @@ class EncodedSplit(torch.utils.data.Dataset):
         pairs = any(e.text_b is not None for e in examples)
         ids, types = [], []
         for start in range(0, len(examples), chunk):
-            part = examples[start:start + chunk]
-            encoded = tokenizer([e.text_a for e in part], [e.text_b for e in part] if pairs else None,
-                                truncation=True, max_length=max_seq_length)
+            part = examples[start : start + chunk]
+            encoded = tokenizer(
+                [e.text_a for e in part], [e.text_b for e in part] if pairs else None, truncation=True, max_length=max_seq_length
+            )
             ids.append(Ragged.of(encoded["input_ids"], np.int32))
             types.append(Ragged.of(encoded.get("token_type_ids") or [[0] * len(x) for x in encoded["input_ids"]], np.int8))
         self.input_ids, self.token_type_ids = Ragged.concatenate(ids, np.int32), Ragged.concatenate(types, np.int8)

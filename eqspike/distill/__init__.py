@@ -1,2 +1,1 @@
-"""Distillation: the losses, the data preparation, the run directory and the trainer.
-"""
+"""Distillation: the losses, the data preparation, the run directory and the trainer."""

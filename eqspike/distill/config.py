@@ -148,11 +148,28 @@ class RunConfig:
 
     def _validate(self) -> None:
         """Numbers in their ranges, then the choices (``_validate_choices``): the first bad value is named."""
-        for name in ("max_seq_length", "teacher_batch_size", "time_steps", "batch_size", "eval_batch_size",
-                     "calibration_examples", "save_steps", "logging_steps", "evals_per_epoch", "micro_batches"):
+        for name in (
+            "max_seq_length",
+            "teacher_batch_size",
+            "time_steps",
+            "batch_size",
+            "eval_batch_size",
+            "calibration_examples",
+            "save_steps",
+            "logging_steps",
+            "evals_per_epoch",
+            "micro_batches",
+        ):
             check_int_at_least(name, getattr(self, name), 1)
-        for name in ("student_layers", "student_hidden", "student_heads", "student_intermediate", "max_train_examples",
-                     "max_eval_examples", "max_steps"):
+        for name in (
+            "student_layers",
+            "student_hidden",
+            "student_heads",
+            "student_intermediate",
+            "max_train_examples",
+            "max_eval_examples",
+            "max_steps",
+        ):
             if getattr(self, name) is not None:
                 check_int_at_least(name, getattr(self, name), 1)
         for name in ("output_dir", "teacher", "train_file", "validation_file", "data_dir", "teacher_store"):
@@ -162,8 +179,15 @@ class RunConfig:
         for name in ("seed", "data_seed"):  # numpy's and torch's generators take seeds >= 0
             if getattr(self, name) is not None:
                 check_int_at_least(name, getattr(self, name), 0)
-        for name in ("intermediate_epochs", "prediction_epochs", "weight_decay", "hidden_weight",
-                     "attention_weight", "gold_weight", "max_grad_norm"):
+        for name in (
+            "intermediate_epochs",
+            "prediction_epochs",
+            "weight_decay",
+            "hidden_weight",
+            "attention_weight",
+            "gold_weight",
+            "max_grad_norm",
+        ):
             check_non_negative(name, getattr(self, name))
         # a teacher fine-tuned for 0 epochs would be stored, untrained head and all, for later runs to reuse
         for name in ("teacher_epochs", "teacher_lr", "intermediate_lr", "prediction_lr", "temperature"):
@@ -187,8 +211,10 @@ class RunConfig:
         if levels and "spike_levels" not in student.kind_settings:
             raise ValueError(f"spike_levels is a setting of the eqspike student; student_type is {self.student_type!r}")
         if not isinstance(self.student_init, str) or not self.student_init.strip():
-            raise ValueError(f"student_init={self.student_init!r} is not valid; choose one of: 'teacher', 'random', "
-                             f"or a saved student's folder")
+            raise ValueError(
+                f"student_init={self.student_init!r} is not valid; choose one of: 'teacher', 'random', "
+                f"or a saved student's folder"
+            )
         check_choice("teacher_schedule", self.teacher_schedule, SCHEDULES)
         check_int_at_least("teacher_patience", self.teacher_patience, 0)
         check_choice("report_to", self.report_to, REPORT_TO)
@@ -199,8 +225,10 @@ class RunConfig:
         if self.energy_budget is not None:
             check_positive("energy_budget", self.energy_budget)
             if "energy_budget" not in student.kind_settings or student.train_for(self) != "time_steps":
-                raise ValueError("energy_budget needs an eqspike student trained for its time steps "
-                                 f"(student_type='eqspike', train_for='time_steps'; got {self.student_type!r}, {self.train_for!r})")
+                raise ValueError(
+                    "energy_budget needs an eqspike student trained for its time steps "
+                    f"(student_type='eqspike', train_for='time_steps'; got {self.student_type!r}, {self.train_for!r})"
+                )
         check_int_at_least("spikelm_time_steps", self.spikelm_time_steps, 1)
         check_choice("spikelm_reset", self.spikelm_reset, ("spikelm", "soft"))
         check_choice("spikelm_recipe", self.spikelm_recipe, ("distill", "task"))
@@ -232,12 +260,28 @@ class RunConfig:
     def teacher_spec(self) -> TeacherSpec:
         """What the teacher modules take from a run's settings."""
         recipe = FineTuneRecipe(
-            epochs=self.teacher_epochs, lr=self.teacher_lr, batch_size=self.teacher_batch_size, schedule=self.teacher_schedule,
-            patience=self.teacher_patience, max_seq_length=self.max_seq_length, warmup_ratio=self.teacher_warmup_ratio,
-            weight_decay=self.weight_decay, max_grad_norm=self.max_grad_norm, seed=self.seed, selection=self.selection,
-            selection_fraction=self.selection_fraction if self.selection == "split" else None)
-        return TeacherSpec(self.teacher, self.teacher_store, self.max_seq_length, recipe, self.eval_batch_size,
-                           self.logging_steps, self.max_train_examples)
+            epochs=self.teacher_epochs,
+            lr=self.teacher_lr,
+            batch_size=self.teacher_batch_size,
+            schedule=self.teacher_schedule,
+            patience=self.teacher_patience,
+            max_seq_length=self.max_seq_length,
+            warmup_ratio=self.teacher_warmup_ratio,
+            weight_decay=self.weight_decay,
+            max_grad_norm=self.max_grad_norm,
+            seed=self.seed,
+            selection=self.selection,
+            selection_fraction=self.selection_fraction if self.selection == "split" else None,
+        )
+        return TeacherSpec(
+            self.teacher,
+            self.teacher_store,
+            self.max_seq_length,
+            recipe,
+            self.eval_batch_size,
+            self.logging_steps,
+            self.max_train_examples,
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -251,19 +295,19 @@ class RunConfig:
 HELP = {
     "teacher": "the teacher: a Hugging Face hub id (bert-base-uncased) or a local transformers directory",
     "task": "a GLUE task (cola, sst2, mrpc, qqp, stsb, mnli, qnli, rte, wnli), fortunes (the built-in example, 7 "
-            "classes) or fortunes-many (28 classes of the same collection)",
+    "classes) or fortunes-many (28 classes of the same collection)",
     "train_file": "training data: CSV, TSV, JSON or JSON-lines with sentence1, optional sentence2, label",
     "validation_file": "dev data, in the same format as --train-file",
     "data_dir": "a folder with the original GLUE TSV files of --task (offline GLUE)",
     "label_type": "the labels of --train-file data: 'classification', 'regression', or 'auto' (inferred: words and whole "
-                  "numbers are classes, numbers written with a decimal point are scores; the run says which); 'auto' "
-                  "refuses labels that mix numbers and words or differ only by case",
+    "numbers are classes, numbers written with a decimal point are scores; the run says which); 'auto' "
+    "refuses labels that mix numbers and words or differ only by case",
     "max_seq_length": "tokens per example, longer ones truncated",
     "max_train_examples": "train on this many examples, drawn at random with the data seed: quick runs",
     "max_eval_examples": "evaluate on this many dev examples, drawn at random with the data seed",
     "selection": "what chooses the student kept and the teacher's best epoch: 'split' (a held-out part of the training "
-                 "data; the dev set scores only the final student and teacher) or 'dev' (selection on the dev set: its "
-                 "score is then optimistic)",
+    "data; the dev set scores only the final student and teacher) or 'dev' (selection on the dev set: its "
+    "score is then optimistic)",
     "selection_fraction": "with --selection split: the fraction of the training examples held out for selection (drawn with the data seed)",
     "teacher_store": "folder of fine-tuned teachers, reused by later runs (teachers/README.md)",
     "teacher_epochs": "teacher fine-tuning: at most this many epochs",
@@ -273,16 +317,16 @@ HELP = {
     "teacher_warmup_ratio": "teacher fine-tuning: linear warm-up over this fraction of its steps",
     "teacher_patience": "teacher fine-tuning: stop after this many epochs without a better dev score (0: never)",
     "student_type": "'eqspike' (equilibrium, implicit gradients), 'spikelm' (the surrogate-gradient baseline) or "
-                    "'dense' (the eqspike student's architecture without spikes: the reference for the spikes' cost)",
+    "'dense' (the eqspike student's architecture without spikes: the reference for the spikes' cost)",
     "student_layers": "spiking blocks of the student, initialised from every k-th teacher layer",
     "student_hidden": "hidden width of a student narrower than its teacher (default: the teacher's); its channels start "
-                      "from evenly spaced teacher channels, its hidden states are distilled through learned projections",
+    "from evenly spaced teacher channels, its hidden states are distilled through learned projections",
     "student_heads": "attention heads of a narrower student (default: the teacher's); must divide the teacher's: "
-                     "student head j starts from and is distilled to teacher head j x teacher heads / student heads",
+    "student head j starts from and is distilled to teacher head j x teacher heads / student heads",
     "student_intermediate": "FFN width of a narrower student (default: the teacher's; evenly spaced teacher units)",
     "student_init": "'teacher' (copy every k-th teacher layer), 'random', or a saved student of the same shape (a run "
-                    "directory or its student/ folder: a warm start from its weights, e.g. a dense student or one "
-                    "trained for another T; the thresholds are calibrated anew)",
+    "directory or its student/ folder: a warm start from its weights, e.g. a dense student or one "
+    "trained for another T; the thresholds are calibrated anew)",
     "time_steps": "the deployment T: the student is trained for T steps and scored as a spiking network at T",
     "train_for": "'time_steps': train on the T-step quantized rates; 'infinity': on the exact equilibrium",
     "threshold_lr": "learning rate of the neurons' thresholds (trained with --train-for time_steps)",
@@ -295,13 +339,13 @@ HELP = {
     "weight_bits": "weights of the encoder's linear layers: 32, 1.58 (ternary) or 1 (binary)",
     "threshold_quantile": "threshold calibration: the quantile of |activation| a threshold starts from",
     "spike_levels": "burst spikes, KIND=B,...: a neuron of that kind fires up to B spikes of theta / B a step, the "
-                    "resolution of B T steps in T (each spike counted in the energy); kinds: embeddings, key, value, "
-                    "context, attention_output, intermediate, output",
+    "resolution of B T steps in T (each spike counted in the energy); kinds: embeddings, key, value, "
+    "context, attention_output, intermediate, output",
     "threshold_init": "the thresholds of a student trained for T start from: quantizer (the T-step quantizer's least-squares threshold) or quantile (threshold_quantile, as for T = infinity: fewer spikes)",
     "calibration_examples": "training examples the thresholds are calibrated on",
     "train_forward": "how training finds the rates: 'simulate' (the T-step spiking network, its rates with the implicit "
-                     "gradient there; default when trained for T) or 'solve' (the rate map's fixed point; faster; default "
-                     "for --train-for infinity)",
+    "gradient there; default when trained for T) or 'solve' (the rate map's fixed point; faster; default "
+    "for --train-for infinity)",
     "solver": "torchdeq solver for the fixed point with --feedback: anderson, broyden or fixed_point_iter",
     "spikelm_time_steps": "the SpikeLM baseline's T (it is trained by backprop through T steps)",
     "spikelm_reset": "the SpikeLM membrane: 'spikelm' (their multiplicative update) or 'soft' (reset by subtraction)",
@@ -322,33 +366,38 @@ HELP = {
     "gold_weight": "weight of the gold-label loss added in stage 2",
     "evals_per_epoch": "evaluations on the selection split (--selection) per epoch of stage 2 (the best student is kept)",
     "ema_decay": "stage 2 evaluates and keeps an exponential moving average of the weights, theta_avg <- d theta_avg "
-                 "+ (1 - d) theta after each step, with d this value (0: off; 0.9 averages about the last 10 steps); "
-                 "an energy budget then holds for the average, its energy taken as the same average of the steps'",
+    "+ (1 - d) theta after each step, with d this value (0: off; 0.9 averages about the last 10 steps); "
+    "an energy budget then holds for the average, its energy taken as the same average of the steps'",
     "cache_teacher": "run the teacher once over the training set and read its outputs back from disk",
     "teacher_cache_dir": "where the teacher cache goes (default: TEACHER_STORE/cache)",
     "teacher_cache_dtype": "teacher cache values: float16, or float32 (exact, twice the disk)",
     "teacher_cache_max_gb": "a teacher cache whose layers' targets would take more than this many GB keeps the logits "
-                            "alone (the intermediate stage then runs the teacher live); larger even so: refused",
+    "alone (the intermediate stage then runs the teacher live); larger even so: refused",
     "output_dir": "the run directory (default: runs/TASK-TEACHER-L<blocks>-T<steps>-<bits>)",
     "overwrite": "replace an existing run directory",
     "resume": "continue the run in --output-dir from its checkpoint, with its saved settings (max_steps included); "
-              "a setting given that contradicts them is refused, except max_steps, device, micro_batches, "
-              "eval_batch_size, logging_steps, save_steps and report_to; a run stopped before its first "
-              "checkpoint starts again",
+    "a setting given that contradicts them is refused, except max_steps, device, micro_batches, "
+    "eval_batch_size, logging_steps, save_steps and report_to; a run stopped before its first "
+    "checkpoint starts again",
     "seed": "seed of the data order, initialisation and teacher fine-tuning (and of the data draws unless --data-seed): a run is repeatable",
     "data_seed": "seed of the data draws alone (the subsamples and the selection split; default: --seed): fix it to train and "
-                 "score every seed of --seeds on the same examples",
+    "score every seed of --seeds on the same examples",
     "save_steps": "write a checkpoint every this many steps",
     "logging_steps": "a metrics.jsonl line (and a log line when stderr is not a terminal) every this many steps",
     "report_to": "none, or tensorboard: the logged scalars also as TensorBoard events in RUN/tensorboard "
-                 "(needs pip install tensorboard)",
+    "(needs pip install tensorboard)",
     "max_steps": "stop after this many steps in all (continue later with --resume)",
     "device": "auto, cpu or cuda",
     "precision": "fp32, or bf16 autocast for the teacher and the rate map in training (GPUs)",
 }
-SECTIONS = {"teacher": "teacher and data", "teacher_store": "teacher fine-tuning (when the teacher has no head for the task)",
-            "student_type": "student", "spikelm_time_steps": "the SpikeLM baseline (--student-type spikelm)",
-            "batch_size": "distillation", "output_dir": "run"}
+SECTIONS = {
+    "teacher": "teacher and data",
+    "teacher_store": "teacher fine-tuning (when the teacher has no head for the task)",
+    "student_type": "student",
+    "spikelm_time_steps": "the SpikeLM baseline (--student-type spikelm)",
+    "batch_size": "distillation",
+    "output_dir": "run",
+}
 
 FIELDS = {f.name: f for f in dataclasses.fields(RunConfig)}
 assert set(HELP) == set(FIELDS), sorted(set(FIELDS) ^ set(HELP))
@@ -384,8 +433,9 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     except yaml.YAMLError as error:
         raise ConfigError(f"config file {path} is not valid YAML: {error}") from None
     except _DuplicateKey as duplicate:
-        raise ConfigError(f"config file {path}: key {duplicate.key!r} is given twice (lines {duplicate.lines}); "
-                          f"keep one") from None
+        raise ConfigError(
+            f"config file {path}: key {duplicate.key!r} is given twice (lines {duplicate.lines}); keep one"
+        ) from None
     if not isinstance(data, dict):
         raise ConfigError(f"config file {path} must hold a mapping of keys to values")
     for key in data:
@@ -430,8 +480,9 @@ def add_config_arguments(parser: argparse.ArgumentParser, exclude: tuple[str, ..
             optional = type(None) in typing.get_args(hint)
             if optional:
                 text += "; 'none' unsets it"
-            group.add_argument(flag, dest=name, type=_parser_for(base, name, optional), default=None,
-                               metavar=name.upper(), help=text)
+            group.add_argument(
+                flag, dest=name, type=_parser_for(base, name, optional), default=None, metavar=name.upper(), help=text
+            )
 
 
 def config_from_args(args: argparse.Namespace, **fixed: Any) -> RunConfig:

@@ -24,11 +24,17 @@ class RunInputs:
     teacher: Teacher
 
     @classmethod
-    def open(cls, config: RunConfig, device: torch.device, log=print,
-             teacher_first: Callable[[Callable[[], Any]], Any] = lambda load: load()) -> RunInputs:
+    def open(
+        cls,
+        config: RunConfig,
+        device: torch.device,
+        log=print,
+        teacher_first: Callable[[Callable[[], Any]], Any] = lambda load: load(),
+    ) -> RunInputs:
         """The data of ``config``'s task and its teacher, on ``device``. ``teacher_first`` runs the
         teacher's loading (under torchrun: on rank 0 first, which may fine-tune and store it)."""
         data = prepare_data(config, log)
-        teacher = teacher_first(lambda: load_teacher(config.teacher_spec(), data.task, device, data.splits, data.train,
-                                                     log, data.selection))
+        teacher = teacher_first(
+            lambda: load_teacher(config.teacher_spec(), data.task, device, data.splits, data.train, log, data.selection)
+        )
         return cls(data, teacher)

@@ -61,8 +61,9 @@ def masked_mse(student: Tensor, teacher: Tensor, mask: Tensor, positions: float 
     return ((student - teacher) ** 2 * mask).sum() / (max(float(positions), 1.0) * features)
 
 
-def intermediate_loss(out, targets: dict[str, Any], attention_mask: Tensor, config: RunConfig,
-                      share: Share | None = None) -> dict[str, Tensor]:
+def intermediate_loss(
+    out, targets: dict[str, Any], attention_mask: Tensor, config: RunConfig, share: Share | None = None
+) -> dict[str, Tensor]:
     """w_h * sum_m MSE(v_m, H_T[k(m)]) + w_a * sum_m MSE(S_m, S_T[k(m)]) over real tokens and real
     (query, key) pairs."""
     share = share or Share.whole(attention_mask)
@@ -70,11 +71,15 @@ def intermediate_loss(out, targets: dict[str, Any], attention_mask: Tensor, conf
     tokens = mask[:, :, None]
     pairs = mask[:, None, :, None] * mask[:, None, None, :]
     hidden = sum(masked_mse(v, h, tokens, share.tokens) for v, h in zip(out.hidden_values, targets["hidden"]))
-    attention = sum(masked_mse(s, _mapped_heads(t, s.shape[-3]), pairs, share.pairs)
-                    for s, t in zip(out.attention_scores, targets["scores"]))
+    attention = sum(
+        masked_mse(s, _mapped_heads(t, s.shape[-3]), pairs, share.pairs) for s, t in zip(out.attention_scores, targets["scores"])
+    )
     hidden, attention = hidden * share.replicas, attention * share.replicas
-    return {"loss": config.hidden_weight * hidden + config.attention_weight * attention,
-            "hidden": hidden.detach(), "attention": attention.detach()}
+    return {
+        "loss": config.hidden_weight * hidden + config.attention_weight * attention,
+        "hidden": hidden.detach(),
+        "attention": attention.detach(),
+    }
 
 
 def _mapped_heads(teacher_scores: Tensor, student_heads: int) -> Tensor:
@@ -85,8 +90,7 @@ def _mapped_heads(teacher_scores: Tensor, student_heads: int) -> Tensor:
     return teacher_scores[..., head_map(student_heads, heads), :, :]
 
 
-def spike_energy(rates: dict[str, Tensor], attention_mask: Tensor, model: StudentEnergy, time_steps: int,
-                 share: Share) -> Tensor:
+def spike_energy(rates: dict[str, Tensor], attention_mask: Tensor, model: StudentEnergy, time_steps: int, share: Share) -> Tensor:
     """The energy of the spikes the rates stand for, relative to the teacher's on the global batch:
     sum_examples accumulate_pj(T |a|) / teacher_pj. For rates of the T-step quantizer, T |a| is the
     number of spikes a neuron needs at the least (the simulation adds the ones that cancel)."""
@@ -112,8 +116,9 @@ def gold_loss(logits: Tensor, labels: Tensor, regression: bool, share: Share | N
     return _example_mean(_gold_per_example(logits, labels, regression), share or Share(float(len(logits)), 0.0, 0.0))
 
 
-def prediction_loss(logits: Tensor, teacher_logits: Tensor, labels: Tensor, regression: bool, config: RunConfig,
-                    share: Share | None = None) -> dict[str, Tensor]:
+def prediction_loss(
+    logits: Tensor, teacher_logits: Tensor, labels: Tensor, regression: bool, config: RunConfig, share: Share | None = None
+) -> dict[str, Tensor]:
     """tau^2 * CE(softmax(z_T / tau), softmax(z_S / tau)) + w_g * gold (squared errors for regression)."""
     share = share or Share(float(len(logits)), 0.0, 0.0)
     dtype = torch.promote_types(logits.dtype, torch.float32)

@@ -56,8 +56,9 @@ def check_inputs(config: RunConfig) -> TaskData:
     except EqspikeError as error:
         problems.append(str(error))
     if problems:
-        raise ConfigError(problems[0] if len(problems) == 1 else
-                          " | ".join(f"({n}) {problem}" for n, problem in enumerate(problems, start=1)))
+        raise ConfigError(
+            problems[0] if len(problems) == 1 else " | ".join(f"({n}) {problem}" for n, problem in enumerate(problems, start=1))
+        )
     return task
 
 
@@ -75,8 +76,9 @@ def carve_selection(examples: list, fraction: float, seed: int) -> tuple[list, l
     (seeded, its own stream: not the subsample's) and kept in their order."""
     count = max(1, round(fraction * len(examples)))
     if count >= len(examples):
-        raise ConfigError(f"selection_fraction={fraction} leaves no training examples out of {len(examples)}; "
-                          f"lower it, or use --selection dev")
+        raise ConfigError(
+            f"selection_fraction={fraction} leaves no training examples out of {len(examples)}; lower it, or use --selection dev"
+        )
     chosen = set(random.Random(f"selection-{seed}").sample(range(len(examples)), count))
     return ([e for i, e in enumerate(examples) if i not in chosen], [e for i, e in enumerate(examples) if i in chosen])
 
@@ -87,11 +89,15 @@ def warn_overlap(task: TaskData, log=print) -> None:
     for name, examples in task.validation.items():
         shared = sum((e.text_a, e.text_b) in seen for e in examples)
         if shared == len(examples):
-            log(f"warning: all {shared} {name} examples also occur in the training data; the dev score measures "
-                f"fitting, not generalisation (check --validation-file)")
+            log(
+                f"warning: all {shared} {name} examples also occur in the training data; the dev score measures "
+                f"fitting, not generalisation (check --validation-file)"
+            )
         elif shared:
-            log(f"warning: {shared} of {len(examples)} {name} examples also occur in the training data; the dev "
-                f"score is optimistic")
+            log(
+                f"warning: {shared} of {len(examples)} {name} examples also occur in the training data; the dev "
+                f"score is optimistic"
+            )
 
 
 def prepare_data(config: RunConfig, log=print) -> Prepared:
@@ -104,22 +110,32 @@ def prepare_data(config: RunConfig, log=print) -> Prepared:
         task.train, held_out = carve_selection(task.train, config.selection_fraction, data_seed)
     task.validation = {k: subsample(v, config.max_eval_examples, data_seed) for k, v in task.validation.items()}
     if task.label_names is not None and len({e.label for e in task.train}) < 2:
-        raise ConfigError(f"the {len(task.train)} training examples of task {task.name!r} have a single label; "
-                          f"a classification task needs at least two (raise --max-train-examples)")
+        raise ConfigError(
+            f"the {len(task.train)} training examples of task {task.name!r} have a single label; "
+            f"a classification task needs at least two (raise --max-train-examples)"
+        )
     tokenizer = load_tokenizer(locate(config.teacher))
     pairs = any(e.text_b is not None for e in task.train)
     special = tokenizer.num_special_tokens_to_add(pair=pairs)
     if config.max_seq_length <= special + (1 if pairs else 0):
-        raise ConfigError(f"max_seq_length={config.max_seq_length} leaves no room for text: the tokenizer adds {special} "
-                          f"special tokens to {'a pair of texts' if pairs else 'a text'}; give at least "
-                          f"{special + (2 if pairs else 1)}")
+        raise ConfigError(
+            f"max_seq_length={config.max_seq_length} leaves no room for text: the tokenizer adds {special} "
+            f"special tokens to {'a pair of texts' if pairs else 'a text'}; give at least "
+            f"{special + (2 if pairs else 1)}"
+        )
     train = EncodedSplit(task.train, tokenizer, config.max_seq_length)
     splits = {name: EncodedSplit(examples, tokenizer, config.max_seq_length) for name, examples in task.validation.items()}
     selection = splits if held_out is None else {"selection": EncodedSplit(held_out, tokenizer, config.max_seq_length)}
-    chosen_on = (f"the student kept and the teacher's epoch chosen on {len(held_out)} held-out training examples "
-                 f"(selection_fraction {config.selection_fraction:g}); the dev set scores the final ones"
-                 if held_out is not None else "selection on the dev set (--selection dev)")
-    log(f"data: {task.name}, {len(train)} train / " + ", ".join(f"{len(s)} {n}" for n, s in splits.items())
+    chosen_on = (
+        f"the student kept and the teacher's epoch chosen on {len(held_out)} held-out training examples "
+        f"(selection_fraction {config.selection_fraction:g}); the dev set scores the final ones"
+        if held_out is not None
+        else "selection on the dev set (--selection dev)"
+    )
+    log(
+        f"data: {task.name}, {len(train)} train / "
+        + ", ".join(f"{len(s)} {n}" for n, s in splits.items())
         + f", {task.num_labels} {'output' if task.is_regression else 'labels'}, metric {task.metric}; {chosen_on}"
-        + (f"; {task.label_note}" if task.label_note else ""))
+        + (f"; {task.label_note}" if task.label_note else "")
+    )
     return Prepared(task, tokenizer, train, splits, selection)

@@ -48,8 +48,18 @@ class RunDirectoryError(ConfigError):
 
 # What eqspike writes into a run directory (a folder of nothing else, with config.yaml, is a run from
 # before the marker).
-RUN_FILES = {MARKER, "config.yaml", "metrics.jsonl", "metrics.json", CHECKPOINT, STUDENT, "evaluate.json", "tensorboard",
-             "diagnostics", "attribution"}
+RUN_FILES = {
+    MARKER,
+    "config.yaml",
+    "metrics.jsonl",
+    "metrics.json",
+    CHECKPOINT,
+    STUDENT,
+    "evaluate.json",
+    "tensorboard",
+    "diagnostics",
+    "attribution",
+}
 
 
 def _is_run_file(name: str) -> bool:
@@ -82,8 +92,7 @@ class RunDirectory:
         """Where `eqspike diagnose` writes its report by default."""
         return self.root / "diagnostics"
 
-    def __init__(self, root: str | Path, writes: bool = True, command: str | None = None,
-                 report_to: str = "none") -> None:
+    def __init__(self, root: str | Path, writes: bool = True, command: str | None = None, report_to: str = "none") -> None:
         self.root = Path(root)
         self.writes = writes
         self.command = command  # the command line that made the run (for the model card)
@@ -120,8 +129,9 @@ class RunDirectory:
     def require_student(self) -> None:
         """Refuse a folder that is not a run directory with a student (evaluate, diagnose)."""
         if not (self.student / "config.json").is_file() or not self.settings.is_file():
-            raise RunDirectoryError(f"{self.root} is not an eqspike run directory "
-                                    f"(expected {STUDENT}/config.json and config.yaml)")
+            raise RunDirectoryError(
+                f"{self.root} is not an eqspike run directory (expected {STUDENT}/config.json and config.yaml)"
+            )
 
     def saved_settings(self) -> dict[str, Any]:
         from eqspike.distill.config import load_yaml
@@ -140,9 +150,11 @@ class RunDirectory:
         if differ:
             saved, now = self.saved_settings(), config.to_dict()
             named = ", ".join(f"{k} (given {now[k]!r}, saved {saved.get(k)!r})" for k in differ)
-            raise RunDirectoryError(f"--resume continues {self.root} with its saved settings, and {named} "
-                                    f"differ; drop them to continue, or start a new run (--overwrite, or another "
-                                    f"--output-dir). A resume may change only: {', '.join(CONTINUATION[3:])}")
+            raise RunDirectoryError(
+                f"--resume continues {self.root} with its saved settings, and {named} "
+                f"differ; drop them to continue, or start a new run (--overwrite, or another "
+                f"--output-dir). A resume may change only: {', '.join(CONTINUATION[3:])}"
+            )
 
     def save_settings(self, config: RunConfig) -> None:
         """config.yaml: the resolved settings."""
@@ -162,8 +174,12 @@ class RunDirectory:
             raise RunDirectoryError("--resume and --overwrite contradict each other; pass one")
         if resume:
             if self.writes:
-                for name, marker in ((CHECKPOINT, STATE), (STUDENT, CARD_NAME), (self.result_file.name, None),
-                                     (self.settings.name, None)):
+                for name, marker in (
+                    (CHECKPOINT, STATE),
+                    (STUDENT, CARD_NAME),
+                    (self.result_file.name, None),
+                    (self.settings.name, None),
+                ):
                     for done in recover_directory(self.root / name, marker):
                         log(f"resume: {done}")
             return None
@@ -177,13 +193,17 @@ class RunDirectory:
                 self.discard_log()
                 return None
             if not overwrite:
-                raise RunDirectoryError(f"output directory {self.root} already exists; pass --resume to continue that run "
-                                        f"or --overwrite to replace it")
+                raise RunDirectoryError(
+                    f"output directory {self.root} already exists; pass --resume to continue that run "
+                    f"or --overwrite to replace it"
+                )
             if not self.is_own_run:
                 held = sorted(entry.name + ("/" if entry.is_dir() else "") for entry in self.root.iterdir())
-                raise RunDirectoryError(f"--overwrite replaces only a run directory eqspike made; {self.root} is not one "
-                                        f"(it holds {', '.join(held[:5])}{', ...' if len(held) > 5 else ''}); "
-                                        f"choose another --output-dir")
+                raise RunDirectoryError(
+                    f"--overwrite replaces only a run directory eqspike made; {self.root} is not one "
+                    f"(it holds {', '.join(held[:5])}{', ...' if len(held) > 5 else ''}); "
+                    f"choose another --output-dir"
+                )
         return None
 
     def resume_state(self) -> dict[str, Any]:
@@ -197,8 +217,10 @@ class RunDirectory:
             if not isinstance(state, dict) or not {"stage", "stage_step", "global_step"} <= set(state):
                 raise ValueError("it lacks stage, stage_step or global_step")
         except (ValueError, UnicodeDecodeError) as error:
-            raise RunDirectoryError(f"cannot resume: {state_file} is corrupted ({str(error).splitlines()[0][:120]}); "
-                                    f"start the run again with --overwrite") from None
+            raise RunDirectoryError(
+                f"cannot resume: {state_file} is corrupted ({str(error).splitlines()[0][:120]}); "
+                f"start the run again with --overwrite"
+            ) from None
         if self.writes and self.log_file.is_file():
             kept = []
             for line in self.log_file.read_text().splitlines():
@@ -261,14 +283,20 @@ class RunDirectory:
         try:
             data = torch.load(path, map_location=device)
         except Exception as error:  # a truncated or corrupted file: pickle, zip and EOF errors alike
-            raise RunDirectoryError(f"cannot resume: {path} is corrupted ({type(error).__name__}: "
-                                    f"{str(error).splitlines()[0][:120] if str(error) else 'unreadable'}); start the run "
-                                    f"again with --overwrite") from None
-        bad = [key for key, value in data.items() if torch.is_tensor(value) and value.is_floating_point()
-               and not torch.isfinite(value).all()]
+            raise RunDirectoryError(
+                f"cannot resume: {path} is corrupted ({type(error).__name__}: "
+                f"{str(error).splitlines()[0][:120] if str(error) else 'unreadable'}); start the run "
+                f"again with --overwrite"
+            ) from None
+        bad = [
+            key
+            for key, value in data.items()
+            if torch.is_tensor(value) and value.is_floating_point() and not torch.isfinite(value).all()
+        ]
         if bad:
-            raise RunDirectoryError(f"cannot resume: {path} holds non-finite weights ({', '.join(bad[:3])}); "
-                                    f"start the run again with --overwrite")
+            raise RunDirectoryError(
+                f"cannot resume: {path} holds non-finite weights ({', '.join(bad[:3])}); start the run again with --overwrite"
+            )
         return data
 
     def checkpoint_step(self) -> int | None:
@@ -324,4 +352,3 @@ class RunDirectory:
         rows = json.loads(evaluation.read_text()).get("rows", []) if evaluation.is_file() else []
         result = self.result()
         write_model_card(self.student, model_card(config, result, rows, command=(result or {}).get("command")))
-

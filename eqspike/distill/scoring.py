@@ -22,8 +22,17 @@ class SpikingScore:
     spike_factor: float | None = None  # the spikes' energy / the estimate from the rates trained on
 
 
-def score_spiking(student, data: Prepared, time_steps: int, batch_size: int, device, sharding: Sharding = Sharding(),
-                  spike_factor: bool = False, desc: str = "spiking", splits=None) -> SpikingScore:
+def score_spiking(
+    student,
+    data: Prepared,
+    time_steps: int,
+    batch_size: int,
+    device,
+    sharding: Sharding = Sharding(),
+    spike_factor: bool = False,
+    desc: str = "spiking",
+    splits=None,
+) -> SpikingScore:
     """Metrics of ``student`` run as a spiking network for T steps on ``splits`` (default: every dev
     split), and its energy
     per example relative to the teacher's (``student.spiking_run``). ``spike_factor``: also the
@@ -40,7 +49,9 @@ def score_spiking(student, data: Prepared, time_steps: int, batch_size: int, dev
         spent["rates"] += estimate or 0.0
         return out
 
-    metrics = evaluate(logits, data.task, data.splits if splits is None else splits, batch_size, device, f"{desc} T={time_steps}", sharding)
+    metrics = evaluate(
+        logits, data.task, data.splits if splits is None else splits, batch_size, device, f"{desc} T={time_steps}", sharding
+    )
     total = {key: sum(part[key] for part in sharding.gather(spent)) for key in spent}
     factor = total["spikes"] / total["rates"] if spike_factor and total["rates"] > 0 else None
     return SpikingScore(metrics, (total["spikes"] + total["dense"]) / total["teacher"], factor)

@@ -45,8 +45,10 @@ def distill_seeds(config: RunConfig, seeds: list[int], log=print, command: str |
         if config.resume and run.finished:
             differ = run.settings_differ(run_config)
             if differ:
-                raise RunDirectoryError(f"{run.root} finished with other settings ({', '.join(differ)}); pass --overwrite "
-                                        f"to train it again or choose another --output-dir")
+                raise RunDirectoryError(
+                    f"{run.root} finished with other settings ({', '.join(differ)}); pass --overwrite "
+                    f"to train it again or choose another --output-dir"
+                )
             log(f"seeds: reusing the finished run {run.root}")
             results[seed] = run.result()
             continue
@@ -57,10 +59,15 @@ def distill_seeds(config: RunConfig, seeds: list[int], log=print, command: str |
             log(f"seeds: stopped in seed {seed} (max_steps); continue with --resume")
             return {"status": "interrupted", "seed": seed}
         results[seed] = result
-    summary = {**seed_summary(results), "task": results[seeds[0]]["task"], "metric": results[seeds[0]]["metric"],
-               "runs": {str(s): str(Path(seed_run(config, s).output_dir)) for s in seeds},
-               "config": {k: v for k, v in config.to_dict().items() if k not in INVOCATION + ("seed",)},
-               "environment": results[seeds[0]].get("environment"), "command": command}
+    summary = {
+        **seed_summary(results),
+        "task": results[seeds[0]]["task"],
+        "metric": results[seeds[0]]["metric"],
+        "runs": {str(s): str(Path(seed_run(config, s).output_dir)) for s in seeds},
+        "config": {k: v for k, v in config.to_dict().items() if k not in INVOCATION + ("seed",)},
+        "environment": results[seeds[0]].get("environment"),
+        "command": command,
+    }
     root.mkdir(parents=True, exist_ok=True)
     write_atomic(root / "seeds.json", json.dumps(summary, indent=2) + "\n")
     table = summary_table(summary)

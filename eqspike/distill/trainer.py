@@ -97,8 +97,12 @@ class StageForward(torch.nn.Module):
     def forward(self, **inputs: Tensor) -> StageOutput:
         if self.stage == "intermediate":
             out = self.student(**inputs, output_attention_scores=True)
-            return StageOutput(self.student.in_teacher_space(out.hidden_values), out.attention_scores, None,
-                               out.rates if self.with_rates else None)
+            return StageOutput(
+                self.student.in_teacher_space(out.hidden_values),
+                out.attention_scores,
+                None,
+                out.rates if self.with_rates else None,
+            )
         out = self.student(**inputs)
         return StageOutput(None, None, out.logits, out.rates if self.with_rates else None)
 
@@ -120,8 +124,12 @@ class Distiller:
     def run(self) -> dict[str, Any]:
         with process_group(self.config.device) as (self.sharding, self.device):
             self.log = self._print if self.sharding.is_main else (lambda *_: None)
-            self.run_dir = RunDirectory(RunDirectory.root_for(self.config), writes=self.sharding.is_main,
-                                        command=self.command, report_to=self.config.report_to)
+            self.run_dir = RunDirectory(
+                RunDirectory.root_for(self.config),
+                writes=self.sharding.is_main,
+                command=self.command,
+                report_to=self.config.report_to,
+            )
             return self._run()
 
     def _run(self) -> dict[str, Any]:
@@ -140,28 +148,39 @@ class Distiller:
         # Recorded now, not at the end: the commit and packages of the code that trains this run.
         self.environment = environment_record(self.device, c.precision)
         # a warm start's saved student, refused now (not after the teacher's fine-tuning) if it does not fit
-        warm_from = check_warm_start(c.student_init, c.student_layers, run_widths(c)) if c.student_init not in STUDENT_INITS else None
+        warm_from = (
+            check_warm_start(c.student_init, c.student_layers, run_widths(c)) if c.student_init not in STUDENT_INITS else None
+        )
         set_seed(c.seed)
         inputs = self.inputs or RunInputs.open(c, self.device, self.log, self._on_main_first)
         data, teacher = inputs.data, inputs.teacher
         self.run_dir.start(c, resuming=resume_state is not None)
         if sharding.distributed:
-            self.log(f"distributed: {sharding.world_size} processes ({torch.distributed.get_backend()}), "
-                     f"{c.batch_size} examples per step in all; evaluation batches are shared out; "
-                     f"rank 0 logs and writes checkpoints")
+            self.log(
+                f"distributed: {sharding.world_size} processes ({torch.distributed.get_backend()}), "
+                f"{c.batch_size} examples per step in all; evaluation batches are shared out; "
+                f"rank 0 logs and writes checkpoints"
+            )
         teacher_metrics = self._evaluate(lambda batch: teacher.model(**batch).logits, data, "teacher dev")
         self.log(f"teacher: dev {data.task.metric} {teacher_metrics[data.task.metric]:.4f}")
 
         # 2. The student, from the teacher's layers, and the recipe's stages.
-        state = resume_state or {"stage": 0, "stage_step": 0, "global_step": 0, "best_score": None, "best_step": None,
-                                 "best_key": None, "energy_weight": 0.0, "spike_factor": 1.0,
-                                 "average_energy": None}
+        state = resume_state or {
+            "stage": 0,
+            "stage_step": 0,
+            "global_step": 0,
+            "best_score": None,
+            "best_step": None,
+            "best_key": None,
+            "energy_weight": 0.0,
+            "spike_factor": 1.0,
+            "average_energy": None,
+        }
         stages = self.stages(data)
         student = student_for_run(teacher.model, c).to(self.device)
         student.config.text_pairs = any(e.text_b is not None for e in data.task.train)
         if warm_from is not None:
-            self.log(f"student: warm start from the saved student {warm_from} "
-                     f"(every weight but the thresholds)")
+            self.log(f"student: warm start from the saved student {warm_from} (every weight but the thresholds)")
         first = next((s for s in stages if s.steps), stages[-1])
         student.prepare(self._calibration_batches(data), self._collate(data, self._global_batch(data, first, 0)))
         if resume_state is not None:
@@ -170,19 +189,27 @@ class Distiller:
         student.train()
         if c.energy_budget is not None:
             self._energy_model = StudentEnergy.of(student.config)
-        layers = student.config.teacher_layers if c.student_init != "random" else uniform_layer_map(
-            teacher.model.config.num_hidden_layers, student.config.num_hidden_layers)
+        layers = (
+            student.config.teacher_layers
+            if c.student_init != "random"
+            else uniform_layer_map(teacher.model.config.num_hidden_layers, student.config.num_hidden_layers)
+        )
         if not c.task_loss_only:
-            self.targets = self._cached_targets(teacher, data, layers, with_layers=state["stage"] == 0 and stages[0].steps > 0) \
-                if c.cache_teacher else live_targets(teacher.model, layers)
+            self.targets = (
+                self._cached_targets(teacher, data, layers, with_layers=state["stage"] == 0 and stages[0].steps > 0)
+                if c.cache_teacher
+                else live_targets(teacher.model, layers)
+            )
 
         # 3. The stages, each with its optimiser and schedule.
         self._started = time.time()
-        for stage in stages[state["stage"]:]:
+        for stage in stages[state["stage"] :]:
             reached = c.max_steps is not None and state["global_step"] >= c.max_steps and stage.steps > state["stage_step"]
             if reached or not self.train_stage(student, stage, data, state, resume_state):
-                self.log(f"stopped after {state['global_step']} steps (max_steps); continue with --resume "
-                         f"--max-steps none (or a larger limit)")
+                self.log(
+                    f"stopped after {state['global_step']} steps (max_steps); continue with --resume "
+                    f"--max-steps none (or a larger limit)"
+                )
                 return {"status": "interrupted", **state}
         if state["best_score"] is None:  # no prediction stage: the final student is the one kept
             self._evaluate_and_select(student, data, state)
@@ -195,32 +222,42 @@ class Distiller:
         SpikeLM's own recipe, the task loss alone in the second stage."""
         c, regression = self.config, data.task.is_regression
         per_epoch = self._steps_per_epoch(data)
-        intermediate = Stage(0, "intermediate", 0 if c.task_loss_only else round(c.intermediate_epochs * per_epoch),
-                             c.intermediate_lr,
-                             lambda out, targets, batch, share: intermediate_loss(out, targets, batch["attention_mask"], c, share))
+        intermediate = Stage(
+            0,
+            "intermediate",
+            0 if c.task_loss_only else round(c.intermediate_epochs * per_epoch),
+            c.intermediate_lr,
+            lambda out, targets, batch, share: intermediate_loss(out, targets, batch["attention_mask"], c, share),
+        )
         if c.task_loss_only:
+
             def predict(out, targets, batch, share):
                 gold = gold_loss(out.logits, batch["labels"], regression, share)
                 return {"loss": gold, "gold": gold.detach()}
         else:
+
             def predict(out, targets, batch, share):
                 return prediction_loss(out.logits, targets["logits"], batch["labels"], regression, c, share)
+
         # The energy budget holds in the prediction stage; the intermediate stage aligns the student
         # with the teacher's layers, which a budget would fight (docs/design.md §5).
-        prediction = Stage(1, "prediction", round(c.prediction_epochs * per_epoch), c.prediction_lr, predict,
-                           c.energy_budget)
+        prediction = Stage(1, "prediction", round(c.prediction_epochs * per_epoch), c.prediction_lr, predict, c.energy_budget)
         return [intermediate, prediction]
 
-    def train_stage(self, student, stage: Stage, data: Prepared, state: dict[str, Any],
-                    resume_state: dict[str, Any] | None) -> bool:
+    def train_stage(
+        self, student, stage: Stage, data: Prepared, state: dict[str, Any], resume_state: dict[str, Any] | None
+    ) -> bool:
         """Train one stage from where ``state`` stands; False when ``max_steps`` stopped it."""
         c, sharding = self.config, self.sharding
         self._stage_index = stage.index
         forward = StageForward(student, stage.name, with_rates=stage.energy_budget is not None)
         if sharding.distributed:
             forward = torch.nn.parallel.DistributedDataParallel(
-                forward, device_ids=[self.device] if self.device.type == "cuda" else None,
-                broadcast_buffers=False, find_unused_parameters=True)
+                forward,
+                device_ids=[self.device] if self.device.type == "cuda" else None,
+                broadcast_buffers=False,
+                find_unused_parameters=True,
+            )
         optimizer = make_optimizer(student.named_parameters(), stage.lr, c.weight_decay, c.threshold_lr)
         schedule = linear_schedule(optimizer, max(1, stage.steps), c.warmup_ratio)
         # The student evaluated and kept: the weights trained, or in stage 2 their moving average (ema_decay).
@@ -233,16 +270,26 @@ class Distiller:
             self._evaluate_and_select(student, data, state)
             start = (state.get("best_key") or [None, None, None])[2]
             if start is not None and start <= stage.energy_budget:
-                self.log(f"warning: the student starts this stage at {start:.3f} of the teacher's energy, within the "
-                         f"budget {stage.energy_budget:g}: the budget binds only if training raises its energy")
+                self.log(
+                    f"warning: the student starts this stage at {start:.3f} of the teacher's energy, within the "
+                    f"budget {stage.energy_budget:g}: the budget binds only if training raises its energy"
+                )
         eval_every = max(1, self._steps_per_epoch(data) // c.evals_per_epoch)
         bar = progress(total=stage.steps, desc=f"distill {stage.name}", disable=None if sharding.is_main else True)
         bar.update(first)
-        log_lines = StepLog(f"distill {stage.name}", stage.steps, c.logging_steps, c.batch_size, self.log, first,
-                            enabled=None if sharding.is_main else False)
+        log_lines = StepLog(
+            f"distill {stage.name}",
+            stage.steps,
+            c.logging_steps,
+            c.batch_size,
+            self.log,
+            first,
+            enabled=None if sharding.is_main else False,
+        )
         for step in range(first, stage.steps):
-            losses = self.step(forward, stage, data, self._global_batch(data, stage, step), state["energy_weight"],
-                               state["spike_factor"])
+            losses = self.step(
+                forward, stage, data, self._global_batch(data, stage, step), state["energy_weight"], state["spike_factor"]
+            )
             norm = torch.nn.utils.clip_grad_norm_(student.parameters(), c.max_grad_norm)
             if not torch.isfinite(norm):  # the same on every rank (gradients are reduced): all stop
                 bar.close()
@@ -258,11 +305,19 @@ class Distiller:
             state.update(stage=stage.index, stage_step=step + 1, global_step=state["global_step"] + 1)
             bar.update(1)
             bar.set_postfix(loss=f"{losses['loss'].item():.4f}")
-            log_lines.update(step + 1, schedule.get_last_lr()[0], **{k: losses[k].item() for k in ("loss", "energy") if k in losses})
+            log_lines.update(
+                step + 1, schedule.get_last_lr()[0], **{k: losses[k].item() for k in ("loss", "energy") if k in losses}
+            )
             if state["global_step"] % c.logging_steps == 0:
-                self.run_dir.log({"step": state["global_step"], "stage": stage.name, "lr": schedule.get_last_lr()[0],
-                                  "elapsed_s": round(time.time() - self._started, 2),
-                                  **{k: round(v.item(), 6) for k, v in losses.items()}})
+                self.run_dir.log(
+                    {
+                        "step": state["global_step"],
+                        "stage": stage.name,
+                        "lr": schedule.get_last_lr()[0],
+                        "elapsed_s": round(time.time() - self._started, 2),
+                        **{k: round(v.item(), 6) for k, v in losses.items()},
+                    }
+                )
             if stage.name == "prediction" and ((step + 1) % eval_every == 0 or step + 1 == stage.steps):
                 self._evaluate_and_select(student if average is None else average.module, data, state)
             interrupted = c.max_steps is not None and state["global_step"] >= c.max_steps
@@ -288,8 +343,11 @@ class Distiller:
     def _dual_ascent(self, losses: dict[str, Tensor], state: dict[str, Any], budget: float, average) -> None:
         """lambda <- max(0, lambda + energy_dual_step (E - B) / B): the weight grows while the estimate E
         (the step's, or the weight average's: ``_budgeted_energy``) is over the budget B; logged with the losses."""
-        state["energy_weight"] = max(0.0, state["energy_weight"] + self.config.energy_dual_step * (
-            self._budgeted_energy(losses["energy"].item(), state, average) - budget) / budget)
+        state["energy_weight"] = max(
+            0.0,
+            state["energy_weight"]
+            + self.config.energy_dual_step * (self._budgeted_energy(losses["energy"].item(), state, average) - budget) / budget,
+        )
         losses["energy_weight"] = torch.tensor(state["energy_weight"])
         if average is not None:
             losses["average_energy"] = torch.tensor(state["average_energy"])
@@ -306,8 +364,9 @@ class Distiller:
         state["average_energy"] = energy if previous is None else decay * previous + (1 - decay) * energy
         return state["average_energy"]
 
-    def step(self, forward, stage: Stage, data: Prepared, indices: list[int], energy_weight: float = 0.0,
-             spike_factor: float = 1.0) -> dict[str, Tensor]:
+    def step(
+        self, forward, stage: Stage, data: Prepared, indices: list[int], energy_weight: float = 0.0, spike_factor: float = 1.0
+    ) -> dict[str, Tensor]:
         """Forward and backward of this rank's parts of the global batch ``indices``, gradients
         accumulated over its ``micro_batches`` parts (DDP synchronises them after the last part).
         Returns the detached losses summed over the parts; their mean over ranks is the loss of the
@@ -377,10 +436,21 @@ class Distiller:
 
         c = self.config
         root = Path(c.teacher_cache_dir) if c.teacher_cache_dir else Path(c.teacher_store) / "cache"
-        cache = self._on_main_first(lambda: build_or_open(
-            teacher.model, data.train, layers, root, with_layers=with_layers, dtype=c.teacher_cache_dtype,
-            batch_size=c.eval_batch_size, device=self.device, max_gb=c.teacher_cache_max_gb, log=self.log,
-            logits_if_too_large=True))
+        cache = self._on_main_first(
+            lambda: build_or_open(
+                teacher.model,
+                data.train,
+                layers,
+                root,
+                with_layers=with_layers,
+                dtype=c.teacher_cache_dtype,
+                batch_size=c.eval_batch_size,
+                device=self.device,
+                max_gb=c.teacher_cache_max_gb,
+                log=self.log,
+                logits_if_too_large=True,
+            )
+        )
         cached = cached_targets(cache, self.device)
         if with_layers and not cache.with_layers:  # too large with the layers: they come from the live teacher
             live = live_targets(teacher.model, layers)
@@ -405,12 +475,20 @@ class Distiller:
     def _evaluate(self, logits_fn, data: Prepared, desc: str, splits=None) -> dict[str, float]:
         """Metrics on ``splits`` (default: the dev splits), with the batches shared out over the ranks
         (every rank gets them all)."""
-        return evaluate(logits_fn, data.task, data.splits if splits is None else splits, self.config.eval_batch_size,
-                        self.device, desc, self.sharding)
+        return evaluate(
+            logits_fn,
+            data.task,
+            data.splits if splits is None else splits,
+            self.config.eval_batch_size,
+            self.device,
+            desc,
+            self.sharding,
+        )
 
     def _score_spiking(self, student, data: Prepared, T: int, spike_factor: bool = False, splits=None):
-        return score_spiking(student, data, T, self.config.eval_batch_size, self.device, self.sharding, spike_factor,
-                             splits=splits)
+        return score_spiking(
+            student, data, T, self.config.eval_batch_size, self.device, self.sharding, spike_factor, splits=splits
+        )
 
     def _evaluate_and_select(self, student, data: Prepared, state: dict[str, Any]) -> None:
         """Score on the selection splits (``Prepared.selection``: held-out training data, or the dev set
@@ -422,23 +500,31 @@ class Distiller:
         student.eval()
         energy = None
         if STUDENTS[c.student_type].train_for(c) == "time_steps":
-            score = self._score_spiking(student, data, c.time_steps, spike_factor=c.energy_budget is not None,
-                                        splits=data.selection)
+            score = self._score_spiking(
+                student, data, c.time_steps, spike_factor=c.energy_budget is not None, splits=data.selection
+            )
             metrics, energy, mode = score.metrics, score.energy_ratio, f"simulate T={c.time_steps}"
             if score.spike_factor is not None:
                 state["spike_factor"] = score.spike_factor
         else:
-            metrics, mode = self._evaluate(lambda b: student(**b, mode="solve").logits, data, "student selection",
-                                           data.selection), "solve"
+            metrics, mode = (
+                self._evaluate(lambda b: student(**b, mode="solve").logits, data, "student selection", data.selection),
+                "solve",
+            )
         student.train()
         value = metrics[data.task.metric]
-        self.run_dir.log({"step": state["global_step"], "eval": metrics, "mode": mode, "energy_ratio": energy,
-                          "split": c.selection})
+        self.run_dir.log(
+            {"step": state["global_step"], "eval": metrics, "mode": mode, "energy_ratio": energy, "split": c.selection}
+        )
         feasible = c.energy_budget is None or energy <= c.energy_budget
         key = [feasible, value, energy]
         improved = self._better(key, state.get("best_key"), state["energy_weight"])
-        self.log(f"step {state['global_step']}: {'dev' if c.selection == 'dev' else 'selection'} {data.task.metric} {value:.4f} ({mode}"
-                 + (f", energy {energy:.3f}" if energy is not None else "") + ")" + (" *best*" if improved else ""))
+        self.log(
+            f"step {state['global_step']}: {'dev' if c.selection == 'dev' else 'selection'} {data.task.metric} {value:.4f} ({mode}"
+            + (f", energy {energy:.3f}" if energy is not None else "")
+            + ")"
+            + (" *best*" if improved else "")
+        )
         if improved:
             state.update(best_score=value, best_step=state["global_step"], best_key=key)
             self.run_dir.save_student(student, data.tokenizer, best={"step": state["global_step"], "score": value})
@@ -474,11 +560,16 @@ class Distiller:
         """What to say when a step's gradient is not finite (nothing of that step is applied)."""
         values = ", ".join(f"{k} {v.item():.4g}" for k, v in losses.items())
         step = self.run_dir.checkpoint_step()
-        kept = (f"the last good checkpoint, {self.run_dir.checkpoint} (step {step}), is kept: lower --{stage}-lr or "
-                f"--max-grad-norm and continue with --resume"
-                if step is not None else "no checkpoint had been written yet: lower the learning rate and start again")
-        return (f"training diverged at step {state['global_step'] + 1} ({stage} stage): the gradient is not finite "
-                f"({values}); nothing of that step was applied; {kept}")
+        kept = (
+            f"the last good checkpoint, {self.run_dir.checkpoint} (step {step}), is kept: lower --{stage}-lr or "
+            f"--max-grad-norm and continue with --resume"
+            if step is not None
+            else "no checkpoint had been written yet: lower the learning rate and start again"
+        )
+        return (
+            f"training diverged at step {state['global_step'] + 1} ({stage} stage): the gradient is not finite "
+            f"({values}); nothing of that step was applied; {kept}"
+        )
 
     def _finish(self, data: Prepared, teacher_metrics: dict[str, float]) -> dict[str, Any]:
         c = self.config
@@ -486,8 +577,11 @@ class Distiller:
         student = load_student(self.run_dir.student).to(self.device)
         kind = STUDENTS[c.student_type]
         T = student.config.time_steps
-        self.log(f"evaluating the best student as a spiking network (simulate, T={T})" if kind.spiking
-                 else "evaluating the best student (dense)")
+        self.log(
+            f"evaluating the best student as a spiking network (simulate, T={T})"
+            if kind.spiking
+            else "evaluating the best student (dense)"
+        )
         scored = self._score_spiking(student, data, T)
         solved = self._evaluate(lambda b: student(**b, mode="solve").logits, data, "student solve")
         metric = data.task.metric
@@ -522,10 +616,13 @@ class Distiller:
             main_split = data.splits[data.task.main_split]
             result.update(metrics_energy(energy_report(student, data.task, main_split, [T], c.eval_batch_size, self.device), T))
         self.run_dir.write_result(result)
-        name = f"spiking {kind.kind} student (T={T}, {student.config.weight_bits}-bit weights)" if kind.spiking \
-            else "dense student"
-        self.log(f"teacher {metric} {result['teacher_score']:.4f} | {name} {metric} {result['student_score']:.4f}, energy "
-                 f"{scored.energy_ratio:.3f} x the teacher's"
-                 + (f" | rate map (solve) {result['student_solve_score']:.4f}" if kind.spiking else ""))
+        name = (
+            f"spiking {kind.kind} student (T={T}, {student.config.weight_bits}-bit weights)" if kind.spiking else "dense student"
+        )
+        self.log(
+            f"teacher {metric} {result['teacher_score']:.4f} | {name} {metric} {result['student_score']:.4f}, energy "
+            f"{scored.energy_ratio:.3f} x the teacher's"
+            + (f" | rate map (solve) {result['student_solve_score']:.4f}" if kind.spiking else "")
+        )
         self.log(f"run directory: {self.run_dir.root}")
         return result

@@ -1,2 +1,1 @@
-"""What a run needs around the model: devices, torchrun, the Hub, safe files, progress, optimisers.
-"""
+"""What a run needs around the model: devices, torchrun, the Hub, safe files, progress, optimisers."""

@@ -1,5 +1,4 @@
-"""Devices, bf16 autocast and seeds.
-"""
+"""Devices, bf16 autocast and seeds."""
 
 from __future__ import annotations
 
@@ -30,8 +29,10 @@ def autocast(precision: str, device: torch.device):
     if precision != "bf16":
         raise EqspikeError(f"precision={precision!r} is not valid; choose one of: {', '.join(map(repr, PRECISIONS))}")
     if device.type == "cuda" and not torch.cuda.is_bf16_supported():
-        raise EqspikeError(f"precision='bf16' needs a GPU with bfloat16 support; {torch.cuda.get_device_name(device)} "
-                         f"has none: use --precision fp32")
+        raise EqspikeError(
+            f"precision='bf16' needs a GPU with bfloat16 support; {torch.cuda.get_device_name(device)} "
+            f"has none: use --precision fp32"
+        )
     return torch.autocast(device.type, dtype=torch.bfloat16)
 
 

@@ -96,9 +96,11 @@ def initialise(device_name: str) -> tuple[Sharding, torch.device]:
     device = resolve_device(device_name)
     if device.type == "cuda":
         if sharding.local_rank >= torch.cuda.device_count():
-            raise EqspikeError(f"LOCAL_RANK={sharding.local_rank} has no GPU: this machine has "
-                               f"{torch.cuda.device_count()}; start at most that many processes per node "
-                               f"(torchrun --nproc_per_node) or use --device cpu")
+            raise EqspikeError(
+                f"LOCAL_RANK={sharding.local_rank} has no GPU: this machine has "
+                f"{torch.cuda.device_count()}; start at most that many processes per node "
+                f"(torchrun --nproc_per_node) or use --device cpu"
+            )
         device = torch.device("cuda", sharding.local_rank)
         torch.cuda.set_device(device)
     if sharding.distributed and not dist.is_initialized():

@@ -35,9 +35,11 @@ def atomic_directory(target: str | Path):
     except BaseException as error:
         shutil.rmtree(staging, ignore_errors=True)
         if _disk_full(error, target.parent):
-            raise DiskFullError(f"no space left on the device holding {target.parent} while writing {target.name}; "
-                                f"{'the previous ' + target.name + ' is intact' if target.exists() else 'nothing was replaced'}"
-                                f" (free some space and continue with --resume)") from None
+            raise DiskFullError(
+                f"no space left on the device holding {target.parent} while writing {target.name}; "
+                f"{'the previous ' + target.name + ' is intact' if target.exists() else 'nothing was replaced'}"
+                f" (free some space and continue with --resume)"
+            ) from None
         raise
 
 

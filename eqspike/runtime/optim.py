@@ -1,5 +1,4 @@
-"""The optimiser and learning-rate schedule shared by teacher fine-tuning and distillation.
-"""
+"""The optimiser and learning-rate schedule shared by teacher fine-tuning and distillation."""
 
 from __future__ import annotations
 
@@ -9,8 +8,9 @@ import torch
 from torch import nn
 
 
-def make_optimizer(named_parameters: Iterable[tuple[str, nn.Parameter]], lr: float, weight_decay: float,
-                   threshold_lr: float | None = None) -> torch.optim.AdamW:
+def make_optimizer(
+    named_parameters: Iterable[tuple[str, nn.Parameter]], lr: float, weight_decay: float, threshold_lr: float | None = None
+) -> torch.optim.AdamW:
     """AdamW with no weight decay on biases and LayerNorm weights; thresholds (parameters named
     ``threshold*``, when trainable) in a group of their own with ``threshold_lr`` and no decay: a
     threshold is a step size of order 1, not a weight of order 0.05, so it needs a larger rate."""
@@ -42,8 +42,9 @@ def weight_average(model: nn.Module, decay: float) -> torch.optim.swa_utils.Aver
 SCHEDULES = ("linear", "constant")
 
 
-def linear_schedule(optimizer: torch.optim.Optimizer, total_steps: int, warmup_ratio: float,
-                    kind: str = "linear") -> torch.optim.lr_scheduler.LambdaLR:
+def linear_schedule(
+    optimizer: torch.optim.Optimizer, total_steps: int, warmup_ratio: float, kind: str = "linear"
+) -> torch.optim.lr_scheduler.LambdaLR:
     """Linear warm-up over ``warmup_ratio`` of the steps, then linear decay to 0 (``linear``) or the
     full rate to the end (``constant``)."""
     warmup = int(total_steps * warmup_ratio)

@@ -1,5 +1,4 @@
-"""Progress: bars on a terminal, log lines in a log file.
-"""
+"""Progress: bars on a terminal, log lines in a log file."""
 
 from __future__ import annotations
 
@@ -27,8 +26,9 @@ class StepLog:
     steps and at the last one, with the step, the losses, the learning rate, examples per second and
     the time left: ``distill prediction: step 40/180 | loss 0.5123 | lr 8.9e-05 | 41.2 ex/s | ETA 2m03s``."""
 
-    def __init__(self, desc: str, total: int, every: int, examples_per_step: int, log, first: int = 0,
-                 enabled: bool | None = None) -> None:
+    def __init__(
+        self, desc: str, total: int, every: int, examples_per_step: int, log, first: int = 0, enabled: bool | None = None
+    ) -> None:
         self.desc, self.total, self.every, self.examples_per_step, self.log = desc, total, every, examples_per_step, log
         self.enabled = not bars_on() if enabled is None else enabled
         self.first, self.started = first, time.time()

@@ -18,8 +18,10 @@ def check_report_to(report_to: str) -> None:
         try:
             import tensorboard  # noqa: F401
         except ImportError:
-            raise EqspikeError("--report-to tensorboard needs the tensorboard package: "
-                               "pip install 'eqspike[tensorboard]' (or pip install tensorboard)") from None
+            raise EqspikeError(
+                "--report-to tensorboard needs the tensorboard package: "
+                "pip install 'eqspike[tensorboard]' (or pip install tensorboard)"
+            ) from None
 
 
 class TensorBoardReport:

@@ -25,8 +25,10 @@ from eqspike.students.spikelm import SpikeLMConfig, SpikeLMForSequenceClassifica
 from eqspike.students.spiking_bert import SpikingBertForSequenceClassification
 from eqspike.students.spiking_bert_config import SpikingBertConfig
 
-STUDENTS = {cls.kind: cls for cls in (SpikingBertForSequenceClassification, SpikeLMForSequenceClassification,
-                                      DenseBertForSequenceClassification)}
+STUDENTS = {
+    cls.kind: cls
+    for cls in (SpikingBertForSequenceClassification, SpikeLMForSequenceClassification, DenseBertForSequenceClassification)
+}
 _BY_MODEL_TYPE = {cls.config_class.model_type: cls for cls in STUDENTS.values()}
 
 for _model in STUDENTS.values():
@@ -43,8 +45,9 @@ def load_student(directory: str | Path, **overrides: Any):
     except (ValueError, UnicodeDecodeError, AttributeError):
         kind = None  # from_pretrained below names the corrupted file
     if kind is not None and kind not in _BY_MODEL_TYPE:
-        raise StudentFileError(f"{directory} holds a {kind!r} model, not an eqspike student "
-                               f"({', '.join(map(repr, _BY_MODEL_TYPE))})")
+        raise StudentFileError(
+            f"{directory} holds a {kind!r} model, not an eqspike student ({', '.join(map(repr, _BY_MODEL_TYPE))})"
+        )
     return student_class(kind).from_pretrained(directory, **overrides)
 
 
@@ -67,29 +70,39 @@ def saved_student_directory(path: str | Path) -> Path:
     for candidate in (root, root / "student"):
         if (candidate / "config.json").is_file():
             return candidate
-    raise StudentFileError(f"student_init={str(path)!r} is not valid; choose one of: {', '.join(map(repr, STUDENT_INITS))}, "
-                           f"or a saved student (a run directory, or its student/ folder with config.json)")
+    raise StudentFileError(
+        f"student_init={str(path)!r} is not valid; choose one of: {', '.join(map(repr, STUDENT_INITS))}, "
+        f"or a saved student (a run directory, or its student/ folder with config.json)"
+    )
 
 
-def check_warm_start(path: str | Path, student_layers: int | None,
-                     widths: Mapping[str, int | None] | None = None) -> Path:
+def check_warm_start(path: str | Path, student_layers: int | None, widths: Mapping[str, int | None] | None = None) -> Path:
     """The saved student's folder, refused now when its depth or width is not the one asked for
     (``student_layers``, ``widths`` as ``run_widths`` gives them; a width not given is the teacher's)."""
     directory = saved_student_directory(path)
     config = load_student_config(directory)
     flags = {"num_hidden_layers": "student_layers", **WIDTHS}
     wanted = {"num_hidden_layers": student_layers, **(widths or {})}
-    units = {"num_hidden_layers": "blocks", "hidden_size": "hidden", "num_attention_heads": "heads",
-             "intermediate_size": "FFN units"}
-    wrong = [f"{getattr(config, name)} {units[name]} against {flags[name]}={value}"
-             for name, value in wanted.items() if value is not None and getattr(config, name) != value]
+    units = {
+        "num_hidden_layers": "blocks",
+        "hidden_size": "hidden",
+        "num_attention_heads": "heads",
+        "intermediate_size": "FFN units",
+    }
+    wrong = [
+        f"{getattr(config, name)} {units[name]} against {flags[name]}={value}"
+        for name, value in wanted.items()
+        if value is not None and getattr(config, name) != value
+    ]
     if not wrong and getattr(config, "narrower", False) and not any((widths or {}).values()):
         wrong = [f"hidden size {config.hidden_size}, narrower than its teacher's {config.teacher_hidden_size}"]
     if wrong:
-        fix = " ".join(f"--{flags[name].replace('_', '-')} {getattr(config, name)}" for name in flags
-                       if name == "num_hidden_layers" or getattr(config, "narrower", False))
-        raise StudentFileError(f"student_init: {directory} does not have this student's shape ({'; '.join(wrong)}); "
-                               f"pass {fix}")
+        fix = " ".join(
+            f"--{flags[name].replace('_', '-')} {getattr(config, name)}"
+            for name in flags
+            if name == "num_hidden_layers" or getattr(config, "narrower", False)
+        )
+        raise StudentFileError(f"student_init: {directory} does not have this student's shape ({'; '.join(wrong)}); pass {fix}")
     return directory
 
 
@@ -106,12 +119,17 @@ def warm_start(student: nn.Module, path: str | Path) -> Path:
     source = load_student(directory).state_dict()
     target = {name: value for name, value in student.state_dict().items() if not _is_threshold(name)}
     missing = [name for name in target if name not in source]
-    shapes = [f"{name} {tuple(source[name].shape)} against {tuple(value.shape)}" for name, value in target.items()
-              if name in source and source[name].shape != value.shape]
+    shapes = [
+        f"{name} {tuple(source[name].shape)} against {tuple(value.shape)}"
+        for name, value in target.items()
+        if name in source and source[name].shape != value.shape
+    ]
     if missing or shapes:
-        raise StudentFileError(f"student_init: {directory} does not have this student's shape "
-                               f"({'; '.join((shapes + [f'{n} missing' for n in missing])[:3])}); "
-                               f"pass the --student-layers and teacher it was trained with")
+        raise StudentFileError(
+            f"student_init: {directory} does not have this student's shape "
+            f"({'; '.join((shapes + [f'{n} missing' for n in missing])[:3])}); "
+            f"pass the --student-layers and teacher it was trained with"
+        )
     student.load_state_dict({name: source[name] for name in target}, strict=False)
     return directory
 
@@ -129,5 +147,21 @@ def student_for_run(teacher_model: nn.Module, config: Any) -> nn.Module:
     return student
 
 
-__all__ = ["load_student_config", "student_class", "saved_student_directory", "STUDENT_INITS", "STUDENTS", "check_warm_start", "student_for_run", "warm_start", "DenseBertConfig", "DenseBertForSequenceClassification", "SpikeLMConfig", "SpikeLMForSequenceClassification", "SpikingBertConfig",
-           "SpikingBertForSequenceClassification", "StudentOutput", "load_student"]
+__all__ = [
+    "load_student_config",
+    "student_class",
+    "saved_student_directory",
+    "STUDENT_INITS",
+    "STUDENTS",
+    "check_warm_start",
+    "student_for_run",
+    "warm_start",
+    "DenseBertConfig",
+    "DenseBertForSequenceClassification",
+    "SpikeLMConfig",
+    "SpikeLMForSequenceClassification",
+    "SpikingBertConfig",
+    "SpikingBertForSequenceClassification",
+    "StudentOutput",
+    "load_student",
+]

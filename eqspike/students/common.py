@@ -73,8 +73,15 @@ class StudentConfig(PreTrainedConfig):
 
     def validate(self) -> None:
         """Refuse settings that cannot make a student (also after ``from_pretrained`` overrides)."""
-        for name in ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
-                     "max_position_embeddings", "num_labels"):
+        for name in (
+            "vocab_size",
+            "hidden_size",
+            "num_hidden_layers",
+            "num_attention_heads",
+            "intermediate_size",
+            "max_position_embeddings",
+            "num_labels",
+        ):
             check_int_at_least(name, getattr(self, name), 1)
         check_int_at_least("type_vocab_size", self.type_vocab_size, 0)
         check_int_at_least("relative_attention_num_buckets", self.relative_attention_num_buckets, 0)
@@ -197,8 +204,9 @@ class StudentPreTrainedModel(PreTrainedModel):
         from transformers.models.mpnet.modeling_mpnet import MPNetEncoder
 
         positions = torch.arange(length, device=device)
-        buckets = MPNetEncoder.relative_position_bucket(positions[None, :] - positions[:, None],
-                                                        num_buckets=self.config.relative_attention_num_buckets)
+        buckets = MPNetEncoder.relative_position_bucket(
+            positions[None, :] - positions[:, None], num_buckets=self.config.relative_attention_num_buckets
+        )
         return self.relative_attention_bias(buckets).permute(2, 0, 1)[None]
 
     def task_loss(self, logits: Tensor, labels: Tensor | None) -> Tensor | None:
@@ -223,8 +231,10 @@ class StudentPreTrainedModel(PreTrainedModel):
             try:
                 config = cls.config_class.from_pretrained(directory)
             except (ValueError, TypeError) as error:
-                raise StudentFileError(f"{directory / CONFIG_NAME} does not describe a usable "
-                                       f"{cls.config_class.model_type} student: {str(error).splitlines()[0][:200]}") from None
+                raise StudentFileError(
+                    f"{directory / CONFIG_NAME} does not describe a usable "
+                    f"{cls.config_class.model_type} student: {str(error).splitlines()[0][:200]}"
+                ) from None
             for key, value in overrides.items():
                 setattr(config, key, value)
             try:
@@ -236,8 +246,9 @@ class StudentPreTrainedModel(PreTrainedModel):
         try:
             model = super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
         except (ValueError, RuntimeError) as error:  # weights that do not fit the config
-            raise StudentFileError(f"{directory} does not hold a usable {cls.config_class.model_type} student: "
-                                   f"{str(error).splitlines()[0][:200]}") from None
+            raise StudentFileError(
+                f"{directory} does not hold a usable {cls.config_class.model_type} student: {str(error).splitlines()[0][:200]}"
+            ) from None
         return model
 
 
@@ -277,25 +288,36 @@ def run_widths(config: Any) -> dict[str, int | None]:
     return {name: getattr(config, flag, None) for name, flag in WIDTHS.items()}
 
 
-def teacher_shape(teacher_config: Any, num_hidden_layers: int | None = None, hidden_size: int | None = None,
-                  num_attention_heads: int | None = None, intermediate_size: int | None = None) -> dict[str, Any]:
+def teacher_shape(
+    teacher_config: Any,
+    num_hidden_layers: int | None = None,
+    hidden_size: int | None = None,
+    num_attention_heads: int | None = None,
+    intermediate_size: int | None = None,
+) -> dict[str, Any]:
     """The student config fields a teacher's config fixes: its family's shape, labels and the layer map;
     with a width given, the student is that much narrower than the teacher (``check_widths``)."""
     t = teacher_config
     layers = num_hidden_layers or t.num_hidden_layers
     shape = family_of(t.model_type).shape(t)
-    widths = {"hidden_size": hidden_size, "num_attention_heads": num_attention_heads,
-              "intermediate_size": intermediate_size}
+    widths = {"hidden_size": hidden_size, "num_attention_heads": num_attention_heads, "intermediate_size": intermediate_size}
     if any(widths.values()):
         widths = {name: value or shape[name] for name, value in widths.items()}
         check_widths(shape, widths)
-        shape.update(widths, teacher_hidden_size=t.hidden_size, teacher_num_attention_heads=t.num_attention_heads,
-                     teacher_intermediate_size=shape["intermediate_size"])
+        shape.update(
+            widths,
+            teacher_hidden_size=t.hidden_size,
+            teacher_num_attention_heads=t.num_attention_heads,
+            teacher_intermediate_size=shape["intermediate_size"],
+        )
     return dict(
-        **shape, num_hidden_layers=layers,
-        num_labels=t.num_labels, problem_type="regression" if t.num_labels == 1 else "single_label_classification",
+        **shape,
+        num_hidden_layers=layers,
+        num_labels=t.num_labels,
+        problem_type="regression" if t.num_labels == 1 else "single_label_classification",
         id2label={int(k): v for k, v in (t.id2label or {}).items()} or None,
-        teacher_layers=uniform_layer_map(t.num_hidden_layers, layers), teacher_num_hidden_layers=t.num_hidden_layers,
+        teacher_layers=uniform_layer_map(t.num_hidden_layers, layers),
+        teacher_num_hidden_layers=t.num_hidden_layers,
     )
 
 
@@ -304,12 +326,15 @@ def check_widths(teacher: Mapping[str, int], student: Mapping[str, int]) -> None
     count must divide the teacher's, and its hidden width be a multiple of its head count."""
     for name, flag in WIDTHS.items():
         if student[name] > teacher[name]:
-            raise ValueError(f"{flag}={student[name]} is wider than the teacher's {teacher[name]}; choose at most "
-                             f"{teacher[name]}")
+            raise ValueError(
+                f"{flag}={student[name]} is wider than the teacher's {teacher[name]}; choose at most {teacher[name]}"
+            )
     heads, teacher_heads = student["num_attention_heads"], teacher["num_attention_heads"]
     if teacher_heads % heads:
-        raise ValueError(f"student_heads={heads} does not divide the teacher's {teacher_heads} heads: student head j "
-                         f"is distilled from teacher head j * {teacher_heads} / heads; choose a divisor of {teacher_heads}")
+        raise ValueError(
+            f"student_heads={heads} does not divide the teacher's {teacher_heads} heads: student head j "
+            f"is distilled from teacher head j * {teacher_heads} / heads; choose a divisor of {teacher_heads}"
+        )
     if student["hidden_size"] % heads:
         raise ValueError(f"student_hidden={student['hidden_size']} is not a multiple of student_heads={heads}")
 
@@ -346,8 +371,12 @@ class WidthSelection:
         heads = head_map(c.num_attention_heads, teacher_heads)
         dims = evenly_spaced(c.head_size, teacher_hidden // teacher_heads)
         attention = torch.cat([h * (teacher_hidden // teacher_heads) + dims for h in heads])
-        return cls(evenly_spaced(c.hidden_size, teacher_hidden), attention,
-                   evenly_spaced(c.intermediate_size, c.teacher_intermediate_size or c.intermediate_size), heads)
+        return cls(
+            evenly_spaced(c.hidden_size, teacher_hidden),
+            attention,
+            evenly_spaced(c.intermediate_size, c.teacher_intermediate_size or c.intermediate_size),
+            heads,
+        )
 
 
 def teacher_projections(config: StudentConfig) -> tuple[nn.Linear | None, nn.Linear | None]:
@@ -355,8 +384,10 @@ def teacher_projections(config: StudentConfig) -> tuple[nn.Linear | None, nn.Lin
     for the hidden-state loss (used only in distillation), or (None, None) for a student of its width."""
     if not config.narrower:
         return None, None
-    return (nn.Linear(config.hidden_size, config.teacher_hidden_size, bias=False),
-            nn.Linear(config.hidden_size, config.teacher_hidden_size, bias=False))
+    return (
+        nn.Linear(config.hidden_size, config.teacher_hidden_size, bias=False),
+        nn.Linear(config.hidden_size, config.teacher_hidden_size, bias=False),
+    )
 
 
 def _copy(target: nn.Module, source: nn.Module, rows: Tensor | None = None, columns: Tensor | None = None) -> None:
@@ -392,9 +423,16 @@ def copy_teacher_weights(student: nn.Module, teacher_model: nn.Module, modules: 
     _copy(mine.LayerNorm, embeddings.LayerNorm, embedding_columns)
     if projected:
         _copy(mine.projection, encoder.embeddings_project, hidden)
-    selected = {"query": (attention, hidden), "key": (attention, hidden), "value": (attention, hidden),
-                "attention_output": (hidden, attention), "attention_norm": (hidden, None),
-                "intermediate": (inner, hidden), "output": (hidden, inner), "output_norm": (hidden, None)}
+    selected = {
+        "query": (attention, hidden),
+        "key": (attention, hidden),
+        "value": (attention, hidden),
+        "attention_output": (hidden, attention),
+        "attention_norm": (hidden, None),
+        "intermediate": (inner, hidden),
+        "output": (hidden, inner),
+        "output_norm": (hidden, None),
+    }
     layers = family.layer_list(teacher_model)
     for block, index in zip(student.blocks, student.config.teacher_layers):
         for part, module in family.layer_parts(layers[index - 1]).items():
@@ -413,11 +451,12 @@ def copy_teacher_weights(student: nn.Module, teacher_model: nn.Module, modules: 
 
 
 # ---------------------------------------------------------------------------- attention, as in BERT
-def default_masks(input_ids: Tensor, attention_mask: Tensor | None,
-                  token_type_ids: Tensor | None) -> tuple[Tensor, Tensor]:
+def default_masks(input_ids: Tensor, attention_mask: Tensor | None, token_type_ids: Tensor | None) -> tuple[Tensor, Tensor]:
     """BERT's defaults for missing inputs: every token attended to, every token of segment 0."""
-    return (torch.ones_like(input_ids) if attention_mask is None else attention_mask,
-            torch.zeros_like(input_ids) if token_type_ids is None else token_type_ids)
+    return (
+        torch.ones_like(input_ids) if attention_mask is None else attention_mask,
+        torch.zeros_like(input_ids) if token_type_ids is None else token_type_ids,
+    )
 
 
 def split_heads(x: Tensor, heads: int) -> Tensor:
@@ -481,12 +520,14 @@ def check_student_files(directory: str | Path, model_type: str) -> None:
     try:
         state = load_file(str(weights_path))
     except Exception as error:  # safetensors raises its own error types for truncated or garbled files
-        raise StudentFileError(f"{weights_path} is corrupted ({type(error).__name__}: "
-                               f"{str(error).splitlines()[0][:120]})") from None
+        raise StudentFileError(
+            f"{weights_path} is corrupted ({type(error).__name__}: {str(error).splitlines()[0][:120]})"
+        ) from None
     bad = [name for name, value in state.items() if value.is_floating_point() and not torch.isfinite(value).all()]
     if bad:
-        raise StudentFileError(f"{weights_path} holds non-finite weights ({', '.join(bad[:3])}"
-                               f"{', ...' if len(bad) > 3 else ''}); it cannot be used")
+        raise StudentFileError(
+            f"{weights_path} holds non-finite weights ({', '.join(bad[:3])}{', ...' if len(bad) > 3 else ''}); it cannot be used"
+        )
 
 
 def uniform_layer_map(teacher_layers: int, student_layers: int) -> list[int]:

@@ -101,9 +101,17 @@ class DenseBertForSequenceClassification(StudentPreTrainedModel):
         self.embeddings_to_teacher, self.hidden_to_teacher = teacher_projections(config)
         self.post_init()
 
-    def forward(self, input_ids: Tensor, attention_mask: Tensor | None = None, token_type_ids: Tensor | None = None,
-                mode: str | None = None, time_steps: int | None = None, output_attention_scores: bool = False,
-                labels: Tensor | None = None, **_: Any) -> StudentOutput:
+    def forward(
+        self,
+        input_ids: Tensor,
+        attention_mask: Tensor | None = None,
+        token_type_ids: Tensor | None = None,
+        mode: str | None = None,
+        time_steps: int | None = None,
+        output_attention_scores: bool = False,
+        labels: Tensor | None = None,
+        **_: Any,
+    ) -> StudentOutput:
         """Logits, the embeddings' and every block's output (``hidden_values``), and with
         ``output_attention_scores`` every block's pre-softmax scores. ``mode`` and ``time_steps`` are
         accepted for interface parity: a dense network has neither."""
@@ -117,8 +125,12 @@ class DenseBertForSequenceClassification(StudentPreTrainedModel):
             hidden_values.append(x)
             scores.append(block_scores)
         logits = self.head(x)
-        return StudentOutput(loss=self.task_loss(logits, labels), logits=logits, hidden_values=hidden_values,
-                             attention_scores=scores if output_attention_scores else None)
+        return StudentOutput(
+            loss=self.task_loss(logits, labels),
+            logits=logits,
+            hidden_values=hidden_values,
+            attention_scores=scores if output_attention_scores else None,
+        )
 
     # ------------------------------------------------------------------ in a distillation run
     @classmethod
@@ -130,8 +142,9 @@ class DenseBertForSequenceClassification(StudentPreTrainedModel):
     def prepare(self, calibration: list[Mapping[str, Tensor]], first_batch: Mapping[str, Tensor]) -> None:
         """Nothing to calibrate: a dense network has no thresholds."""
 
-    def spiking_run(self, batch: Mapping[str, Tensor], time_steps: int,
-                    rate_estimate: bool = False) -> tuple[Tensor, float, float, None]:
+    def spiking_run(
+        self, batch: Mapping[str, Tensor], time_steps: int, rate_estimate: bool = False
+    ) -> tuple[Tensor, float, float, None]:
         """Its logits, no spikes, and the energy of its multiply-accumulates (pJ, summed over the batch):
         a dense FP32 network of its shape under the same op table (``time_steps`` has no effect)."""
         logits = self(**batch).logits
@@ -139,8 +152,13 @@ class DenseBertForSequenceClassification(StudentPreTrainedModel):
         return logits, 0.0, sum(energy.dense_network_pj(n) for n in batch["attention_mask"].sum(1).tolist()), None
 
     @classmethod
-    def from_teacher(cls, teacher_model: nn.Module, num_hidden_layers: int | None = None,
-                     widths: Mapping[str, int | None] | None = None, **fields: Any) -> DenseBertForSequenceClassification:
+    def from_teacher(
+        cls,
+        teacher_model: nn.Module,
+        num_hidden_layers: int | None = None,
+        widths: Mapping[str, int | None] | None = None,
+        **fields: Any,
+    ) -> DenseBertForSequenceClassification:
         """The same initialisation as the eqspike student: every k-th teacher layer, embeddings and head."""
         student = cls(DenseBertConfig(**teacher_shape(teacher_model.config, num_hidden_layers, **(widths or {})), **fields))
         copy_teacher_weights(student, teacher_model)
@@ -155,15 +173,28 @@ class DenseBertForSequenceClassification(StudentPreTrainedModel):
 
         c = self.config
         if c.family != "bert":
-            raise ValueError(f"a dense student of a {c.family!r} teacher is not a BERT: only the dense student of a BERT "
-                             f"teacher can teach a spiking student (teacher, then dense student, then spiking student)")
+            raise ValueError(
+                f"a dense student of a {c.family!r} teacher is not a BERT: only the dense student of a BERT "
+                f"teacher can teach a spiking student (teacher, then dense student, then spiking student)"
+            )
         config = BertConfig(
-            vocab_size=c.vocab_size, hidden_size=c.hidden_size, num_hidden_layers=c.num_hidden_layers,
-            num_attention_heads=c.num_attention_heads, intermediate_size=c.intermediate_size, hidden_act=c.hidden_act,
-            max_position_embeddings=c.max_position_embeddings, type_vocab_size=c.type_vocab_size,
-            layer_norm_eps=c.layer_norm_eps, pad_token_id=c.pad_token_id, num_labels=c.num_labels,
-            id2label=c.id2label, label2id=c.label2id, problem_type=c.problem_type, attn_implementation="eager",
-            architectures=["BertForSequenceClassification"])
+            vocab_size=c.vocab_size,
+            hidden_size=c.hidden_size,
+            num_hidden_layers=c.num_hidden_layers,
+            num_attention_heads=c.num_attention_heads,
+            intermediate_size=c.intermediate_size,
+            hidden_act=c.hidden_act,
+            max_position_embeddings=c.max_position_embeddings,
+            type_vocab_size=c.type_vocab_size,
+            layer_norm_eps=c.layer_norm_eps,
+            pad_token_id=c.pad_token_id,
+            num_labels=c.num_labels,
+            id2label=c.id2label,
+            label2id=c.label2id,
+            problem_type=c.problem_type,
+            attn_implementation="eager",
+            architectures=["BertForSequenceClassification"],
+        )
         bert = BertForSequenceClassification(config).to(self.classifier.weight.device)
         bert.bert.embeddings.load_state_dict(self.embeddings.state_dict(), strict=False)
         for block, layer in zip(self.blocks, bert.bert.encoder.layer):

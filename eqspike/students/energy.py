@@ -56,7 +56,9 @@ def synaptic_accumulates(spike_counts: Mapping[str, Tensor], fan_out: Mapping[st
     return torch.as_tensor(total)
 
 
-def bert_fan_out(hidden: int, intermediate: int, layers: int, lengths: Tensor, mask: Tensor, feedback: bool) -> dict[str, Tensor | float]:
+def bert_fan_out(
+    hidden: int, intermediate: int, layers: int, lengths: Tensor, mask: Tensor, feedback: bool
+) -> dict[str, Tensor | float]:
     """Fan-out of each population of the spiking BERT student (eqspike.students.spiking_bert), per neuron.
 
     input of a block (embeddings or previous output): W_K, W_V, W_Q rows (3H) + the residual (1);
@@ -152,18 +154,34 @@ class StudentEnergy:
     @classmethod
     def of(cls, config) -> StudentEnergy:
         """From a student's config (the teacher's depth, and its width if wider, are recorded there)."""
-        return cls(config.hidden_size, config.intermediate_size, config.num_attention_heads, config.num_hidden_layers,
-                   config.num_labels, config.teacher_num_hidden_layers or config.num_hidden_layers,
-                   getattr(config, "feedback", False), getattr(config, "teacher_hidden_size", None),
-                   getattr(config, "teacher_intermediate_size", None), getattr(config, "teacher_num_attention_heads", None),
-                   getattr(config, "embedding_size", None), bool(getattr(config, "relative_attention_num_buckets", 0)))
+        return cls(
+            config.hidden_size,
+            config.intermediate_size,
+            config.num_attention_heads,
+            config.num_hidden_layers,
+            config.num_labels,
+            config.teacher_num_hidden_layers or config.num_hidden_layers,
+            getattr(config, "feedback", False),
+            getattr(config, "teacher_hidden_size", None),
+            getattr(config, "teacher_intermediate_size", None),
+            getattr(config, "teacher_num_attention_heads", None),
+            getattr(config, "embedding_size", None),
+            bool(getattr(config, "relative_attention_num_buckets", 0)),
+        )
 
     @property
     def teacher(self) -> StudentEnergy:
         """The teacher's shape: its depth, and its width (the student's unless recorded wider)."""
-        return StudentEnergy(self.teacher_hidden or self.hidden, self.teacher_intermediate or self.intermediate,
-                             self.teacher_heads or self.heads, self.teacher_layers, self.labels, self.teacher_layers,
-                             embedding_size=self.embedding_size, relative_bias=self.relative_bias)
+        return StudentEnergy(
+            self.teacher_hidden or self.hidden,
+            self.teacher_intermediate or self.intermediate,
+            self.teacher_heads or self.heads,
+            self.teacher_layers,
+            self.labels,
+            self.teacher_layers,
+            embedding_size=self.embedding_size,
+            relative_bias=self.relative_bias,
+        )
 
     def family_macs(self, length: float, passes: int) -> float:
         """What the family adds to a network of this shape for one example: the embedding projection once
@@ -178,12 +196,15 @@ class StudentEnergy:
 
     def dense_network_pj(self, length: float) -> float:
         """The student's own shape run as a dense network (the dense student; same op table)."""
-        return MAC_PJ * (bert_macs(self.hidden, self.intermediate, self.heads, self.layers, self.labels, length)
-                         + self.family_macs(length, 1))
+        return MAC_PJ * (
+            bert_macs(self.hidden, self.intermediate, self.heads, self.layers, self.labels, length) + self.family_macs(length, 1)
+        )
 
     def dense_pj(self, length: float, time_steps: int) -> float:
-        return MAC_PJ * (student_macs(self.hidden, self.intermediate, self.heads, self.layers, self.labels, length, time_steps)
-                         + self.family_macs(length, time_steps))
+        return MAC_PJ * (
+            student_macs(self.hidden, self.intermediate, self.heads, self.layers, self.labels, length, time_steps)
+            + self.family_macs(length, time_steps)
+        )
 
     def fan_out(self, attention_mask: Tensor) -> dict[str, Tensor | float]:
         return bert_fan_out(self.hidden, self.intermediate, self.layers, attention_mask.sum(1), attention_mask, self.feedback)
@@ -201,4 +222,6 @@ def spikelm_energy_pj(config, accumulates: float, lengths: list[int], time_steps
     shape = StudentEnergy.of(c)
     return ACCUMULATE_PJ * accumulates + MAC_PJ * sum(
         spikelm_macs(c.hidden_size, c.intermediate_size, c.num_attention_heads, c.num_hidden_layers, c.num_labels, n, time_steps)
-        + shape.family_macs(n, time_steps) for n in lengths)
+        + shape.family_macs(n, time_steps)
+        for n in lengths
+    )

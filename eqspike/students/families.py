@@ -33,8 +33,9 @@ from eqspike.errors import EqspikeError
 # the student block's parts, in the order a block holds them
 BLOCK_PARTS = ("query", "key", "value", "attention_output", "attention_norm", "intermediate", "output", "output_norm")
 HEAD_ACTIVATIONS = ("tanh", "relu", "gelu")
-_DISENTANGLED = ("DeBERTa's disentangled attention (content and relative position attend separately) is another "
-                 "block than the student's")
+_DISENTANGLED = (
+    "DeBERTa's disentangled attention (content and relative position attend separately) is another block than the student's"
+)
 REFUSED = {"deberta": _DISENTANGLED, "deberta-v2": _DISENTANGLED}
 
 
@@ -108,8 +109,10 @@ class EncoderFamily:
     def shape(self, config: Any) -> dict[str, Any]:
         """The student config fields the family's config fixes (besides labels and the layer map)."""
         name = lambda field: (self.shape_names or {}).get(field, field)  # noqa: E731
-        fields = {field: getattr(config, name(field)) for field in (
-            "vocab_size", "hidden_size", "num_attention_heads", "intermediate_size", "max_position_embeddings")}
+        fields = {
+            field: getattr(config, name(field))
+            for field in ("vocab_size", "hidden_size", "num_attention_heads", "intermediate_size", "max_position_embeddings")
+        }
         pad = getattr(config, "pad_token_id", None)
         fields.update(
             type_vocab_size=getattr(config, "type_vocab_size", 1) if self.token_types else 0,
@@ -127,29 +130,83 @@ class EncoderFamily:
         return fields
 
 
-_BERT_PARTS = {"query": "attention.self.query", "key": "attention.self.key", "value": "attention.self.value",
-               "attention_output": "attention.output.dense", "attention_norm": "attention.output.LayerNorm",
-               "intermediate": "intermediate.dense", "output": "output.dense", "output_norm": "output.LayerNorm"}
+_BERT_PARTS = {
+    "query": "attention.self.query",
+    "key": "attention.self.key",
+    "value": "attention.self.value",
+    "attention_output": "attention.output.dense",
+    "attention_norm": "attention.output.LayerNorm",
+    "intermediate": "intermediate.dense",
+    "output": "output.dense",
+    "output_norm": "output.LayerNorm",
+}
 
-FAMILIES: dict[str, EncoderFamily] = {family.name: family for family in (
-    EncoderFamily("bert", ("bert",), "bert", "encoder.layer", _BERT_PARTS, ("bert.pooler.dense", "classifier")),
-    EncoderFamily("roberta", ("roberta", "xlm-roberta"), "roberta", "encoder.layer", _BERT_PARTS,
-                  ("classifier.dense", "classifier.out_proj"), position_offset=True),
-    EncoderFamily("distilbert", ("distilbert",), "distilbert", "transformer.layer",
-                  {"query": "attention.q_lin", "key": "attention.k_lin", "value": "attention.v_lin",
-                   "attention_output": "attention.out_lin", "attention_norm": "sa_layer_norm",
-                   "intermediate": "ffn.lin1", "output": "ffn.lin2", "output_norm": "output_layer_norm"},
-                  ("pre_classifier", "classifier"), head_activation="relu", token_types=False,
-                  shape_names={"intermediate_size": "hidden_dim", "hidden_act": "activation"}),
-    EncoderFamily("electra", ("electra",), "electra", "encoder.layer", _BERT_PARTS,
-                  ("classifier.dense", "classifier.out_proj"), head_activation="gelu", projected_embeddings=True),
-    EncoderFamily("mpnet", ("mpnet",), "mpnet", "encoder.layer",
-                  {"query": "attention.attn.q", "key": "attention.attn.k", "value": "attention.attn.v",
-                   "attention_output": "attention.attn.o", "attention_norm": "attention.LayerNorm",
-                   "intermediate": "intermediate.dense", "output": "output.dense", "output_norm": "output.LayerNorm"},
-                  ("classifier.dense", "classifier.out_proj"), position_offset=True, token_types=False,
-                  relative_attention=True, fixed_padding_idx=1),
-)}
+FAMILIES: dict[str, EncoderFamily] = {
+    family.name: family
+    for family in (
+        EncoderFamily("bert", ("bert",), "bert", "encoder.layer", _BERT_PARTS, ("bert.pooler.dense", "classifier")),
+        EncoderFamily(
+            "roberta",
+            ("roberta", "xlm-roberta"),
+            "roberta",
+            "encoder.layer",
+            _BERT_PARTS,
+            ("classifier.dense", "classifier.out_proj"),
+            position_offset=True,
+        ),
+        EncoderFamily(
+            "distilbert",
+            ("distilbert",),
+            "distilbert",
+            "transformer.layer",
+            {
+                "query": "attention.q_lin",
+                "key": "attention.k_lin",
+                "value": "attention.v_lin",
+                "attention_output": "attention.out_lin",
+                "attention_norm": "sa_layer_norm",
+                "intermediate": "ffn.lin1",
+                "output": "ffn.lin2",
+                "output_norm": "output_layer_norm",
+            },
+            ("pre_classifier", "classifier"),
+            head_activation="relu",
+            token_types=False,
+            shape_names={"intermediate_size": "hidden_dim", "hidden_act": "activation"},
+        ),
+        EncoderFamily(
+            "electra",
+            ("electra",),
+            "electra",
+            "encoder.layer",
+            _BERT_PARTS,
+            ("classifier.dense", "classifier.out_proj"),
+            head_activation="gelu",
+            projected_embeddings=True,
+        ),
+        EncoderFamily(
+            "mpnet",
+            ("mpnet",),
+            "mpnet",
+            "encoder.layer",
+            {
+                "query": "attention.attn.q",
+                "key": "attention.attn.k",
+                "value": "attention.attn.v",
+                "attention_output": "attention.attn.o",
+                "attention_norm": "attention.LayerNorm",
+                "intermediate": "intermediate.dense",
+                "output": "output.dense",
+                "output_norm": "output.LayerNorm",
+            },
+            ("classifier.dense", "classifier.out_proj"),
+            position_offset=True,
+            token_types=False,
+            relative_attention=True,
+            fixed_padding_idx=1,
+        ),
+    )
+}
 SUPPORTED_MODEL_TYPES = tuple(t for family in FAMILIES.values() for t in family.model_types)
 
 
@@ -159,7 +216,9 @@ def family_of(model_type: str | None, source: str = "the teacher") -> EncoderFam
         if model_type in family.model_types:
             return family
     why = REFUSED.get(model_type or "")
-    raise FamilyError(f"{source} is a {model_type!r} model"
-                      + (f": {why}" if why else "")
-                      + f"; eqspike distils the encoder families {', '.join(SUPPORTED_MODEL_TYPES)} "
-                        f"(BERT, MiniLM and TinyBERT are 'bert')")
+    raise FamilyError(
+        f"{source} is a {model_type!r} model"
+        + (f": {why}" if why else "")
+        + f"; eqspike distils the encoder families {', '.join(SUPPORTED_MODEL_TYPES)} "
+        f"(BERT, MiniLM and TinyBERT are 'bert')"
+    )

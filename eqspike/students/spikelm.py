@@ -151,9 +151,16 @@ class SpikeLMBlock(nn.Module):
         self.output_norm = nn.LayerNorm(h, eps=config.layer_norm_eps)
 
     def spiking_modules(self) -> dict[str, ElasticBiSpiking]:
-        return {"query_in": self.query.neurons, "key_in": self.key.neurons, "value_in": self.value.neurons,
-                "key": self.key_spikes, "value": self.value_spikes, "context": self.attention_output.neurons,
-                "attention_output": self.intermediate.neurons, "intermediate": self.output.neurons}
+        return {
+            "query_in": self.query.neurons,
+            "key_in": self.key.neurons,
+            "value_in": self.value.neurons,
+            "key": self.key_spikes,
+            "value": self.value_spikes,
+            "context": self.attention_output.neurons,
+            "attention_output": self.intermediate.neurons,
+            "intermediate": self.output.neurons,
+        }
 
 
 class SpikeLMForSequenceClassification(StudentPreTrainedModel):
@@ -183,9 +190,17 @@ class SpikeLMForSequenceClassification(StudentPreTrainedModel):
         self.activation = ACT2FN[config.hidden_act]
         self.post_init()
 
-    def forward(self, input_ids: Tensor, attention_mask: Tensor | None = None, token_type_ids: Tensor | None = None,
-                mode: str | None = None, time_steps: int | None = None, output_attention_scores: bool = False,
-                labels: Tensor | None = None, **_: Any) -> StudentOutput:
+    def forward(
+        self,
+        input_ids: Tensor,
+        attention_mask: Tensor | None = None,
+        token_type_ids: Tensor | None = None,
+        mode: str | None = None,
+        time_steps: int | None = None,
+        output_attention_scores: bool = False,
+        labels: Tensor | None = None,
+        **_: Any,
+    ) -> StudentOutput:
         """``mode`` is accepted for interface parity and ignored: the network is always simulated for
         its trained T (its amplitudes alpha_t exist for those steps only). With ``labels``, ``loss`` is
         the task loss."""
@@ -213,13 +228,18 @@ class SpikeLMForSequenceClassification(StudentPreTrainedModel):
             x = block.output_norm(block.output(self.activation(block.intermediate(attended, mask)), mask) + attended)
             hidden_values.append(x.mean(0))
         logits = self.head(hidden_values[-1])
-        return StudentOutput(loss=self.task_loss(logits, labels), logits=logits, hidden_values=hidden_values,
-                             attention_scores=scores if output_attention_scores else None)
+        return StudentOutput(
+            loss=self.task_loss(logits, labels),
+            logits=logits,
+            hidden_values=hidden_values,
+            attention_scores=scores if output_attention_scores else None,
+        )
 
     # ------------------------------------------------------------------ statistics
     def spiking_modules(self) -> dict[str, ElasticBiSpiking]:
-        return {f"block{m}.{name}": module for m, block in enumerate(self.blocks)
-                for name, module in block.spiking_modules().items()}
+        return {
+            f"block{m}.{name}": module for m, block in enumerate(self.blocks) for name, module in block.spiking_modules().items()
+        }
 
     def count_spikes(self, on: bool) -> None:
         for module in self.spiking_modules().values():
@@ -251,16 +271,23 @@ class SpikeLMForSequenceClassification(StudentPreTrainedModel):
     def for_run(cls, teacher_model: nn.Module, config: Any) -> SpikeLMForSequenceClassification:
         """The baseline a RunConfig asks for, initialised from ``teacher_model`` like the eqspike student."""
         torch.manual_seed(config.seed)
-        return cls.from_teacher(teacher_model, config.student_layers, run_widths(config), time_steps=config.spikelm_time_steps,
-                                reset=config.spikelm_reset, teacher=config.teacher)
+        return cls.from_teacher(
+            teacher_model,
+            config.student_layers,
+            run_widths(config),
+            time_steps=config.spikelm_time_steps,
+            reset=config.spikelm_reset,
+            teacher=config.teacher,
+        )
 
     def prepare(self, calibration: list[Mapping[str, Tensor]], first_batch: Mapping[str, Tensor]) -> None:
         """Before training: alpha_t = 2 mean|u_t| of the first training batch (the same on every rank)."""
         with torch.no_grad():
             self(**{k: first_batch[k] for k in ("input_ids", "attention_mask", "token_type_ids")})
 
-    def spiking_run(self, batch: Mapping[str, Tensor], time_steps: int,
-                    rate_estimate: bool = False) -> tuple[Tensor, float, float, None]:
+    def spiking_run(
+        self, batch: Mapping[str, Tensor], time_steps: int, rate_estimate: bool = False
+    ) -> tuple[Tensor, float, float, None]:
         """Its logits at its own T, the energy of its spikes and of what stays dense (pJ, summed); no
         rate estimate (a SpikeLM student is not trained under an energy budget)."""
         self.count_spikes(True)
@@ -273,14 +300,27 @@ class SpikeLMForSequenceClassification(StudentPreTrainedModel):
 
     # ------------------------------------------------------------------ construction and persistence
     @classmethod
-    def from_teacher(cls, teacher_model: nn.Module, num_hidden_layers: int | None = None,
-                     widths: Mapping[str, int | None] | None = None, **fields: Any) -> SpikeLMForSequenceClassification:
+    def from_teacher(
+        cls,
+        teacher_model: nn.Module,
+        num_hidden_layers: int | None = None,
+        widths: Mapping[str, int | None] | None = None,
+        **fields: Any,
+    ) -> SpikeLMForSequenceClassification:
         """The same initialisation as the eqspike student: every k-th teacher layer, embeddings and head."""
         student = cls(SpikeLMConfig(**teacher_shape(teacher_model.config, num_hidden_layers, **(widths or {})), **fields))
-        copy_teacher_weights(student, teacher_model, {
-            "query": lambda b: b.query.linear, "key": lambda b: b.key.linear, "value": lambda b: b.value.linear,
-            "attention_output": lambda b: b.attention_output.linear, "attention_norm": lambda b: b.attention_norm,
-            "intermediate": lambda b: b.intermediate.linear, "output": lambda b: b.output.linear,
-            "output_norm": lambda b: b.output_norm,
-        })
+        copy_teacher_weights(
+            student,
+            teacher_model,
+            {
+                "query": lambda b: b.query.linear,
+                "key": lambda b: b.key.linear,
+                "value": lambda b: b.value.linear,
+                "attention_output": lambda b: b.attention_output.linear,
+                "attention_norm": lambda b: b.attention_norm,
+                "intermediate": lambda b: b.intermediate.linear,
+                "output": lambda b: b.output.linear,
+                "output_norm": lambda b: b.output_norm,
+            },
+        )
         return student

@@ -102,8 +102,15 @@ class SpikingBertBlock(nn.Module):
         spiking population's value)."""
         return attention_scores(self.query(v_in), v_key, self.heads) + position_bias
 
-    def populations(self, prefix: str, source: str, value: Callable[[str, Tensor], Tensor], theta: dict[str, Tensor],
-                    key_mask: Tensor, position_bias: Tensor | float = 0.0) -> list[Population]:
+    def populations(
+        self,
+        prefix: str,
+        source: str,
+        value: Callable[[str, Tensor], Tensor],
+        theta: dict[str, Tensor],
+        key_mask: Tensor,
+        position_bias: Tensor | float = 0.0,
+    ) -> list[Population]:
         """The block's six populations (names ``prefix + part``) reading the input population ``source``;
         each current is divided by its population's thresholds ``theta`` (rates are currents / theta),
         and ``value(name, rate)`` decodes an upstream population (v = theta a). See the module docstring."""
@@ -119,20 +126,25 @@ class SpikingBertBlock(nn.Module):
             Population(n("value"), (source,), lambda a: self.value(value(source, a)) / theta[n("value")]),
             Population(n("context"), (source, n("key"), n("value")), context),
             Population(
-                n("attention_output"), (n("context"), source),
-                lambda a_ctx, a_in: self.attention_norm(
-                    self.attention_output(value(n("context"), a_ctx)) + value(source, a_in)
-                ) / theta[n("attention_output")],
+                n("attention_output"),
+                (n("context"), source),
+                lambda a_ctx, a_in: (
+                    self.attention_norm(self.attention_output(value(n("context"), a_ctx)) + value(source, a_in))
+                    / theta[n("attention_output")]
+                ),
             ),
             Population(
-                n("intermediate"), (n("attention_output"),),
+                n("intermediate"),
+                (n("attention_output"),),
                 lambda a: self.activation(self.intermediate(value(n("attention_output"), a))) / theta[n("intermediate")],
             ),
             Population(
-                n("output"), (n("intermediate"), n("attention_output")),
-                lambda a_int, a_att: self.output_norm(
-                    self.output(value(n("intermediate"), a_int)) + value(n("attention_output"), a_att)
-                ) / theta[n("output")],
+                n("output"),
+                (n("intermediate"), n("attention_output")),
+                lambda a_int, a_att: (
+                    self.output_norm(self.output(value(n("intermediate"), a_int)) + value(n("attention_output"), a_att))
+                    / theta[n("output")]
+                ),
             ),
         ]
 
@@ -187,19 +199,22 @@ class SpikingBertForSequenceClassification(StudentPreTrainedModel):
         if name == "embeddings":
             return self.threshold_embeddings
         block, population = name.split(".")
-        return self.blocks[int(block[len("block"):])].threshold(population)
+        return self.blocks[int(block[len("block") :])].threshold(population)
 
     def thresholds(self) -> dict[str, Tensor]:
         """Every population's thresholds, kept above THRESHOLD_FLOOR (a trained threshold may drift)."""
-        return {name: self.threshold(name).clamp_min(THRESHOLD_FLOOR) for name in self.population_names(self.config.num_hidden_layers)}
+        return {
+            name: self.threshold(name).clamp_min(THRESHOLD_FLOOR) for name in self.population_names(self.config.num_hidden_layers)
+        }
 
     def train_thresholds(self, enabled: bool = True) -> None:
         """Make the thresholds trainable parameters (training for a deployment T) or constants."""
         for name in self.population_names(self.config.num_hidden_layers):
             self.threshold(name).requires_grad_(enabled)
 
-    def rate_map(self, input_ids: Tensor, attention_mask: Tensor, token_type_ids: Tensor,
-                 time_steps: int | None = None) -> RateMap:
+    def rate_map(
+        self, input_ids: Tensor, attention_mask: Tensor, token_type_ids: Tensor, time_steps: int | None = None
+    ) -> RateMap:
         """Phi for one batch: every population's current as a function of its upstream rates.
         ``time_steps``: None for the exact equilibrium rates, T for the T-step quantizer Q_T."""
         cfg = self.config
@@ -214,10 +229,13 @@ class SpikingBertForSequenceClassification(StudentPreTrainedModel):
 
         populations: list[Population] = []
         if self.feedback is not None:
-            populations.append(Population(
-                "embeddings", (last,),
-                lambda a_last: (embedded + self.feedback(value(last, a_last))) / theta["embeddings"],
-            ))
+            populations.append(
+                Population(
+                    "embeddings",
+                    (last,),
+                    lambda a_last: (embedded + self.feedback(value(last, a_last))) / theta["embeddings"],
+                )
+            )
             initial_state = {last: torch.zeros_like(embedded)}
         else:
             populations.append(Population("embeddings", (), lambda: embedded / theta["embeddings"]))
@@ -262,8 +280,13 @@ class SpikingBertForSequenceClassification(StudentPreTrainedModel):
         # taken at the simulated rates, for 'simulate' under autograd)
         map_steps = (time_steps or self.config.time_steps) if self.config.quantize_rates else None
         rate_map = self.rate_map(input_ids, attention_mask, token_type_ids, map_steps)
-        out = self.equilibrium(rate_map, mode=mode, time_steps=time_steps or self.config.time_steps,
-                               record_trajectory=record_trajectory, count_spikes=count_spikes)
+        out = self.equilibrium(
+            rate_map,
+            mode=mode,
+            time_steps=time_steps or self.config.time_steps,
+            record_trajectory=record_trajectory,
+            count_spikes=count_spikes,
+        )
         rates = out.rates
         names = ["embeddings"] + [f"block{m}.output" for m in range(self.config.num_hidden_layers)]
         hidden_values = [self.population_values(name, rates[name]) for name in names]
@@ -294,8 +317,13 @@ class SpikingBertForSequenceClassification(StudentPreTrainedModel):
 
     # ------------------------------------------------------------------ thresholds
     @torch.no_grad()
-    def calibrate_thresholds(self, batches: Iterable[Mapping[str, Tensor]], quantile: float | None = None,
-                             floor: float = THRESHOLD_FLOOR, time_steps: int | None = None) -> None:
+    def calibrate_thresholds(
+        self,
+        batches: Iterable[Mapping[str, Tensor]],
+        quantile: float | None = None,
+        floor: float = THRESHOLD_FLOOR,
+        time_steps: int | None = None,
+    ) -> None:
         """Threshold balancing from the network's own activations v over the non-pad tokens of
         ``batches``, measured with nothing clipped (the ANN-equivalent network):
 
@@ -313,8 +341,9 @@ class SpikingBertForSequenceClassification(StudentPreTrainedModel):
         collected: dict[str, list[Tensor]] = {name: [] for name in names}
         for batch in batches:
             mask = batch["attention_mask"].bool()
-            rate_map = self.rate_map(batch["input_ids"], batch["attention_mask"], batch.get("token_type_ids",
-                                     torch.zeros_like(batch["input_ids"])))
+            rate_map = self.rate_map(
+                batch["input_ids"], batch["attention_mask"], batch.get("token_type_ids", torch.zeros_like(batch["input_ids"]))
+            )
             rates = self.equilibrium(rate_map, mode="solve").rates
             for name in names:
                 collected[name].append((_UNCALIBRATED * rates[name])[mask])
@@ -333,11 +362,22 @@ class SpikingBertForSequenceClassification(StudentPreTrainedModel):
         """The student a RunConfig asks for, initialised from ``teacher_model`` (its every k-th layer)."""
         c = config
         return cls.from_teacher(
-            teacher_model, c.student_layers, run_widths(c), time_steps=c.time_steps, signed=c.signed, rounding=c.rounding,
-            hysteresis=c.hysteresis, quantize_rates=c.train_for == "time_steps", feedback=c.feedback,
-            weight_bits=c.weight_bits, threshold_quantile=c.threshold_quantile, threshold_init=c.threshold_init, teacher=c.teacher,
+            teacher_model,
+            c.student_layers,
+            run_widths(c),
+            time_steps=c.time_steps,
+            signed=c.signed,
+            rounding=c.rounding,
+            hysteresis=c.hysteresis,
+            quantize_rates=c.train_for == "time_steps",
+            feedback=c.feedback,
+            weight_bits=c.weight_bits,
+            threshold_quantile=c.threshold_quantile,
+            threshold_init=c.threshold_init,
+            teacher=c.teacher,
             spike_levels=c.spike_levels,
-            equilibrium=EquilibriumConfig(forward=c.training_forward, solver=c.solver, track_residual=False))
+            equilibrium=EquilibriumConfig(forward=c.training_forward, solver=c.solver, track_residual=False),
+        )
 
     def prepare(self, calibration: list[Mapping[str, Tensor]], first_batch: Mapping[str, Tensor]) -> None:
         """Before training: thresholds calibrated on the ``calibration`` batches (when trained for T: for
@@ -346,8 +386,9 @@ class SpikingBertForSequenceClassification(StudentPreTrainedModel):
         self.calibrate_thresholds(calibration, time_steps=self.config.time_steps if for_quantizer else None)
         self.train_thresholds(self.config.quantize_rates)
 
-    def spiking_run(self, batch: Mapping[str, Tensor], time_steps: int,
-                    rate_estimate: bool = False) -> tuple[Tensor, float, float, float | None]:
+    def spiking_run(
+        self, batch: Mapping[str, Tensor], time_steps: int, rate_estimate: bool = False
+    ) -> tuple[Tensor, float, float, float | None]:
         """The network run for T steps on ``batch``: its logits, the energy of the spikes it fired (pJ,
         counted at their targets) and of what stays dense (pJ), summed over the batch; with
         ``rate_estimate``, also ``rate_spike_pj`` (from this run's rates when the student trains on its
@@ -373,8 +414,13 @@ class SpikingBertForSequenceClassification(StudentPreTrainedModel):
 
     # ------------------------------------------------------------------ initialisation from a teacher
     @classmethod
-    def from_teacher(cls, teacher_model: nn.Module, num_hidden_layers: int | None = None,
-                     widths: Mapping[str, int | None] | None = None, **config_fields: Any) -> SpikingBertForSequenceClassification:
+    def from_teacher(
+        cls,
+        teacher_model: nn.Module,
+        num_hidden_layers: int | None = None,
+        widths: Mapping[str, int | None] | None = None,
+        **config_fields: Any,
+    ) -> SpikingBertForSequenceClassification:
         """A student with the teacher's shape (or narrower: ``widths``, ``teacher_shape``) whose block m
         copies teacher layer round((m+1) * L_T / M) (uniform map, DistilBERT-style), plus embeddings,
         pooler and head."""
@@ -384,8 +430,9 @@ class SpikingBertForSequenceClassification(StudentPreTrainedModel):
         return student
 
 
-def _best_quantizer_thresholds(values: Tensor, largest: Tensor, neuron: NeuronConfig, time_steps: int,
-                               candidates: int = 16) -> Tensor:
+def _best_quantizer_thresholds(
+    values: Tensor, largest: Tensor, neuron: NeuronConfig, time_steps: int, candidates: int = 16
+) -> Tensor:
     """Per column of ``values`` (N, C), the threshold c among largest * 2^(-k/4), k < candidates, with
     the least squared error sum_n (c Q_T(v_n / c) - v_n)^2 of the T-step quantizer."""
     best, best_error = largest.clone(), torch.full_like(largest, float("inf"))

@@ -34,8 +34,9 @@ def parse_spike_levels(levels: str | Mapping[str, int] | None) -> dict[str, int]
         for item in levels.split(","):
             kind, sep, value = item.partition("=")
             if not sep:
-                raise ValueError(f"spike_levels={levels!r} is not valid; write KIND=LEVELS,... "
-                                 f"(kinds: {', '.join(POPULATION_KINDS)})")
+                raise ValueError(
+                    f"spike_levels={levels!r} is not valid; write KIND=LEVELS,... (kinds: {', '.join(POPULATION_KINDS)})"
+                )
             pairs[kind.strip()] = value.strip()
         levels = pairs
     parsed = {}
@@ -108,6 +109,12 @@ class SpikingBertConfig(StudentConfig):
 
 
 # the flat keys of students saved by 0.1 -> fields of their EquilibriumConfig
-LEGACY_EQUILIBRIUM_KEYS = {"forward_mode": "forward", "solver": "solver", "max_iter": "max_iter", "tol": "tol",
-                           "backward_solver": "backward_solver", "backward_max_iter": "backward_max_iter",
-                           "backward_tol": "backward_tol"}
+LEGACY_EQUILIBRIUM_KEYS = {
+    "forward_mode": "forward",
+    "solver": "solver",
+    "max_iter": "max_iter",
+    "tol": "tol",
+    "backward_solver": "backward_solver",
+    "backward_max_iter": "backward_max_iter",
+    "backward_tol": "backward_tol",
+}

@@ -1,2 +1,1 @@
-"""The teacher: the store of fine-tuned teachers, their targets, and the cache of those targets.
-"""
+"""The teacher: the store of fine-tuned teachers, their targets, and the cache of those targets."""

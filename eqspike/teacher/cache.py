@@ -54,8 +54,9 @@ class TeacherCacheError(EqspikeError):
 def fingerprint(teacher: nn.Module, split: EncodedSplit, layers: Sequence[int], dtype: str, with_layers: bool) -> str:
     """A digest of everything the cached values depend on: weights, token ids, layers, dtype."""
     digest = hashlib.sha256()
-    digest.update(json.dumps({"version": FORMAT_VERSION, "layers": list(layers), "dtype": dtype,
-                              "with_layers": with_layers}).encode())
+    digest.update(
+        json.dumps({"version": FORMAT_VERSION, "layers": list(layers), "dtype": dtype, "with_layers": with_layers}).encode()
+    )
     for name, tensor in sorted(teacher.state_dict().items()):
         digest.update(name.encode())
         digest.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
@@ -63,8 +64,9 @@ def fingerprint(teacher: nn.Module, split: EncodedSplit, layers: Sequence[int], 
     return digest.hexdigest()[:20]
 
 
-def estimated_bytes(lengths: np.ndarray, hidden_size: int, heads: int, num_labels: int, layers: Sequence[int],
-                    dtype: str, with_layers: bool) -> int:
+def estimated_bytes(
+    lengths: np.ndarray, hidden_size: int, heads: int, num_labels: int, layers: Sequence[int], dtype: str, with_layers: bool
+) -> int:
     """Bytes of the cache for examples of ``lengths`` tokens."""
     values = 0
     if with_layers:
@@ -117,22 +119,36 @@ class TeacherCache:
         return out
 
 
-def build_or_open(teacher: nn.Module, split: EncodedSplit, layers: Sequence[int], root: str | Path, *,
-                  with_layers: bool = True, dtype: str = "float16", batch_size: int = 64,
-                  device: torch.device | str = "cpu", max_gb: float = 20.0, log=print,
-                  logits_if_too_large: bool = False) -> TeacherCache:
+def build_or_open(
+    teacher: nn.Module,
+    split: EncodedSplit,
+    layers: Sequence[int],
+    root: str | Path,
+    *,
+    with_layers: bool = True,
+    dtype: str = "float16",
+    batch_size: int = 64,
+    device: torch.device | str = "cpu",
+    max_gb: float = 20.0,
+    log=print,
+    logits_if_too_large: bool = False,
+) -> TeacherCache:
     """The cache of ``teacher`` on ``split`` under ``root`` (built on the first call, then reused).
     Larger than ``max_gb`` with the layers' targets: refused, or with ``logits_if_too_large`` the
     logits alone are cached (``with_layers`` of the cache returned says which)."""
     if dtype not in CACHE_DTYPES:
-        raise TeacherCacheError(f"teacher_cache_dtype={dtype!r} is not valid; choose one of: {', '.join(map(repr, CACHE_DTYPES))}")
+        raise TeacherCacheError(
+            f"teacher_cache_dtype={dtype!r} is not valid; choose one of: {', '.join(map(repr, CACHE_DTYPES))}"
+        )
     config = teacher.config
     heads, hidden_size = config.num_attention_heads, config.hidden_size
     lengths = split.input_ids.lengths().astype(np.int64)
     size = estimated_bytes(lengths, hidden_size, heads, config.num_labels, layers, dtype, with_layers)
     if with_layers and size > max_gb * 2**30 and logits_if_too_large:
-        log(f"teacher cache: the layers' targets of {len(split)} examples would take {size / 2**30:.1f} GiB, over "
-            f"teacher_cache_max_gb={max_gb:g}: only the logits are cached; the intermediate stage runs the teacher live")
+        log(
+            f"teacher cache: the layers' targets of {len(split)} examples would take {size / 2**30:.1f} GiB, over "
+            f"teacher_cache_max_gb={max_gb:g}: only the logits are cached; the intermediate stage runs the teacher live"
+        )
         with_layers = False
         size = estimated_bytes(lengths, hidden_size, heads, config.num_labels, layers, dtype, with_layers)
     folder = Path(root) / fingerprint(teacher, split, layers, dtype, with_layers)
@@ -179,8 +195,16 @@ def build_or_open(teacher: nn.Module, split: EncodedSplit, layers: Sequence[int]
         del logits
         if with_layers:
             del hidden, scores
-        meta = {"version": FORMAT_VERSION, "examples": len(split), "layers": list(layers), "dtype": dtype,
-                "with_layers": with_layers, "heads": heads, "hidden_size": hidden_size, "bytes": size}
+        meta = {
+            "version": FORMAT_VERSION,
+            "examples": len(split),
+            "layers": list(layers),
+            "dtype": dtype,
+            "with_layers": with_layers,
+            "heads": heads,
+            "hidden_size": hidden_size,
+            "bytes": size,
+        }
         (staging / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
     return TeacherCache(folder)
 

@@ -1,5 +1,4 @@
-"""Fine-tuning a teacher on the task: the best dev epoch kept, stored with its card.
-"""
+"""Fine-tuning a teacher on the task: the best dev epoch kept, stored with its card."""
 
 from __future__ import annotations
 
@@ -20,9 +19,17 @@ from eqspike.teacher.base import CARD_NAME, Teacher, TeacherError, TeacherSpec
 from eqspike.version import __version__
 
 
-def fine_tune(teacher: Teacher, spec: TeacherSpec, task: TaskData, train_split: EncodedSplit,
-              splits: dict[str, EncodedSplit], device: torch.device, store: Path, log=print,
-              selection: dict[str, EncodedSplit] | None = None) -> Teacher:
+def fine_tune(
+    teacher: Teacher,
+    spec: TeacherSpec,
+    task: TaskData,
+    train_split: EncodedSplit,
+    splits: dict[str, EncodedSplit],
+    device: torch.device,
+    store: Path,
+    log=print,
+    selection: dict[str, EncodedSplit] | None = None,
+) -> Teacher:
     """Fine-tune the teacher's encoder and head on the task; keep the epoch that scores best on the
     ``selection`` splits (default: the dev ``splits``), stopping early on them too; score it on the
     dev splits; store it."""
@@ -43,8 +50,11 @@ def fine_tune(teacher: Teacher, spec: TeacherSpec, task: TaskData, train_split: 
     best, best_state, history = None, None, []
     for epoch in range(epochs):
         model.train()
-        bar = progress(iterate_batches(train_split, batch_order(len(train_split), recipe.batch_size, recipe.seed, epoch)),
-                       total=steps_per_epoch, desc=f"teacher epoch {epoch + 1}/{epochs}")
+        bar = progress(
+            iterate_batches(train_split, batch_order(len(train_split), recipe.batch_size, recipe.seed, epoch)),
+            total=steps_per_epoch,
+            desc=f"teacher epoch {epoch + 1}/{epochs}",
+        )
         log_lines = StepLog(f"teacher epoch {epoch + 1}/{epochs}", steps_per_epoch, spec.logging_steps, recipe.batch_size, log)
         for step, batch in enumerate(bar, start=1):
             batch.pop("index")
@@ -52,8 +62,10 @@ def fine_tune(teacher: Teacher, spec: TeacherSpec, task: TaskData, train_split: 
             loss = model(**batch).loss
             loss.backward()
             if not torch.isfinite(torch.nn.utils.clip_grad_norm_(model.parameters(), recipe.max_grad_norm)):
-                raise TeacherError(f"teacher fine-tuning diverged in epoch {epoch + 1}, step {step}: the gradient is not "
-                                   f"finite (loss {loss.item():.4g}); nothing was stored; lower --teacher-lr")
+                raise TeacherError(
+                    f"teacher fine-tuning diverged in epoch {epoch + 1}, step {step}: the gradient is not "
+                    f"finite (loss {loss.item():.4g}); nothing was stored; lower --teacher-lr"
+                )
             optimizer.step()
             schedule.step()
             optimizer.zero_grad(set_to_none=True)
@@ -67,14 +79,16 @@ def fine_tune(teacher: Teacher, spec: TeacherSpec, task: TaskData, train_split: 
             best, best_epoch = metrics, epoch
             best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
         elif recipe.patience and epoch - best_epoch >= recipe.patience:
-            log(f"teacher: no better {on} {task.metric} for {recipe.patience} epochs; stopping "
-                f"(best: epoch {best_epoch + 1})")
+            log(f"teacher: no better {on} {task.metric} for {recipe.patience} epochs; stopping (best: epoch {best_epoch + 1})")
             break
     if best_state is not None:
         model.load_state_dict(best_state)
     chosen_on = best
-    best = evaluate(logits_fn, task, splits, spec.eval_batch_size, device, desc="teacher dev") \
-        if best is None or selection is not splits else best
+    best = (
+        evaluate(logits_fn, task, splits, spec.eval_batch_size, device, desc="teacher dev")
+        if best is None or selection is not splits
+        else best
+    )
     card = _card(spec, task, best, on, chosen_on, history)
     with atomic_directory(store) as staging:
         model.save_pretrained(str(staging))
@@ -84,8 +98,14 @@ def fine_tune(teacher: Teacher, spec: TeacherSpec, task: TaskData, train_split: 
     return Teacher(model.eval(), teacher.tokenizer, str(store), card)
 
 
-def _card(spec: TeacherSpec, task: TaskData, dev: dict[str, float], on: str, chosen_on: dict[str, float] | None,
-          history: list[dict[str, float]]) -> dict:
+def _card(
+    spec: TeacherSpec,
+    task: TaskData,
+    dev: dict[str, float],
+    on: str,
+    chosen_on: dict[str, float] | None,
+    history: list[dict[str, float]],
+) -> dict:
     """The stored teacher's card: what it was fine-tuned from and how, and its scores."""
     return {
         "base": spec.name,

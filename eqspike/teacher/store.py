@@ -121,8 +121,9 @@ def _load_model(source: str, num_labels: int | None = None) -> nn.Module:
 DENSE_STUDENT = "eqspike-dense-bert"
 
 
-def check_teacher_config(spec: TeacherSpec, student_layers: int | None = None,
-                         widths: dict[str, int | None] | None = None) -> Any:
+def check_teacher_config(
+    spec: TeacherSpec, student_layers: int | None = None, widths: dict[str, int | None] | None = None
+) -> Any:
     """The teacher's transformers config, after checking what can be checked before any work: it is
     found (locally, or in the Hub's cache when the Hub cannot be reached), its family is supported, and
     the student's depth (``student_layers``), its widths (``widths``, by config field; None: the
@@ -140,40 +141,55 @@ def check_teacher_config(spec: TeacherSpec, student_layers: int | None = None,
         raise TeacherError(
             f"teacher {source!r} is not a local directory and could not be loaded from the Hugging Face Hub "
             f"(offline or not cached). Pass a local directory with --teacher /path/to/model "
-            f"(config.json, model.safetensors and the tokenizer files)") from None
+            f"(config.json, model.safetensors and the tokenizer files)"
+        ) from None
     kind = getattr(teacher_config, "model_type", None)
     if kind == DENSE_STUDENT:
         if getattr(teacher_config, "family", "bert") != "bert":
-            raise TeacherError(f"teacher {spec.name} is the dense student of a {teacher_config.family!r} teacher; "
-                               f"only the dense student of a BERT teacher can teach a spiking student")
+            raise TeacherError(
+                f"teacher {spec.name} is the dense student of a {teacher_config.family!r} teacher; "
+                f"only the dense student of a BERT teacher can teach a spiking student"
+            )
         positions = teacher_config.max_position_embeddings
     else:
         family = family_of(kind, f"teacher {spec.name}")
         positions = family.max_length(teacher_config)
     widths = widths or {}
     if any(widths.values()):
-        shape = family_of(kind).shape(teacher_config) if kind != DENSE_STUDENT else {
-            name: getattr(teacher_config, name) for name in widths}
+        shape = (
+            family_of(kind).shape(teacher_config)
+            if kind != DENSE_STUDENT
+            else {name: getattr(teacher_config, name) for name in widths}
+        )
         try:
             check_widths(shape, {name: value or shape[name] for name, value in widths.items()})
         except ValueError as error:
             raise TeacherError(f"{error} (teacher {spec.name})") from None
     layers = teacher_config.num_hidden_layers
     if student_layers is not None and student_layers > layers:
-        raise TeacherError(f"student_layers={student_layers} but the teacher {spec.name} has only {layers} "
-                           f"layers; choose at most {layers}")
+        raise TeacherError(
+            f"student_layers={student_layers} but the teacher {spec.name} has only {layers} layers; choose at most {layers}"
+        )
     if spec.max_seq_length > positions:
-        raise TeacherError(f"max_seq_length={spec.max_seq_length} exceeds the {positions} positions of the teacher "
-                           f"{spec.name}; choose at most {positions}")
+        raise TeacherError(
+            f"max_seq_length={spec.max_seq_length} exceeds the {positions} positions of the teacher "
+            f"{spec.name}; choose at most {positions}"
+        )
     return teacher_config
 
 
-def store_path(spec: TeacherSpec, task: TaskData, train_split: EncodedSplit | None,
-               splits: dict[str, EncodedSplit] | None, selection: dict[str, EncodedSplit] | None = None) -> Path:
+def store_path(
+    spec: TeacherSpec,
+    task: TaskData,
+    train_split: EncodedSplit | None,
+    splits: dict[str, EncodedSplit] | None,
+    selection: dict[str, EncodedSplit] | None = None,
+) -> Path:
     """``<teacher_store>/<name>-<task>-<key>``: the key digests the base model, the recipe and the data
     (training, dev and selection splits)."""
-    digest = hashlib.sha256(json.dumps({"base": spec.name, "task": task.name, "recipe": spec.recipe.key()},
-                                       sort_keys=True).encode())
+    digest = hashlib.sha256(
+        json.dumps({"base": spec.name, "task": task.name, "recipe": spec.recipe.key()}, sort_keys=True).encode()
+    )
     held_out = list(selection.values()) if selection is not None and selection is not splits else []
     for split in ([train_split] if train_split is not None else []) + list((splits or {}).values()) + held_out:
         split.update_digest(digest)
@@ -207,9 +223,15 @@ def check_fit(teacher: Teacher, task: TaskData, max_seq_length: int) -> None:
         raise TeacherError(f"max_seq_length={max_seq_length} exceeds the teacher's {positions} positions")
 
 
-def load_teacher(spec: TeacherSpec, task: TaskData, device: torch.device, splits: dict[str, EncodedSplit] | None = None,
-                 train_split: EncodedSplit | None = None, log=print,
-                 selection: dict[str, EncodedSplit] | None = None) -> Teacher:
+def load_teacher(
+    spec: TeacherSpec,
+    task: TaskData,
+    device: torch.device,
+    splits: dict[str, EncodedSplit] | None = None,
+    train_split: EncodedSplit | None = None,
+    log=print,
+    selection: dict[str, EncodedSplit] | None = None,
+) -> Teacher:
     """Find (or fine-tune and store) the teacher for ``task``; see the module docstring. A teacher
     fine-tuned here keeps its best epoch on ``selection`` (default: the dev ``splits``)."""
     if not spec.name:
@@ -222,8 +244,10 @@ def load_teacher(spec: TeacherSpec, task: TaskData, device: torch.device, splits
     elif (stored / CARD_NAME).is_file():
         card = _read_json(stored / CARD_NAME) or {}
         recipe = card.get("recipe", {})
-        log(f"teacher: reusing the stored teacher {stored} (dev {card.get('metric', 'score')} "
-            f"{card.get('dev_score', float('nan')):.4f}, {len(card.get('history', []))} epochs at lr {recipe.get('lr')})")
+        log(
+            f"teacher: reusing the stored teacher {stored} (dev {card.get('metric', 'score')} "
+            f"{card.get('dev_score', float('nan')):.4f}, {len(card.get('history', []))} epochs at lr {recipe.get('lr')})"
+        )
         teacher = Teacher(_load_model(str(stored)), _from_pretrained("tokenizer", str(stored)), str(stored), card)
     else:
         from transformers import AutoConfig
@@ -246,14 +270,15 @@ def load_teacher(spec: TeacherSpec, task: TaskData, device: torch.device, splits
         else:
             if splits is None or train_split is None:
                 raise TeacherError(f"teacher {spec.name} has no trained head for {task.name!r}; run `eqspike teacher` first")
-            log(f"teacher: {spec.name} has no trained head for {task.name!r}; fine-tuning it "
+            log(
+                f"teacher: {spec.name} has no trained head for {task.name!r}; fine-tuning it "
                 f"({'at most ' if spec.recipe.patience else ''}{spec.recipe.epochs:g} epochs, lr {spec.recipe.lr:g}, "
-                f"{spec.recipe.schedule} rate) into {stored}")
+                f"{spec.recipe.schedule} rate) into {stored}"
+            )
             model = _load_model(source, num_labels=task.num_labels)
-            teacher = fine_tune(Teacher(model, tokenizer, source, {}), spec, task, train_split, splits, device, stored, log,
-                                selection)
+            teacher = fine_tune(
+                Teacher(model, tokenizer, source, {}), spec, task, train_split, splits, device, stored, log, selection
+            )
     check_fit(teacher, task, spec.max_seq_length)
     teacher.model.to(device).eval().requires_grad_(False)
     return teacher
-
-

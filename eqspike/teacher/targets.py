@@ -24,8 +24,12 @@ def teacher_targets(teacher: nn.Module, batch: dict[str, torch.Tensor], layers: 
     (eager attention returns only the post-softmax probabilities), plus the relative position bias of
     a family that has one (MPNet): what enters the softmax before the padding mask.
     """
-    out = teacher(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                  token_type_ids=batch.get("token_type_ids"), output_hidden_states=True)
+    out = teacher(
+        input_ids=batch["input_ids"],
+        attention_mask=batch["attention_mask"],
+        token_type_ids=batch.get("token_type_ids"),
+        output_hidden_states=True,
+    )
     hidden = out.hidden_states
     heads = teacher.config.num_attention_heads
     family = family_of(teacher.config.model_type)

@@ -80,17 +80,27 @@ def draw(graph: dict[str, list[str]], path: Path) -> None:
     fig, ax = plt.subplots(figsize=(2.2 * width + 1, 1.0 * len(by_row) + 1))
     for unit, targets in graph.items():
         for target in targets:
-            ax.annotate("", xy=position[target], xytext=position[unit],
-                        arrowprops={"arrowstyle": "->", "color": "0.6", "lw": 0.8, "shrinkA": 14, "shrinkB": 14})
+            ax.annotate(
+                "",
+                xy=position[target],
+                xytext=position[unit],
+                arrowprops={"arrowstyle": "->", "color": "0.6", "lw": 0.8, "shrinkA": 14, "shrinkB": 14},
+            )
     for unit, (x, y) in position.items():
         folder = (PACKAGE / unit).is_dir()
-        ax.text(x, y, unit + ("/" if folder else ".py"), ha="center", va="center", fontsize=9,
-                bbox={"boxstyle": "round", "fc": "#dbe9f6" if folder else "#f3f3f3", "ec": "0.4"})
+        ax.text(
+            x,
+            y,
+            unit + ("/" if folder else ".py"),
+            ha="center",
+            va="center",
+            fontsize=9,
+            bbox={"boxstyle": "round", "fc": "#dbe9f6" if folder else "#f3f3f3", "ec": "0.4"},
+        )
     ax.set_xlim(0, width)
     ax.set_ylim(-0.6, max(by_row) + 0.6)
     ax.axis("off")
-    ax.set_title("eqspike: each unit above what it imports\n(errors.py and version.py, imported by all, left out)",
-                 fontsize=9)
+    ax.set_title("eqspike: each unit above what it imports\n(errors.py and version.py, imported by all, left out)", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

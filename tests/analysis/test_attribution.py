@@ -58,13 +58,23 @@ def test_attribution_brackets_the_spiking_score_between_the_maps_diagnose_report
     assert a.clipped_score == pytest.approx(d.solve_score)  # the exact (T = infinity) equilibrium
     # Everything put back clipped is the clipped map, and dense the dense-equivalent one: the points
     # recovered are the whole gap, at every T.
-    whole = attribute(student, task, split, [2, 4], batch_size=12, parts={"all": student.population_names(1)},
-                      modes=("clipped", "dense"))
+    whole = attribute(
+        student, task, split, [2, 4], batch_size=12, parts={"all": student.population_names(1)}, modes=("clipped", "dense")
+    )
     for k in range(2):
         assert whole.recovered["all"]["clipped"][k] == pytest.approx(a.clipped_score - a.spiking_score[k])
         assert whole.recovered["all"]["dense"][k] == pytest.approx(a.dense_equivalent_score - a.spiking_score[k])
-    assert set(a.recovered) == {"kind:embeddings", "kind:key", "kind:value", "kind:context", "kind:attention_output",
-                                "kind:intermediate", "kind:output", "block0", "head population"}
+    assert set(a.recovered) == {
+        "kind:embeddings",
+        "kind:key",
+        "kind:value",
+        "kind:context",
+        "kind:attention_output",
+        "kind:intermediate",
+        "kind:output",
+        "block0",
+        "head population",
+    }
     for p in a.populations:
         for k, t in enumerate(a.time_steps):
             assert 0 <= p.clipped_frac[k] <= 1 and 0 <= p.zeroed_frac[k] <= 1
@@ -103,11 +113,16 @@ def test_analog_populations_take_their_exact_rate_at_every_step():
     from eqspike.core.simulation import simulate
 
     current = torch.tensor([[0.3, -0.7, 1.6]])
-    rate_map = RateMap([Population("a", (), lambda: current), Population("b", ("a",), lambda a: 2 * a)],
-                       NeuronConfig(threshold=1.0, signed=True))
+    rate_map = RateMap(
+        [Population("a", (), lambda: current), Population("b", ("a",), lambda a: 2 * a)], NeuronConfig(threshold=1.0, signed=True)
+    )
     seen = []
-    simulate(rate_map, 3, analog=frozenset({"a"}), observer=lambda t, rates, counts: seen.append(
-        (rates["a"].clone(), rates["b"].clone(), set(counts))))
+    simulate(
+        rate_map,
+        3,
+        analog=frozenset({"a"}),
+        observer=lambda t, rates, counts: seen.append((rates["a"].clone(), rates["b"].clone(), set(counts))),
+    )
     for a, b, counted in seen:
         assert a[0].tolist() == pytest.approx([0.3, -0.7, 1.0]) and counted == {"b"}
     spiking = simulate(rate_map, 3)
@@ -145,8 +160,14 @@ def test_the_dense_students_activations_are_taken_where_the_populations_sit(tiny
         assert all(0 <= v <= 1 for v in p.dense_clipped_frac + p.dense_zeroed_frac) and min(p.distance_to_dense) >= 0
     assert "The dense student's activations" in format_attribution(a)
     with pytest.raises(ValueError, match="the dense student must have the spiking student's shape"):
-        attribute(student, task, split, [2], parts={},
-                  dense_student=DenseBertForSequenceClassification.from_teacher(tiny_teacher.model, 1))
+        attribute(
+            student,
+            task,
+            split,
+            [2],
+            parts={},
+            dense_student=DenseBertForSequenceClassification.from_teacher(tiny_teacher.model, 1),
+        )
 
 
 def test_a_regression_student_reports_no_class_agreement(tiny_teacher, toy_split):
@@ -175,6 +196,7 @@ def test_below_the_resolution_counts_a_burst_neurons_finer_steps(levels):
     population = SimpleNamespace(name="p")
     rate_map = SimpleNamespace(populations=[population], neuron_of=lambda _: NeuronConfig(levels=levels))
     sums = {"p": np.zeros((1, 4))}
-    _add_dense_comparison(sums, 0, t, rate_map, {"p": torch.zeros_like(h)}, {"p": torch.tensor(theta)},
-                          torch.ones(1, 1, 1), {"p": h})
+    _add_dense_comparison(
+        sums, 0, t, rate_map, {"p": torch.zeros_like(h)}, {"p": torch.tensor(theta)}, torch.ones(1, 1, 1), {"p": h}
+    )
     assert sums["p"][0][1] == sum(0 < abs(v) < theta / (2 * levels * t) for v in h.flatten().tolist())

@@ -15,18 +15,35 @@ from eqspike.students.energy import bert_macs, synaptic_accumulates
 @pytest.fixture(scope="module")
 def tiny_run(tiny_teacher, toy_files, tmp_path_factory):
     run = tmp_path_factory.mktemp("diag") / "run"
-    Distiller(RunConfig(teacher=tiny_teacher.path, train_file=str(toy_files[0]), validation_file=str(toy_files[1]),
-                        max_seq_length=32, student_layers=2, batch_size=16, intermediate_epochs=1, prediction_epochs=1,
-                        intermediate_lr=1e-3, prediction_lr=1e-3, time_steps=16, calibration_examples=32,
-                        output_dir=str(run), device="cpu"), log=lambda *_: None).run()
+    Distiller(
+        RunConfig(
+            teacher=tiny_teacher.path,
+            train_file=str(toy_files[0]),
+            validation_file=str(toy_files[1]),
+            max_seq_length=32,
+            student_layers=2,
+            batch_size=16,
+            intermediate_epochs=1,
+            prediction_epochs=1,
+            intermediate_lr=1e-3,
+            prediction_lr=1e-3,
+            time_steps=16,
+            calibration_examples=32,
+            output_dir=str(run),
+            device="cpu",
+        ),
+        log=lambda *_: None,
+    ).run()
     return run
 
 
 def test_energy_counts_match_a_hand_count_on_two_populations():
     current = torch.tensor([[0.5, 1.0, -0.25, 0.0]])  # IF neurons fire every 2nd, every, every 4th (-), never
     weight = torch.randn(3, 4)
-    rate_map = RateMap([Population("a", (), lambda: current), Population("b", ("a",), lambda a: a @ weight.T)],
-                       NeuronConfig(threshold=1.0, signed=True))
+    rate_map = RateMap(
+        [Population("a", (), lambda: current), Population("b", ("a",), lambda a: a @ weight.T)],
+        NeuronConfig(threshold=1.0, signed=True),
+    )
     result = simulate(rate_map, 8)
     assert result.spike_counts["a"].tolist() == [[4.0, 8.0, 2.0, 0.0]]
     # Each spike of 'a' reaches the 3 neurons of 'b': (4 + 8 + 2 + 0) * 3 accumulates; 'b' drives nothing.
@@ -52,8 +69,18 @@ def test_diagnose_writes_the_report_and_rates_converge(tiny_run, capsys):
     assert data["spectral_radius"] is None  # no feedback
     assert len(data["populations"]) == 1 + 2 * 6
     for population in data["populations"]:
-        assert set(population) >= {"name", "rate_error", "firing_rate", "silent_frac", "saturated_frac", "firing_vs_T",
-                                   "silent_vs_T", "saturated_vs_T", "lag_vs_T", "mismatch_vs_T"}
+        assert set(population) >= {
+            "name",
+            "rate_error",
+            "firing_rate",
+            "silent_frac",
+            "saturated_frac",
+            "firing_vs_T",
+            "silent_vs_T",
+            "saturated_vs_T",
+            "lag_vs_T",
+            "mismatch_vs_T",
+        }
         assert population["rate_error"][3] <= 0.25 * population["rate_error"][1], population  # T=128 vs T=8
         assert 0 <= population["silent_frac"] <= 1 and 0 <= population["firing_rate"] <= 1
         assert population["silent_vs_T"][-1] == population["silent_frac"] and len(population["lag_vs_T"]) == 4
@@ -104,9 +131,12 @@ def test_diagnose_with_feedback_reports_a_spectral_radius(tiny_teacher, toy_file
     assert report.solver_iterations > 1 and report.residual < 1e-3
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--time-steps", "0", "8"], "argument --time-steps: 0 is not valid; it must be an integer >= 1"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--time-steps", "0", "8"], "argument --time-steps: 0 is not valid; it must be an integer >= 1"),
+    ],
+)
 def test_diagnose_bad_time_steps(tiny_run, capsys, args, message):
     with pytest.raises(SystemExit) as exit_info:  # refused by the parser, before the run is read
         main(["diagnose", str(tiny_run), *args])
@@ -136,11 +166,30 @@ def test_diagnose_attribution_writes_where_the_points_go(tiny_run, tiny_teacher,
     from tests.conftest import QUIET, tiny_config
 
     dense = tmp_path / "dense"
-    dense_score = Distiller(tiny_config(tiny_teacher, toy_files, dense, student_type="dense", prediction_epochs=1),
-                            **QUIET).run()["student_score"]
+    dense_score = Distiller(
+        tiny_config(tiny_teacher, toy_files, dense, student_type="dense", prediction_epochs=1), **QUIET
+    ).run()["student_score"]
     out = tmp_path / "diag"
-    assert main(["diagnose", str(tiny_run), "--time-steps", "2", "4", "32", "--attribution", "clipped", "dense", "--dense-run", str(dense),
-                 "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "diagnose",
+                str(tiny_run),
+                "--time-steps",
+                "2",
+                "4",
+                "32",
+                "--attribution",
+                "clipped",
+                "dense",
+                "--dense-run",
+                str(dense),
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     data = json.loads((out / "attribution.json").read_text())
     assert data["time_steps"] == [2, 4]  # the T <= 16 of those asked for
     assert data["reference"]["dense student"] == dense_score and "teacher" in data["reference"]

@@ -51,9 +51,17 @@ def test_a_dense_network_at_fp32_costs_what_the_papers_count_and_int8_is_cheaper
 
 def _toy_student(weight_bits: float = 32, access: str = "per_spike") -> list[Op]:
     # one example of 3 tokens, T = 2: two populations, 10 and 4 unit spikes, 30 and 12 accumulates, 6 neurons each
-    return spiking_inventory(TOY, [3.0], 2, spikes={"embeddings": 10, "block0.key": 4},
-                             accumulates={"embeddings": 30, "block0.key": 12}, neurons={"embeddings": 6, "block0.key": 6},
-                             spike_bits={"embeddings": 2, "block0.key": 2}, weight_bits=weight_bits, access=access)
+    return spiking_inventory(
+        TOY,
+        [3.0],
+        2,
+        spikes={"embeddings": 10, "block0.key": 4},
+        accumulates={"embeddings": 30, "block0.key": 12},
+        neurons={"embeddings": 6, "block0.key": 6},
+        spike_bits={"embeddings": 2, "block0.key": 2},
+        weight_bits=weight_bits,
+        access=access,
+    )
 
 
 def test_the_spiking_inventory_by_hand():
@@ -94,7 +102,9 @@ def test_break_even_firing_rate_is_where_the_energies_meet():
     fixed = price([op for op in ops if not op.per_spike], hw, "compute")
     baseline = fixed + 100.0
     r = break_even_firing_rate(ops, rate, baseline, hw, "compute")
-    scaled = [Op(op.part, op.kind, op.count * (r / rate if op.per_spike else 1), op.fmt, op.convention, op.per_spike) for op in ops]
+    scaled = [
+        Op(op.part, op.kind, op.count * (r / rate if op.per_spike else 1), op.fmt, op.convention, op.per_spike) for op in ops
+    ]
     assert price(scaled, hw, "compute") == pytest.approx(baseline)
     assert break_even_firing_rate(ops, rate, fixed * 0.5, hw, "compute") is None  # even silent it costs more
 
@@ -108,9 +118,29 @@ def test_bits_of_a_spike_and_of_the_quantized_network():
 @pytest.fixture
 def energy_run(tiny_teacher, toy_files, tmp_path):
     run = tmp_path / "run"
-    assert main([str(a) for a in distill_args(tiny_teacher.path, *toy_files, run, "--batch-size", 32, "--time-steps", 4,
-                                              "--intermediate-epochs", 1, "--prediction-epochs", 1,
-                                              "--calibration-examples", 16)]) == 0
+    assert (
+        main(
+            [
+                str(a)
+                for a in distill_args(
+                    tiny_teacher.path,
+                    *toy_files,
+                    run,
+                    "--batch-size",
+                    32,
+                    "--time-steps",
+                    4,
+                    "--intermediate-epochs",
+                    1,
+                    "--prediction-epochs",
+                    1,
+                    "--calibration-examples",
+                    16,
+                )
+            ]
+        )
+        == 0
+    )
     return run
 
 
@@ -132,14 +162,18 @@ def test_eqspike_energy_writes_both_conventions_and_reduces_to_the_papers_number
     memory = at[4]["conventions"]["compute_memory"]
     assert metrics["student_energy_ratio_compute_memory"] == pytest.approx(memory["ratio"]["teacher_fp32"], rel=1e-6)
     assert metrics["student_energy_ratio_dense_student_int8"]["compute_memory"] == pytest.approx(
-        memory["ratio"]["dense_student_int8"], rel=1e-6)
+        memory["ratio"]["dense_student_int8"], rel=1e-6
+    )
     card = (energy_run / "student" / "README.md").read_text()
     assert f"the student costs {metrics['student_energy_ratio_compute_memory']:.3f} of the teacher" in card
     for row in report["rows"]:
         for convention in ("compute", "compute_memory"):
             c = row["conventions"][convention]
-            assert set(c["baselines_uj"]) == set(c["break_even_firing_rate"]) == {
-                "teacher_fp32", "teacher_fp16", "teacher_int8", "dense_student_fp32", "dense_student_int8", "qnn"}
+            assert (
+                set(c["baselines_uj"])
+                == set(c["break_even_firing_rate"])
+                == {"teacher_fp32", "teacher_fp16", "teacher_int8", "dense_student_fp32", "dense_student_int8", "qnn"}
+            )
             assert c["baselines_uj"]["teacher_int8"] < c["baselines_uj"]["teacher_fp16"] < c["baselines_uj"]["teacher_fp32"]
         assert row["conventions"]["compute_memory"]["student_uj"] > row["conventions"]["compute"]["student_uj"]
     assert "Break-even firing rate" in capsys.readouterr().out
@@ -152,9 +186,31 @@ def test_eqspike_energy_counts_a_spikelm_student_and_refuses_a_dense_one(tiny_te
     runs = {}
     for kind in ("spikelm", "dense"):
         runs[kind] = tmp_path / kind
-        assert main([str(a) for a in distill_args(tiny_teacher.path, *toy_files, runs[kind], "--batch-size", 32,
-                                                  "--student-type", kind, "--time-steps", 2, "--spikelm-time-steps", 2,
-                                                  "--intermediate-epochs", 1, "--prediction-epochs", 1)]) == 0
+        assert (
+            main(
+                [
+                    str(a)
+                    for a in distill_args(
+                        tiny_teacher.path,
+                        *toy_files,
+                        runs[kind],
+                        "--batch-size",
+                        32,
+                        "--student-type",
+                        kind,
+                        "--time-steps",
+                        2,
+                        "--spikelm-time-steps",
+                        2,
+                        "--intermediate-epochs",
+                        1,
+                        "--prediction-epochs",
+                        1,
+                    )
+                ]
+            )
+            == 0
+        )
     assert main(["energy", str(runs["spikelm"]), "--device", "cpu"]) == 0
     report = json.loads((runs["spikelm"] / "energy" / "energy.json").read_text())
     metrics = json.loads((runs["spikelm"] / "metrics.json").read_text())
@@ -168,8 +224,19 @@ def test_eqspike_energy_counts_a_spikelm_student_and_refuses_a_dense_one(tiny_te
 
 
 def test_compare_refuses_an_unknown_baseline_before_any_work(tiny_teacher, toy_files, tmp_path, capsys):
-    args = ["compare", "--teacher", tiny_teacher.path, "--train-file", toy_files[0], "--validation-file", toy_files[1],
-            "--out", tmp_path / "compare", "--device", "cpu"]
+    args = [
+        "compare",
+        "--teacher",
+        tiny_teacher.path,
+        "--train-file",
+        toy_files[0],
+        "--validation-file",
+        toy_files[1],
+        "--out",
+        tmp_path / "compare",
+        "--device",
+        "cpu",
+    ]
     err = refused(capsys, *args, "--baselines", "ann,int4")
     assert "--baselines ann,int4: 'int4' is not a baseline; choose from ann, qnn, spikelm" in err
     assert "keep spikelm in --baselines" in refused(capsys, *args, "--baselines", "ann", "--match-energy")

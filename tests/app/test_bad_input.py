@@ -35,8 +35,24 @@ def refused_at_parsing(capsys, *args) -> str:
 
 
 def distill_args(teacher, train, dev, out, *extra):
-    return ["distill", "--teacher", teacher, "--train-file", train, "--validation-file", dev, "--output-dir", out,
-            "--max-seq-length", 32, "--student-layers", 2, "--device", "cpu", *extra]
+    return [
+        "distill",
+        "--teacher",
+        teacher,
+        "--train-file",
+        train,
+        "--validation-file",
+        dev,
+        "--output-dir",
+        out,
+        "--max-seq-length",
+        32,
+        "--student-layers",
+        2,
+        "--device",
+        "cpu",
+        *extra,
+    ]
 
 
 # ---------------------------------------------------------------------------- data files
@@ -48,20 +64,36 @@ def write(path: Path, content: str | bytes) -> Path:
     return path
 
 
-@pytest.mark.parametrize("name, content, message", [
-    ("empty.csv", "", "empty.csv is empty"),
-    ("latin1.csv", "sentence1,label\ncaf\xe9 cr\xe8me,1\nplain,0\n".encode("latin-1"),
-     "latin1.csv is not UTF-8 text (byte 0xe9 on line 2)"),
-    ("bad.json", '[{"sentence1": "a", "label": 1},\n {"sentence1": "b" "label": 0}]', "bad.json is not valid JSON (line 2"),
-    ("bad.jsonl", '{"sentence1": "a", "label": 1}\n{"sentence1": "b", label: 0}\n', "bad.jsonl is not valid JSON lines (line 2"),
-    ("header.csv", "sentence1,label\n", "header.csv has a header (sentence1, label) but no rows"),
-    ("one_label.csv", "sentence1,label\ngood film,1\ngreat plot,1\nfun,1\n",
-     "one_label.csv has a single label ('1'); a classification task needs at least two"),
-    ("holes.csv", 'sentence1,label\ngood film,1\n"",0\nfun,1\n"  ",0\n', "holes.csv: lines 3, 5 have an empty 'sentence1'"),
-    ("ragged.csv", "sentence1,label\ngood film,1\nbad,0,extra\n",
-     "ragged.csv: line 3 has a different number of cells than the header"),
-    ("words.txt", "good film\n", "words.txt: unsupported format '.txt'; use .csv, .tsv, .json or .jsonl"),
-])
+@pytest.mark.parametrize(
+    "name, content, message",
+    [
+        ("empty.csv", "", "empty.csv is empty"),
+        (
+            "latin1.csv",
+            "sentence1,label\ncaf\xe9 cr\xe8me,1\nplain,0\n".encode("latin-1"),
+            "latin1.csv is not UTF-8 text (byte 0xe9 on line 2)",
+        ),
+        ("bad.json", '[{"sentence1": "a", "label": 1},\n {"sentence1": "b" "label": 0}]', "bad.json is not valid JSON (line 2"),
+        (
+            "bad.jsonl",
+            '{"sentence1": "a", "label": 1}\n{"sentence1": "b", label: 0}\n',
+            "bad.jsonl is not valid JSON lines (line 2",
+        ),
+        ("header.csv", "sentence1,label\n", "header.csv has a header (sentence1, label) but no rows"),
+        (
+            "one_label.csv",
+            "sentence1,label\ngood film,1\ngreat plot,1\nfun,1\n",
+            "one_label.csv has a single label ('1'); a classification task needs at least two",
+        ),
+        ("holes.csv", 'sentence1,label\ngood film,1\n"",0\nfun,1\n"  ",0\n', "holes.csv: lines 3, 5 have an empty 'sentence1'"),
+        (
+            "ragged.csv",
+            "sentence1,label\ngood film,1\nbad,0,extra\n",
+            "ragged.csv: line 3 has a different number of cells than the header",
+        ),
+        ("words.txt", "good film\n", "words.txt: unsupported format '.txt'; use .csv, .tsv, .json or .jsonl"),
+    ],
+)
 def test_bad_data_files_are_named(tiny_teacher, toy_files, tmp_path, capsys, name, content, message):
     path = write(tmp_path / name, content)
     err = refused(capsys, *distill_args(tiny_teacher.path, path, toy_files[1], tmp_path / "run"))
@@ -86,8 +118,14 @@ def test_subsamples_are_drawn_at_random_not_from_the_head(tmp_path):
     rows = [(toy_sentence(rng, label), label) for label in (0, 1) for _ in range(40)]  # all 0s, then all 1s
     train, dev = write_csv(tmp_path / "train.csv", rows), write_csv(tmp_path / "dev.csv", rows)
     teacher = make_tiny_bert(tmp_path / "bert", head_labels=2)
-    config = RunConfig(teacher=str(teacher), train_file=str(train), validation_file=str(dev), max_seq_length=32,
-                       max_train_examples=10, max_eval_examples=10)
+    config = RunConfig(
+        teacher=str(teacher),
+        train_file=str(train),
+        validation_file=str(dev),
+        max_seq_length=32,
+        max_train_examples=10,
+        max_eval_examples=10,
+    )
     data = prepare_data(config, log=lambda *_: None)
     assert {e.label for e in data.task.train} == {0, 1} and {e.label for e in data.task.validation["validation"]} == {0, 1}
     again = prepare_data(config, log=lambda *_: None)  # seeded: the same subsample every time
@@ -96,8 +134,11 @@ def test_subsamples_are_drawn_at_random_not_from_the_head(tmp_path):
     # The seed draws the examples unless --data-seed holds the draws fixed across seeds.
     def drawn(**changes) -> tuple[list, list, list]:
         d = prepare_data(config.replace(max_train_examples=40, max_eval_examples=20, **changes), log=lambda *_: None)
-        return ([e.text_a for e in d.task.train], [e.text_a for e in d.task.validation["validation"]],
-                d.selection["selection"].input_ids)
+        return (
+            [e.text_a for e in d.task.train],
+            [e.text_a for e in d.task.validation["validation"]],
+            d.selection["selection"].input_ids,
+        )
 
     one, two = drawn(seed=1), drawn(seed=2)
     assert all(a != b for a, b in zip(one, two))  # train, dev and selection split
@@ -105,11 +146,23 @@ def test_subsamples_are_drawn_at_random_not_from_the_head(tmp_path):
 
 
 # ---------------------------------------------------------------------------- settings
-@pytest.mark.parametrize("flag, value", [
-    ("--prediction-lr", "inf"), ("--intermediate-lr", "inf"), ("--teacher-lr", "inf"), ("--weight-decay", "nan"),
-    ("--max-grad-norm", "nan"), ("--temperature", "inf"), ("--threshold-lr", "nan"), ("--warmup-ratio", "inf"),
-    ("--hidden-weight", "-inf"), ("--energy-budget", "inf"), ("--threshold-quantile", "nan"), ("--hysteresis", "nan"),
-])
+@pytest.mark.parametrize(
+    "flag, value",
+    [
+        ("--prediction-lr", "inf"),
+        ("--intermediate-lr", "inf"),
+        ("--teacher-lr", "inf"),
+        ("--weight-decay", "nan"),
+        ("--max-grad-norm", "nan"),
+        ("--temperature", "inf"),
+        ("--threshold-lr", "nan"),
+        ("--warmup-ratio", "inf"),
+        ("--hidden-weight", "-inf"),
+        ("--energy-budget", "inf"),
+        ("--threshold-quantile", "nan"),
+        ("--hysteresis", "nan"),
+    ],
+)
 def test_non_finite_settings_are_refused(tiny_teacher, toy_files, tmp_path, capsys, flag, value):
     err = refused(capsys, *distill_args(tiny_teacher.path, *toy_files, tmp_path / "run", f"{flag}={value}"))
     name = flag[2:].replace("-", "_")
@@ -128,8 +181,9 @@ def test_yaml_numbers_without_a_dot_are_numbers(tiny_teacher, toy_files, tmp_pat
     saved = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())
     assert saved["intermediate_lr"] == 0.0002 and saved["prediction_lr"] == 0.001 and saved["batch_size"] == 16
     config.write_text("intermediate_lr: fast\n")
-    assert "intermediate_lr='fast' is not valid" in refused(capsys, *distill_args(
-        tiny_teacher.path, *toy_files, tmp_path / "other", "--config", config))
+    assert "intermediate_lr='fast' is not valid" in refused(
+        capsys, *distill_args(tiny_teacher.path, *toy_files, tmp_path / "other", "--config", config)
+    )
 
 
 # ---------------------------------------------------------------------------- the teacher
@@ -137,9 +191,16 @@ def test_a_teacher_of_an_unsupported_family_is_refused_before_any_work(toy_files
     from transformers import DebertaV2Config, DebertaV2ForSequenceClassification
 
     folder = tmp_path / "deberta"
-    DebertaV2ForSequenceClassification(DebertaV2Config(vocab_size=30, hidden_size=32, num_hidden_layers=2,
-                                                       num_attention_heads=4, intermediate_size=64,
-                                                       max_position_embeddings=64)).save_pretrained(folder)
+    DebertaV2ForSequenceClassification(
+        DebertaV2Config(
+            vocab_size=30,
+            hidden_size=32,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            intermediate_size=64,
+            max_position_embeddings=64,
+        )
+    ).save_pretrained(folder)
     capsys.readouterr()  # save_pretrained's progress bar
     started = time.time()
     err = refused(capsys, *distill_args(folder, *toy_files, tmp_path / "run", "--teacher-store", tmp_path / "store"))
@@ -148,12 +209,16 @@ def test_a_teacher_of_an_unsupported_family_is_refused_before_any_work(toy_files
     assert time.time() - started < 30 and not (tmp_path / "store").exists() and not (tmp_path / "run").exists()
 
 
-@pytest.mark.parametrize("flag, value, message", [
-    ("--student-layers", 12, "student_layers=12 but the teacher"),
-    ("--max-seq-length", 1024, "max_seq_length=1024 exceeds the 64 positions of the teacher"),
-])
-def test_a_student_that_does_not_fit_the_teacher_is_refused_before_any_work(tiny_bert, toy_files, tmp_path, capsys,
-                                                                           flag, value, message):
+@pytest.mark.parametrize(
+    "flag, value, message",
+    [
+        ("--student-layers", 12, "student_layers=12 but the teacher"),
+        ("--max-seq-length", 1024, "max_seq_length=1024 exceeds the 64 positions of the teacher"),
+    ],
+)
+def test_a_student_that_does_not_fit_the_teacher_is_refused_before_any_work(
+    tiny_bert, toy_files, tmp_path, capsys, flag, value, message
+):
     args = distill_args(tiny_bert, *toy_files, tmp_path / "run", "--teacher-store", tmp_path / "store")
     args[args.index(flag) + 1] = value
     err = refused(capsys, *args)
@@ -181,8 +246,10 @@ def test_a_diverging_run_stops_with_its_last_good_checkpoint(tiny_teacher, toy_f
         return torch.tensor(float("nan")) if len(norms) == 5 else norms[-1]
 
     monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", clip)
-    err = refused(capsys, *distill_args(tiny_teacher.path, *toy_files, run, "--batch-size", 16, "--save-steps", 2,
-                                        "--calibration-examples", 16))
+    err = refused(
+        capsys,
+        *distill_args(tiny_teacher.path, *toy_files, run, "--batch-size", 16, "--save-steps", 2, "--calibration-examples", 16),
+    )
     assert "training diverged at step 5 (intermediate stage): the gradient is not finite" in err
     assert f"the last good checkpoint, {run / 'checkpoint'} (step 4), is kept" in err and "--intermediate-lr" in err
     assert json.loads((run / "checkpoint" / "state.json").read_text())["global_step"] == 4
@@ -194,9 +261,29 @@ def test_a_diverging_run_stops_with_its_last_good_checkpoint(tiny_teacher, toy_f
 @pytest.fixture
 def finished_run(tiny_teacher, toy_files, tmp_path_factory):
     run = tmp_path_factory.mktemp("finished") / "run"
-    assert main([str(a) for a in distill_args(tiny_teacher.path, *toy_files, run, "--batch-size", 32, "--time-steps", 4,
-                                              "--intermediate-epochs", 1, "--prediction-epochs", 1,
-                                              "--calibration-examples", 16)]) == 0
+    assert (
+        main(
+            [
+                str(a)
+                for a in distill_args(
+                    tiny_teacher.path,
+                    *toy_files,
+                    run,
+                    "--batch-size",
+                    32,
+                    "--time-steps",
+                    4,
+                    "--intermediate-epochs",
+                    1,
+                    "--prediction-epochs",
+                    1,
+                    "--calibration-examples",
+                    16,
+                )
+            ]
+        )
+        == 0
+    )
     return run
 
 
@@ -204,12 +291,19 @@ def _truncate(path: Path) -> None:
     path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
 
 
-@pytest.mark.parametrize("damage, command, message", [
-    (lambda run: (run / "student" / "model.safetensors").write_bytes(b"\x00" * 10), "evaluate", "model.safetensors is corrupted"),
-    (lambda run: (run / "student" / "config.json").write_text("{not json"), "evaluate", "config.json is corrupted"),
-    (lambda run: _truncate(run / "checkpoint" / "student.pt"), "resume", "student.pt is corrupted"),
-    (lambda run: (run / "checkpoint" / "state.json").write_text('{"stage": 1'), "resume", "state.json is corrupted"),
-])
+@pytest.mark.parametrize(
+    "damage, command, message",
+    [
+        (
+            lambda run: (run / "student" / "model.safetensors").write_bytes(b"\x00" * 10),
+            "evaluate",
+            "model.safetensors is corrupted",
+        ),
+        (lambda run: (run / "student" / "config.json").write_text("{not json"), "evaluate", "config.json is corrupted"),
+        (lambda run: _truncate(run / "checkpoint" / "student.pt"), "resume", "student.pt is corrupted"),
+        (lambda run: (run / "checkpoint" / "state.json").write_text('{"stage": 1'), "resume", "state.json is corrupted"),
+    ],
+)
 def test_corrupted_files_are_named(finished_run, tmp_path, capsys, damage, command, message):
     import shutil
 
@@ -234,8 +328,7 @@ def test_non_finite_weights_are_refused_on_load(finished_run, tmp_path, capsys):
     assert "model.safetensors holds non-finite weights (classifier.weight)" in err
 
 
-def test_a_full_disk_during_a_checkpoint_says_so_and_keeps_the_last_one(tiny_teacher, toy_files, tmp_path, capsys,
-                                                                       monkeypatch):
+def test_a_full_disk_during_a_checkpoint_says_so_and_keeps_the_last_one(tiny_teacher, toy_files, tmp_path, capsys, monkeypatch):
     run = tmp_path / "run"
     real_save, calls = torch.save, []
 
@@ -246,8 +339,10 @@ def test_a_full_disk_during_a_checkpoint_says_so_and_keeps_the_last_one(tiny_tea
         return real_save(obj, path, *args, **kwargs)
 
     monkeypatch.setattr(torch, "save", save)
-    err = refused(capsys, *distill_args(tiny_teacher.path, *toy_files, run, "--batch-size", 16, "--save-steps", 2,
-                                        "--calibration-examples", 16))
+    err = refused(
+        capsys,
+        *distill_args(tiny_teacher.path, *toy_files, run, "--batch-size", 16, "--save-steps", 2, "--calibration-examples", 16),
+    )
     assert "no space left on the device holding" in err and "while writing checkpoint" in err
     assert "the previous checkpoint is intact" in err
     assert json.loads((run / "checkpoint" / "state.json").read_text())["global_step"] == 2
@@ -256,9 +351,26 @@ def test_a_full_disk_during_a_checkpoint_says_so_and_keeps_the_last_one(tiny_tea
 
 def test_log_files_get_progress_lines(tiny_teacher, toy_files, tmp_path, capsys):
     """Without a terminal (nohup, a batch scheduler) the bars are off and lines come every --logging-steps."""
-    code = main([str(a) for a in distill_args(tiny_teacher.path, *toy_files, tmp_path / "run", "--batch-size", 16,
-                                              "--logging-steps", 3, "--calibration-examples", 16,
-                                              "--intermediate-epochs", 1, "--prediction-epochs", 1)])
+    code = main(
+        [
+            str(a)
+            for a in distill_args(
+                tiny_teacher.path,
+                *toy_files,
+                tmp_path / "run",
+                "--batch-size",
+                16,
+                "--logging-steps",
+                3,
+                "--calibration-examples",
+                16,
+                "--intermediate-epochs",
+                1,
+                "--prediction-epochs",
+                1,
+            )
+        ]
+    )
     out = capsys.readouterr().out
     assert code == 0
     lines = [line for line in out.splitlines() if line.startswith("distill intermediate: step")]
@@ -309,8 +421,7 @@ def test_outputs_that_would_replace_an_input_or_are_of_the_wrong_kind_are_refuse
     student = finished_run / "student"
     err = refused(capsys, "predict", student, "--file", inputs, "--output", inputs, "--device", "cpu")
     assert "is also this command's input" in err and inputs.read_bytes() == before
-    assert "is a directory" in refused(capsys, "predict", student, "--file", inputs, "--output", tmp_path,
-                                       "--device", "cpu")
+    assert "is a directory" in refused(capsys, "predict", student, "--file", inputs, "--output", tmp_path, "--device", "cpu")
     a_file = write(tmp_path / "report", "mine")
     for command in (["diagnose", finished_run, "--out", a_file, "--device", "cpu"],):
         assert "is a file; give a folder" in refused(capsys, *command)
@@ -325,18 +436,37 @@ def test_evaluate_adds_to_its_history_and_each_row_says_what_it_measured(finishe
     distilled = json.loads((finished_run / "metrics.json").read_text())
     assert len(first) == 1 and first[0]["score"] == distilled["student_score"] and first[0]["neuron"] == {}
     assert first[0]["examples"] == first[0]["dev_examples"] and "data_seed" not in first[0]
-    assert main(["evaluate", str(finished_run), "--time-steps", "4", "8", "--max-eval-examples", "5",
-                 "--rounding", "trunc", "--device", "cpu"]) == 0
+    assert (
+        main(
+            [
+                "evaluate",
+                str(finished_run),
+                "--time-steps",
+                "4",
+                "8",
+                "--max-eval-examples",
+                "5",
+                "--rounding",
+                "trunc",
+                "--device",
+                "cpu",
+            ]
+        )
+        == 0
+    )
     rows = json.loads((finished_run / "evaluate.json").read_text())["rows"]
     assert rows[0] == first[0] and [r["time_steps"] for r in rows] == [4, 4, 8]
     seed = yaml.safe_load((finished_run / "config.yaml").read_text())["seed"]
     assert all(r["examples"] == 5 and r["neuron"] == {"rounding": "trunc"} and r["data_seed"] == seed for r in rows[1:])
     card = (finished_run / "student" / "README.md").read_text()
     assert f"| this student, spiking, T = 4 (`eqspike evaluate`) | {rows[0]['score']:.4f} |" in card
-    assert (f"| this student, spiking, T = 8 (`eqspike evaluate`, rounding trunc, 5 of {rows[0]['dev_examples']} "
-            f"dev examples) | {rows[2]['score']:.4f} |") in card
+    assert (
+        f"| this student, spiking, T = 8 (`eqspike evaluate`, rounding trunc, 5 of {rows[0]['dev_examples']} "
+        f"dev examples) | {rows[2]['score']:.4f} |"
+    ) in card
     assert "argument --max-eval-examples: -3 is not valid; it must be an integer >= 1" in refused_at_parsing(
-        capsys, "evaluate", finished_run, "--max-eval-examples", -3)
+        capsys, "evaluate", finished_run, "--max-eval-examples", -3
+    )
     assert len(json.loads((finished_run / "evaluate.json").read_text())["rows"]) == 3
 
 
@@ -363,8 +493,7 @@ def test_evaluate_scores_the_examples_distill_drew(tiny_teacher, toy_files, tmp_
     from tests.conftest import QUIET, tiny_config
 
     run = tmp_path / "run"
-    Distiller(tiny_config(tiny_teacher, toy_files, run, time_steps=4, max_eval_examples=9, prediction_epochs=1),
-              **QUIET).run()
+    Distiller(tiny_config(tiny_teacher, toy_files, run, time_steps=4, max_eval_examples=9, prediction_epochs=1), **QUIET).run()
     assert main(["evaluate", str(run), "--time-steps", "4", "--device", "cpu"]) == 0
     row = json.loads((run / "evaluate.json").read_text())["rows"][0]
     distilled = json.loads((run / "metrics.json").read_text())
@@ -372,32 +501,46 @@ def test_evaluate_scores_the_examples_distill_drew(tiny_teacher, toy_files, tmp_
     assert row["energy_ratio"] == pytest.approx(distilled["student_energy_ratio"], rel=1e-6)
 
 
-@pytest.mark.parametrize("args, message", [
-    (["predict", "RUN", "--text", "a", "--batch-size", "0"], "argument --batch-size: 0 is not valid; it must be an integer >= 1"),
-    (["predict", "RUN", "--text", "a", "--time-steps", "-2"], "argument --time-steps: -2 is not valid; it must be an integer >= 1"),
-    (["predict", "RUN", "--text", "a", "--max-seq-length", "-5"], "argument --max-seq-length: -5 is not valid"),
-    (["predict", "RUN", "--text", "a", "--hysteresis", "0.7"], "argument --hysteresis: 0.7 is not valid; it must lie in [0.0, 0.5]"),
-    (["evaluate", "RUN", "--time-steps", "4", "0"], "argument --time-steps: 0 is not valid"),
-    (["diagnose", "RUN", "--batches", "-1"], "argument --batches: -1 is not valid; it must be an integer >= 1"),
-    (["diagnose", "RUN", "--batch-size", "x"], "argument --batch-size: invalid int value: 'x'"),
-    (["compare", "--time-steps", "0"], "argument --time-steps: 0 is not valid"),
-    (["compare", "--seeds", "-1"], "argument --seeds: -1 is not valid; it must be an integer >= 0"),
-    (["distill", "--seeds", "1", "-4"], "argument --seeds: -4 is not valid"),
-    (["selfcheck", "--seed", "-3"], "argument --seed: -3 is not valid"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (
+            ["predict", "RUN", "--text", "a", "--batch-size", "0"],
+            "argument --batch-size: 0 is not valid; it must be an integer >= 1",
+        ),
+        (
+            ["predict", "RUN", "--text", "a", "--time-steps", "-2"],
+            "argument --time-steps: -2 is not valid; it must be an integer >= 1",
+        ),
+        (["predict", "RUN", "--text", "a", "--max-seq-length", "-5"], "argument --max-seq-length: -5 is not valid"),
+        (
+            ["predict", "RUN", "--text", "a", "--hysteresis", "0.7"],
+            "argument --hysteresis: 0.7 is not valid; it must lie in [0.0, 0.5]",
+        ),
+        (["evaluate", "RUN", "--time-steps", "4", "0"], "argument --time-steps: 0 is not valid"),
+        (["diagnose", "RUN", "--batches", "-1"], "argument --batches: -1 is not valid; it must be an integer >= 1"),
+        (["diagnose", "RUN", "--batch-size", "x"], "argument --batch-size: invalid int value: 'x'"),
+        (["compare", "--time-steps", "0"], "argument --time-steps: 0 is not valid"),
+        (["compare", "--seeds", "-1"], "argument --seeds: -1 is not valid; it must be an integer >= 0"),
+        (["distill", "--seeds", "1", "-4"], "argument --seeds: -4 is not valid"),
+        (["selfcheck", "--seed", "-3"], "argument --seed: -3 is not valid"),
+    ],
+)
 def test_every_command_checks_its_numbers_before_any_work(capsys, args, message):
     """The numeric arguments of every command are checked when parsed (one rule, errors.int_at_least and
     float_within): one line naming the argument and its bound, before anything is loaded."""
     assert message in refused_at_parsing(capsys, *args)
 
 
-@pytest.mark.parametrize("setting, value, message", [
-    ("--seed", "-1", "seed=-1 is not valid; it must be an integer >= 0"),
-    ("--data-seed", "-2", "data_seed=-2 is not valid; it must be an integer >= 0"),
-    ("--teacher-epochs", "0", "teacher_epochs=0.0 is not valid"),
-])
-def test_distill_settings_without_a_valid_meaning_are_refused(tiny_teacher, toy_files, tmp_path, capsys, setting, value,
-                                                             message):
+@pytest.mark.parametrize(
+    "setting, value, message",
+    [
+        ("--seed", "-1", "seed=-1 is not valid; it must be an integer >= 0"),
+        ("--data-seed", "-2", "data_seed=-2 is not valid; it must be an integer >= 0"),
+        ("--teacher-epochs", "0", "teacher_epochs=0.0 is not valid"),
+    ],
+)
+def test_distill_settings_without_a_valid_meaning_are_refused(tiny_teacher, toy_files, tmp_path, capsys, setting, value, message):
     assert message in refused(capsys, *distill_args(tiny_teacher.path, *toy_files, tmp_path / "run", setting, value))
     assert not (tmp_path / "run").exists()
 
@@ -410,8 +553,10 @@ def test_every_student_kind_through_predict_evaluate_and_diagnose(tiny_teacher, 
     from eqspike.students import DenseBertForSequenceClassification, SpikeLMForSequenceClassification
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_teacher.path)
-    for kind, model in (("spikelm", SpikeLMForSequenceClassification.from_teacher(tiny_teacher.model, 2, time_steps=2)),
-                        ("dense", DenseBertForSequenceClassification.from_teacher(tiny_teacher.model, 2))):
+    for kind, model in (
+        ("spikelm", SpikeLMForSequenceClassification.from_teacher(tiny_teacher.model, 2, time_steps=2)),
+        ("dense", DenseBertForSequenceClassification.from_teacher(tiny_teacher.model, 2)),
+    ):
         folder = tmp_path / kind / "student"
         model.save_pretrained(folder)
         tokenizer.save_pretrained(str(folder))
@@ -425,8 +570,10 @@ def test_every_student_kind_through_predict_evaluate_and_diagnose(tiny_teacher, 
             captured = capsys.readouterr()
             assert captured.out.count('"label"') == 2
             assert "warning: 2 of 2 inputs are pairs of texts, but this student was trained on single texts" in captured.err
-        expected = {"spikelm": ("runs at T = 2 only", "a SpikeLM student has none"),
-                    "dense": ("a dense student has no spikes",) * 2}[kind]
+        expected = {
+            "spikelm": ("runs at T = 2 only", "a SpikeLM student has none"),
+            "dense": ("a dense student has no spikes",) * 2,
+        }[kind]
         for extra, message in zip((["--time-steps", "4"], ["--mode", "solve"]), expected):
             assert message in refused(capsys, "predict", folder, "--text", "good film", "--device", "cpu", *extra)
         (folder.parent / "metrics.json").write_text("{}")
@@ -449,8 +596,10 @@ def test_likely_mistakes_are_refused_or_warned(tiny_teacher, toy_files, tmp_path
     from eqspike.distill.prepare import prepare_data
 
     messages = []
-    prepare_data(RunConfig(teacher=tiny_teacher.path, train_file=str(toy_files[0]), validation_file=str(toy_files[0]),
-                           max_seq_length=32), log=messages.append)
+    prepare_data(
+        RunConfig(teacher=tiny_teacher.path, train_file=str(toy_files[0]), validation_file=str(toy_files[0]), max_seq_length=32),
+        log=messages.append,
+    )
     warnings = [m for m in messages if m.startswith("warning:")]
     assert len(warnings) == 1 and "also occur in the training data; the dev score measures fitting" in warnings[0]
 
@@ -468,15 +617,25 @@ def test_ctrl_c_says_exactly_what_to_type(tiny_teacher, toy_files, tmp_path, cap
     assert err.endswith(f"interrupted; continue with: eqspike distill --resume --output-dir '{run}'")
 
 
-def test_a_sequence_too_short_for_text_is_refused_and_a_budget_that_cannot_bind_is_warned(tiny_teacher, toy_files,
-                                                                                         tmp_path, capsys):
+def test_a_sequence_too_short_for_text_is_refused_and_a_budget_that_cannot_bind_is_warned(
+    tiny_teacher, toy_files, tmp_path, capsys
+):
     err = refused(capsys, *distill_args(tiny_teacher.path, *toy_files, tmp_path / "short", "--max-seq-length", 2))
     assert "max_seq_length=2 leaves no room for text: the tokenizer adds 2 special tokens to a text; give at least 3" in err
     from eqspike.distill.trainer import Distiller
     from tests.conftest import tiny_config
 
     messages = []
-    Distiller(tiny_config(tiny_teacher, toy_files, tmp_path / "loose", time_steps=4, energy_budget=50.0,
-                          intermediate_epochs=0, prediction_epochs=1), log=messages.append).run()
-    assert any(m.startswith("warning: the student starts this stage at") and "within the budget 50" in m
-               for m in messages)
+    Distiller(
+        tiny_config(
+            tiny_teacher,
+            toy_files,
+            tmp_path / "loose",
+            time_steps=4,
+            energy_budget=50.0,
+            intermediate_epochs=0,
+            prediction_epochs=1,
+        ),
+        log=messages.append,
+    ).run()
+    assert any(m.startswith("warning: the student starts this stage at") and "within the budget 50" in m for m in messages)

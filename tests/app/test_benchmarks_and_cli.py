@@ -85,19 +85,55 @@ def test_cli_unknown_command_lists_the_valid_ones(capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(["distil"])
     assert exit_info.value.code == 2
-    assert "invalid choice: 'distil' (choose from 'teacher', 'distill', 'evaluate', 'compare', 'diagnose', 'energy', 'predict', 'selfcheck')" in capsys.readouterr().err
+    assert (
+        "invalid choice: 'distil' (choose from 'teacher', 'distill', 'evaluate', 'compare', 'diagnose', 'energy', 'predict', 'selfcheck')"
+        in capsys.readouterr().err
+    )
 
 
 def test_training_benchmark_writes_rows_for_every_method(tmp_path):
     bench = load_benchmark("bench_train")
     out = tmp_path / "train.json"
-    result = bench.main(["--out", str(out), "--layers", "2", "--hidden", "32", "--heads", "4", "--intermediate", "64",
-                         "--seq", "8", "--batch", "2", "--simulate-steps", "4", "--reference-steps", "8",
-                         "--repeats", "1", "--inference-repeats", "1", "--inference-steps", "2", "4"])
+    result = bench.main(
+        [
+            "--out",
+            str(out),
+            "--layers",
+            "2",
+            "--hidden",
+            "32",
+            "--heads",
+            "4",
+            "--intermediate",
+            "64",
+            "--seq",
+            "8",
+            "--batch",
+            "2",
+            "--simulate-steps",
+            "4",
+            "--reference-steps",
+            "8",
+            "--repeats",
+            "1",
+            "--inference-repeats",
+            "1",
+            "--inference-steps",
+            "2",
+            "4",
+        ]
+    )
     data = json.loads(out.read_text())
     assert data["rows"] == result["rows"]
-    assert [r["method"] for r in data["rows"]] == ["ann", "eqspike_solve", "eqspike_solve_T", "eqspike_simulate_T", "eqspike_simulate", "reference",
-                                                  "spikelm_bptt"]
+    assert [r["method"] for r in data["rows"]] == [
+        "ann",
+        "eqspike_solve",
+        "eqspike_solve_T",
+        "eqspike_simulate_T",
+        "eqspike_simulate",
+        "reference",
+        "spikelm_bptt",
+    ]
     for row in data["rows"]:
         assert set(row) == {"method", "step_s", "peak_mem_mb"} and row["step_s"] > 0 and row["peak_mem_mb"] > 0
     assert [r["time_steps"] for r in data["inference"]] == [2, 4] and all(r["overhead"] > 0 for r in data["inference"])
@@ -143,9 +179,26 @@ def test_teacher_benchmark_compares_the_recipes_on_a_csv_task(tiny_bert, toy_fil
     shutil.copy(toy_files[0], tmp_path / "data" / "toy" / "train.csv")
     shutil.copy(toy_files[1], tmp_path / "data" / "toy" / "validation.csv")
     out = tmp_path / "teacher.json"
-    result = bench.main(["--out", str(out), "--teacher", str(tiny_bert), "--tasks", "toy", "--data-root",
-                         str(tmp_path / "data"), "--recipes", "plain", "default", "--max-seq-length", "32",
-                         "--seeds", "7", "7"])
+    result = bench.main(
+        [
+            "--out",
+            str(out),
+            "--teacher",
+            str(tiny_bert),
+            "--tasks",
+            "toy",
+            "--data-root",
+            str(tmp_path / "data"),
+            "--recipes",
+            "plain",
+            "default",
+            "--max-seq-length",
+            "32",
+            "--seeds",
+            "7",
+            "7",
+        ]
+    )
     all_rows = json.loads(out.read_text())["rows"]
     assert result["rows"] == all_rows and len(all_rows) == 4
     # the seed is set before each model is loaded: the same seed twice gives the same run
@@ -169,25 +222,77 @@ def test_spread_benchmark_pairs_each_variant_with_the_baseline_by_seed(tiny_teac
 
     bench = load_benchmark("bench_spread")
     config = tmp_path / "tiny.yaml"
-    config.write_text(yaml.safe_dump(dict(
-        teacher=tiny_teacher.path, train_file=str(toy_files[0]), validation_file=str(toy_files[1]), max_seq_length=32,
-        student_layers=2, batch_size=16, eval_batch_size=32, intermediate_epochs=1, prediction_epochs=1,
-        intermediate_lr=1e-3, prediction_lr=1e-3, time_steps=4, calibration_examples=32, evals_per_epoch=2, device="cpu")))
+    config.write_text(
+        yaml.safe_dump(
+            dict(
+                teacher=tiny_teacher.path,
+                train_file=str(toy_files[0]),
+                validation_file=str(toy_files[1]),
+                max_seq_length=32,
+                student_layers=2,
+                batch_size=16,
+                eval_batch_size=32,
+                intermediate_epochs=1,
+                prediction_epochs=1,
+                intermediate_lr=1e-3,
+                prediction_lr=1e-3,
+                time_steps=4,
+                calibration_examples=32,
+                evals_per_epoch=2,
+                device="cpu",
+            )
+        )
+    )
     out, results = tmp_path / "spread", tmp_path / "spread.json"
-    assert bench.main(["--config", str(config), "--seeds", "1", "2", "--out", str(out), "--results", str(results),
-                       "--set", "evals_per_epoch=3,data_seed=7"]) == 0
+    assert (
+        bench.main(
+            [
+                "--config",
+                str(config),
+                "--seeds",
+                "1",
+                "2",
+                "--out",
+                str(out),
+                "--results",
+                str(results),
+                "--set",
+                "evals_per_epoch=3,data_seed=7",
+            ]
+        )
+        == 0
+    )
     first = json.loads(results.read_text())
     assert [r["variant"] for r in first["rows"]] == ["baseline"]
     capsys.readouterr()
-    assert bench.main(["--config", str(config), "--seeds", "1", "2", "--variant", "ema:ema_decay=0.5", "--out", str(out),
-                       "--results", str(results), "--set", "evals_per_epoch=3,data_seed=7"]) == 0
+    assert (
+        bench.main(
+            [
+                "--config",
+                str(config),
+                "--seeds",
+                "1",
+                "2",
+                "--variant",
+                "ema:ema_decay=0.5",
+                "--out",
+                str(out),
+                "--results",
+                str(results),
+                "--set",
+                "evals_per_epoch=3,data_seed=7",
+            ]
+        )
+        == 0
+    )
     assert capsys.readouterr().out.count("reusing the finished run") == 2  # the baseline's two seeds
     rows = {r["variant"]: r for r in json.loads(results.read_text())["rows"]}
     assert rows["ema"]["changes"] == {"ema_decay": 0.5} and rows["baseline"] == first["rows"][0]
     diff = rows["ema"]["student_score_minus_baseline"]
     assert diff["seeds"] == [1, 2]
-    assert diff["values"] == [a - b for a, b in zip(rows["ema"]["student_score"]["values"],
-                                                     rows["baseline"]["student_score"]["values"])]
+    assert diff["values"] == [
+        a - b for a, b in zip(rows["ema"]["student_score"]["values"], rows["baseline"]["student_score"]["values"])
+    ]
     ratio = rows["ema"]["student_score_spread_vs_baseline"]  # two seeds: too few to test a spread
     assert ratio["seeds"] == [1, 2] and ratio["std_ratio"] is None and "std / baseline's" in first["table"]
     saved = yaml.safe_load((out / "ema" / "seed-2" / "config.yaml").read_text())
@@ -206,13 +311,45 @@ def test_gap_benchmark_pairs_the_spiking_students_with_the_dense_one(tiny_teache
 
     bench = load_benchmark("bench_gap")
     config = tmp_path / "tiny.yaml"
-    config.write_text(yaml.safe_dump(dict(
-        teacher=tiny_teacher.path, train_file=str(toy_files[0]), validation_file=str(toy_files[1]), max_seq_length=32,
-        student_layers=2, batch_size=16, eval_batch_size=32, intermediate_epochs=1, prediction_epochs=1,
-        intermediate_lr=1e-3, prediction_lr=1e-3, time_steps=8, calibration_examples=32, device="cpu", logging_steps=2)))
+    config.write_text(
+        yaml.safe_dump(
+            dict(
+                teacher=tiny_teacher.path,
+                train_file=str(toy_files[0]),
+                validation_file=str(toy_files[1]),
+                max_seq_length=32,
+                student_layers=2,
+                batch_size=16,
+                eval_batch_size=32,
+                intermediate_epochs=1,
+                prediction_epochs=1,
+                intermediate_lr=1e-3,
+                prediction_lr=1e-3,
+                time_steps=8,
+                calibration_examples=32,
+                device="cpu",
+                logging_steps=2,
+            )
+        )
+    )
     out, results = tmp_path / "gap", tmp_path / "gap.json"
-    argv = ["--config", str(config), "--time-steps", "2", "--seeds", "3", "--out", str(out), "--results", str(results),
-            "--attribution-batches", "1", "--infinity", "--variant", "burst:spike_levels=intermediate=2,output=2"]
+    argv = [
+        "--config",
+        str(config),
+        "--time-steps",
+        "2",
+        "--seeds",
+        "3",
+        "--out",
+        str(out),
+        "--results",
+        str(results),
+        "--attribution-batches",
+        "1",
+        "--infinity",
+        "--variant",
+        "burst:spike_levels=intermediate=2,output=2",
+    ]
     assert bench.main(argv) == 0
     rows = json.loads(results.read_text())["rows"]
     assert [(r["layers"], r["time_steps"], r["variant"]) for r in rows] == [(2, 2, ""), (2, 2, "burst")]
@@ -232,8 +369,7 @@ def test_gap_benchmark_pairs_the_spiking_students_with_the_dense_one(tiny_teache
     assert yaml.safe_load((exact / "config.yaml").read_text())["train_for"] == "infinity"
     evaluated = {r["time_steps"]: r for r in json.loads((exact / "evaluate.json").read_text())["rows"]}
     for key, field in (("score_at", "score"), ("energy_at", "energy_ratio")):
-        assert {int(t): v["values"] for t, v in saved["infinity"][0][key].items()} == \
-            {t: [evaluated[t][field]] for t in (2, 32)}
+        assert {int(t): v["values"] for t, v in saved["infinity"][0][key].items()} == {t: [evaluated[t][field]] for t in (2, 32)}
     levels = yaml.safe_load((out / "L2" / "T2-burst" / "seed-3" / "config.yaml").read_text())["spike_levels"]
     assert levels == "intermediate=2,output=2" and rows[1]["changes"] == {"spike_levels": levels}
     # the training fit: the mean of each stage's last ten logged losses
@@ -252,10 +388,15 @@ def test_gap_benchmark_pairs_the_spiking_students_with_the_dense_one(tiny_teache
 
 def test_merge_compare_adds_the_later_baselines_and_refuses_a_run_that_did_not_reproduce():
     merge_compare = load_benchmark("merge_compare")
-    earlier = {"teacher_score": 0.8, "rows": [{"method": "eqspike", "time_steps": 4, "score": 0.70},
-                                              {"method": "dense", "time_steps": 4, "score": 0.75}]}
-    later = {"teacher_score": 0.8, "baselines": ["ann", "qnn"],
-             "rows": [{"method": "dense", "time_steps": 4, "score": 0.75}, {"method": "qnn", "time_steps": 4, "score": 0.72}]}
+    earlier = {
+        "teacher_score": 0.8,
+        "rows": [{"method": "eqspike", "time_steps": 4, "score": 0.70}, {"method": "dense", "time_steps": 4, "score": 0.75}],
+    }
+    later = {
+        "teacher_score": 0.8,
+        "baselines": ["ann", "qnn"],
+        "rows": [{"method": "dense", "time_steps": 4, "score": 0.75}, {"method": "qnn", "time_steps": 4, "score": 0.72}],
+    }
     merged, both = merge_compare.merge(earlier, later)
     assert {(r["method"], r["score"]) for r in merged["rows"]} == {("eqspike", 0.70), ("dense", 0.75), ("qnn", 0.72)}
     assert both == ["dense"]

@@ -35,7 +35,9 @@ def test_an_optional_setting_from_the_yaml_is_unset_by_none_on_the_command_line(
     path = tmp_path / "run.yaml"
     path.write_text("task: fortunes\nenergy_budget: 0.1\nmax_train_examples: 64\n")
     assert config_from_args(parser.parse_args(["--config", str(path)])).energy_budget == 0.1
-    unset = config_from_args(parser.parse_args(["--config", str(path), "--energy-budget", "None", "--max-train-examples", "none"]))
+    unset = config_from_args(
+        parser.parse_args(["--config", str(path), "--energy-budget", "None", "--max-train-examples", "none"])
+    )
     assert unset.energy_budget is None and unset.max_train_examples is None
     assert config_from_args(parser.parse_args(["--config", str(path), "--energy-budget", "0.2"])).energy_budget == 0.2
     with pytest.raises(SystemExit):

@@ -83,8 +83,10 @@ def test_anchored_sweep_has_the_given_values_and_the_local_gradients_there():
     w2 = (0.8 * torch.randn(6, 3, generator=gen, dtype=torch.float64)).requires_grad_()
     g = torch.randn(5, 3, generator=gen, dtype=torch.float64)
     rate_map = RateMap([Population("a", (), lambda: x @ w1), Population("b", ("a",), lambda a: a @ w2)])
-    anchor = {"a": torch.rand(5, 6, generator=gen, dtype=torch.float64) * 2 - 1,
-              "b": torch.rand(5, 3, generator=gen, dtype=torch.float64) * 2 - 1}
+    anchor = {
+        "a": torch.rand(5, 6, generator=gen, dtype=torch.float64) * 2 - 1,
+        "b": torch.rand(5, 3, generator=gen, dtype=torch.float64) * 2 - 1,
+    }
     out = rate_map.anchored_sweep(anchor)
     assert torch.equal(out["a"].detach(), anchor["a"]) and torch.equal(out["b"].detach(), anchor["b"])
     (out["b"] * g).sum().backward()
@@ -132,8 +134,7 @@ def test_spike_rates_converge_to_the_equilibrium_as_one_over_T(feedback):
     with torch.no_grad():
         rate_map = net.rate_map(x)
         star = layer(rate_map).rates
-        errors = {T: {k: (v - star[k]).abs().mean().item() for k, v in simulate(rate_map, T).rates.items()}
-                  for T in (8, 64)}
+        errors = {T: {k: (v - star[k]).abs().mean().item() for k, v in simulate(rate_map, T).rates.items()} for T in (8, 64)}
     for name in star:  # affine, LayerNorm- and GELU-fed populations alike
         assert errors[64][name] < 0.25 * errors[8][name], (name, errors)
 
@@ -191,7 +192,10 @@ def tiny_map(**kwargs):
     "kwargs, match",
     [
         (dict(solver="newton"), r"solver='newton' is not valid; choose one of: 'anderson', 'broyden', 'fixed_point_iter'"),
-        (dict(backward_solver="simple_fixed_point_iter"), r"backward_solver='simple_fixed_point_iter' is not valid; choose one of: 'anderson'"),
+        (
+            dict(backward_solver="simple_fixed_point_iter"),
+            r"backward_solver='simple_fixed_point_iter' is not valid; choose one of: 'anderson'",
+        ),
         (dict(forward="bptt"), r"forward='bptt' is not valid; choose one of: 'solve', 'simulate'"),
         (dict(backward="exact"), r"backward='exact' is not valid; choose one of: 'ift', 'phantom'"),
         (dict(time_steps=0), r"time_steps=0 is not valid; it must be an integer >= 1"),
@@ -222,7 +226,9 @@ def test_rate_map_that_changes_the_shape_is_refused():
         ],
         initial_state={"b": torch.zeros(2, 5)},
     )
-    with pytest.raises(ValueError, match=r"changes the shape of population 'b': its state has shape \(2, 5\) but the sweep returned \(2, 4\)"):
+    with pytest.raises(
+        ValueError, match=r"changes the shape of population 'b': its state has shape \(2, 5\) but the sweep returned \(2, 4\)"
+    ):
         EquilibriumLayer()(shrink)
     with pytest.raises(ValueError, match=r"changes the shape of population 'b'"):
         EquilibriumLayer()(shrink, mode="simulate", time_steps=3)
@@ -260,8 +266,10 @@ def test_bf16_autocast_runs_the_rate_map_low_and_the_solver_in_float32():
     layer.solve_deq.f_solver = recording_solver
     with torch.autocast("cpu", dtype=torch.bfloat16):
         rate_map = net.rate_map(x)
-        assert any(p.current(*[rate_map.initial_state.get(n, torch.zeros(4, 8, 32)) for n in p.inputs]).dtype
-                   == torch.bfloat16 for p in rate_map.populations)  # the currents really are bf16
+        assert any(
+            p.current(*[rate_map.initial_state.get(n, torch.zeros(4, 8, 32)) for n in p.inputs]).dtype == torch.bfloat16
+            for p in rate_map.populations
+        )  # the currents really are bf16
         out = layer(rate_map)
     assert seen == [(False, torch.float32, torch.float32)]
     assert all(r.dtype == torch.float32 for r in out.rates.values())
@@ -305,7 +313,9 @@ def test_simulation_implements_the_quantized_map_on_a_feed_forward_network(time_
             assert torch.allclose(count[reachable], target[reachable], atol=1e-9), population.name
             assert not torch.isclose(count[~reachable], target[~reachable], atol=1e-9).any(), population.name
             reachable_fraction.append(reachable.double().mean().item())
-            network_match.append(torch.isclose(simulated[population.name], quantized[population.name], atol=1e-9).double().mean().item())
+            network_match.append(
+                torch.isclose(simulated[population.name], quantized[population.name], atol=1e-9).double().mean().item()
+            )
     assert min(reachable_fraction) > 0.8, reachable_fraction
     # The constant-current population is the quantizer exactly; below it, a lag anywhere upstream changes
     # a downstream input, so agreement with the whole sweep decays with depth on this (strongly mixing) toy.

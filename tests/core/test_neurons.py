@@ -119,10 +119,14 @@ def test_hysteresis_keeps_constant_current_counts_and_bounds_a_moving_one(hyster
     assert spikes["sticky"] < spikes["plain"], spikes
 
 
-@pytest.mark.parametrize("neuron, seed, steps", [
-    (NeuronConfig(threshold=0.6, hysteresis=0.5), 8, 40),
-    (NeuronConfig(threshold=0.6, levels=4), 9, 30),  # burst spikes
-], ids=["hysteresis", "burst"])
+@pytest.mark.parametrize(
+    "neuron, seed, steps",
+    [
+        (NeuronConfig(threshold=0.6, hysteresis=0.5), 8, 40),
+        (NeuronConfig(threshold=0.6, levels=4), 9, 30),  # burst spikes
+    ],
+    ids=["hysteresis", "burst"],
+)
 def test_both_drives_fire_alike_under_a_moving_current(neuron, seed, steps):
     """step (integrating the increments into a membrane) and step_ideal (closed form) fire alike, with
     hysteresis and with burst spikes, and hold the same membrane."""
@@ -148,8 +152,14 @@ def test_spike_values_and_counts():
         result = simulate_constant_current(torch.tensor([-1.0, 0.5, 0.0]), 10, neuron)
         assert result.spike_count.tolist() == [10.0, 5.0, 0.0]
     # burst spikes, B = 4, V_th = 1: one spike per 0.25, the first at 0.125, at most 4 a step
-    assert fire(torch.tensor([-2.0, -0.13, 0.12, 0.13, 0.38, 5.0]), NeuronConfig(levels=4)).tolist() == \
-        [-4.0, -1.0, 0.0, 1.0, 2.0, 4.0]
+    assert fire(torch.tensor([-2.0, -0.13, 0.12, 0.13, 0.38, 5.0]), NeuronConfig(levels=4)).tolist() == [
+        -4.0,
+        -1.0,
+        0.0,
+        1.0,
+        2.0,
+        4.0,
+    ]
 
 
 def test_ideal_drive_of_an_affine_map_is_the_synaptic_current():
@@ -252,11 +262,14 @@ def test_burst_neuron_is_the_quantizer_of_levels_times_T_steps(rounding, signed,
         assert 0.9 / (2 * levels * time_steps) < error <= 1 / (2 * levels * time_steps) + 1e-12
 
 
-@pytest.mark.parametrize("kwargs, match", [
-    (dict(levels=0), r"levels=0 .*integer >= 1"),
-    (dict(levels=2.5), r"levels=2\.5 .*integer >= 1"),
-    (dict(levels=2, hysteresis=0.5), r"levels=2 \(burst spikes\) needs hysteresis=0"),
-])
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(levels=0), r"levels=0 .*integer >= 1"),
+        (dict(levels=2.5), r"levels=2\.5 .*integer >= 1"),
+        (dict(levels=2, hysteresis=0.5), r"levels=2 \(burst spikes\) needs hysteresis=0"),
+    ],
+)
 def test_bad_burst_levels_are_named(kwargs, match):
     with pytest.raises(ValueError, match=match):
         NeuronConfig(**kwargs)

@@ -37,7 +37,10 @@ def test_missing_column_is_named(tmp_path):
 
 
 def test_unknown_task_lists_the_valid_ones():
-    with pytest.raises(DataError, match=r"unknown task 'sst3'; valid tasks: cola, sst2, mrpc, qqp, stsb, mnli, qnli, rte, wnli, fortunes, fortunes-many"):
+    with pytest.raises(
+        DataError,
+        match=r"unknown task 'sst3'; valid tasks: cola, sst2, mrpc, qqp, stsb, mnli, qnli, rte, wnli, fortunes, fortunes-many",
+    ):
         load_task_data("sst3")
     assert len(TASK_NAMES) == 11
 
@@ -52,7 +55,7 @@ def test_original_glue_tsvs(tmp_path):
     mnli.mkdir()
     header = "index\tpromptID\tpairID\tgenre\tsentence1_binary_parse\tsentence2_binary_parse\tsentence1_parse\tsentence2_parse\tsentence1\tsentence2\tlabel1\tgold_label\n"
     row = lambda s1, s2, g: f"0\t1\t2\tfiction\t-\t-\t-\t-\t{s1}\t{s2}\t{g}\t{g}\n"  # noqa: E731
-    (mnli / "train.tsv").write_text(header + row("A man \"sleeps", "He rests", "entailment") + row("x", "y", "contradiction"))
+    (mnli / "train.tsv").write_text(header + row('A man "sleeps', "He rests", "entailment") + row("x", "y", "contradiction"))
     (mnli / "dev_matched.tsv").write_text(header + row("p", "q", "neutral"))
     (mnli / "dev_mismatched.tsv").write_text(header + row("r", "s", "entailment"))
     task = load_task_data("mnli", data_dir=mnli)
@@ -105,6 +108,7 @@ def test_labels_as_the_user_meant_them(tmp_path):
     """The label type is inferred and said (words and whole numbers: classes; numbers with a decimal point:
     scores), or set with label_type; NaN labels, numbers mixed with words and labels that differ only by
     case are refused by name under 'auto'."""
+
     def files(labels):
         folder = tmp_path / "-".join(map(str, labels))
         folder.mkdir()
@@ -141,8 +145,10 @@ def test_the_run_says_which_label_type_it_inferred(tiny_teacher, toy_files):
     from eqspike.distill.prepare import prepare_data
 
     messages = []
-    prepare_data(RunConfig(teacher=tiny_teacher.path, train_file=str(toy_files[0]), validation_file=str(toy_files[1]),
-                           max_seq_length=32), log=messages.append)
+    prepare_data(
+        RunConfig(teacher=tiny_teacher.path, train_file=str(toy_files[0]), validation_file=str(toy_files[1]), max_seq_length=32),
+        log=messages.append,
+    )
     assert any(m.startswith("data: ") and "; labels: classification, inferred" in m for m in messages), messages
 
 
@@ -161,8 +167,9 @@ def test_a_split_tokenised_in_chunks_holds_the_tokenizers_ids_in_a_few_bytes_per
     examples = [Example(toy_sentence(rng, i % 2), toy_sentence(rng, 1) if pairs else None, i % 2) for i in range(50)]
     tokenizer = tiny_teacher.tokenizer
     split = EncodedSplit(examples, tokenizer, 12, chunk=7)
-    whole = tokenizer([e.text_a for e in examples], [e.text_b for e in examples] if pairs else None,
-                      truncation=True, max_length=12)
+    whole = tokenizer(
+        [e.text_a for e in examples], [e.text_b for e in examples] if pairs else None, truncation=True, max_length=12
+    )
     assert len(split) == 50 and [list(ids) for ids in split.input_ids] == whole["input_ids"]
     assert split.input_ids == whole["input_ids"] and split.input_ids != whole["input_ids"][:-1]
     assert EncodedSplit(examples, tokenizer, 12).input_ids == split.input_ids  # the same, in one chunk
@@ -179,6 +186,6 @@ def test_a_split_tokenised_in_chunks_holds_the_tokenizers_ids_in_a_few_bytes_per
     batch = split.collate([split[i] for i in (3, 4)])
     longest = max(len(whole["input_ids"][i]) for i in (3, 4))
     assert batch["input_ids"].shape == (2, longest) and batch["input_ids"].dtype == torch.long
-    assert batch["input_ids"][0, :len(whole["input_ids"][3])].tolist() == whole["input_ids"][3]
+    assert batch["input_ids"][0, : len(whole["input_ids"][3])].tolist() == whole["input_ids"][3]
     tokens = sum(map(len, whole["input_ids"]))
     assert split.nbytes <= 5 * tokens + 2 * 8 * (len(examples) + 1)

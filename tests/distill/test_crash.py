@@ -51,24 +51,57 @@ def reference(tiny_teacher, toy_files, tmp_path_factory):
 
 
 def _distill(folder, tiny_teacher, toy_files, run, *kill: str, resume: bool = False) -> subprocess.CompletedProcess:
-    args = ["distill", "--resume", "--output-dir", str(run)] if resume else [
-        "distill", "--teacher", tiny_teacher.path, "--train-file", str(toy_files[0]), "--validation-file",
-        str(toy_files[1]), "--output-dir", str(run), "--max-seq-length", "32", "--student-layers", "2", "--batch-size",
-        "16", "--intermediate-epochs", "1", "--prediction-epochs", "1", "--evals-per-epoch", "2", "--save-steps", "2",
-        "--time-steps", "4", "--calibration-examples", "16", "--device", "cpu"]
+    args = (
+        ["distill", "--resume", "--output-dir", str(run)]
+        if resume
+        else [
+            "distill",
+            "--teacher",
+            tiny_teacher.path,
+            "--train-file",
+            str(toy_files[0]),
+            "--validation-file",
+            str(toy_files[1]),
+            "--output-dir",
+            str(run),
+            "--max-seq-length",
+            "32",
+            "--student-layers",
+            "2",
+            "--batch-size",
+            "16",
+            "--intermediate-epochs",
+            "1",
+            "--prediction-epochs",
+            "1",
+            "--evals-per-epoch",
+            "2",
+            "--save-steps",
+            "2",
+            "--time-steps",
+            "4",
+            "--calibration-examples",
+            "16",
+            "--device",
+            "cpu",
+        ]
+    )
     command = [sys.executable, str(folder / "killer.py"), *kill, *args] if kill else [sys.executable, "-m", "eqspike", *args]
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=os.getcwd())
     return subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("where, kill", [
-    ("mid-training, after 5 steps", ("step", "Distiller", "5")),
-    ("inside the 2nd checkpoint write (student.pt written, optimizer.pt not)", ("save", "optimizer.pt", "2")),
-    ("between the two renames of the 3rd checkpoint", ("replace", "/checkpoint", "3")),
-    ("before the rename of the first best student", ("replace", "/student", "1")),
-    ("while writing metrics.json", ("replace", "metrics.json", "1")),
-])
+@pytest.mark.parametrize(
+    "where, kill",
+    [
+        ("mid-training, after 5 steps", ("step", "Distiller", "5")),
+        ("inside the 2nd checkpoint write (student.pt written, optimizer.pt not)", ("save", "optimizer.pt", "2")),
+        ("between the two renames of the 3rd checkpoint", ("replace", "/checkpoint", "3")),
+        ("before the rename of the first best student", ("replace", "/student", "1")),
+        ("while writing metrics.json", ("replace", "metrics.json", "1")),
+    ],
+)
 def test_a_run_killed_anywhere_resumes_to_the_same_result(reference, tiny_teacher, toy_files, where, kill):
     folder, expected = reference
     run = folder / f"killed-{kill[0]}-{kill[2]}-{kill[1].strip('/').replace('.', '_')}"

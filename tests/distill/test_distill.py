@@ -30,9 +30,16 @@ def test_teacher_store_fine_tunes_once_and_writes_a_card(tiny_teacher, tiny_bert
 
     # The same base, task, data and recipe: the stored teacher is reused, and the log says how good it is.
     messages = []
-    same = RunConfig(teacher=str(tiny_bert), train_file=str(toy_files[0]), validation_file=str(toy_files[1]),
-                     teacher_store=str(stored.parent), **TINY_TEACHER_RECIPE, selection="dev", max_seq_length=32,
-                     device="cpu")
+    same = RunConfig(
+        teacher=str(tiny_bert),
+        train_file=str(toy_files[0]),
+        validation_file=str(toy_files[1]),
+        teacher_store=str(stored.parent),
+        **TINY_TEACHER_RECIPE,
+        selection="dev",
+        max_seq_length=32,
+        device="cpu",
+    )
     data = prepare_data(same, log=messages.append)
     again = load_teacher(same.teacher_spec(), data.task, torch.device("cpu"), data.splits, data.train, log=messages.append)
     assert again.path == str(stored)
@@ -76,7 +83,10 @@ def test_resume_after_interruption_gives_the_same_weights(tiny_teacher, toy_file
     a = torch.load(full / "checkpoint" / "student.pt")
     b = torch.load(cut / "checkpoint" / "student.pt")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-    assert json.loads((full / "metrics.json").read_text())["student_score"] == json.loads((cut / "metrics.json").read_text())["student_score"]
+    assert (
+        json.loads((full / "metrics.json").read_text())["student_score"]
+        == json.loads((cut / "metrics.json").read_text())["student_score"]
+    )
 
 
 def test_resume_of_a_run_stopped_before_its_first_checkpoint_starts_it_again(tiny_teacher, toy_files, tmp_path):
@@ -89,8 +99,9 @@ def test_resume_of_a_run_stopped_before_its_first_checkpoint_starts_it_again(tin
     messages = []
     distill_seeds(tiny_config(tiny_teacher, toy_files, root, prediction_epochs=1, resume=True), [7], log=messages.append)
     assert any("stopped before its first checkpoint; starting it from the beginning" in m for m in messages)
-    steps = [record["step"] for record in map(json.loads, (stopped / "metrics.jsonl").read_text().splitlines())
-             if "loss" in record]  # the training lines (evaluations share their steps)
+    steps = [
+        record["step"] for record in map(json.loads, (stopped / "metrics.jsonl").read_text().splitlines()) if "loss" in record
+    ]  # the training lines (evaluations share their steps)
     assert steps == sorted(steps) and len(steps) == len(set(steps)) and (stopped / "metrics.json").is_file()
     # A plain re-run (no --resume) of such a run starts it again too; a run with a checkpoint is kept.
     plain = tmp_path / "plain"
@@ -113,10 +124,37 @@ def run_cli(capsys, *args):
 
 def test_cli_distill_end_to_end_and_existing_run_directory(tiny_teacher, toy_files, tmp_path, capsys):
     run = tmp_path / "cli_run"
-    args = ["distill", "--teacher", tiny_teacher.path, "--train-file", toy_files[0], "--validation-file", toy_files[1],
-            "--student-layers", 2, "--batch-size", 16, "--intermediate-epochs", 1, "--prediction-epochs", 1,
-            "--intermediate-lr", 1e-3, "--prediction-lr", 1e-3, "--time-steps", 8, "--max-seq-length", 32,
-            "--calibration-examples", 16, "--output-dir", run, "--device", "cpu"]
+    args = [
+        "distill",
+        "--teacher",
+        tiny_teacher.path,
+        "--train-file",
+        toy_files[0],
+        "--validation-file",
+        toy_files[1],
+        "--student-layers",
+        2,
+        "--batch-size",
+        16,
+        "--intermediate-epochs",
+        1,
+        "--prediction-epochs",
+        1,
+        "--intermediate-lr",
+        1e-3,
+        "--prediction-lr",
+        1e-3,
+        "--time-steps",
+        8,
+        "--max-seq-length",
+        32,
+        "--calibration-examples",
+        16,
+        "--output-dir",
+        run,
+        "--device",
+        "cpu",
+    ]
     code, err = run_cli(capsys, *args)
     assert code == 0 and (run / "metrics.json").is_file()
     assert "Loading weights" not in err and "Writing model shards" not in err  # transformers' bars are off
@@ -136,10 +174,36 @@ def test_cli_distill_end_to_end_and_existing_run_directory(tiny_teacher, toy_fil
 
 def test_cli_resume_continues_with_the_saved_settings(tiny_teacher, toy_files, tmp_path, capsys):
     run = tmp_path / "resumed"
-    code, _ = run_cli(capsys, "distill", "--teacher", tiny_teacher.path, "--train-file", toy_files[0],
-                      "--validation-file", toy_files[1], "--student-layers", 2, "--batch-size", 16,
-                      "--intermediate-epochs", 1, "--prediction-epochs", 1, "--time-steps", 8, "--max-seq-length", 32,
-                      "--calibration-examples", 16, "--output-dir", run, "--device", "cpu", "--max-steps", 3)
+    code, _ = run_cli(
+        capsys,
+        "distill",
+        "--teacher",
+        tiny_teacher.path,
+        "--train-file",
+        toy_files[0],
+        "--validation-file",
+        toy_files[1],
+        "--student-layers",
+        2,
+        "--batch-size",
+        16,
+        "--intermediate-epochs",
+        1,
+        "--prediction-epochs",
+        1,
+        "--time-steps",
+        8,
+        "--max-seq-length",
+        32,
+        "--calibration-examples",
+        16,
+        "--output-dir",
+        run,
+        "--device",
+        "cpu",
+        "--max-steps",
+        3,
+    )
     assert code == 0 and not (run / "metrics.json").exists()
     assert json.loads((run / "checkpoint" / "state.json").read_text())["global_step"] == 3
     settings = (run / "config.yaml").read_bytes()
@@ -184,17 +248,49 @@ def test_cli_unknown_yaml_key_is_named(tmp_path, capsys):
 
 
 def test_cli_teacher_not_found_says_how_to_pass_a_directory(toy_files, tmp_path, capsys):
-    code, err = run_cli(capsys, "distill", "--teacher", "no-such-org/no-such-bert", "--train-file", toy_files[0],
-                        "--validation-file", toy_files[1], "--output-dir", tmp_path / "y")
+    code, err = run_cli(
+        capsys,
+        "distill",
+        "--teacher",
+        "no-such-org/no-such-bert",
+        "--train-file",
+        toy_files[0],
+        "--validation-file",
+        toy_files[1],
+        "--output-dir",
+        tmp_path / "y",
+    )
     assert code == 2 and "could not be loaded from the Hugging Face Hub" in err and "--teacher /path/to/model" in err
-    code, err = run_cli(capsys, "distill", "--teacher", tmp_path / "missing", "--train-file", toy_files[0],
-                        "--validation-file", toy_files[1], "--output-dir", tmp_path / "y")
+    code, err = run_cli(
+        capsys,
+        "distill",
+        "--teacher",
+        tmp_path / "missing",
+        "--train-file",
+        toy_files[0],
+        "--validation-file",
+        toy_files[1],
+        "--output-dir",
+        tmp_path / "y",
+    )
     assert code == 2 and "does not exist" in err
 
 
 def test_cli_teacher_that_does_not_fit_the_task(tmp_path, toy_files, capsys):
-    common = ["--train-file", toy_files[0], "--validation-file", toy_files[1], "--teacher-store", tmp_path / "store",
-              "--device", "cpu", "--teacher-epochs", 1, "--max-seq-length", 32]  # refused before any epoch
+    common = [
+        "--train-file",
+        toy_files[0],
+        "--validation-file",
+        toy_files[1],
+        "--teacher-store",
+        tmp_path / "store",
+        "--device",
+        "cpu",
+        "--teacher-epochs",
+        1,
+        "--max-seq-length",
+        32,
+    ]  # refused before any epoch
     three = make_tiny_bert(tmp_path / "three_labels", head_labels=3)
     code, err = run_cli(capsys, "teacher", "--teacher", three, *common)
     assert code == 2 and "has a trained head with 3 labels but task 'toy_data0' has 2" in err
@@ -205,8 +301,18 @@ def test_cli_teacher_that_does_not_fit_the_task(tmp_path, toy_files, capsys):
 
 def test_cli_data_file_missing_a_column(tiny_teacher, tmp_path, capsys):
     train = write_csv(tmp_path / "train.csv", [("a", 1)], columns=("text", "label"))
-    code, err = run_cli(capsys, "distill", "--teacher", tiny_teacher.path, "--train-file", train,
-                        "--validation-file", train, "--output-dir", tmp_path / "z")
+    code, err = run_cli(
+        capsys,
+        "distill",
+        "--teacher",
+        tiny_teacher.path,
+        "--train-file",
+        train,
+        "--validation-file",
+        train,
+        "--output-dir",
+        tmp_path / "z",
+    )
     assert code == 2 and "has no column 'sentence1'" in err
 
 
@@ -232,8 +338,9 @@ def test_bf16_training_step_tracks_fp32(tiny_teacher, toy_files, tmp_path):
     losses = {}
     for precision in ("fp32", "bf16"):
         run = tmp_path / precision
-        result = Distiller(tiny_config(tiny_teacher, toy_files, run, precision=precision, max_steps=4, logging_steps=1),
-                           **QUIET).run()
+        result = Distiller(
+            tiny_config(tiny_teacher, toy_files, run, precision=precision, max_steps=4, logging_steps=1), **QUIET
+        ).run()
         assert result["status"] == "interrupted"
         losses[precision] = [json.loads(x)["loss"] for x in (run / "metrics.jsonl").read_text().splitlines()]
     assert len(losses["bf16"]) == 4 and all(math.isfinite(v) for v in losses["bf16"])
@@ -248,8 +355,9 @@ def test_an_energy_budget_lowers_the_energy_of_the_student_kept(tiny_teacher, to
     (same seed), and the budget, half of the free student's energy, leaves a margin of two."""
     free = Distiller(tiny_config(tiny_teacher, toy_files, tmp_path / "free", time_steps=4), **QUIET).run()
     budget = 0.5 * free["student_energy_ratio"]
-    held = Distiller(tiny_config(tiny_teacher, toy_files, tmp_path / "held", time_steps=4, energy_budget=budget,
-                                 prediction_epochs=4), **QUIET).run()
+    held = Distiller(
+        tiny_config(tiny_teacher, toy_files, tmp_path / "held", time_steps=4, energy_budget=budget, prediction_epochs=4), **QUIET
+    ).run()
     lines = [json.loads(line) for line in (tmp_path / "held" / "metrics.jsonl").read_text().splitlines()]
     weights = [line["energy_weight"] for line in lines if "energy_weight" in line]
     assert weights and weights[-1] > 0
@@ -274,15 +382,29 @@ def test_distill_with_burst_spikes_keeps_them_in_the_saved_student(tiny_teacher,
     """--spike-levels reaches the student (its config and neurons), the run's config.yaml and the
     student evaluated; a bad kind is a one-line error that names the valid kinds."""
     run = tmp_path / "run"
-    Distiller(tiny_config(tiny_teacher, toy_files, run, time_steps=4, spike_levels="intermediate=2",
-                          prediction_epochs=1), **QUIET).run()
+    Distiller(
+        tiny_config(tiny_teacher, toy_files, run, time_steps=4, spike_levels="intermediate=2", prediction_epochs=1), **QUIET
+    ).run()
     assert yaml.safe_load((run / "config.yaml").read_text())["spike_levels"] == "intermediate=2"
     student = SpikingBertForSequenceClassification.from_pretrained(run / "student")
     assert student.config.spike_levels == {"intermediate": 2}
     assert student.neuron_of("block0.intermediate").levels == 2 and student.neuron_of("block0.output").levels == 1
     capsys.readouterr()
-    code = main(["distill", "--teacher", tiny_teacher.path, "--train-file", str(toy_files[0]), "--validation-file",
-                 str(toy_files[1]), "--spike-levels", "ffn=2", "--output-dir", str(tmp_path / "bad")])
+    code = main(
+        [
+            "distill",
+            "--teacher",
+            tiny_teacher.path,
+            "--train-file",
+            str(toy_files[0]),
+            "--validation-file",
+            str(toy_files[1]),
+            "--spike-levels",
+            "ffn=2",
+            "--output-dir",
+            str(tmp_path / "bad"),
+        ]
+    )
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and "spike_levels kind='ffn' is not valid" in err[0] and "intermediate" in err[0]
 
@@ -294,8 +416,9 @@ def test_student_init_warm_starts_from_a_saved_student_of_any_kind(tiny_teacher,
     from eqspike.students import load_student, student_for_run
 
     dense = tmp_path / "dense"
-    Distiller(tiny_config(tiny_teacher, toy_files, dense, student_type="dense", intermediate_epochs=0,
-                          prediction_epochs=1), **QUIET).run()
+    Distiller(
+        tiny_config(tiny_teacher, toy_files, dense, student_type="dense", intermediate_epochs=0, prediction_epochs=1), **QUIET
+    ).run()
     assert load_student(dense / "student").config.text_pairs is False  # the toy task's single texts, recorded
     trained = load_student(dense / "student").state_dict()
     config = tiny_config(tiny_teacher, toy_files, tmp_path / "warm", time_steps=4, student_init=str(dense))
@@ -308,23 +431,35 @@ def test_student_init_warm_starts_from_a_saved_student_of_any_kind(tiny_teacher,
     assert thresholds and all("threshold" in name for name in thresholds)
     for kind in ("dense", "spikelm"):  # 'random' re-initialises every kind of student, seeded
         from_teacher = student_for_run(tiny_teacher.model, config.replace(student_type=kind, student_init="teacher"))
-        drawn = [student_for_run(tiny_teacher.model, config.replace(student_type=kind, student_init="random"))
-                 for _ in range(2)]
+        drawn = [student_for_run(tiny_teacher.model, config.replace(student_type=kind, student_init="random")) for _ in range(2)]
         weight = next(n for n, p in from_teacher.named_parameters() if p.dim() == 2 and "embeddings" not in n)
         values = [dict(m.named_parameters())[weight] for m in (from_teacher, *drawn)]
         assert not torch.equal(values[0], values[1]) and torch.equal(values[1], values[2]), kind
     # The run itself, from the run directory's student/ folder, says where it started.
     messages = []
-    Distiller(config.replace(student_init=str(dense / "student"), prediction_epochs=1),
-              log=messages.append).run()
+    Distiller(config.replace(student_init=str(dense / "student"), prediction_epochs=1), log=messages.append).run()
     assert any("warm start from the saved student" in m and str(dense / "student") in m for m in messages)
     assert yaml.safe_load((tmp_path / "warm" / "config.yaml").read_text())["student_init"] == str(dense / "student")
     capsys.readouterr()
-    common = ["distill", "--teacher", tiny_teacher.path, "--train-file", str(toy_files[0]), "--validation-file",
-              str(toy_files[1]), "--max-seq-length", "32", "--device", "cpu"]
-    for init, layers, expected in ((tmp_path / "nothing", "2", "student_init="),
-                                   (dense, "3", "(2 blocks against student_layers=3)")):
-        code = main(common + ["--student-init", str(init), "--student-layers", layers,
-                              "--output-dir", str(tmp_path / f"bad-{layers}")])
+    common = [
+        "distill",
+        "--teacher",
+        tiny_teacher.path,
+        "--train-file",
+        str(toy_files[0]),
+        "--validation-file",
+        str(toy_files[1]),
+        "--max-seq-length",
+        "32",
+        "--device",
+        "cpu",
+    ]
+    for init, layers, expected in (
+        (tmp_path / "nothing", "2", "student_init="),
+        (dense, "3", "(2 blocks against student_layers=3)"),
+    ):
+        code = main(
+            common + ["--student-init", str(init), "--student-layers", layers, "--output-dir", str(tmp_path / f"bad-{layers}")]
+        )
         err = capsys.readouterr().err.strip().splitlines()
         assert code == 2 and len(err) == 1 and expected in err[0], err

@@ -78,8 +78,9 @@ def test_torchrun_two_processes_interrupted_and_resumed_match_one_process(tiny_t
             if value is not None and value is not False:
                 args += [f"--{key.replace('_', '-')}"] + ([] if value is True else [str(value)])
         launcher = ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(processes)] if processes > 1 else []
-        done = subprocess.run([sys.executable, *launcher, "-m", "eqspike", *args, *extra], env=env,
-                              capture_output=True, text=True, timeout=600)
+        done = subprocess.run(
+            [sys.executable, *launcher, "-m", "eqspike", *args, *extra], env=env, capture_output=True, text=True, timeout=600
+        )
         assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
         return done.stdout
 
@@ -92,8 +93,9 @@ def test_torchrun_two_processes_interrupted_and_resumed_match_one_process(tiny_t
     first = eqspike(tiny_config(tiny_teacher, toy_files, two, max_steps=25, **changes), processes=2)
     assert first.count("distributed: 2 processes (gloo)") == 1  # rank 0 alone logs
     assert "stopped after 25 steps" in first and not (two / "metrics.json").exists()
-    resumed = eqspike(tiny_config(tiny_teacher, toy_files, two, resume=True, **changes), "--max-steps", "none",
-                      processes=2)  # beyond the saved limit
+    resumed = eqspike(
+        tiny_config(tiny_teacher, toy_files, two, resume=True, **changes), "--max-steps", "none", processes=2
+    )  # beyond the saved limit
     assert "resume: prediction stage at step 7/18" in resumed
 
     a, b = torch.load(one / "checkpoint" / "student.pt"), torch.load(two / "checkpoint" / "student.pt")
@@ -120,8 +122,9 @@ def test_commands_that_are_not_distributed_refuse_to_run_under_torchrun(monkeypa
     monkeypatch.setenv("WORLD_SIZE", "2")
     assert main(["selfcheck"]) == 2
     err = capsys.readouterr().err.strip()
-    assert err == ("eqspike selfcheck: error: this command runs in one process; under torchrun only distill is "
-                   "distributed (WORLD_SIZE=2)")
+    assert err == (
+        "eqspike selfcheck: error: this command runs in one process; under torchrun only distill is distributed (WORLD_SIZE=2)"
+    )
 
 
 def test_evaluation_batches_are_shared_out_and_gathered(monkeypatch, tiny_teacher, toy_files):
@@ -130,9 +133,16 @@ def test_evaluation_batches_are_shared_out_and_gathered(monkeypatch, tiny_teache
     from eqspike.distill.config import RunConfig
     from eqspike.distill.prepare import prepare_data
 
-    split = prepare_data(RunConfig(teacher=tiny_teacher.path, train_file=str(toy_files[0]),
-                                   validation_file=str(toy_files[1]), max_seq_length=32, selection="dev"),
-                         log=lambda *_: None).train
+    split = prepare_data(
+        RunConfig(
+            teacher=tiny_teacher.path,
+            train_file=str(toy_files[0]),
+            validation_file=str(toy_files[1]),
+            max_seq_length=32,
+            selection="dev",
+        ),
+        log=lambda *_: None,
+    ).train
     model = tiny_teacher.model
     full = predict(lambda b: model(**b).logits, split, 10, torch.device("cpu"))
 
@@ -144,8 +154,13 @@ def test_evaluation_batches_are_shared_out_and_gathered(monkeypatch, tiny_teache
             return [local, *other_shares]
 
         monkeypatch.setattr(Sharding, "gather", gather)
-        logits = predict(lambda b: (sizes.append(len(b["input_ids"])), model(**b).logits)[1], split, 10,
-                         torch.device("cpu"), sharding=Sharding(rank, 2))
+        logits = predict(
+            lambda b: (sizes.append(len(b["input_ids"])), model(**b).logits)[1],
+            split,
+            10,
+            torch.device("cpu"),
+            sharding=Sharding(rank, 2),
+        )
         return sizes, captured["share"], logits
 
     sizes1, share1, _ = run_rank(1, [])

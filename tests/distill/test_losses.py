@@ -77,8 +77,9 @@ def test_the_parts_of_a_global_batch_add_up_to_its_loss():
 
     def parts(rows, share):
         out = SimpleNamespace(hidden_values=[hidden[0][rows]], attention_scores=[scores[0][rows]])
-        inter = intermediate_loss(out, {"hidden": [targets["hidden"][0][rows]], "scores": [targets["scores"][0][rows]]},
-                                  mask[rows], CONFIG, share)["loss"]
+        inter = intermediate_loss(
+            out, {"hidden": [targets["hidden"][0][rows]], "scores": [targets["scores"][0][rows]]}, mask[rows], CONFIG, share
+        )["loss"]
         pred = prediction_loss(logits[rows], targets["logits"][rows], labels[rows], False, CONFIG, share)["loss"]
         return inter, pred
 
@@ -106,8 +107,10 @@ def test_student_energy_counts_by_hand():
     assert fan["embeddings"][0, :, 0].tolist() == [7.0, 7.0, 0.0]  # W_Q, W_K, W_V rows (3 x 2) + the residual
     assert fan["block0.key"][0, 0, 0].item() == 2.0  # every query position of the example
     assert fan["block0.attention_output"][0, 0, 0].item() == 5.0 and "block0.output" not in fan  # read by the head
-    counts = {"embeddings": torch.tensor([[[1.0, 0.0], [2.0, 1.0], [5.0, 5.0]]]),  # the pad token's spikes do not count
-              "block0.key": torch.tensor([[[1.0, 1.0], [0.0, 0.0], [0.0, 0.0]]])}
+    counts = {
+        "embeddings": torch.tensor([[[1.0, 0.0], [2.0, 1.0], [5.0, 5.0]]]),  # the pad token's spikes do not count
+        "block0.key": torch.tensor([[[1.0, 1.0], [0.0, 0.0], [0.0, 0.0]]]),
+    }
     assert synaptic_accumulates(counts, fan).item() == (1 + 2 + 1) * 7 + 2 * 2
     assert energy.accumulate_pj(counts, mask).item() == pytest.approx(0.9 * 32)
 

@@ -63,8 +63,9 @@ def test_the_environment_is_recorded_when_the_run_starts(tiny_teacher, toy_files
 
     run = tmp_path / "run"
     log = run / "metrics.jsonl"
-    monkeypatch.setattr(trainer, "environment_record", lambda *_: {"lines_logged": len(log.read_text().splitlines())
-                                                                   if log.exists() else 0})
+    monkeypatch.setattr(
+        trainer, "environment_record", lambda *_: {"lines_logged": len(log.read_text().splitlines()) if log.exists() else 0}
+    )
     result = Distiller(tiny_config(tiny_teacher, toy_files, run, **QUICK), **QUIET).run()
     assert result["environment"] == {"lines_logged": 0} and len(_lines(run)) > 0
 
@@ -103,8 +104,7 @@ def test_the_selection_split_is_seeded_disjoint_and_of_its_fraction():
         RunConfig(selection="test")
 
 
-def test_with_a_selection_split_the_dev_labels_do_not_change_the_student_or_teacher(tiny_bert, tiny_teacher, toy_files,
-                                                                                      tmp_path):
+def test_with_a_selection_split_the_dev_labels_do_not_change_the_student_or_teacher(tiny_bert, tiny_teacher, toy_files, tmp_path):
     """The dev set scores only the final student and teacher: with every dev label flipped, the teacher
     fine-tuned here and the student kept are the same bit for bit (only their dev scores change).
     With selection on the dev set (the old behaviour, ``--selection dev``) the flipped labels reach
@@ -116,14 +116,22 @@ def test_with_a_selection_split_the_dev_labels_do_not_change_the_student_or_teac
     results, teachers = {}, {}
     for name, dev in (("dev", toy_files[1]), ("flipped", flipped)):
         # the teacher, fine-tuned from the base model with a held-out selection split
-        config = RunConfig(teacher=str(tiny_bert), train_file=str(toy_files[0]), validation_file=str(dev),
-                           teacher_store=str(tmp_path / f"store-{name}"), **TINY_TEACHER_RECIPE, max_seq_length=32,
-                           device="cpu")
+        config = RunConfig(
+            teacher=str(tiny_bert),
+            train_file=str(toy_files[0]),
+            validation_file=str(dev),
+            teacher_store=str(tmp_path / f"store-{name}"),
+            **TINY_TEACHER_RECIPE,
+            max_seq_length=32,
+            device="cpu",
+        )
         data = prepare_data(config, log=lambda *_: None)
         from eqspike.teacher.store import load_teacher
 
         torch.manual_seed(0)
-        teacher = load_teacher(config.teacher_spec(), data.task, torch.device("cpu"), data.splits, data.train, lambda *_: None, data.selection)
+        teacher = load_teacher(
+            config.teacher_spec(), data.task, torch.device("cpu"), data.splits, data.train, lambda *_: None, data.selection
+        )
         assert teacher.card["selection"] == "selection" and teacher.card["selection_score"] is not None
         teachers[name] = (teacher.model.state_dict(), teacher.card)
         # the student of the session's tiny teacher
@@ -192,10 +200,36 @@ def test_example_flips_by_hand():
 @pytest.mark.slow
 def test_distill_seeds_trains_one_student_per_seed_and_summarises_them(tiny_teacher, toy_files, tmp_path, capsys):
     out = tmp_path / "seeds"
-    args = ["distill", "--teacher", tiny_teacher.path, "--train-file", str(toy_files[0]), "--validation-file",
-            str(toy_files[1]), "--max-seq-length", "32", "--student-layers", "2", "--batch-size", "16",
-            "--intermediate-epochs", "1", "--prediction-epochs", "1", "--time-steps", "4", "--calibration-examples", "32",
-            "--device", "cpu", "--output-dir", str(out), "--seeds", "3", "5"]
+    args = [
+        "distill",
+        "--teacher",
+        tiny_teacher.path,
+        "--train-file",
+        str(toy_files[0]),
+        "--validation-file",
+        str(toy_files[1]),
+        "--max-seq-length",
+        "32",
+        "--student-layers",
+        "2",
+        "--batch-size",
+        "16",
+        "--intermediate-epochs",
+        "1",
+        "--prediction-epochs",
+        "1",
+        "--time-steps",
+        "4",
+        "--calibration-examples",
+        "32",
+        "--device",
+        "cpu",
+        "--output-dir",
+        str(out),
+        "--seeds",
+        "3",
+        "5",
+    ]
     assert main(args) == 0
     summary = json.loads((out / "seeds.json").read_text())
     scores = {s: json.loads((out / f"seed-{s}" / "metrics.json").read_text())["student_score"] for s in (3, 5)}
@@ -220,13 +254,21 @@ def test_compare_seeds_pairs_each_method_with_spikelm_on_the_same_seed(monkeypat
 
     def fake_compare(config, time_steps, out_dir, log, **_):
         base = {42: 0.60, 43: 0.80}[config.seed]
-        rows = [{"method": "spikelm", "time_steps": 4, "score": base, "energy_pj": 20.0},
-                {"method": "eqspike", "time_steps": 4, "score": base + 0.02, "energy_pj": 10.0},
-                {"method": "eqspike-inf", "time_steps": 4, "score": None, "energy_pj": None},  # diverged
-                {"method": "dense", "time_steps": 4, "score": base + 0.05, "energy_pj": 50.0},
-                {"method": "qnn", "time_steps": 4, "score": base + 0.01, "energy_pj": 30.0}]
-        return {"task": "toy", "metric": "accuracy", "teacher_score": 0.9, "teacher_energy_pj": 100.0, "rows": rows,
-                "environment": {"seed": config.seed}}
+        rows = [
+            {"method": "spikelm", "time_steps": 4, "score": base, "energy_pj": 20.0},
+            {"method": "eqspike", "time_steps": 4, "score": base + 0.02, "energy_pj": 10.0},
+            {"method": "eqspike-inf", "time_steps": 4, "score": None, "energy_pj": None},  # diverged
+            {"method": "dense", "time_steps": 4, "score": base + 0.05, "energy_pj": 50.0},
+            {"method": "qnn", "time_steps": 4, "score": base + 0.01, "energy_pj": 30.0},
+        ]
+        return {
+            "task": "toy",
+            "metric": "accuracy",
+            "teacher_score": 0.9,
+            "teacher_energy_pj": 100.0,
+            "rows": rows,
+            "environment": {"seed": config.seed},
+        }
 
     monkeypatch.setattr(comparing, "compare", fake_compare)
     tmp_path.mkdir(exist_ok=True)

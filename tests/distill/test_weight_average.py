@@ -68,8 +68,7 @@ def test_a_run_with_ema_resumed_in_stage_2_keeps_the_same_student(tiny_teacher, 
     Distiller(tiny_config(tiny_teacher, toy_files, cut, ema_decay=0.5, resume=True), **QUIET).run()
     a, b = load_file(full / "student" / "model.safetensors"), load_file(cut / "student" / "model.safetensors")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-    assert all(torch.equal(x, y) for x, y in zip(checkpoint_parameters(full)[1].values(),
-                                                   checkpoint_parameters(cut)[1].values()))
+    assert all(torch.equal(x, y) for x, y in zip(checkpoint_parameters(full)[1].values(), checkpoint_parameters(cut)[1].values()))
 
 
 @pytest.mark.slow
@@ -78,8 +77,21 @@ def test_under_a_budget_the_dual_ascent_follows_the_energy_of_the_average(tiny_t
     E_avg <- d E_avg + (1 - d) E_t and lambda <- max(0, lambda + eta (E_avg - B) / B)."""
     decay, budget, eta = 0.5, 0.01, 2.0
     run = tmp_path / "ema"
-    Distiller(tiny_config(tiny_teacher, toy_files, run, time_steps=4, energy_budget=budget, energy_dual_step=eta,
-                          ema_decay=decay, intermediate_epochs=0, prediction_epochs=1, logging_steps=1), **QUIET).run()
+    Distiller(
+        tiny_config(
+            tiny_teacher,
+            toy_files,
+            run,
+            time_steps=4,
+            energy_budget=budget,
+            energy_dual_step=eta,
+            ema_decay=decay,
+            intermediate_epochs=0,
+            prediction_epochs=1,
+            logging_steps=1,
+        ),
+        **QUIET,
+    ).run()
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     steps = [r for r in rows if r.get("stage") == "prediction" and "energy" in r]
     assert len(steps) >= 3

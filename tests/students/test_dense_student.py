@@ -46,8 +46,11 @@ def test_distill_trains_a_dense_student_and_counts_its_dense_energy(tiny_teacher
     # the shortest and the longest possible example).
     student = load_student(out / "student")
     c = student.config
-    ratios = [bert_macs(c.hidden_size, c.intermediate_size, c.num_attention_heads, 2, c.num_labels, n)
-              / bert_macs(c.hidden_size, c.intermediate_size, c.num_attention_heads, 4, c.num_labels, n) for n in (1, 32)]
+    ratios = [
+        bert_macs(c.hidden_size, c.intermediate_size, c.num_attention_heads, 2, c.num_labels, n)
+        / bert_macs(c.hidden_size, c.intermediate_size, c.num_attention_heads, 4, c.num_labels, n)
+        for n in (1, 32)
+    ]
     assert min(ratios) <= result["student_energy_ratio"] <= max(ratios)
     assert 0.4 < result["student_energy_ratio"] < 0.6
     # A transformers model like the others, with a card that does not claim time steps.
@@ -100,8 +103,9 @@ def test_a_trained_dense_student_teaches_a_spiking_student_of_its_shape(tiny_tea
     mask[2, 5:] = 0
     with torch.no_grad():
         mine = dense(ids, mask, output_attention_scores=True)
-        theirs = teacher_targets(bert, {"input_ids": ids, "attention_mask": mask, "token_type_ids": torch.zeros_like(ids)},
-                                 [1, 2])
+        theirs = teacher_targets(
+            bert, {"input_ids": ids, "attention_mask": mask, "token_type_ids": torch.zeros_like(ids)}, [1, 2]
+        )
     torch.testing.assert_close(theirs["logits"], mine.logits, atol=1e-5, rtol=1e-4)
     for ours, reference in zip(mine.hidden_values, theirs["hidden"]):
         torch.testing.assert_close(reference[mask.bool()], ours[mask.bool()], atol=1e-5, rtol=1e-4)

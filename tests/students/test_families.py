@@ -15,8 +15,15 @@ from eqspike.students.spiking_bert import SpikingBertForSequenceClassification
 from eqspike.teacher.targets import teacher_targets
 from tests.conftest import POSITIVE, QUIET, VOCAB, tiny_config
 
-SHAPE = dict(num_hidden_layers=3, num_attention_heads=4, intermediate_size=64, max_position_embeddings=64,
-             num_labels=3, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+SHAPE = dict(
+    num_hidden_layers=3,
+    num_attention_heads=4,
+    intermediate_size=64,
+    max_position_embeddings=64,
+    num_labels=3,
+    hidden_dropout_prob=0.0,
+    attention_probs_dropout_prob=0.0,
+)
 
 
 def tiny_family_model(model_type: str, vocab_size: int = len(VOCAB), pad_token_id: int = 0):
@@ -25,18 +32,29 @@ def tiny_family_model(model_type: str, vocab_size: int = len(VOCAB), pad_token_i
 
     torch.manual_seed(0)
     if model_type == "distilbert":
-        config = t.DistilBertConfig(vocab_size=vocab_size, dim=32, n_layers=3, n_heads=4, hidden_dim=64,
-                                    max_position_embeddings=64, num_labels=3, dropout=0.0, attention_dropout=0.0,
-                                    seq_classif_dropout=0.0, pad_token_id=pad_token_id)
+        config = t.DistilBertConfig(
+            vocab_size=vocab_size,
+            dim=32,
+            n_layers=3,
+            n_heads=4,
+            hidden_dim=64,
+            max_position_embeddings=64,
+            num_labels=3,
+            dropout=0.0,
+            attention_dropout=0.0,
+            seq_classif_dropout=0.0,
+            pad_token_id=pad_token_id,
+        )
     else:
-        classes = {"bert": (t.BertConfig, t.BertForSequenceClassification),
-                   "roberta": (t.RobertaConfig, t.RobertaForSequenceClassification),
-                   "xlm-roberta": (t.XLMRobertaConfig, t.XLMRobertaForSequenceClassification),
-                   "electra": (t.ElectraConfig, t.ElectraForSequenceClassification),
-                   "mpnet": (t.MPNetConfig, t.MPNetForSequenceClassification)}
+        classes = {
+            "bert": (t.BertConfig, t.BertForSequenceClassification),
+            "roberta": (t.RobertaConfig, t.RobertaForSequenceClassification),
+            "xlm-roberta": (t.XLMRobertaConfig, t.XLMRobertaForSequenceClassification),
+            "electra": (t.ElectraConfig, t.ElectraForSequenceClassification),
+            "mpnet": (t.MPNetConfig, t.MPNetForSequenceClassification),
+        }
         extra = {"embedding_size": 16} if model_type == "electra" else {}
-        config = classes[model_type][0](vocab_size=vocab_size, hidden_size=32, pad_token_id=pad_token_id, **SHAPE,
-                                        **extra)
+        config = classes[model_type][0](vocab_size=vocab_size, hidden_size=32, pad_token_id=pad_token_id, **SHAPE, **extra)
     config._attn_implementation = "eager"
     model = t.AutoModelForSequenceClassification.from_config(config, attn_implementation="eager")
     with torch.no_grad():  # LayerNorms and biases away from 1 and 0, so that a part copied wrong shows
@@ -153,8 +171,9 @@ def test_distillation_runs_from_a_teacher_of_every_family(model_type, toy_files,
         path = str(teacher)
 
     run = tmp_path / "run"
-    Distiller(tiny_config(Folder, toy_files, run, time_steps=4, intermediate_epochs=1, prediction_epochs=1,
-                          cache_teacher=True), **QUIET).run()
+    Distiller(
+        tiny_config(Folder, toy_files, run, time_steps=4, intermediate_epochs=1, prediction_epochs=1, cache_teacher=True), **QUIET
+    ).run()
     metrics = json.loads((run / "metrics.json").read_text())
     assert 0.0 <= metrics["student_score"] <= 1.0 and metrics["student_energy_ratio"] > 0
     student = load_student(run / "student")
@@ -179,8 +198,9 @@ def test_a_narrower_student_starts_from_evenly_spaced_teacher_channels_and_heads
     assert head_map(2, 4) == [0, 2] == pick.heads
     # heads of the same size: teacher heads 0 and 2 whole; narrower heads: each head's dims evenly spaced
     assert pick.attention.tolist() == list(range(0, 8)) + list(range(16, 24))
-    four = WidthSelection.of(SpikingBertForSequenceClassification.from_teacher(
-        teacher, 2, {"hidden_size": 16, "num_attention_heads": 4}).config)
+    four = WidthSelection.of(
+        SpikingBertForSequenceClassification.from_teacher(teacher, 2, {"hidden_size": 16, "num_attention_heads": 4}).config
+    )
     assert four.heads == [0, 1, 2, 3] and four.attention.tolist()[:8] == [0, 2, 5, 7, 8, 10, 13, 15]
     layer = teacher.bert.encoder.layer[c.teacher_layers[0] - 1]
     block = student.blocks[0]
@@ -231,11 +251,14 @@ def test_the_teachers_energy_is_counted_at_its_own_width():
     assert narrow.dense_network_pj(20) < full.dense_network_pj(20)
 
 
-@pytest.mark.parametrize("widths, message", [
-    ({"num_attention_heads": 3}, r"student_heads=3 does not divide the teacher's 4 heads"),
-    ({"hidden_size": 48}, r"student_hidden=48 is wider than the teacher's 32; choose at most 32"),
-    ({"hidden_size": 18, "num_attention_heads": 4}, r"student_hidden=18 is not a multiple of student_heads=4"),
-])
+@pytest.mark.parametrize(
+    "widths, message",
+    [
+        ({"num_attention_heads": 3}, r"student_heads=3 does not divide the teacher's 4 heads"),
+        ({"hidden_size": 48}, r"student_hidden=48 is wider than the teacher's 32; choose at most 32"),
+        ({"hidden_size": 18, "num_attention_heads": 4}, r"student_hidden=18 is not a multiple of student_heads=4"),
+    ],
+)
 def test_a_narrower_student_that_cannot_map_onto_its_teacher_is_refused(widths, message):
     with pytest.raises(ValueError, match=message):
         SpikingBertForSequenceClassification.from_teacher(tiny_family_model("bert"), 2, widths)
@@ -244,8 +267,10 @@ def test_a_narrower_student_that_cannot_map_onto_its_teacher_is_refused(widths, 
 def test_the_command_line_refuses_a_head_count_that_does_not_divide_before_any_work(tiny_bert, toy_files, tmp_path, capsys):
     from tests.app.test_bad_input import distill_args, refused
 
-    err = refused(capsys, *distill_args(tiny_bert, *toy_files, tmp_path / "run", "--teacher-store", tmp_path / "store",
-                                        "--student-heads", "3"))
+    err = refused(
+        capsys,
+        *distill_args(tiny_bert, *toy_files, tmp_path / "run", "--teacher-store", tmp_path / "store", "--student-heads", "3"),
+    )
     assert "student_heads=3 does not divide the teacher's 4 heads" in err
     assert not (tmp_path / "store").exists() and not (tmp_path / "run").exists()
 
@@ -275,8 +300,11 @@ def test_a_narrower_student_distils_resumes_and_loads(student_type, tiny_teacher
 
     widths = {"hidden_size": 16, "num_attention_heads": 2, "intermediate_size": 24}
     assert check_warm_start(full, 2, widths) == full / "student"
-    with pytest.raises(StudentFileError, match=r"hidden size 16, narrower than its teacher's 32\); pass --student-layers 2 "
-                                                r"--student-hidden 16 --student-heads 2 --student-intermediate 24"):
+    with pytest.raises(
+        StudentFileError,
+        match=r"hidden size 16, narrower than its teacher's 32\); pass --student-layers 2 "
+        r"--student-hidden 16 --student-heads 2 --student-intermediate 24",
+    ):
         check_warm_start(full, 2)
     with pytest.raises(StudentFileError, match=r"16 hidden against student_hidden=8"):
         check_warm_start(full, 2, dict(widths, hidden_size=8))
@@ -295,16 +323,18 @@ def test_the_energy_count_follows_the_family():
     L, T = 10, 4
     bert = StudentEnergy.of(SpikingBertForSequenceClassification.from_teacher(tiny_family_model("bert"), 2).config)
     assert bert.family_macs(L, T) == 0 and bert.embedding_size is None and not bert.relative_bias
-    mpnet = StudentEnergy.of(SpikingBertForSequenceClassification.from_teacher(
-        tiny_family_model("mpnet", pad_token_id=1), 2).config)
+    mpnet = StudentEnergy.of(
+        SpikingBertForSequenceClassification.from_teacher(tiny_family_model("mpnet", pad_token_id=1), 2).config
+    )
     plain = dataclasses.replace(mpnet, relative_bias=False)
     assert mpnet.dense_pj(L, T) - plain.dense_pj(L, T) == pytest.approx(MAC_PJ * T * 2 * 4 * L * L)
     assert mpnet.dense_network_pj(L) - plain.dense_network_pj(L) == pytest.approx(MAC_PJ * 2 * 4 * L * L)
     assert mpnet.teacher_pj(L) - plain.teacher_pj(L) == pytest.approx(MAC_PJ * 3 * 4 * L * L)  # 3 teacher layers
     electra = StudentEnergy.of(SpikingBertForSequenceClassification.from_teacher(tiny_family_model("electra"), 2).config)
     assert electra.embedding_size == 16
-    assert electra.dense_network_pj(L) - dataclasses.replace(electra, embedding_size=None).dense_network_pj(L) \
-        == pytest.approx(MAC_PJ * L * 16 * 32)
+    assert electra.dense_network_pj(L) - dataclasses.replace(electra, embedding_size=None).dense_network_pj(L) == pytest.approx(
+        MAC_PJ * L * 16 * 32
+    )
     extras = [op for op in dense_inventory(electra, 2, [L]) if op.part == "embedding projection, position bias"]
     assert len(extras) == 1 and extras[0].count == pytest.approx(L * 16 * 32)
     assert not [op for op in dense_inventory(bert, 2, [L]) if op.part == "embedding projection, position bias"]

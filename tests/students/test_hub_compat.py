@@ -44,7 +44,9 @@ def test_auto_model_and_pipeline_give_the_students_own_logits(run):
     assert torch.equal(logits, expected)
     assert not torch.equal(simulated, logits) or model.config.quantize_rates  # the forward argument is honoured
 
-    classify = pipeline("text-classification", model=model, tokenizer=tokenizer, top_k=None, device="cpu")  # else it moves the model to a GPU
+    classify = pipeline(
+        "text-classification", model=model, tokenizer=tokenizer, top_k=None, device="cpu"
+    )  # else it moves the model to a GPU
     answers = classify(texts)
     for answer, row in zip(answers, torch.softmax(expected, dim=-1)):
         scores = {item["label"]: item["score"] for item in answer}
@@ -142,8 +144,9 @@ def test_predict_answers_texts_and_files(run, tmp_path, capsys):
         assert line["label"] in names and sum(line["probabilities"].values()) == pytest.approx(1, abs=1e-4)
         assert line["score"] == pytest.approx(max(line["probabilities"].values()), abs=1e-6)
 
-    data = write_csv(tmp_path / "texts.csv", [("the plot was superb",), ("awful acting",), ("a lovely film",)],
-                     columns=("sentence1",))
+    data = write_csv(
+        tmp_path / "texts.csv", [("the plot was superb",), ("awful acting",), ("a lovely film",)], columns=("sentence1",)
+    )
     out = tmp_path / "preds.jsonl"
     assert main(["predict", str(folder / "student"), "--file", str(data), "--output", str(out), "--time-steps", "8"]) == 0
     rows = [json.loads(line) for line in out.read_text().splitlines()]
@@ -155,13 +158,18 @@ def _empty_file(folder: Path) -> Path:
     return folder / "empty.csv"
 
 
-@pytest.mark.parametrize("make, message", [
-    (lambda tmp: ["--file", str(write_csv(tmp / "x.csv", [("a", 1)], columns=("review", "label")))],
-     "has no text column: expected sentence1 or text, found review, label"),
-    (lambda tmp: ["--file", str(_empty_file(tmp))], "is empty"),
-    (lambda tmp: [], "give either --text"),
-    (lambda tmp: ["--text", "a", "b", "--text-pair", "c"], "2 --text but 1 --text-pair"),
-])
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (
+            lambda tmp: ["--file", str(write_csv(tmp / "x.csv", [("a", 1)], columns=("review", "label")))],
+            "has no text column: expected sentence1 or text, found review, label",
+        ),
+        (lambda tmp: ["--file", str(_empty_file(tmp))], "is empty"),
+        (lambda tmp: [], "give either --text"),
+        (lambda tmp: ["--text", "a", "b", "--text-pair", "c"], "2 --text but 1 --text-pair"),
+    ],
+)
 def test_predict_bad_input_is_one_line(run, tmp_path, capsys, make, message):
     from eqspike.app.cli import main
 
@@ -207,5 +215,7 @@ def test_a_student_saved_before_the_transformers_classes_loads_with_auto_model()
     assert model.config.quantize_rates and model.config.hysteresis == 0.25 and model.config.rounding == "round"
     batch = dict(load_tokenizer(folder)(expected["texts"], padding=True, return_tensors="pt"))
     with torch.no_grad():
-        assert torch.allclose(model(**batch, mode="simulate", time_steps=4).logits, torch.tensor(expected["simulate_T4"]), atol=1e-6)
+        assert torch.allclose(
+            model(**batch, mode="simulate", time_steps=4).logits, torch.tensor(expected["simulate_T4"]), atol=1e-6
+        )
         assert torch.allclose(model(**batch, mode="solve").logits, torch.tensor(expected["solve"]), atol=1e-6)

@@ -42,9 +42,13 @@ def test_spiking_student_converges_to_its_equilibrium_on_every_population(tmp_pa
     mask = batch["attention_mask"].bool()
     with torch.no_grad():
         star = student(**batch, mode="solve").rates
-        error = {T: {name: (rate - star[name])[mask].abs().mean().item()
-                     for name, rate in student(**batch, mode="simulate", time_steps=T).rates.items()}
-                 for T in (16, 128, 256)}
+        error = {
+            T: {
+                name: (rate - star[name])[mask].abs().mean().item()
+                for name, rate in student(**batch, mode="simulate", time_steps=T).rates.items()
+            }
+            for T in (16, 128, 256)
+        }
     for name in star:  # LayerNorm-, GELU- and softmax-fed populations included
         # 1/T: doubling T halves the error (asymptotically); 8x the steps cut it by at least ~4
         assert error[256][name] <= 0.6 * error[128][name], (name, error)
@@ -181,8 +185,9 @@ def test_burst_populations_have_the_resolution_of_levels_times_T(tmp_path):
     """spike_levels {kind: B}: those populations reach Q_{BT} in T steps (the embeddings, driven by a constant
     current, exactly, with B T |a| spikes, up to B a step), the quantized map's rates lie on the grid
     1 / (B T), and the simulation at T lies closer to the exact equilibrium than with single spikes."""
-    _, student, batch = load_pair(tmp_path / "burst", layers=2, time_steps=4, quantize_rates=True,
-                                  spike_levels={"embeddings": 4, "intermediate": 2})
+    _, student, batch = load_pair(
+        tmp_path / "burst", layers=2, time_steps=4, quantize_rates=True, spike_levels={"embeddings": 4, "intermediate": 2}
+    )
     assert student.config.spike_levels == {"embeddings": 4, "intermediate": 2}
     assert student.neuron_of("block1.intermediate").levels == 2 and student.neuron_of("block1.output").levels == 1
     student.calibrate_thresholds([batch], time_steps=4)
@@ -202,13 +207,16 @@ def test_burst_populations_have_the_resolution_of_levels_times_T(tmp_path):
         assert not torch.equal(solved["block0.intermediate"] * 4, (solved["block0.intermediate"] * 4).round())
         exact = student.equilibrium(student.rate_map(**batch), mode="solve").rates
     _, single, _ = load_pair(tmp_path / "single", layers=2, time_steps=4, quantize_rates=True)
-    _, fine, _ = load_pair(tmp_path / "fine", layers=2, time_steps=4, quantize_rates=True,
-                           spike_levels={kind: 4 for kind in POPULATION_KINDS})
+    _, fine, _ = load_pair(
+        tmp_path / "fine", layers=2, time_steps=4, quantize_rates=True, spike_levels={kind: 4 for kind in POPULATION_KINDS}
+    )
     for model in (single, fine):
         model.load_state_dict(student.state_dict())  # the same weights and thresholds
     with torch.no_grad():
-        errors = [sum((m(**batch, mode="simulate").rates[n] - exact[n])[mask].abs().mean().item() for n in exact)
-                  for m in (single, fine)]
+        errors = [
+            sum((m(**batch, mode="simulate").rates[n] - exact[n])[mask].abs().mean().item() for n in exact)
+            for m in (single, fine)
+        ]
     assert errors[1] < 0.5 * errors[0], errors
     fine.save_pretrained(tmp_path / "saved")
     loaded = SpikingBertForSequenceClassification.from_pretrained(tmp_path / "saved")

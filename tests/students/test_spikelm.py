@@ -32,8 +32,15 @@ def test_alpha_is_set_from_the_first_batch_per_step_and_then_frozen():
     assert neurons.alpha[0].item() == pytest.approx(4.0)  # frozen
 
 
-@pytest.mark.parametrize("reset, x, expected", [("spikelm", 2.0, [0.0, 8.0, 0.0]), ("soft", 2.0, [0.0, 0.0, 0.0]),
-                                                 ("spikelm", 4.5, [8.0, 8.0, 8.0]), ("soft", 4.5, [8.0, 0.0, 8.0])])
+@pytest.mark.parametrize(
+    "reset, x, expected",
+    [
+        ("spikelm", 2.0, [0.0, 8.0, 0.0]),
+        ("soft", 2.0, [0.0, 0.0, 0.0]),
+        ("spikelm", 4.5, [8.0, 8.0, 8.0]),
+        ("soft", 4.5, [8.0, 0.0, 8.0]),
+    ],
+)
 def test_membrane_update_of_each_reset(reset, x, expected):
     """alpha = 8 (a spike needs |u| >= 4, and s = 8), the same x every step. SpikeLM's update,
     u_t = 0.25 u_(t-1) (alpha - s) + x_t, multiplies a silent membrane by 2 and empties a firing one;
@@ -54,20 +61,61 @@ def test_membrane_update_of_each_reset(reset, x, expected):
 
 def test_compare_runs_both_and_writes_the_rows(tiny_teacher, toy_files, tmp_path, capsys, monkeypatch):
     out = tmp_path / "compare"
-    code = main(["compare", "--teacher", tiny_teacher.path, "--train-file", str(toy_files[0]), "--validation-file",
-                 str(toy_files[1]), "--max-seq-length", "32", "--device", "cpu", "--student-layers", "2", "--batch-size", "16",
-                 "--intermediate-epochs", "1", "--prediction-epochs", "1", "--intermediate-lr", "1e-3", "--prediction-lr",
-                 "1e-3", "--calibration-examples", "32", "--time-steps", "4", "8", "--out", str(out),
-                 "--spikelm-reset", "soft",  # the reference membrane diverges at T = 8 on this toy (see below)
-                 "--baselines", "ann,qnn,spikelm,infinity"])
+    code = main(
+        [
+            "compare",
+            "--teacher",
+            tiny_teacher.path,
+            "--train-file",
+            str(toy_files[0]),
+            "--validation-file",
+            str(toy_files[1]),
+            "--max-seq-length",
+            "32",
+            "--device",
+            "cpu",
+            "--student-layers",
+            "2",
+            "--batch-size",
+            "16",
+            "--intermediate-epochs",
+            "1",
+            "--prediction-epochs",
+            "1",
+            "--intermediate-lr",
+            "1e-3",
+            "--prediction-lr",
+            "1e-3",
+            "--calibration-examples",
+            "32",
+            "--time-steps",
+            "4",
+            "8",
+            "--out",
+            str(out),
+            "--spikelm-reset",
+            "soft",  # the reference membrane diverges at T = 8 on this toy (see below)
+            "--baselines",
+            "ann,qnn,spikelm,infinity",
+        ]
+    )
     assert code == 0
     result = json.loads((out / "compare.json").read_text())
     rows = result["rows"]
     assert {(r["method"], r["time_steps"]) for r in rows} == {
-        (m, T) for m in ("eqspike", "eqspike-inf", "spikelm", "dense", "dense-int8", "qnn", "teacher-int8") for T in (4, 8)}
+        (m, T) for m in ("eqspike", "eqspike-inf", "spikelm", "dense", "dense-int8", "qnn", "teacher-int8") for T in (4, 8)
+    }
     for row in (r for r in rows if r["method"] != "teacher-int8"):  # trained here: a training step measured
-        assert set(row) == {"method", "time_steps", "score", "train_step_s", "peak_train_mem_mb", "firing_rate", "energy_pj",
-                            "energy_pj_compute_memory"}
+        assert set(row) == {
+            "method",
+            "time_steps",
+            "score",
+            "train_step_s",
+            "peak_train_mem_mb",
+            "firing_rate",
+            "energy_pj",
+            "energy_pj_compute_memory",
+        }
         assert 0 <= row["score"] <= 1 and row["train_step_s"] > 0 and 0 < row["energy_pj"] < row["energy_pj_compute_memory"]
         assert (row["firing_rate"] == 0) if row["method"] in ("dense", "dense-int8", "qnn") else (0 < row["firing_rate"] < 1)
     # The teacher as W8A8: scored on the dev set, cheaper than the FP32 teacher under both conventions
@@ -88,7 +136,8 @@ def test_compare_runs_both_and_writes_the_rows(tiny_teacher, toy_files, tmp_path
     # eqspike's compute energy is the papers' count (metrics.json's ratio, at its T)
     eq4 = next(r for r in rows if r["method"] == "eqspike" and r["time_steps"] == 4)
     assert eq4["energy_pj"] / result["teacher_energy_pj"] == pytest.approx(
-        json.loads((out / "eqspike-T4" / "metrics.json").read_text())["student_energy_ratio"], rel=1e-6)
+        json.loads((out / "eqspike-T4" / "metrics.json").read_text())["student_energy_ratio"], rel=1e-6
+    )
     memory = {(r["method"], r["time_steps"]): r["peak_train_mem_mb"] for r in rows}
     # BPTT keeps every step: SpikeLM's memory grows with T, eqspike's does not and stays below it.
     assert memory[("spikelm", 8)] > 1.5 * memory[("spikelm", 4)]
@@ -109,10 +158,39 @@ def test_compare_runs_both_and_writes_the_rows(tiny_teacher, toy_files, tmp_path
     assert "'eqspike-spikelm-bert' student" in capsys.readouterr().err
     # A second call with the same settings reuses the finished runs instead of training again; one with
     # other settings is refused by name rather than reporting runs it did not ask for.
-    same = ["compare", "--teacher", tiny_teacher.path, "--train-file", str(toy_files[0]), "--validation-file",
-            str(toy_files[1]), "--max-seq-length", "32", "--device", "cpu", "--student-layers", "2", "--batch-size", "16",
-            "--intermediate-epochs", "1", "--prediction-epochs", "1", "--intermediate-lr", "1e-3", "--prediction-lr",
-            "1e-3", "--calibration-examples", "32", "--time-steps", "4", "--out", str(out), "--spikelm-reset", "soft"]
+    same = [
+        "compare",
+        "--teacher",
+        tiny_teacher.path,
+        "--train-file",
+        str(toy_files[0]),
+        "--validation-file",
+        str(toy_files[1]),
+        "--max-seq-length",
+        "32",
+        "--device",
+        "cpu",
+        "--student-layers",
+        "2",
+        "--batch-size",
+        "16",
+        "--intermediate-epochs",
+        "1",
+        "--prediction-epochs",
+        "1",
+        "--intermediate-lr",
+        "1e-3",
+        "--prediction-lr",
+        "1e-3",
+        "--calibration-examples",
+        "32",
+        "--time-steps",
+        "4",
+        "--out",
+        str(out),
+        "--spikelm-reset",
+        "soft",
+    ]
     capsys.readouterr()
     assert main(same) == 0
     assert "reusing the finished run" in capsys.readouterr().out
@@ -141,10 +219,39 @@ def test_compare_reports_a_diverging_baseline_instead_of_failing(tiny_teacher, t
     0.5 alpha > 1: on the tiny teacher it diverges at T = 8. compare says so in its table and keeps the
     other rows."""
     out = tmp_path / "compare"
-    code = main(["compare", "--teacher", tiny_teacher.path, "--train-file", str(toy_files[0]), "--validation-file",
-                 str(toy_files[1]), "--max-seq-length", "32", "--device", "cpu", "--student-layers", "2", "--batch-size", "16",
-                 "--intermediate-epochs", "1", "--prediction-epochs", "1", "--intermediate-lr", "1e-3", "--prediction-lr",
-                 "1e-3", "--calibration-examples", "32", "--time-steps", "8", "--out", str(out)])
+    code = main(
+        [
+            "compare",
+            "--teacher",
+            tiny_teacher.path,
+            "--train-file",
+            str(toy_files[0]),
+            "--validation-file",
+            str(toy_files[1]),
+            "--max-seq-length",
+            "32",
+            "--device",
+            "cpu",
+            "--student-layers",
+            "2",
+            "--batch-size",
+            "16",
+            "--intermediate-epochs",
+            "1",
+            "--prediction-epochs",
+            "1",
+            "--intermediate-lr",
+            "1e-3",
+            "--prediction-lr",
+            "1e-3",
+            "--calibration-examples",
+            "32",
+            "--time-steps",
+            "8",
+            "--out",
+            str(out),
+        ]
+    )
     assert code == 0
     rows = {(r["method"], r["time_steps"]): r for r in json.loads((out / "compare.json").read_text())["rows"]}
     assert "training diverged at step" in rows[("spikelm", 8)]["diverged"] and rows[("spikelm", 8)]["score"] is None
@@ -157,11 +264,42 @@ def test_compare_at_spikelm_energy_trains_eqspike_under_that_budget(tiny_teacher
     """--match-energy: SpikeLM at T is trained and measured first; eqspike at T is trained under an energy
     budget equal to SpikeLM's energy ratio, and its run records that budget."""
     out = tmp_path / "compare"
-    code = main(["compare", "--teacher", tiny_teacher.path, "--train-file", str(toy_files[0]), "--validation-file",
-                 str(toy_files[1]), "--max-seq-length", "32", "--device", "cpu", "--student-layers", "2", "--batch-size", "16",
-                 "--intermediate-epochs", "1", "--prediction-epochs", "1", "--intermediate-lr", "1e-3", "--prediction-lr",
-                 "1e-3", "--calibration-examples", "32", "--time-steps", "4", "--out", str(out), "--spikelm-reset", "soft",
-                 "--match-energy"])
+    code = main(
+        [
+            "compare",
+            "--teacher",
+            tiny_teacher.path,
+            "--train-file",
+            str(toy_files[0]),
+            "--validation-file",
+            str(toy_files[1]),
+            "--max-seq-length",
+            "32",
+            "--device",
+            "cpu",
+            "--student-layers",
+            "2",
+            "--batch-size",
+            "16",
+            "--intermediate-epochs",
+            "1",
+            "--prediction-epochs",
+            "1",
+            "--intermediate-lr",
+            "1e-3",
+            "--prediction-lr",
+            "1e-3",
+            "--calibration-examples",
+            "32",
+            "--time-steps",
+            "4",
+            "--out",
+            str(out),
+            "--spikelm-reset",
+            "soft",
+            "--match-energy",
+        ]
+    )
     assert code == 0
     result = json.loads((out / "compare.json").read_text())
     rows = {(r["method"], r["time_steps"]): r for r in result["rows"]}

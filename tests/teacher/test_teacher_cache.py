@@ -16,8 +16,14 @@ from tests.conftest import tiny_config
 
 @pytest.fixture(scope="module")
 def train_split(tiny_teacher, toy_files):
-    config = RunConfig(teacher=tiny_teacher.path, train_file=str(toy_files[0]), validation_file=str(toy_files[1]),
-                       max_seq_length=32, device="cpu", selection="dev")
+    config = RunConfig(
+        teacher=tiny_teacher.path,
+        train_file=str(toy_files[0]),
+        validation_file=str(toy_files[1]),
+        max_seq_length=32,
+        device="cpu",
+        selection="dev",
+    )
     return prepare_data(config, log=lambda *_: None).train
 
 
@@ -60,8 +66,9 @@ def test_a_cache_too_large_is_refused_with_its_size(tiny_teacher, train_split, t
 def test_a_cache_too_large_with_the_layers_can_keep_the_logits_alone(tiny_teacher, train_split, tmp_path):
     """1e-6 GiB (1,074 bytes) holds the 86 x 2 float32 logits (688 bytes), not the layers' targets."""
     messages = []
-    cache = build_or_open(tiny_teacher.model, train_split, [2, 4], tmp_path, max_gb=1e-6, log=messages.append,
-                          logits_if_too_large=True)
+    cache = build_or_open(
+        tiny_teacher.model, train_split, [2, 4], tmp_path, max_gb=1e-6, log=messages.append, logits_if_too_large=True
+    )
     assert not cache.with_layers and len(cache) == len(train_split)
     assert "only the logits are cached; the intermediate stage runs the teacher live" in messages[0]
     assert set(cache.targets([0, 1], 32)) == {"logits"}
