@@ -74,6 +74,7 @@ def test_the_student_kind_is_dispatched_through_the_registry_only():
 
 def test_every_student_kind_declares_what_the_trainer_reads():
     from eqspike.distill.config import RunConfig
+    from eqspike.distill.students import BUILDERS
     from eqspike.students import STUDENTS
 
     settings = RunConfig(task="fortunes")
@@ -81,6 +82,8 @@ def test_every_student_kind_declares_what_the_trainer_reads():
         assert cls.kind == kind and cls.description and isinstance(cls.spiking, bool)
         assert cls.run_name(settings) and cls.train_for(settings) in (None, "time_steps", "infinity")
         assert set(cls.kind_settings) <= set(RunConfig.__dataclass_fields__)
+    # and distill/ builds every kind from a run's settings (the student layer never reads RunConfig)
+    assert set(BUILDERS) == set(STUDENTS)
 
 
 def test_the_drawn_architecture_and_the_layout_sections_follow_the_code():

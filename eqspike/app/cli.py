@@ -28,7 +28,8 @@ from eqspike.core.simulation import simulate
 from eqspike.data.batches import EncodedSplit
 from eqspike.data.tasks import Example, load_task_data
 from eqspike.distill.config import RunConfig, add_config_arguments, config_from_args, load_yaml
-from eqspike.distill.prepare import prepare_data, subsample
+from eqspike.distill.inputs import RunInputs
+from eqspike.distill.prepare import subsample
 from eqspike.distill.run_directory import RunDirectory
 from eqspike.distill.seeds import distill_seeds
 from eqspike.distill.trainer import Distiller
@@ -37,7 +38,7 @@ from eqspike.runtime.devices import resolve_device
 from eqspike.runtime.distributed import from_environment
 from eqspike.runtime.files import check_output_dir, check_output_file, write_atomic
 from eqspike.students import load_student
-from eqspike.teacher.store import load_teacher, load_tokenizer
+from eqspike.teacher.store import load_tokenizer
 from eqspike.version import __version__
 
 
@@ -48,10 +49,8 @@ def _log(message: str) -> None:
 def cmd_teacher(args: argparse.Namespace) -> int:
     """Fine-tune (or find) the teacher for a task and report its dev score."""
     config = config_from_args(args)
-    data = prepare_data(config, _log)
-    teacher = load_teacher(
-        config.teacher_spec(), data.task, resolve_device(config.device), data.splits, data.train, _log, data.selection
-    )
+    inputs = RunInputs.open(config, resolve_device(config.device), _log)
+    data, teacher = inputs.data, inputs.teacher
     score = teacher.card.get("dev_score")
     _log(
         f"teacher {teacher.path}: task {data.task.name}, dev {data.task.metric} "

@@ -32,7 +32,7 @@ from eqspike.runtime.devices import PRECISIONS
 from eqspike.runtime.files import write_atomic
 from eqspike.runtime.optim import SCHEDULES
 from eqspike.runtime.reporting import REPORT_TO
-from eqspike.students import STUDENTS
+from eqspike.students import STUDENT_INITS, STUDENTS
 from eqspike.students.spiking_bert_config import THRESHOLD_INITS, parse_spike_levels
 from eqspike.teacher.base import FineTuneRecipe, TeacherSpec
 from eqspike.teacher.cache import CACHE_DTYPES as TEACHER_CACHE_DTYPES
@@ -253,6 +253,23 @@ class RunConfig:
         return "simulate" if self.train_for == "time_steps" else "solve"
 
     @property
+    def student_widths(self) -> dict[str, int | None]:
+        """The student's widths as its config names them (None: the teacher's)."""
+        return {
+            "hidden_size": self.student_hidden,
+            "num_attention_heads": self.student_heads,
+            "intermediate_size": self.student_intermediate,
+        }
+
+    @property
+    def warm_start(self) -> str | None:
+        """The saved student this run starts from (``student_init`` with ``{seed}`` replaced by the seed,
+        so that each seed of ``--seeds`` starts from its own), or None for 'teacher' and 'random'."""
+        if self.student_init in STUDENT_INITS:
+            return None
+        return self.student_init.replace("{seed}", str(self.seed))
+
+    @property
     def task_loss_only(self) -> bool:
         """SpikeLM's own recipe: no distillation, the task loss alone."""
         return STUDENTS[self.student_type].task_loss_only(self)
@@ -326,7 +343,8 @@ HELP = {
     "student_intermediate": "FFN width of a narrower student (default: the teacher's; evenly spaced teacher units)",
     "student_init": "'teacher' (copy every k-th teacher layer), 'random', or a saved student of the same shape (a run "
     "directory or its student/ folder: a warm start from its weights, e.g. a dense student or one "
-    "trained for another T; the thresholds are calibrated anew)",
+    "trained for another T; the thresholds are calibrated anew). '{seed}' in the path stands for the run's "
+    "seed, so that each of --seeds starts from its own (e.g. runs/dense/seed-{seed})",
     "time_steps": "the deployment T: the student is trained for T steps and scored as a spiking network at T",
     "train_for": "'time_steps': train on the T-step quantized rates; 'infinity': on the exact equilibrium",
     "threshold_lr": "learning rate of the neurons' thresholds (trained with --train-for time_steps)",

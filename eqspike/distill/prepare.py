@@ -15,7 +15,6 @@ from eqspike.errors import EqspikeError
 from eqspike.runtime import hub
 from eqspike.runtime.files import check_output_dir
 from eqspike.runtime.reporting import check_report_to
-from eqspike.students.common import run_widths
 from eqspike.teacher.store import check_teacher_config, load_tokenizer, locate
 
 
@@ -44,7 +43,7 @@ def check_inputs(config: RunConfig) -> TaskData:
     except EqspikeError as error:
         problems.append(str(error))
     try:
-        check_teacher_config(config.teacher_spec(), config.student_layers, run_widths(config))
+        check_teacher_config(config.teacher_spec(), config.student_layers, config.student_widths)
     except EqspikeError as error:
         problems.append(str(error))
     try:
@@ -100,8 +99,10 @@ def warn_overlap(task: TaskData, log=print) -> None:
             )
 
 
-def prepare_data(config: RunConfig, log=print) -> Prepared:
-    task = check_inputs(config)
+def prepare_data(config: RunConfig, log=print, task: TaskData | None = None, tokenizer: Any = None) -> Prepared:
+    """The run's splits: ``task`` (else loaded and checked, ``check_inputs``) subsampled and carved
+    (seeded), tokenised with ``tokenizer`` (else the teacher's, loaded here)."""
+    task = task or check_inputs(config)
     warn_overlap(task, log)
     data_seed = config.seed if config.data_seed is None else config.data_seed
     task.train = subsample(task.train, config.max_train_examples, data_seed)
@@ -114,7 +115,7 @@ def prepare_data(config: RunConfig, log=print) -> Prepared:
             f"the {len(task.train)} training examples of task {task.name!r} have a single label; "
             f"a classification task needs at least two (raise --max-train-examples)"
         )
-    tokenizer = load_tokenizer(locate(config.teacher))
+    tokenizer = tokenizer or load_tokenizer(locate(config.teacher))
     pairs = any(e.text_b is not None for e in task.train)
     special = tokenizer.num_special_tokens_to_add(pair=pairs)
     if config.max_seq_length <= special + (1 if pairs else 0):

@@ -38,14 +38,15 @@ from eqspike.distill.losses import (
 from eqspike.distill.prepare import Prepared
 from eqspike.distill.run_directory import RunDirectory, RunDirectoryError
 from eqspike.distill.scoring import score_spiking
+from eqspike.distill.students import build_student
 from eqspike.errors import EqspikeError
 from eqspike.runtime.devices import autocast, set_seed
 from eqspike.runtime.distributed import Sharding, process_group, shard
 from eqspike.runtime.environment import environment_record
 from eqspike.runtime.optim import linear_schedule, make_optimizer, weight_average
 from eqspike.runtime.progress import StepLog, progress
-from eqspike.students import STUDENT_INITS, STUDENTS, check_warm_start, load_student, student_for_run
-from eqspike.students.common import run_widths, uniform_layer_map
+from eqspike.students import STUDENTS, check_warm_start, load_student
+from eqspike.students.common import uniform_layer_map
 from eqspike.students.energy import StudentEnergy
 from eqspike.teacher.base import Teacher
 from eqspike.teacher.targets import TargetsFn, cached_targets, live_targets
@@ -148,9 +149,7 @@ class Distiller:
         # Recorded now, not at the end: the commit and packages of the code that trains this run.
         self.environment = environment_record(self.device, c.precision)
         # a warm start's saved student, refused now (not after the teacher's fine-tuning) if it does not fit
-        warm_from = (
-            check_warm_start(c.student_init, c.student_layers, run_widths(c)) if c.student_init not in STUDENT_INITS else None
-        )
+        warm_from = check_warm_start(c.warm_start, c.student_layers, c.student_widths) if c.warm_start else None
         set_seed(c.seed)
         inputs = self.inputs or RunInputs.open(c, self.device, self.log, self._on_main_first)
         data, teacher = inputs.data, inputs.teacher
@@ -177,7 +176,7 @@ class Distiller:
             "average_energy": None,
         }
         stages = self.stages(data)
-        student = student_for_run(teacher.model, c).to(self.device)
+        student = build_student(teacher.model, c).to(self.device)
         student.config.text_pairs = any(e.text_b is not None for e in data.task.train)
         if warm_from is not None:
             self.log(f"student: warm start from the saved student {warm_from} (every weight but the thresholds)")

@@ -15,7 +15,6 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import torch
 from torch import nn
 from transformers import AutoConfig, AutoModelForSequenceClassification
 
@@ -78,7 +77,7 @@ def saved_student_directory(path: str | Path) -> Path:
 
 def check_warm_start(path: str | Path, student_layers: int | None, widths: Mapping[str, int | None] | None = None) -> Path:
     """The saved student's folder, refused now when its depth or width is not the one asked for
-    (``student_layers``, ``widths`` as ``run_widths`` gives them; a width not given is the teacher's)."""
+    (``student_layers``, ``widths`` as ``RunConfig.student_widths`` gives them; a width not given is the teacher's)."""
     directory = saved_student_directory(path)
     config = load_student_config(directory)
     flags = {"num_hidden_layers": "student_layers", **WIDTHS}
@@ -134,19 +133,6 @@ def warm_start(student: nn.Module, path: str | Path) -> Path:
     return directory
 
 
-def student_for_run(teacher_model: nn.Module, config: Any) -> nn.Module:
-    """The student a RunConfig asks for: ``student_type``'s, from every k-th teacher layer; with
-    ``student_init`` 'random', re-initialised at random (seeded); with a saved student's folder, its
-    weights (``warm_start``)."""
-    student = STUDENTS[config.student_type].for_run(teacher_model, config)
-    if config.student_init == "random":
-        torch.manual_seed(config.seed)
-        student = type(student)(student.config)
-    elif config.student_init != "teacher":
-        warm_start(student, config.student_init)
-    return student
-
-
 __all__ = [
     "load_student_config",
     "student_class",
@@ -154,7 +140,6 @@ __all__ = [
     "STUDENT_INITS",
     "STUDENTS",
     "check_warm_start",
-    "student_for_run",
     "warm_start",
     "DenseBertConfig",
     "DenseBertForSequenceClassification",

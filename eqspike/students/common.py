@@ -283,11 +283,6 @@ class SpikingBertEmbeddings(nn.Module):
 WIDTHS = {"hidden_size": "student_hidden", "num_attention_heads": "student_heads", "intermediate_size": "student_intermediate"}
 
 
-def run_widths(config: Any) -> dict[str, int | None]:
-    """The student widths a run's settings ask for (``--student-hidden`` ...; None: the teacher's)."""
-    return {name: getattr(config, flag, None) for name, flag in WIDTHS.items()}
-
-
 def teacher_shape(
     teacher_config: Any,
     num_hidden_layers: int | None = None,

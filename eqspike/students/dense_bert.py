@@ -34,7 +34,6 @@ from eqspike.students.common import (
     key_padding_mask,
     merge_heads,
     relative_attention_bias,
-    run_widths,
     split_heads,
     teacher_projections,
     teacher_shape,
@@ -133,12 +132,6 @@ class DenseBertForSequenceClassification(StudentPreTrainedModel):
         )
 
     # ------------------------------------------------------------------ in a distillation run
-    @classmethod
-    def for_run(cls, teacher_model: nn.Module, config: Any) -> DenseBertForSequenceClassification:
-        """The dense student a RunConfig asks for, initialised from ``teacher_model`` like the eqspike student."""
-        torch.manual_seed(config.seed)
-        return cls.from_teacher(teacher_model, config.student_layers, run_widths(config), teacher=config.teacher)
-
     def prepare(self, calibration: list[Mapping[str, Tensor]], first_batch: Mapping[str, Tensor]) -> None:
         """Nothing to calibrate: a dense network has no thresholds."""
 

@@ -38,7 +38,6 @@ from eqspike.students.common import (
     key_padding_mask,
     merge_heads,
     relative_attention_bias,
-    run_widths,
     split_heads,
     teacher_projections,
     teacher_shape,
@@ -267,19 +266,6 @@ class SpikeLMForSequenceClassification(StudentPreTrainedModel):
         return (spikes / steps if steps else 0.0), sum(s["accumulates"] for s in stats)
 
     # ------------------------------------------------------------------ in a distillation run
-    @classmethod
-    def for_run(cls, teacher_model: nn.Module, config: Any) -> SpikeLMForSequenceClassification:
-        """The baseline a RunConfig asks for, initialised from ``teacher_model`` like the eqspike student."""
-        torch.manual_seed(config.seed)
-        return cls.from_teacher(
-            teacher_model,
-            config.student_layers,
-            run_widths(config),
-            time_steps=config.spikelm_time_steps,
-            reset=config.spikelm_reset,
-            teacher=config.teacher,
-        )
-
     def prepare(self, calibration: list[Mapping[str, Tensor]], first_batch: Mapping[str, Tensor]) -> None:
         """Before training: alpha_t = 2 mean|u_t| of the first training batch (the same on every rank)."""
         with torch.no_grad():

@@ -39,7 +39,6 @@ from transformers import initialization as init
 from transformers.activations import ACT2FN
 
 from eqspike.core.equilibrium import (
-    EquilibriumConfig,
     EquilibriumLayer,
 )
 from eqspike.core.neurons import NeuronConfig, time_step_rate
@@ -58,7 +57,6 @@ from eqspike.students.common import (
     key_padding_mask,
     merge_heads,
     relative_attention_bias,
-    run_widths,
     split_heads,
     teacher_projections,
     teacher_shape,
@@ -357,28 +355,6 @@ class SpikingBertForSequenceClassification(StudentPreTrainedModel):
             self.threshold(name).copy_(theta)
 
     # ------------------------------------------------------------------ in a distillation run
-    @classmethod
-    def for_run(cls, teacher_model: nn.Module, config: Any) -> SpikingBertForSequenceClassification:
-        """The student a RunConfig asks for, initialised from ``teacher_model`` (its every k-th layer)."""
-        c = config
-        return cls.from_teacher(
-            teacher_model,
-            c.student_layers,
-            run_widths(c),
-            time_steps=c.time_steps,
-            signed=c.signed,
-            rounding=c.rounding,
-            hysteresis=c.hysteresis,
-            quantize_rates=c.train_for == "time_steps",
-            feedback=c.feedback,
-            weight_bits=c.weight_bits,
-            threshold_quantile=c.threshold_quantile,
-            threshold_init=c.threshold_init,
-            teacher=c.teacher,
-            spike_levels=c.spike_levels,
-            equilibrium=EquilibriumConfig(forward=c.training_forward, solver=c.solver, track_residual=False),
-        )
-
     def prepare(self, calibration: list[Mapping[str, Tensor]], first_batch: Mapping[str, Tensor]) -> None:
         """Before training: thresholds calibrated on the ``calibration`` batches (when trained for T: for
         the T-step quantizer, or at the quantile with threshold_init 'quantile'; and then trained too)."""

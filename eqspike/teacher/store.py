@@ -231,16 +231,18 @@ def load_teacher(
     train_split: EncodedSplit | None = None,
     log=print,
     selection: dict[str, EncodedSplit] | None = None,
+    tokenizer: Any = None,
 ) -> Teacher:
     """Find (or fine-tune and store) the teacher for ``task``; see the module docstring. A teacher
-    fine-tuned here keeps its best epoch on ``selection`` (default: the dev ``splits``)."""
+    fine-tuned here keeps its best epoch on ``selection`` (default: the dev ``splits``). ``tokenizer``:
+    the teacher's, when already loaded (a stored teacher keeps its base's tokenizer); else loaded here."""
     if not spec.name:
         raise TeacherError("no teacher: give --teacher (a hub id such as bert-base-uncased, or a local directory)")
     source = locate(spec.name)
     card = _read_json(Path(source) / CARD_NAME) if Path(source).is_dir() else None
     stored = store_path(spec, task, train_split, splits, selection)
     if card and card.get("task") == task.name:
-        teacher = Teacher(_load_model(source), _from_pretrained("tokenizer", source), source, card)
+        teacher = Teacher(_load_model(source), tokenizer or _from_pretrained("tokenizer", source), source, card)
     elif (stored / CARD_NAME).is_file():
         card = _read_json(stored / CARD_NAME) or {}
         recipe = card.get("recipe", {})
@@ -248,7 +250,7 @@ def load_teacher(
             f"teacher: reusing the stored teacher {stored} (dev {card.get('metric', 'score')} "
             f"{card.get('dev_score', float('nan')):.4f}, {len(card.get('history', []))} epochs at lr {recipe.get('lr')})"
         )
-        teacher = Teacher(_load_model(str(stored)), _from_pretrained("tokenizer", str(stored)), str(stored), card)
+        teacher = Teacher(_load_model(str(stored)), tokenizer or _from_pretrained("tokenizer", str(stored)), str(stored), card)
     else:
         from transformers import AutoConfig
 
@@ -257,7 +259,7 @@ def load_teacher(
         except OSError:
             _from_pretrained("model", source)  # raises the TeacherError that explains what to do
             raise
-        tokenizer = _from_pretrained("tokenizer", source)
+        tokenizer = tokenizer or _from_pretrained("tokenizer", source)
         if _has_task_head(base_config) and base_config.num_labels != task.num_labels:
             raise TeacherError(
                 f"teacher {spec.name} has a trained head with {base_config.num_labels} labels but task "

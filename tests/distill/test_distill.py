@@ -413,33 +413,37 @@ def test_student_init_warm_starts_from_a_saved_student_of_any_kind(tiny_teacher,
     """--student-init RUN: the new student starts from that run's weights (a dense student's into a spiking
     one), every weight but the thresholds, which calibration sets anew; a folder that holds no student, or
     one of another shape, is a one-line error before any work."""
-    from eqspike.students import load_student, student_for_run
+    from eqspike.distill.students import build_student
+    from eqspike.students import load_student
 
-    dense = tmp_path / "dense"
+    dense = tmp_path / "dense-seed-0"
     Distiller(
         tiny_config(tiny_teacher, toy_files, dense, student_type="dense", intermediate_epochs=0, prediction_epochs=1), **QUIET
     ).run()
     assert load_student(dense / "student").config.text_pairs is False  # the toy task's single texts, recorded
     trained = load_student(dense / "student").state_dict()
     config = tiny_config(tiny_teacher, toy_files, tmp_path / "warm", time_steps=4, student_init=str(dense))
-    cold = student_for_run(tiny_teacher.model, config.replace(student_init="teacher")).state_dict()
-    warm = student_for_run(tiny_teacher.model, config).state_dict()
+    cold = build_student(tiny_teacher.model, config.replace(student_init="teacher")).state_dict()
+    warm = build_student(tiny_teacher.model, config).state_dict()
     changed = [name for name, value in trained.items() if not torch.equal(value, cold[name])]
     assert changed  # the dense run trained: its weights are not the teacher's layers any more
     assert all(torch.equal(warm[name], value) for name, value in trained.items())
     thresholds = [name for name in warm if name not in trained]
     assert thresholds and all("threshold" in name for name in thresholds)
     for kind in ("dense", "spikelm"):  # 'random' re-initialises every kind of student, seeded
-        from_teacher = student_for_run(tiny_teacher.model, config.replace(student_type=kind, student_init="teacher"))
-        drawn = [student_for_run(tiny_teacher.model, config.replace(student_type=kind, student_init="random")) for _ in range(2)]
+        from_teacher = build_student(tiny_teacher.model, config.replace(student_type=kind, student_init="teacher"))
+        drawn = [build_student(tiny_teacher.model, config.replace(student_type=kind, student_init="random")) for _ in range(2)]
         weight = next(n for n, p in from_teacher.named_parameters() if p.dim() == 2 and "embeddings" not in n)
         values = [dict(m.named_parameters())[weight] for m in (from_teacher, *drawn)]
         assert not torch.equal(values[0], values[1]) and torch.equal(values[1], values[2]), kind
-    # The run itself, from the run directory's student/ folder, says where it started.
+    # The run itself, from the run directory's student/ folder, says where it started; '{seed}' in the path
+    # is the run's seed (each of --seeds from its own), kept as written in the saved settings.
     messages = []
-    Distiller(config.replace(student_init=str(dense / "student"), prediction_epochs=1), log=messages.append).run()
+    template = str(tmp_path / "dense-seed-{seed}" / "student")
+    Distiller(config.replace(student_init=template, seed=0, prediction_epochs=1), log=messages.append).run()
     assert any("warm start from the saved student" in m and str(dense / "student") in m for m in messages)
-    assert yaml.safe_load((tmp_path / "warm" / "config.yaml").read_text())["student_init"] == str(dense / "student")
+    assert yaml.safe_load((tmp_path / "warm" / "config.yaml").read_text())["student_init"] == template
+    assert config.replace(student_init=template, seed=7).warm_start == str(tmp_path / "dense-seed-7" / "student")
     capsys.readouterr()
     common = [
         "distill",

@@ -8,6 +8,7 @@ from transformers import AutoModelForSequenceClassification
 
 from eqspike.app.cli import main
 from eqspike.distill.config import RunConfig
+from eqspike.distill.students import build_student
 from eqspike.distill.trainer import Distiller
 from eqspike.students import DenseBertForSequenceClassification, load_student
 from eqspike.students.energy import bert_macs
@@ -71,7 +72,7 @@ def test_distill_trains_a_dense_student_and_counts_its_dense_energy(tiny_teacher
 def test_the_dense_student_is_trained_by_the_same_recipe_and_moves(tiny_teacher, toy_files, tmp_path):
     """Training changes its weights (the losses reach it), starting from the teacher's layers."""
     config = tiny_config(tiny_teacher, toy_files, tmp_path / "run", student_type="dense")
-    start = DenseBertForSequenceClassification.for_run(tiny_teacher.model, config)
+    start = build_student(tiny_teacher.model, config)
     Distiller(config, **QUIET).run()
     trained = load_student(tmp_path / "run" / "student")
     moved = [name for name, p in trained.state_dict().items() if not torch.equal(p, start.state_dict()[name])]
@@ -89,7 +90,6 @@ def test_a_trained_dense_student_teaches_a_spiking_student_of_its_shape(tiny_tea
     """Teacher, then dense student, then spiking student: the dense student is exported as the BERT it
     is (the same logits, hidden states and attention scores), is accepted as --teacher, and the spiking
     student starts from its weights."""
-    from eqspike.students import SpikingBertForSequenceClassification
     from eqspike.teacher.targets import teacher_targets
 
     dense_run = tmp_path / "dense"
@@ -114,7 +114,7 @@ def test_a_trained_dense_student_teaches_a_spiking_student_of_its_shape(tiny_tea
 
     spiking_run = tmp_path / "spiking"
     config = tiny_config(tiny_teacher, toy_files, spiking_run, teacher=str(dense_run / "student"), prediction_epochs=1)
-    student = SpikingBertForSequenceClassification.for_run(bert, config)
+    student = build_student(bert, config)
     assert student.config.teacher_layers == [1, 2]
     for name, value in dense.blocks.state_dict().items():
         assert torch.equal(student.blocks.state_dict()[name], value), name

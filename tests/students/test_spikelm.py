@@ -198,12 +198,15 @@ def test_compare_runs_both_and_writes_the_rows(tiny_teacher, toy_files, tmp_path
     # --baselines names what is trained beside eqspike at T: without infinity no T = infinity student is
     # trained or reported
     import eqspike.distill.inputs as inputs_module
+    import eqspike.teacher.store as store_module
 
-    loads = []
-    load_teacher = inputs_module.load_teacher
+    loads, read = [], []
+    load_teacher, from_pretrained = inputs_module.load_teacher, store_module._from_pretrained
     monkeypatch.setattr(inputs_module, "load_teacher", lambda *a, **k: loads.append(1) or load_teacher(*a, **k))
+    monkeypatch.setattr(store_module, "_from_pretrained", lambda kind, *a, **k: read.append(kind) or from_pretrained(kind, *a, **k))
     assert main([*same, "--baselines", "ann", "--out", str(tmp_path / "without-infinity")]) == 0
-    assert len(loads) == 1  # the inputs opened once for the two runs trained and their measurement
+    # the inputs opened once for the two runs trained and their measurement: the teacher and its tokenizer
+    assert len(loads) == 1 and read.count("tokenizer") == 1, read
     rows = json.loads((tmp_path / "without-infinity" / "compare.json").read_text())["rows"]
     assert {r["method"] for r in rows} == {"eqspike", "dense", "dense-int8", "teacher-int8"}
     assert not (tmp_path / "without-infinity" / "eqspike-inf").exists()
