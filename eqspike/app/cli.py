@@ -27,7 +27,7 @@ from eqspike.core.neurons import (
 from eqspike.core.simulation import simulate
 from eqspike.data.batches import EncodedSplit
 from eqspike.data.tasks import Example, load_task_data
-from eqspike.distill.config import RunConfig, add_config_arguments, config_from_args, load_yaml
+from eqspike.distill.config import add_config_arguments, config_from_args, load_yaml
 from eqspike.distill.inputs import RunInputs
 from eqspike.distill.prepare import subsample
 from eqspike.distill.run_directory import RunDirectory
@@ -37,8 +37,6 @@ from eqspike.errors import EqspikeError, float_within, int_at_least
 from eqspike.runtime.devices import resolve_device
 from eqspike.runtime.distributed import from_environment
 from eqspike.runtime.files import check_output_dir, check_output_file, write_atomic
-from eqspike.students import load_student
-from eqspike.teacher.store import load_tokenizer
 from eqspike.version import __version__
 
 
@@ -96,10 +94,10 @@ def _load_run(
     (evaluate, diagnose) refuses a student without spiking populations before the data is read."""
     run = RunDirectory(run_dir, writes=False)
     run.require_student()
-    config = RunConfig(**run.saved_settings())
+    config = run.saved_config()
     device = resolve_device(device_name or config.device)
     overrides = {k: v for k, v in (neuron or {}).items() if v is not None}
-    student = load_student(run.student, **overrides).to(device)
+    student = run.load_student(device, **overrides)
     if command == "energy":
         if not hasattr(student, "population_names") and not hasattr(student, "spiking_modules"):
             raise EqspikeError(
@@ -109,7 +107,7 @@ def _load_run(
             )
     elif command is not None:
         _require_spiking_equilibrium(student, command, run_dir)
-    tokenizer = load_tokenizer(run.student)
+    tokenizer = run.load_tokenizer()
     task = load_task_data(config.task, config.data_dir, config.train_file, config.validation_file, config.label_type)
     # distill's draw (seeded by the data seed), so that the run's own T scores what distill scored
     limit = max_eval_examples or config.max_eval_examples
@@ -272,7 +270,7 @@ def _references(teacher_score: float | None, dense_run: str | None) -> tuple[dic
             f"with student_type 'dense'); train one with `eqspike distill --student-type dense`"
         )
     reference["dense student"] = result["student_score"]
-    return reference, load_student(run.student)
+    return reference, run.load_student()
 
 
 def cmd_predict(args: argparse.Namespace) -> int:

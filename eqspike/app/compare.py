@@ -40,7 +40,6 @@ from eqspike.distill.run_directory import RunDirectory, RunDirectoryError
 from eqspike.distill.trainer import Distiller, StageForward, TrainingDiverged
 from eqspike.runtime.devices import resolve_device
 from eqspike.runtime.environment import environment_record
-from eqspike.students import load_student
 from eqspike.students.energy import StudentEnergy, spikelm_energy_pj
 from eqspike.students.families import family_of
 
@@ -73,7 +72,7 @@ def _measure_training_step(
     """(seconds, peak MiB) of one training step of the run's student on the batch ``indices``: the
     trainer's own ``step`` (forward, losses, backward) in the stage that trains the most."""
     distiller = Distiller(config, log=lambda *_: None)
-    student = load_student(run_dir.student).to(device).train()
+    student = run_dir.load_student(device).train()
     distiller.attach(device, teacher, student.config.teacher_layers)
     stage = distiller.stages(data)[1 if config.task_loss_only else 0]
 
@@ -176,7 +175,7 @@ def _train_runs(
             else:
                 m = measured
                 _, _, energy_pj = _spikelm_at(
-                    load_student(RunDirectory(spikelm_dir).student).to(measured.device),
+                    RunDirectory(spikelm_dir).load_student(measured.device),
                     m.data,
                     m.split,
                     T,
@@ -205,7 +204,7 @@ def _rows_of(
     and energy under both conventions (the dense student also as W8A8; the QNN at its T-step map)."""
     run_dir = RunDirectory(run_config.output_dir)
     seconds, memory = _measure_training_step(run_config, run_dir, m.teacher, m.data, indices, m.device, repeats)
-    student = load_student(run_dir.student).to(m.device)
+    student = run_dir.load_student(m.device)
     batch_size = run_config.eval_batch_size
     rows: list[dict[str, Any]] = []
     if method in ("dense", "qnn"):  # counted as the dense networks of the energy report

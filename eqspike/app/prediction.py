@@ -23,7 +23,7 @@ import torch
 from eqspike.data.batches import EncodedSplit
 from eqspike.data.evaluation import predict as predict_logits
 from eqspike.data.tasks import DataError, Example, read_table
-from eqspike.distill.config import load_yaml
+from eqspike.distill.run_directory import RunDirectory
 from eqspike.errors import EqspikeError
 from eqspike.students import load_student
 from eqspike.students.dense_bert import MODEL_TYPE as DENSE_MODEL_TYPE
@@ -80,10 +80,9 @@ class Predictor:
         """From a run directory or a student folder; ``overrides`` replace student config fields."""
         path = Path(path)
         student_dir, settings = path, None
-        if (path / "student" / "config.json").is_file():
-            student_dir = path / "student"
-            if (path / "config.yaml").is_file():
-                settings = load_yaml(path / "config.yaml")
+        run = RunDirectory.holding_student(path)
+        if run is not None:
+            student_dir, settings = run.student, run.saved_settings() if run.started else None
         elif not (path / "config.json").is_file():
             raise EqspikeError(
                 f"{path} is neither a run directory (RUN/student/config.json) nor a saved student (config.json)"

@@ -31,9 +31,9 @@ import torch
 from eqspike.distill.config import ConfigError, RunConfig, save_yaml
 from eqspike.runtime.files import atomic_directory, check_output_dir, recover_directory, write_atomic
 from eqspike.runtime.reporting import open_report
-from eqspike.students import STUDENTS, load_student_config
+from eqspike.students import STUDENTS, load_student, load_student_config
 from eqspike.students.model_card import CARD_NAME, model_card, write_model_card
-from eqspike.teacher.store import teacher_name
+from eqspike.teacher.store import load_tokenizer, teacher_name
 from eqspike.version import __version__
 
 MARKER = ".eqspike-run"
@@ -138,6 +138,24 @@ class RunDirectory:
 
         return load_yaml(self.settings)
 
+    def saved_config(self) -> RunConfig:
+        """The run's resolved settings, as saved in config.yaml."""
+        return RunConfig(**self.saved_settings())
+
+    def load_student(self, device: torch.device | str = "cpu", **overrides: Any) -> torch.nn.Module:
+        """The saved student (``overrides`` replace its config fields), on ``device``."""
+        return load_student(self.student, **overrides).to(device)
+
+    def load_tokenizer(self):
+        """The tokenizer saved with the student (its teacher's)."""
+        return load_tokenizer(self.student)
+
+    @classmethod
+    def holding_student(cls, path: str | Path) -> RunDirectory | None:
+        """The run directory ``path`` names when it holds a saved student (RUN/student/config.json), else None."""
+        run = cls(path, writes=False)
+        return run if (run.student / "config.json").is_file() else None
+
     def settings_differ(self, config: RunConfig, ignore: tuple[str, ...] = INVOCATION) -> list[str]:
         """The settings in which the saved config.yaml differs from ``config``, leaving out ``ignore`` (by
         default those that only say how a run is invoked: output_dir, overwrite, resume, max_steps)."""
@@ -205,6 +223,20 @@ class RunDirectory:
                     f"choose another --output-dir"
                 )
         return None
+
+    def resume(self, config: RunConfig, log=print) -> dict[str, Any] | None:
+        """Where a run continues (after ``claim``): None to start from the beginning (not resuming, or a run
+        stopped before its first checkpoint, whose log is discarded); else the checkpoint's state, once the
+        saved settings are checked against ``config`` (``check_resume``)."""
+        if not config.resume:
+            return None
+        if self.started and not self.has_checkpoint and not self.finished:
+            log(f"resume: {self.root} stopped before its first checkpoint; starting it from the beginning")
+            self.discard_log()
+            return None
+        if self.started:
+            self.check_resume(config)
+        return self.resume_state()
 
     def resume_state(self) -> dict[str, Any]:
         """The checkpoint's state (after ``claim``); the log keeps the lines up to its step, as the

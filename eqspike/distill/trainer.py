@@ -138,14 +138,7 @@ class Distiller:
         # 1. The run directory (repaired after a crash when resuming) and the inputs, checked before any work.
         self.run_dir.claim(c.resume, c.overwrite, self.log)
         sharding.barrier()
-        resume_state = None
-        if c.resume and self.run_dir.started and not self.run_dir.has_checkpoint and not self.run_dir.finished:
-            self.log(f"resume: {self.run_dir.root} stopped before its first checkpoint; starting it from the beginning")
-            self.run_dir.discard_log()
-        elif c.resume:
-            if self.run_dir.started:
-                self.run_dir.check_resume(c)
-            resume_state = self.run_dir.resume_state()
+        resume_state = self.run_dir.resume(c, self.log)
         # Recorded now, not at the end: the commit and packages of the code that trains this run.
         self.environment = environment_record(self.device, c.precision)
         # a warm start's saved student, refused now (not after the teacher's fine-tuning) if it does not fit

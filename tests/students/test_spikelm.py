@@ -203,7 +203,9 @@ def test_compare_runs_both_and_writes_the_rows(tiny_teacher, toy_files, tmp_path
     loads, read = [], []
     load_teacher, from_pretrained = inputs_module.load_teacher, store_module._from_pretrained
     monkeypatch.setattr(inputs_module, "load_teacher", lambda *a, **k: loads.append(1) or load_teacher(*a, **k))
-    monkeypatch.setattr(store_module, "_from_pretrained", lambda kind, *a, **k: read.append(kind) or from_pretrained(kind, *a, **k))
+    monkeypatch.setattr(
+        store_module, "_from_pretrained", lambda kind, *a, **k: read.append(kind) or from_pretrained(kind, *a, **k)
+    )
     assert main([*same, "--baselines", "ann", "--out", str(tmp_path / "without-infinity")]) == 0
     # the inputs opened once for the two runs trained and their measurement: the teacher and its tokenizer
     assert len(loads) == 1 and read.count("tokenizer") == 1, read
