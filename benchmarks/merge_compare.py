@@ -1,6 +1,6 @@
 """Merge two comparisons of the same seeds: an earlier `eqspike compare --seeds ...` and baselines added to
 it later (`eqspike compare --baselines ann,qnn --baselines-only --seeds ...`), into one summary over
-seeds with the paired differences of `eqspike compare` (``eqspike.app.compare.summarize_seeds``).
+seeds with the paired differences of `eqspike compare` (``eqspike.app.compare_report.summarize_seeds``).
 
 Where both hold a row of the same method and T (the dense student, trained again), the two scores must
 be equal: the row is then the same run reproduced, and the merge says so; where they differ it stops.
@@ -18,8 +18,7 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-from eqspike.app.compare import summarize_seeds
-from eqspike.app.compare_report import plot_pareto, seeds_table
+from eqspike.app.compare_report import plot_pareto, seeds_table, summarize_seeds
 
 
 def read_compare(folder: Path, seed: int) -> dict[str, Any]:

@@ -15,7 +15,8 @@ from transformers.utils import logging
 from eqspike.analysis.attribution import attribute, format_attribution, write_attribution
 from eqspike.analysis.diagnostics import check_time_steps, diagnose, score_vs_time_steps
 from eqspike.analysis.report import format_table, plot, write_report
-from eqspike.app.compare import check_baselines, compare, compare_seeds
+from eqspike.app.compare import compare, compare_seeds
+from eqspike.app.compare_methods import check_baselines
 from eqspike.app.prediction import Predictor, pairing_warning, read_inputs
 from eqspike.core.checks import StackedSpikingNetwork, implicit_gradient_check
 from eqspike.core.equilibrium import EquilibriumConfig, EquilibriumLayer

@@ -29,9 +29,16 @@ from eqspike.analysis.benchmarking import (
 from eqspike.analysis.diagnostics import check_time_steps
 from eqspike.analysis.energy import CONVENTIONS, Hardware, dense_inventory, price
 from eqspike.analysis.energy_report import baseline_inventories, energy_report
-from eqspike.analysis.seeds import paired_differences, spread
-from eqspike.app.compare_report import METHODS, seeds_table, write_compare
-from eqspike.core.quantization import simulate_int8
+from eqspike.app.compare_methods import (
+    DEFAULT_BASELINES,
+    METHOD_OF,
+    check_baselines,
+    plan_runs,
+    row,
+    spikelm_at,
+    teacher_int8_rows,
+)
+from eqspike.app.compare_report import seeds_table, summarize_seeds, write_compare
 from eqspike.data.batches import batch_order
 from eqspike.data.evaluation import evaluate
 from eqspike.distill.config import RunConfig
@@ -40,14 +47,8 @@ from eqspike.distill.run_directory import RunDirectory, RunDirectoryError
 from eqspike.distill.trainer import Distiller, StageForward, TrainingDiverged
 from eqspike.runtime.devices import resolve_device
 from eqspike.runtime.environment import environment_record
-from eqspike.students.energy import StudentEnergy, spikelm_energy_pj
+from eqspike.students.energy import StudentEnergy
 from eqspike.students.families import family_of
-
-# What `--baselines` may train beside eqspike at each T: ann (the dense student, also scored at INT8, and
-# the teacher scored at INT8), qnn,
-# spikelm, infinity (eqspike trained once for T = infinity, run at every T).
-BASELINES = ("ann", "qnn", "spikelm", "infinity")
-DEFAULT_BASELINES = ("ann", "spikelm", "infinity")
 
 
 def _train_or_load(config: RunConfig, log, inputs: RunInputs | None = None) -> RunDirectory:
@@ -88,57 +89,6 @@ def _measure_training_step(
     return seconds, memory
 
 
-def plan_runs(
-    config: RunConfig,
-    time_steps: list[int],
-    out_dir: Path,
-    baselines: tuple[str, ...],
-    match_energy: bool = False,
-    baselines_only: bool = False,
-) -> list[tuple[str, int | None, RunConfig]]:
-    """The runs of a comparison, in training order: (method, T or None for one network at every T, settings)."""
-    eq = config.replace(student_type="eqspike")
-    runs: list[tuple[str, int | None, RunConfig]] = []
-    if "infinity" in baselines:
-        runs.append(
-            ("eqspike-inf", None, eq.replace(train_for="infinity", energy_budget=None, output_dir=str(out_dir / "eqspike-inf")))
-        )
-    if "ann" in baselines:
-        runs.append(("dense", None, config.replace(student_type="dense", energy_budget=None, output_dir=str(out_dir / "dense"))))
-    for T in time_steps:
-        if "spikelm" in baselines:
-            runs.append(
-                (
-                    "spikelm",
-                    T,
-                    config.replace(
-                        student_type="spikelm",
-                        spikelm_time_steps=T,
-                        energy_budget=None,
-                        output_dir=str(out_dir / f"spikelm-T{T}"),
-                    ),
-                )
-            )
-        folder = f"eqspike-T{T}-at-spikelm-energy" if match_energy else f"eqspike-T{T}"
-        if not baselines_only:
-            runs.append(("eqspike", T, eq.replace(train_for="time_steps", time_steps=T, output_dir=str(out_dir / folder))))
-        if "qnn" in baselines:
-            runs.append(
-                (
-                    "qnn",
-                    T,
-                    eq.replace(
-                        train_for="time_steps",
-                        train_forward="solve",
-                        time_steps=T,
-                        energy_budget=None,
-                        output_dir=str(out_dir / f"qnn-T{T}"),
-                    ),
-                )
-            )
-    return runs
-
-
 class _Measured:
     """The comparison's inputs (opened once, for every run), its dev split and the teacher's energy per example."""
 
@@ -168,20 +118,14 @@ def _train_runs(
     diverged: dict[str, str] = {}  # a run whose training diverged is reported as such, not dropped
     budgets: dict[int, float] = {}
     for index, (method, T, run_config) in enumerate(runs):
-        if method == "eqspike" and match_energy:
-            spikelm_dir = runs[index - 1][2].output_dir
+        if match_energy and METHOD_OF[method].at_spikelm_energy:
+            spikelm_dir = next(c.output_dir for name, t, c in runs if name == "spikelm" and t == T)
             if spikelm_dir in diverged:
                 log(f"compare: SpikeLM T={T} diverged; eqspike T={T} is trained without an energy budget")
             else:
                 m = measured
-                _, _, energy_pj = _spikelm_at(
-                    RunDirectory(spikelm_dir).load_student(measured.device),
-                    m.data,
-                    m.split,
-                    T,
-                    run_config.eval_batch_size,
-                    measured.device,
-                )
+                student = RunDirectory(spikelm_dir).load_student(m.device)
+                _, _, energy_pj = spikelm_at(student, m.data, m.split, T, run_config.eval_batch_size, m.device)
                 budgets[T] = energy_pj / m.teacher_pj
                 log(
                     f"compare: SpikeLM at T={T} spends {budgets[T]:.3f} of the teacher's energy: eqspike T={T} is "
@@ -201,41 +145,36 @@ def _rows_of(
     method: str, T: int | None, run_config: RunConfig, m: _Measured, time_steps: list[int], indices: list[int], repeats: int
 ) -> list[dict[str, Any]]:
     """A trained run's rows: its training step's time and memory, and per T its dev score, firing rate
-    and energy under both conventions (the dense student also as W8A8; the QNN at its T-step map)."""
+    and energy under both conventions (the dense networks, the dense student as W8A8 and the QNN, priced
+    by the energy report's inventories; the spiking students simulated by ``energy_report``)."""
+    spec = METHOD_OF[method]
     run_dir = RunDirectory(run_config.output_dir)
     seconds, memory = _measure_training_step(run_config, run_dir, m.teacher, m.data, indices, m.device, repeats)
     student = run_dir.load_student(m.device)
     batch_size = run_config.eval_batch_size
     rows: list[dict[str, Any]] = []
-    if method in ("dense", "qnn"):  # counted as the dense networks of the energy report
+    if spec.dense_rows:
         lengths = [float(len(ids)) for ids in m.split.input_ids]
         inventories = baseline_inventories(
             StudentEnergy.of(student.config), lengths, T or time_steps[0], student.config.weight_bits, True
         )
-        for name, inventory, t_values in (
-            [("dense", "dense_student_fp32", time_steps), ("dense-int8", "dense_student_int8", time_steps)]
-            if method == "dense"
-            else [("qnn", "qnn", [T])]
-        ):
-            ops = inventories[inventory]
-            score = _dense_score(student, m.data, m.split, batch_size, m.device, name)
-            energy = [price(ops, Hardware(), convention) for convention in CONVENTIONS]
-            # the dense networks are one network whatever T: a row per T, to read beside the spiking ones
-            rows += [_row(name, t, score, seconds, memory, 0.0, *energy) for t in t_values]
+        for dense in spec.dense_rows:
+            score = dense.score(student, m.data, m.split, batch_size, m.device, dense.name)
+            energy = [price(inventories[dense.inventory], Hardware(), convention) for convention in CONVENTIONS]
+            # a dense network is one network whatever T: a row per T, to read beside the spiking ones
+            rows += [row(dense.name, t, score, seconds, memory, 0.0, *energy) for t in (time_steps if dense.every_t else [T])]
         return rows
-    report = energy_report(
-        student, m.data.task, m.split, [T] if method == "spikelm" else (time_steps if T is None else [T]), batch_size, m.device
-    )
-    for row in report["rows"]:
-        spent = {name: convention["student_uj"] * 1e6 for name, convention in row["conventions"].items()}
+    report = energy_report(student, m.data.task, m.split, spec.scored_at(T, time_steps), batch_size, m.device)
+    for simulated in report["rows"]:
+        spent = {name: convention["student_uj"] * 1e6 for name, convention in simulated["conventions"].items()}
         rows.append(
-            _row(
+            row(
                 method,
-                row["time_steps"],
-                row["score"],
+                simulated["time_steps"],
+                simulated["score"],
                 seconds,
                 memory,
-                row["firing_rate"],
+                simulated["firing_rate"],
                 spent["compute"],
                 spent["compute_memory"],
             )
@@ -283,16 +222,16 @@ def compare(
     rows: list[dict[str, Any]] = []
     for method, T, run_config in runs:
         if run_config.output_dir in diverged:
-            for name in [method, "dense-int8"] if method == "dense" else [method]:
+            for name in METHOD_OF[method].row_names:
                 rows += [
-                    {**_row(name, t, None, None, None, None, None, None), "diverged": diverged[run_config.output_dir]}
+                    {**row(name, t, None, None, None, None, None, None), "diverged": diverged[run_config.output_dir]}
                     for t in ([T] if T else time_steps)
                 ]
             continue
         log(f"compare: measuring {method}" + (f" T={T}" if T else " at every T"))
         rows += _rows_of(method, T, run_config, m, time_steps, indices, repeats)
     if "ann" in baselines:  # the teacher run as a W8A8 network (post-training), beside the INT8 dense student
-        rows += _teacher_int8_rows(m.teacher, m.data, m.split, time_steps, config.eval_batch_size, device)
+        rows += teacher_int8_rows(m.teacher, m.data, m.split, time_steps, config.eval_batch_size, device)
     result = {
         "task": m.data.task.name,
         "metric": m.data.task.metric,
@@ -339,123 +278,5 @@ def compare_seeds(
     return summary
 
 
-REFERENCES = ("eqspike", "spikelm", "dense", "qnn")  # over seeds, each method's paired differences to these
-
-
-def summarize_seeds(results: dict[int, dict[str, Any]], time_steps: list[int]) -> dict[str, Any]:
-    """Per T and method, over the seeds of ``results`` (seed -> a ``compare`` result): the dev score and
-    the energy ratio (mean, std, 95% interval), and their paired differences to each of ``REFERENCES``
-    on the same seed (the same data order, selection split and teacher)."""
-    seeds = list(results)
-
-    def value(result: dict[str, Any], method: str, T: int, key: str) -> float | None:
-        row = next((r for r in result["rows"] if r["method"] == method and r["time_steps"] == T), None)
-        if row is None or row["score"] is None:
-            return None
-        return row["score"] if key == "score" else row["energy_pj"] / result["teacher_energy_pj"]
-
-    rows = []
-    trained = {r["method"] for result in results.values() for r in result["rows"]}
-    for T in check_time_steps(time_steps):
-        for method in (m for m in METHODS if m in trained):
-            entry: dict[str, Any] = {"method": method, "time_steps": T}
-            for key in ("score", "energy_ratio"):
-                per_seed = {s: v for s in seeds if (v := value(results[s], method, T, key)) is not None}
-                entry[key] = spread(list(per_seed.values())) if per_seed else None
-                for reference in REFERENCES:
-                    if method == reference:
-                        continue
-                    theirs = {s: v for s in seeds if (v := value(results[s], reference, T, key)) is not None}
-                    entry[f"{key}_minus_{reference}"] = (
-                        paired_differences(per_seed, theirs) if set(per_seed) & set(theirs) else None
-                    )
-            rows.append(entry)
-    return {
-        "task": results[seeds[0]]["task"],
-        "metric": results[seeds[0]]["metric"],
-        "seeds": seeds,
-        "teacher_score": spread([results[s]["teacher_score"] for s in seeds]),
-        "rows": rows,
-        "environment": {str(s): results[s].get("environment") for s in seeds},
-    }
-
-
 def _evaluate_teacher(teacher, data, config: RunConfig, device) -> float:
     return evaluate(lambda b: teacher.model(**b).logits, data.task, data.splits, config.eval_batch_size, device)[data.task.metric]
-
-
-def check_baselines(baselines) -> tuple[str, ...]:
-    """``--baselines``: a comma-separated list or a sequence of ann, qnn, spikelm, infinity."""
-    names = tuple(b.strip() for b in (baselines.split(",") if isinstance(baselines, str) else baselines) if b.strip())
-    unknown = [b for b in names if b not in BASELINES]
-    if unknown:
-        raise ValueError(
-            f"--baselines {','.join(names)}: {', '.join(map(repr, unknown))} is not a baseline; "
-            f"choose from {', '.join(BASELINES)}"
-        )
-    return names
-
-
-def _row(
-    method: str,
-    T: int,
-    score: float | None,
-    seconds: float | None,
-    memory: float | None,
-    firing: float | None,
-    energy_pj: float | None,
-    energy_pj_compute_memory: float | None,
-) -> dict[str, Any]:
-    return {
-        "method": method,
-        "time_steps": T,
-        "score": score,
-        "train_step_s": seconds,
-        "peak_train_mem_mb": memory,
-        "firing_rate": firing,
-        "energy_pj": energy_pj,
-        "energy_pj_compute_memory": energy_pj_compute_memory,
-    }
-
-
-def _spikelm_at(student, data, split, T: int, batch_size: int, device) -> tuple[float, float, float]:
-    """(dev score, firing rate, energy per example in pJ) of a SpikeLM student."""
-    lengths = [len(ids) for ids in split.input_ids]
-    student.count_spikes(True)
-    score = evaluate(
-        lambda b: student(**b).logits, data.task, {data.task.main_split: split}, batch_size, device, f"spikelm T={T}"
-    )[data.task.metric]
-    firing, accumulates = student.spike_statistics()
-    student.count_spikes(False)
-    return score, firing, spikelm_energy_pj(student.config, accumulates, lengths, T) / len(lengths)
-
-
-def _teacher_int8_rows(teacher, data, split, time_steps: list[int], batch_size: int, device) -> list[dict[str, Any]]:
-    """The teacher as a W8A8 network (``simulate_int8``): its dev score and its energy under both
-    conventions (the energy report's ``teacher_int8``), one row per T like the dense student's."""
-    with simulate_int8(teacher.model):
-        score = evaluate(
-            lambda b: teacher.model(**b).logits, data.task, {data.task.main_split: split}, batch_size, device, "teacher-int8"
-        )[data.task.metric]
-    t = teacher.model.config
-    width = family_of(t.model_type).shape(t)
-    shape = StudentEnergy(
-        t.hidden_size, width["intermediate_size"], t.num_attention_heads, t.num_hidden_layers, t.num_labels, t.num_hidden_layers
-    )
-    ops = dense_inventory(shape, t.num_hidden_layers, [float(len(ids)) for ids in split.input_ids], 8, 8, "int8")
-    energy = [price(ops, Hardware(), convention) for convention in CONVENTIONS]
-    return [_row("teacher-int8", T, score, None, None, 0.0, *energy) for T in time_steps]
-
-
-def _dense_score(student, data, split, batch_size: int, device, name: str) -> float:
-    """The dev score of a dense student (``dense``; ``dense-int8``: run as W8A8) or of a student run as its
-    T-step quantized map (``qnn``: the fixed point of that map)."""
-    splits = {data.task.main_split: split}
-    if name == "qnn":
-        return evaluate(lambda b: student(**b, mode="solve").logits, data.task, splits, batch_size, device, name)[
-            data.task.metric
-        ]
-    if name == "dense-int8":
-        with simulate_int8(student):
-            return evaluate(lambda b: student(**b).logits, data.task, splits, batch_size, device, name)[data.task.metric]
-    return evaluate(lambda b: student(**b).logits, data.task, splits, batch_size, device, name)[data.task.metric]

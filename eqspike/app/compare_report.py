@@ -8,7 +8,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from eqspike.analysis.seeds import format_spread
+from eqspike.analysis.diagnostics import check_time_steps
+from eqspike.analysis.seeds import format_spread, paired_differences, spread
 
 METHODS = ("eqspike", "eqspike-inf", "spikelm", "dense", "dense-int8", "qnn", "teacher-int8")
 METHOD_LABELS = {
@@ -191,3 +192,44 @@ def plot_pareto(result: dict[str, Any], path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+REFERENCES = ("eqspike", "spikelm", "dense", "qnn")  # over seeds, each method's paired differences to these
+
+
+def summarize_seeds(results: dict[int, dict[str, Any]], time_steps: list[int]) -> dict[str, Any]:
+    """Per T and method, over the seeds of ``results`` (seed -> a ``compare`` result): the dev score and
+    the energy ratio (mean, std, 95% interval), and their paired differences to each of ``REFERENCES``
+    on the same seed (the same data order, selection split and teacher)."""
+    seeds = list(results)
+
+    def value(result: dict[str, Any], method: str, T: int, key: str) -> float | None:
+        row = next((r for r in result["rows"] if r["method"] == method and r["time_steps"] == T), None)
+        if row is None or row["score"] is None:
+            return None
+        return row["score"] if key == "score" else row["energy_pj"] / result["teacher_energy_pj"]
+
+    rows = []
+    trained = {r["method"] for result in results.values() for r in result["rows"]}
+    for T in check_time_steps(time_steps):
+        for method in (m for m in METHODS if m in trained):
+            entry: dict[str, Any] = {"method": method, "time_steps": T}
+            for key in ("score", "energy_ratio"):
+                per_seed = {s: v for s in seeds if (v := value(results[s], method, T, key)) is not None}
+                entry[key] = spread(list(per_seed.values())) if per_seed else None
+                for reference in REFERENCES:
+                    if method == reference:
+                        continue
+                    theirs = {s: v for s in seeds if (v := value(results[s], reference, T, key)) is not None}
+                    entry[f"{key}_minus_{reference}"] = (
+                        paired_differences(per_seed, theirs) if set(per_seed) & set(theirs) else None
+                    )
+            rows.append(entry)
+    return {
+        "task": results[seeds[0]]["task"],
+        "metric": results[seeds[0]]["metric"],
+        "seeds": seeds,
+        "teacher_score": spread([results[s]["teacher_score"] for s in seeds]),
+        "rows": rows,
+        "environment": {str(s): results[s].get("environment") for s in seeds},
+    }
