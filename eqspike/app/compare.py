@@ -182,6 +182,30 @@ def _rows_of(
     return rows
 
 
+def _measure_runs(
+    runs: list[tuple[str, int | None, RunConfig]],
+    diverged: dict[str, str],
+    m: _Measured,
+    time_steps: list[int],
+    indices: list[int],
+    repeats: int,
+    log,
+) -> list[dict[str, Any]]:
+    """Every run's rows (``_rows_of``); a run whose training diverged gives rows that say so, without scores."""
+    rows: list[dict[str, Any]] = []
+    for method, T, run_config in runs:
+        if run_config.output_dir in diverged:
+            for name in METHOD_OF[method].row_names:
+                rows += [
+                    {**row(name, t, None, None, None, None, None, None), "diverged": diverged[run_config.output_dir]}
+                    for t in ([T] if T else time_steps)
+                ]
+            continue
+        log(f"compare: measuring {method}" + (f" T={T}" if T else " at every T"))
+        rows += _rows_of(method, T, run_config, m, time_steps, indices, repeats)
+    return rows
+
+
 def compare(
     config: RunConfig,
     time_steps: list[int],
@@ -219,17 +243,7 @@ def compare(
     diverged, budgets = _train_runs(runs, m, match_energy, log)
 
     indices = batch_order(len(m.data.train), config.batch_size, config.seed, 0)[0]
-    rows: list[dict[str, Any]] = []
-    for method, T, run_config in runs:
-        if run_config.output_dir in diverged:
-            for name in METHOD_OF[method].row_names:
-                rows += [
-                    {**row(name, t, None, None, None, None, None, None), "diverged": diverged[run_config.output_dir]}
-                    for t in ([T] if T else time_steps)
-                ]
-            continue
-        log(f"compare: measuring {method}" + (f" T={T}" if T else " at every T"))
-        rows += _rows_of(method, T, run_config, m, time_steps, indices, repeats)
+    rows = _measure_runs(runs, diverged, m, time_steps, indices, repeats, log)
     if "ann" in baselines:  # the teacher run as a W8A8 network (post-training), beside the INT8 dense student
         rows += teacher_int8_rows(m.teacher, m.data, m.split, time_steps, config.eval_batch_size, device)
     result = {

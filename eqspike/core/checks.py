@@ -15,8 +15,9 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from eqspike.core.equilibrium import EquilibriumConfig, EquilibriumLayer
-from eqspike.core.neurons import NeuronConfig
+from eqspike.core.neurons import NeuronConfig, equilibrium_rate, simulate_constant_current
 from eqspike.core.rate_map import Population, RateMap
+from eqspike.core.simulation import simulate
 
 _OPERATIONS = ("affine", "layernorm", "gelu")
 
@@ -154,3 +155,44 @@ def implicit_gradient_check(
     )
     gradients, _ = implicit_gradient(network, x, config)
     return relative_error(gradients, unrolled_gradient(network, x))
+
+
+def selfcheck(seed: int = 0) -> list[tuple[str, str, bool]]:
+    """This installation's core checked on this device, as (check, detail, passed): the IF rate bound
+    |r_T - a*| <= 1/(2T) at T = 32, implicit gradients against an unrolled reference (each solver), and
+    the convergence of spike rates to the equilibrium (the worst population's mean error at T = 64 below a
+    quarter of T = 8's)."""
+    generator = torch.Generator().manual_seed(seed)
+    rows: list[tuple[str, str, bool]] = []
+
+    current = torch.empty(10_000).uniform_(-2, 2, generator=generator)
+    for signed in (True, False):
+        neuron = NeuronConfig(signed=signed)
+        error = (simulate_constant_current(current, 32, neuron).rates - equilibrium_rate(current, neuron)).abs().max().item()
+        rows.append(
+            (
+                f"IF rate bound, {'signed' if signed else 'unsigned'}, T=32",
+                f"max error {error:.4f} <= 1/64",
+                error <= 1 / 64 + 1e-6,
+            )
+        )
+
+    for solver in ("anderson", "broyden", "fixed_point_iter"):
+        error = implicit_gradient_check(solver=solver, seed=seed)
+        rows.append((f"implicit gradient, {solver}", f"relative error {error:.1e} < 1e-4", error < 1e-4))
+
+    network = StackedSpikingNetwork(64, 4, feedback=True, feedback_gain=0.3, seed=seed)
+    x = torch.randn(4, 16, 64, generator=generator)
+    with torch.no_grad():
+        rate_map = network.rate_map(x)
+        star = EquilibriumLayer(EquilibriumConfig(tol=1e-6, max_iter=100))(rate_map).rates
+        error = {T: max((r - star[k]).abs().mean().item() for k, r in simulate(rate_map, T).rates.items()) for T in (8, 64)}
+    rows.append(
+        (
+            "spike rates -> equilibrium",
+            f"worst population error T=8 {error[8]:.4f}, T=64 {error[64]:.4f}",
+            error[64] < 0.25 * error[8],
+        )
+    )
+
+    return rows
