@@ -38,9 +38,10 @@ import numpy as np
 
 from eqspike.analysis.seeds import format_spread, paired_differences, spread
 from eqspike.app.cli import main as eqspike_main
-from eqspike.distill.config import RunConfig, load_yaml
+from eqspike.distill.config import RunConfig
 from eqspike.distill.run_directory import RunDirectory
 from eqspike.distill.seeds import distill_seeds, seed_run
+from eqspike.distill.yaml_io import load_yaml
 
 sys.path.insert(0, str(Path(__file__).parent))
 from bench_spread import parse_variant  # noqa: E402

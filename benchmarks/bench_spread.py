@@ -43,9 +43,10 @@ from eqspike.analysis.seeds import (
     spread_ratio,
 )
 from eqspike.app.cli import main as eqspike
-from eqspike.distill.config import FIELDS, RunConfig, load_yaml
+from eqspike.distill.config import FIELDS, RunConfig
 from eqspike.distill.run_directory import RunDirectory
 from eqspike.distill.seeds import distill_seeds
+from eqspike.distill.yaml_io import load_yaml
 
 
 def parse_variant(text: str) -> tuple[str, dict[str, Any]]:

@@ -2,9 +2,9 @@
 
 The package, from the bottom up (docs/design.md explains the design):
 
-- ``eqspike.core``: integrate-and-fire populations (``neurons``) whose average spike rates reach the
-  fixed point of a rate map, found by simulation or a solver and differentiated implicitly
-  (``equilibrium``); 1- and 1.58-bit weights (``quantization``); numerical checks (``checks``).
+- ``eqspike.core``: integrate-and-fire populations (``neurons``, ``if_population``) whose average spike
+  rates reach the fixed point of a rate map, found by simulation or a solver and differentiated
+  implicitly (``equilibrium``); 1- and 1.58-bit weights (``quantization``); numerical checks (``checks``).
 - ``eqspike.students``: the spiking BERT student, the SpikeLM baseline and the dense student, the
   encoder families, and each student's op counts.
 - ``eqspike.data``: tasks, batches, metrics and evaluation.
@@ -21,11 +21,10 @@ from eqspike.core.equilibrium import (
     EquilibriumOutput,
     EquilibriumStats,
 )
+from eqspike.core.if_population import IFPopulation, simulate_constant_current
 from eqspike.core.neurons import (  # noqa: E402
-    IFPopulation,
     NeuronConfig,
     equilibrium_rate,
-    simulate_constant_current,
 )
 from eqspike.core.rate_map import Population, RateMap
 from eqspike.core.simulation import simulate

@@ -23,29 +23,28 @@ and for the logits: the fraction of examples whose class agrees with the dense-e
 and the median margin between the two largest logits. Given a trained dense student of the same shape
 (``--student-type dense``), per population also its activations h on the same inputs (the tensor at the
 same place of its block): the fractions the population could not carry at T (|h| above the threshold;
-0 < |h| below the resolution) and the distance ||theta a_hat(T) - h|| / ||h||.
+0 < |h| below the resolution) and the distance ||theta a_hat(T) - h|| / ||h||. The networks are built in
+``eqspike.analysis.restoration``; the tables and files are written by ``eqspike.analysis.attribution_report``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from eqspike.analysis.diagnostics import _subset_metrics, check_time_steps
+from eqspike.analysis.diagnostics import check_time_steps
+from eqspike.analysis.restoration import dense_activations, exact_logits, run_restored
+from eqspike.analysis.sweep import _subset_metrics
 from eqspike.core.neurons import time_step_rate
-from eqspike.core.simulation import simulate
 from eqspike.data.batches import EncodedSplit, sequential_batches
 from eqspike.data.tasks import TaskData
 from eqspike.runtime.progress import progress
 
-_NO_THRESHOLD = 1e4  # a threshold so large that nothing is clipped: the dense-equivalent population
 MODES = ("clipped", "dense")
 
 
@@ -98,58 +97,6 @@ def default_parts(names: Sequence[str], layers: int) -> dict[str, list[str]]:
     return parts
 
 
-@contextmanager
-def _thresholds_removed(student, names: Iterable[str]):
-    """The named populations' thresholds set to _NO_THRESHOLD for the rate maps built inside (a map
-    reads its thresholds when it is built), restored on exit."""
-    saved = {name: student.threshold(name).detach().clone() for name in names}
-    try:
-        with torch.no_grad():
-            for name in saved:
-                student.threshold(name).fill_(_NO_THRESHOLD)
-        yield
-    finally:
-        with torch.no_grad():
-            for name, value in saved.items():
-                student.threshold(name).copy_(value)
-
-
-def run_restored(
-    student, batch: Mapping[str, Tensor], time_steps: Sequence[int], analog: set[str], dense: set[str], observe=None
-) -> dict[int, Tensor]:
-    """Logits of the spiking network at each T in ``time_steps`` (one simulation to the largest), with
-    the ``analog`` populations at their exact rates and, of those, the ``dense`` ones without a
-    threshold. ``observe(t, rate_map, rates)`` is called at each of those T."""
-    if not dense <= analog:
-        raise ValueError("a population without a threshold cannot spike: dense must be a subset of analog")
-    last = f"block{student.config.num_hidden_layers - 1}.output"
-    with _thresholds_removed(student, dense):
-        rate_map = student.rate_map(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"])
-        theta_last = student.thresholds()[last]
-    logits: dict[int, Tensor] = {}
-
-    def observer(t: int, rates: Mapping[str, Tensor], _counts) -> None:
-        if t in time_steps:
-            logits[t] = student.head(theta_last * rates[last]).float()
-            if observe is not None:
-                observe(t, rate_map, rates)
-
-    simulate(rate_map, max(time_steps), observer=observer, count_spikes=False, analog=frozenset(analog))
-    return logits
-
-
-def exact_logits(student, batch: Mapping[str, Tensor], dense: bool) -> Tensor:
-    """Logits at the exact equilibrium: clipped (T = infinity), or with no threshold (``dense``: the
-    dense-equivalent network)."""
-    names = student.population_names(student.config.num_hidden_layers) if dense else []
-    last = names[-1] if dense else f"block{student.config.num_hidden_layers - 1}.output"
-    with _thresholds_removed(student, names):
-        rate_map = student.rate_map(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"])
-        theta_last = student.thresholds()[last]
-    rates = student.equilibrium(rate_map, mode="solve").rates
-    return student.head(theta_last * rates[last]).float()
-
-
 def _add_statistics(
     sums: dict[str, np.ndarray],
     k: int,
@@ -175,37 +122,6 @@ def _add_statistics(
         s[3] += float(((theta * (rates[population.name] - clamped)) ** 2 * weight).sum())
         s[4] += float(((theta * x) ** 2 * weight).sum())
         s[5] += float(weight.sum())
-
-
-def dense_activations(dense_student, batch: Mapping[str, Tensor]) -> dict[str, Tensor]:
-    """A dense student's activations at the places of the spiking student's populations (forward hooks):
-    the embeddings, and per block key, value, context (the input of the attention output projection),
-    attention_output, intermediate (after GELU: the input of the output projection) and output."""
-    found: dict[str, Tensor] = {}
-    hooks = [dense_student.embeddings.register_forward_hook(lambda m, i, o: found.__setitem__("embeddings", o))]
-    for m, block in enumerate(dense_student.blocks):
-
-        def keep(name: str, output: bool = True):
-            return (
-                (lambda mod, inputs, out: found.__setitem__(name, out))
-                if output
-                else (lambda mod, inputs: found.__setitem__(name, inputs[0]))
-            )
-
-        hooks += [
-            block.key.register_forward_hook(keep(f"block{m}.key")),
-            block.value.register_forward_hook(keep(f"block{m}.value")),
-            block.attention_output.register_forward_pre_hook(keep(f"block{m}.context", output=False)),
-            block.attention_norm.register_forward_hook(keep(f"block{m}.attention_output")),
-            block.output.register_forward_pre_hook(keep(f"block{m}.intermediate", output=False)),
-            block.output_norm.register_forward_hook(keep(f"block{m}.output")),
-        ]
-    try:
-        dense_student(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"])
-    finally:
-        for hook in hooks:
-            hook.remove()
-    return found
 
 
 def _add_dense_comparison(
@@ -260,36 +176,16 @@ def attribute(
     ``dense_student``: a trained dense student of the same shape, whose activations each population is
     compared with."""
     time_steps = check_time_steps(time_steps)
-    modes = tuple(dict.fromkeys(modes))
-    bad = [m for m in modes if m not in MODES]
-    if bad or not modes:
-        raise ValueError(f"modes {list(modes)} are not valid; choose from {', '.join(MODES)}")
+    modes = _check_modes(modes)
     device = torch.device(device)
     student = student.to(device).eval()
     layers = student.config.num_hidden_layers
     names = student.population_names(layers)
-    everything = set(names)
-    parts = default_parts(names, layers) if parts is None else {part: list(members) for part, members in parts.items()}
-    unknown = sorted({n for members in parts.values() for n in members} - everything)
-    if unknown:
-        raise ValueError(f"parts name populations the student does not have: {unknown}; it has {names}")
-    pieces: dict[tuple, list[tuple[Tensor, Tensor]]] = {}
-    agreement = np.zeros(len(time_steps))
-    margins: dict[Any, list[Tensor]] = {t: [] for t in time_steps} | {"dense": []}
-    sums = {name: np.zeros((len(time_steps), 6)) for name in names}
-    dense_sums = {name: np.zeros((len(time_steps), 4)) for name in names}
+    parts = _check_parts(parts, names, layers)
+    tally = _Tally.empty(names, time_steps)
     if dense_student is not None:
-        shape = ("num_hidden_layers", "hidden_size", "intermediate_size", "num_attention_heads")
-        if not hasattr(dense_student, "blocks") or any(
-            getattr(dense_student.config, k, None) != getattr(student.config, k) for k in shape
-        ):
-            raise ValueError(
-                f"the dense student must have the spiking student's shape ({', '.join(shape)}: "
-                f"{[getattr(student.config, k) for k in shape]})"
-            )
-        dense_student = dense_student.to(device).eval()
+        dense_student = _check_dense_student(dense_student, student).to(device).eval()
     thresholds = student.thresholds()
-    examples = 0
     total = -(-len(split) // batch_size)
     total = min(total, max_batches) if max_batches else total
     for number, batch in enumerate(progress(sequential_batches(split, batch_size), total=total, desc="attribute")):
@@ -297,67 +193,17 @@ def attribute(
             break
         index = batch.pop("index")
         batch = {k: v.to(device) for k, v in batch.items() if k != "labels"}
-        token = batch["attention_mask"][:, :, None].float()
-        examples += len(index)
-
-        def keep(key: tuple, values: Tensor) -> None:
-            pieces.setdefault(key, []).append((index, values.cpu()))
-
-        dense = exact_logits(student, batch, dense=True)
-        keep(("dense",), dense)
-        margins["dense"].append(_margin(dense).cpu())
-        keep(("clipped",), exact_logits(student, batch, dense=False))
-        activations = dense_activations(dense_student, batch) if dense_student is not None else None
-
-        def observe(t: int, rate_map, rates: Mapping[str, Tensor]) -> None:
-            _add_statistics(sums, time_steps.index(t), t, rate_map, rates, thresholds, token)
-            if activations is not None:
-                _add_dense_comparison(dense_sums, time_steps.index(t), t, rate_map, rates, thresholds, token, activations)
-
-        spiking = run_restored(student, batch, time_steps, set(), set(), observe=observe)
-        for k, t in enumerate(time_steps):
-            keep(("spiking", t), spiking[t])
-            agreement[k] += float((spiking[t].argmax(-1) == dense.argmax(-1)).sum())
-            margins[t].append(_margin(spiking[t]).cpu())
-        for part, members in parts.items():
-            for mode in modes:
-                restored = run_restored(student, batch, time_steps, set(members), set(members) if mode == "dense" else set())
-                for t in time_steps:
-                    keep((part, mode, t), restored[t])
+        _attribute_batch(student, batch, index, tally, time_steps, modes, parts, thresholds, dense_student)
 
     def score(key: tuple) -> float:
-        return _subset_metrics(task, split, pieces[key])[task.metric]
+        return _subset_metrics(task, split, tally.pieces[key])[task.metric]
 
     spiking_score = [score(("spiking", t)) for t in time_steps]
     recovered = {
         part: {mode: [score((part, mode, t)) - spiking_score[k] for k, t in enumerate(time_steps)] for mode in modes}
         for part in parts
     }
-    populations = []
-    for name in names:
-        s = sums[name]
-        count = np.maximum(s[:, 5], 1.0)
-        signal = np.maximum(s[:, 4], 1e-12)
-        d = dense_sums[name]
-        compared = (
-            {}
-            if dense_student is None
-            else dict(
-                dense_clipped_frac=(d[:, 0] / count).tolist(),
-                dense_zeroed_frac=(d[:, 1] / count).tolist(),
-                distance_to_dense=np.sqrt(d[:, 2] / np.maximum(d[:, 3], 1e-12)).tolist(),
-            )
-        )
-        populations.append(
-            PopulationGap(
-                name=name,
-                clipped_frac=(s[:, 0] / count).tolist(),
-                zeroed_frac=(s[:, 1] / count).tolist(),
-                clip_error=np.sqrt(s[:, 2] / signal).tolist(),
-                spike_error=np.sqrt(s[:, 3] / signal).tolist(),
-                **compared,
-            )
-        )
+    populations = [_population_gap(name, tally, dense_student is not None) for name in names]
     return Attribution(
         metric=task.metric,
         num_labels=student.config.num_labels,
@@ -366,121 +212,136 @@ def attribute(
         clipped_score=score(("clipped",)),
         spiking_score=spiking_score,
         recovered=recovered,
-        agreement_with_dense_equivalent=None if task.is_regression else (agreement / max(examples, 1)).tolist(),
-        median_margin=[float(torch.cat(margins[t]).median()) for t in time_steps],
-        dense_equivalent_median_margin=float(torch.cat(margins["dense"]).median()),
+        agreement_with_dense_equivalent=None if task.is_regression else (tally.agreement / max(tally.examples, 1)).tolist(),
+        median_margin=[float(torch.cat(tally.margins[t]).median()) for t in time_steps],
+        dense_equivalent_median_margin=float(torch.cat(tally.margins["dense"]).median()),
         populations=populations,
-        examples=examples,
+        examples=tally.examples,
     )
 
 
-# ----------------------------------------------------------------------------- report
-def format_attribution(a: Attribution) -> str:
-    """The attribution as text tables (also the body of attribution.md)."""
-    ts = a.time_steps
-    lines = [
-        f"{a.metric} on {a.examples} examples, {a.num_labels} labels: dense-equivalent (the trained weights, no "
-        f"threshold) {a.dense_equivalent_score:.4f}; clipped (T = inf) {a.clipped_score:.4f}"
-        + "".join(f"; {name} {value:.4f}" for name, value in a.reference.items()),
-        "",
-    ]
-    header = "| | " + " | ".join(f"T = {t}" for t in ts) + " |"
-    rule = "|---|" + "---:|" * len(ts)
-    lines += [
-        header,
-        rule,
-        "| spiking at T (simulated) | " + " | ".join(f"{s:.4f}" for s in a.spiking_score) + " |",
-        "| gap to the dense-equivalent | " + " | ".join(f"{a.dense_equivalent_score - s:+.4f}" for s in a.spiking_score) + " |",
-        "| class agrees with the dense-equivalent | "
-        + " | ".join(
-            [f"{v:.3f}" for v in a.agreement_with_dense_equivalent]
-            if a.agreement_with_dense_equivalent is not None
-            else ["-"] * len(ts)
+def _check_modes(modes: Sequence[str]) -> tuple[str, ...]:
+    """The modes asked for, once each in their order; refused unless each is one of ``MODES``."""
+    modes = tuple(dict.fromkeys(modes))
+    bad = [m for m in modes if m not in MODES]
+    if bad or not modes:
+        raise ValueError(f"modes {list(modes)} are not valid; choose from {', '.join(MODES)}")
+    return modes
+
+
+def _check_parts(parts: Mapping[str, Sequence[str]] | None, names: list[str], layers: int) -> dict[str, list[str]]:
+    """The parts put back (default: ``default_parts``); refused if one names a population the student
+    does not have."""
+    parts = default_parts(names, layers) if parts is None else {part: list(members) for part, members in parts.items()}
+    unknown = sorted({n for members in parts.values() for n in members} - set(names))
+    if unknown:
+        raise ValueError(f"parts name populations the student does not have: {unknown}; it has {names}")
+    return parts
+
+
+def _check_dense_student(dense_student, student):
+    """The dense student, refused unless it has the spiking student's shape (blocks, widths, heads)."""
+    shape = ("num_hidden_layers", "hidden_size", "intermediate_size", "num_attention_heads")
+    if not hasattr(dense_student, "blocks") or any(
+        getattr(dense_student.config, k, None) != getattr(student.config, k) for k in shape
+    ):
+        raise ValueError(
+            f"the dense student must have the spiking student's shape ({', '.join(shape)}: "
+            f"{[getattr(student.config, k) for k in shape]})"
         )
-        + " |",
-        f"| median top-2 logit margin (dense-equivalent {a.dense_equivalent_median_margin:.2f}) | "
-        + " | ".join(f"{v:.2f}" for v in a.median_margin)
-        + " |",
-        "",
-    ]
-    modes = sorted({mode for by_mode in a.recovered.values() for mode in by_mode})
-    lines += [
-        "Points recovered when one part is put back, its rate exact at every step (the rest spiking): "
-        + "; ".join(
-            f"{mode} = " + ("clamp(F, lo theta, theta), exact" if mode == "clipped" else "F, no threshold") for mode in modes
-        ),
-        "",
-        "| part | " + " | ".join(f"{mode} T = {t}" for mode in modes for t in ts) + " |",
-        "|---|" + "---:|" * (len(ts) * len(modes)),
-    ]
-    for part, by_mode in a.recovered.items():
-        lines.append(
-            f"| {part.removeprefix('kind:')} | " + " | ".join(f"{100 * v:+.1f}" for mode in modes for v in by_mode[mode]) + " |"
+    return dense_student
+
+
+@dataclass
+class _Tally:
+    """What the pass over the data collected: the logits of each network per batch (``pieces``: key ->
+    (example indices, logits)), the examples whose class agrees with the dense-equivalent network's at
+    each T, the top-2 margins (per T, and 'dense'), and per population and T the sums of the module
+    docstring's statistics (``sums``) and of the comparison with a dense student (``dense_sums``)."""
+
+    pieces: dict[tuple, list[tuple[Tensor, Tensor]]]
+    agreement: np.ndarray
+    margins: dict[Any, list[Tensor]]
+    sums: dict[str, np.ndarray]
+    dense_sums: dict[str, np.ndarray]
+    examples: int = 0
+
+    @classmethod
+    def empty(cls, names: Sequence[str], time_steps: list[int]) -> _Tally:
+        """Nothing collected yet."""
+        return cls(
+            pieces={},
+            agreement=np.zeros(len(time_steps)),
+            margins={t: [] for t in time_steps} | {"dense": []},
+            sums={name: np.zeros((len(time_steps), 6)) for name in names},
+            dense_sums={name: np.zeros((len(time_steps), 4)) for name in names},
         )
-    lines += [
-        "",
-        "(points: 100 x the metric)",
-        "",
-        "Per population of the spiking network at T (x = F / theta, its current from the upstream rates at T): "
-        "fraction clipped | zeroed below 1/T | relative error of clipping | of spiking",
-        "",
-    ]
-    lines += _population_table(a, "clip / zero / e_clip / e_spike", ("clipped_frac", "zeroed_frac", "clip_error", "spike_error"))
-    if a.populations and a.populations[0].distance_to_dense is not None:
-        lines += [
-            "",
-            "The dense student's activations h at the same places, on the same inputs: fraction above the "
-            "population's threshold | below its resolution at T | distance ||theta a_hat(T) - h|| / ||h||",
-            "",
-        ]
-        lines += _population_table(
-            a, "above / below / distance", ("dense_clipped_frac", "dense_zeroed_frac", "distance_to_dense")
+
+    def keep(self, key: tuple, index: Tensor, values: Tensor) -> None:
+        """One batch's logits of the network ``key``, on the CPU."""
+        self.pieces.setdefault(key, []).append((index, values.cpu()))
+
+
+def _attribute_batch(
+    student,
+    batch: Mapping[str, Tensor],
+    index: Tensor,
+    tally: _Tally,
+    time_steps: list[int],
+    modes: Sequence[str],
+    parts: Mapping[str, Sequence[str]],
+    thresholds: Mapping[str, Tensor],
+    dense_student,
+) -> None:
+    """One batch added to ``tally``: the logits of the dense-equivalent, clipped and spiking networks and
+    of each part put back in each mode, at each T; the spiking network's class agreement, margins and
+    per-population statistics (against the dense student's activations, given one)."""
+    token = batch["attention_mask"][:, :, None].float()
+    tally.examples += len(index)
+    dense = exact_logits(student, batch, dense=True)
+    tally.keep(("dense",), index, dense)
+    tally.margins["dense"].append(_margin(dense).cpu())
+    tally.keep(("clipped",), index, exact_logits(student, batch, dense=False))
+    activations = dense_activations(dense_student, batch) if dense_student is not None else None
+
+    def observe(t: int, rate_map, rates: Mapping[str, Tensor]) -> None:
+        _add_statistics(tally.sums, time_steps.index(t), t, rate_map, rates, thresholds, token)
+        if activations is not None:
+            _add_dense_comparison(tally.dense_sums, time_steps.index(t), t, rate_map, rates, thresholds, token, activations)
+
+    spiking = run_restored(student, batch, time_steps, set(), set(), observe=observe)
+    for k, t in enumerate(time_steps):
+        tally.keep(("spiking", t), index, spiking[t])
+        tally.agreement[k] += float((spiking[t].argmax(-1) == dense.argmax(-1)).sum())
+        tally.margins[t].append(_margin(spiking[t]).cpu())
+    for part, members in parts.items():
+        for mode in modes:
+            restored = run_restored(student, batch, time_steps, set(members), set(members) if mode == "dense" else set())
+            for t in time_steps:
+                tally.keep((part, mode, t), index, restored[t])
+
+
+def _population_gap(name: str, tally: _Tally, compared: bool) -> PopulationGap:
+    """One population's fractions and relative errors at each T from the tally's sums (and, ``compared``
+    with a dense student, the fractions of its activations and the distance to them)."""
+    s = tally.sums[name]
+    count = np.maximum(s[:, 5], 1.0)
+    signal = np.maximum(s[:, 4], 1e-12)
+    d = tally.dense_sums[name]
+    comparison = (
+        {}
+        if not compared
+        else dict(
+            dense_clipped_frac=(d[:, 0] / count).tolist(),
+            dense_zeroed_frac=(d[:, 1] / count).tolist(),
+            distance_to_dense=np.sqrt(d[:, 2] / np.maximum(d[:, 3], 1e-12)).tolist(),
         )
-    return "\n".join(lines)
-
-
-def _population_table(a: Attribution, header: str, fields: Sequence[str]) -> list[str]:
-    """One row per population, one column per T holding ``fields`` of PopulationGap joined by ' / '."""
-    ts = a.time_steps
-    lines = ["| population | " + " | ".join(f"T = {t}: {header}" for t in ts) + " |", "|---|" + "---:|" * len(ts)]
-    for p in a.populations:
-        lines.append(
-            f"| {p.name} | " + " | ".join(" / ".join(f"{getattr(p, f)[k]:.3f}" for f in fields) for k in range(len(ts))) + " |"
-        )
-    return lines
-
-
-def write_attribution(a: Attribution, out_dir: str | Path) -> list[Path]:
-    """attribution.json, attribution.md and attribution.png (points recovered per part and T)."""
-    import json
-
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    paths = [out / "attribution.json", out / "attribution.md", out / "attribution.png"]
-    paths[0].write_text(json.dumps(a.to_dict(), indent=2) + "\n")
-    paths[1].write_text("# Where the points go\n\n" + format_attribution(a) + "\n")
-    parts = list(a.recovered)
-    modes = sorted({mode for by_mode in a.recovered.values() for mode in by_mode})
-    fig, axes = plt.subplots(1, len(modes), figsize=(6 * len(modes), 0.35 * len(parts) + 2), squeeze=False, sharey=True)
-    height = 0.8 / len(a.time_steps)
-    for ax, mode in zip(axes[0], modes):
-        for k, t in enumerate(a.time_steps):
-            ax.barh(np.arange(len(parts)) + k * height, [100 * a.recovered[p][mode][k] for p in parts], height, label=f"T = {t}")
-        ax.set_yticks(np.arange(len(parts)) + 0.4 - height / 2, [p.removeprefix("kind:") for p in parts])
-        ax.invert_yaxis()
-        ax.axvline(0, color="black", linewidth=0.5)
-        ax.set_xlabel(f"points recovered ({a.metric} x 100), part put back {mode}")
-    axes[0][0].legend()
-    fig.suptitle(
-        "gap to the dense-equivalent: "
-        + ", ".join(f"T={t} {100 * (a.dense_equivalent_score - s):+.1f}" for t, s in zip(a.time_steps, a.spiking_score))
     )
-    fig.tight_layout()
-    fig.savefig(paths[2], dpi=100)
-    plt.close(fig)
-    return paths
+    return PopulationGap(
+        name=name,
+        clipped_frac=(s[:, 0] / count).tolist(),
+        zeroed_frac=(s[:, 1] / count).tolist(),
+        clip_error=np.sqrt(s[:, 2] / signal).tolist(),
+        spike_error=np.sqrt(s[:, 3] / signal).tolist(),
+        **comparison,
+    )

@@ -1,7 +1,7 @@
 """`eqspike energy RUN`: a trained spiking student's energy per example under two conventions, against
 honest baselines, from the spikes it fires on the dev set (docs/design.md §7).
 
-For each T the student is simulated once (the sweep of ``eqspike.analysis.diagnostics``) and its
+For each T the student is simulated once (the pass of ``eqspike.analysis.sweep``) and its
 inventory built per population and op kind (``eqspike.analysis.energy.spiking_inventory``). The
 baselines are counted under the same op table and conventions:
 
@@ -19,15 +19,13 @@ here: the baselines' scores come from runs trained for them (``eqspike compare``
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import torch
 
-from eqspike.analysis.diagnostics import _subset_metrics, _sweep, check_time_steps
+from eqspike.analysis.diagnostics import check_time_steps
 from eqspike.analysis.energy import (
     ACCESS_MODELS,
     CONVENTIONS,
@@ -40,10 +38,10 @@ from eqspike.analysis.energy import (
     spiking_inventory,
     state_format,
 )
+from eqspike.analysis.sweep import _subset_metrics, _sweep
 from eqspike.data.batches import EncodedSplit
 from eqspike.data.evaluation import evaluate
 from eqspike.data.tasks import TaskData
-from eqspike.runtime.files import write_atomic
 from eqspike.students.energy import StudentEnergy
 
 BASELINES = ("teacher_fp32", "teacher_fp16", "teacher_int8", "dense_student_fp32", "dense_student_int8", "qnn")
@@ -96,6 +94,43 @@ def energy_report(
     student = student.to(device).eval()
     cfg = student.config
     shape = StudentEnergy.of(cfg)
+    measured, signed, spikes_bits, membrane = _measure(student, task, split, time_steps, batch_size, device, shape, access)
+    rows = []
+    for t, score, firing, lengths, ops in measured:
+        baselines = baseline_inventories(shape, lengths, t, cfg.weight_bits, signed)
+        rows.append(
+            {
+                "time_steps": t,
+                "score": score,
+                "firing_rate": firing,
+                "qnn_activation_bits": qnn_activation_bits(t, signed),
+                "conventions": _conventions(ops, firing, baselines, hardware),
+                "inventory": _inventory_rows(ops, hardware),
+                "baseline_inventories": {name: _baseline_rows(b, hardware) for name, b in baselines.items()},
+            }
+        )
+    lengths = measured[0][3]
+    return {
+        "metric": task.metric,
+        "examples": len(lengths),
+        "mean_length": sum(lengths) / max(len(lengths), 1),
+        "student": _student_fields(cfg, shape, membrane, signed, spikes_bits),
+        "hardware": _hardware_fields(hardware),
+        "access": access,
+        "conventions": {
+            "compute": "arithmetic only: synaptic accumulates and the multiply-accumulates that remain "
+            "(SpikingBERT's, SpikeLM's, Sorbet's convention)",
+            "compute_memory": "also the membrane arithmetic and the memory traffic (weights, spikes or "
+            "activations, membrane state), priced per bit",
+        },
+        "rows": rows,
+    }
+
+
+def _measure(student, task, split, time_steps, batch_size, device, shape, access) -> tuple[list[tuple], bool, Any, str]:
+    """The student's measured inventories ((T, score, firing rate, lengths, inventory) per T), whether its
+    spikes are signed, the bits of a spike (per population, or one number) and its membrane's format."""
+    cfg = student.config
     if hasattr(student, "population_names"):
         measured = _eqspike_inventories(
             student, task, split, check_time_steps(time_steps or [cfg.time_steps]), batch_size, device, shape, access
@@ -114,92 +149,87 @@ def energy_report(
             f"a {cfg.model_type!r} student has no spikes to count; its energy is the dense_student rows "
             f"of a spiking student's report"
         )
-    rows = []
-    for t, score, firing, lengths, ops in measured:
-        baselines = baseline_inventories(shape, lengths, t, cfg.weight_bits, signed)
-        conventions = {}
-        for convention in CONVENTIONS:
-            mine = price(ops, hardware, convention)
-            theirs = {name: price(b, hardware, convention) for name, b in baselines.items()}
-            conventions[convention] = {
-                "student_uj": mine / 1e6,
-                "baselines_uj": {name: pj / 1e6 for name, pj in theirs.items()},
-                "ratio": {name: mine / pj for name, pj in theirs.items()},
-                "break_even_firing_rate": {
-                    name: break_even_firing_rate(ops, firing, pj, hardware, convention) for name, pj in theirs.items()
-                },
-            }
-        rows.append(
-            {
-                "time_steps": t,
-                "score": score,
-                "firing_rate": firing,
-                "qnn_activation_bits": qnn_activation_bits(t, signed),
-                "conventions": conventions,
-                "inventory": [
-                    {
-                        "part": op.part,
-                        "kind": op.kind,
-                        "format": None if op.kind == "memory" else op.fmt,
-                        "count": op.count,
-                        "convention": op.convention,
-                        "per_spike": op.per_spike,
-                        "uj": op.pj(hardware) / 1e6,
-                    }
-                    for op in ops
-                ],
-                "baseline_inventories": {
-                    name: [
-                        {
-                            "part": op.part,
-                            "kind": op.kind,
-                            "format": op.fmt,
-                            "count": op.count,
-                            "convention": op.convention,
-                            "uj": op.pj(hardware) / 1e6,
-                        }
-                        for op in b
-                    ]
-                    for name, b in baselines.items()
-                },
-            }
-        )
-    lengths = measured[0][3]
+    return measured, signed, spikes_bits, membrane
+
+
+def _student_fields(cfg, shape: StudentEnergy, membrane: str, signed: bool, spikes_bits: Any) -> dict[str, Any]:
+    """The student's shape against its teacher's, its weight and membrane formats, its spikes and the T
+    it was trained for."""
     return {
-        "metric": task.metric,
-        "examples": len(lengths),
-        "mean_length": sum(lengths) / max(len(lengths), 1),
-        "student": {
-            "model_type": cfg.model_type,
-            "layers": shape.layers,
-            "hidden": shape.hidden,
-            "intermediate": shape.intermediate,
-            "heads": shape.heads,
-            "teacher_layers": shape.teacher_layers,
-            "teacher_hidden": shape.teacher.hidden,
-            "weight_bits": cfg.weight_bits,
-            "membrane": membrane,
-            "signed": signed,
-            "spike_bits": spikes_bits,
-            "trained_for": cfg.time_steps,
-        },
-        "hardware": {
-            "name": hardware.name,
-            "add_pj": dict(hardware.add_pj),
-            "mac_pj": dict(hardware.mac_pj),
-            "memory_kb": hardware.memory_kb,
-            "pj_per_bit": hardware.bit_pj,
-            "source": hardware.source,
-        },
-        "access": access,
-        "conventions": {
-            "compute": "arithmetic only: synaptic accumulates and the multiply-accumulates that remain "
-            "(SpikingBERT's, SpikeLM's, Sorbet's convention)",
-            "compute_memory": "also the membrane arithmetic and the memory traffic (weights, spikes or "
-            "activations, membrane state), priced per bit",
-        },
-        "rows": rows,
+        "model_type": cfg.model_type,
+        "layers": shape.layers,
+        "hidden": shape.hidden,
+        "intermediate": shape.intermediate,
+        "heads": shape.heads,
+        "teacher_layers": shape.teacher_layers,
+        "teacher_hidden": shape.teacher.hidden,
+        "weight_bits": cfg.weight_bits,
+        "membrane": membrane,
+        "signed": signed,
+        "spike_bits": spikes_bits,
+        "trained_for": cfg.time_steps,
     }
+
+
+def _hardware_fields(hardware: Hardware) -> dict[str, Any]:
+    """The op table the energies are priced with: add and MAC energies per format, memory bank and pJ per bit."""
+    return {
+        "name": hardware.name,
+        "add_pj": dict(hardware.add_pj),
+        "mac_pj": dict(hardware.mac_pj),
+        "memory_kb": hardware.memory_kb,
+        "pj_per_bit": hardware.bit_pj,
+        "source": hardware.source,
+    }
+
+
+def _conventions(ops: list[Op], firing: float, baselines: dict[str, list[Op]], hardware: Hardware) -> dict[str, Any]:
+    """Per convention: the student's energy and each baseline's (uJ), the ratios student / baseline and
+    the break-even firing rates."""
+    conventions = {}
+    for convention in CONVENTIONS:
+        mine = price(ops, hardware, convention)
+        theirs = {name: price(b, hardware, convention) for name, b in baselines.items()}
+        conventions[convention] = {
+            "student_uj": mine / 1e6,
+            "baselines_uj": {name: pj / 1e6 for name, pj in theirs.items()},
+            "ratio": {name: mine / pj for name, pj in theirs.items()},
+            "break_even_firing_rate": {
+                name: break_even_firing_rate(ops, firing, pj, hardware, convention) for name, pj in theirs.items()
+            },
+        }
+    return conventions
+
+
+def _inventory_rows(ops: list[Op], hardware: Hardware) -> list[dict[str, Any]]:
+    """The student's inventory as JSON rows, each op's energy in uJ."""
+    return [
+        {
+            "part": op.part,
+            "kind": op.kind,
+            "format": None if op.kind == "memory" else op.fmt,
+            "count": op.count,
+            "convention": op.convention,
+            "per_spike": op.per_spike,
+            "uj": op.pj(hardware) / 1e6,
+        }
+        for op in ops
+    ]
+
+
+def _baseline_rows(ops: list[Op], hardware: Hardware) -> list[dict[str, Any]]:
+    """A baseline's inventory as JSON rows, each op's energy in uJ."""
+    return [
+        {
+            "part": op.part,
+            "kind": op.kind,
+            "format": op.fmt,
+            "count": op.count,
+            "convention": op.convention,
+            "uj": op.pj(hardware) / 1e6,
+        }
+        for op in ops
+    ]
 
 
 def _eqspike_inventories(student, task, split, time_steps, batch_size, device, shape, access) -> list[tuple]:
@@ -252,114 +282,3 @@ def metrics_energy(report: dict[str, Any], time_steps: int) -> dict[str, Any]:
         },
         "student_energy_uj": {"compute": c["student_uj"], "compute_memory": m["student_uj"]},
     }
-
-
-def format_report(report: dict[str, Any]) -> str:
-    """report.md: per T and convention, the student's energy and each baseline's, the ratio and the
-    break-even firing rate; then the student's inventory at its own T."""
-    s = report["student"]
-    lines = [
-        f"# Energy per example ({report['examples']} dev examples, {report['mean_length']:.1f} tokens on average)",
-        "",
-        f"Student: {s['layers']} x {s['hidden']} (teacher: {s['teacher_layers']} layers), {s['weight_bits']}-bit "
-        f"weights, {s['membrane']} membrane, trained for T = {s['trained_for']}. Hardware: {report['hardware']['name']} "
-        f"({report['hardware']['source']}); memory {report['hardware']['memory_kb']:g} KB banks, "
-        f"{report['hardware']['pj_per_bit']:.4f} pJ per bit; synaptic weights read {report['access'].replace('_', ' ')}.",
-        "",
-    ]
-    for convention, meaning in report["conventions"].items():
-        lines += [
-            f"## `{convention}`: {meaning}",
-            "",
-            "| T | " + report["metric"] + " | firing rate | student (uJ) | " + " | ".join(f"/ {b}" for b in BASELINES) + " |",
-            "|---:|---:|---:|---:|" + "---:|" * len(BASELINES),
-        ]
-        for row in report["rows"]:
-            c = row["conventions"][convention]
-            lines.append(
-                f"| {row['time_steps']} | {row['score']:.4f} | {row['firing_rate']:.4f} | {c['student_uj']:.2f} | "
-                + " | ".join(f"{c['ratio'][b]:.3f}" for b in BASELINES)
-                + " |"
-            )
-        lines += [
-            "",
-            "Baselines (uJ): "
-            + ", ".join(
-                f"{b} {report['rows'][0]['conventions'][convention]['baselines_uj'][b]:.2f}" for b in BASELINES if b != "qnn"
-            )
-            + "; qnn "
-            + ", ".join(
-                f"{r['conventions'][convention]['baselines_uj']['qnn']:.2f} at T = {r['time_steps']} "
-                f"({r['qnn_activation_bits']}-bit)"
-                for r in report["rows"]
-            )
-            + ".",
-            "",
-            "Break-even firing rate (the student's spikes per neuron and step at which it would cost what the "
-            "baseline costs; 'never': it costs more even silent):",
-            "",
-            "| T | firing rate | " + " | ".join(BASELINES) + " |",
-            "|---:|---:|" + "---:|" * len(BASELINES),
-        ]
-        for row in report["rows"]:
-            rates = row["conventions"][convention]["break_even_firing_rate"]
-            lines.append(
-                f"| {row['time_steps']} | {row['firing_rate']:.4f} | "
-                + " | ".join("never" if rates[b] is None else f"{rates[b]:.4f}" for b in BASELINES)
-                + " |"
-            )
-        lines.append("")
-    at = next((r for r in report["rows"] if r["time_steps"] == s["trained_for"]), report["rows"][-1])
-    lines += [
-        f"## Inventory at T = {at['time_steps']}",
-        "",
-        "| part | kind | format | count | uJ | counted in |",
-        "|---|---|---|---:|---:|---|",
-    ]
-    for op in at["inventory"]:
-        lines.append(
-            f"| {op['part']} | {op['kind']} | {op['format'] or 'bits'} | {op['count']:.4g} | {op['uj']:.3f} | "
-            f"{'both' if op['convention'] == 'compute' else 'compute_memory'} |"
-        )
-    return "\n".join(lines) + "\n"
-
-
-def plot_report(report: dict[str, Any], path: Path) -> Path:
-    """energy.png: per convention, the student's energy against its firing rate at each T (a line: its
-    spikes scaled at their measured mix; a dot: as measured), the baselines as horizontal lines."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, len(CONVENTIONS), figsize=(6 * len(CONVENTIONS), 4.5))
-    for ax, convention in zip(axes, CONVENTIONS):
-        for row in report["rows"]:
-            counted = [i for i in row["inventory"] if convention == "compute_memory" or i["convention"] == "compute"]
-            fixed = sum(i["uj"] for i in counted if not i["per_spike"])
-            per_rate = sum(i["uj"] for i in counted if i["per_spike"]) / max(row["firing_rate"], 1e-12)
-            rates = [0.0, max(0.5, 2 * row["firing_rate"])]
-            ax.plot(rates, [fixed + per_rate * r for r in rates], label=f"student, T = {row['time_steps']}")
-            ax.scatter([row["firing_rate"]], [row["conventions"][convention]["student_uj"]])
-        for name in BASELINES[:-1]:
-            value = report["rows"][0]["conventions"][convention]["baselines_uj"][name]
-            ax.axhline(value, linestyle="--", linewidth=0.8, color="grey")
-            ax.annotate(name, (0, value), fontsize=7, va="bottom")
-        ax.set_title(convention)
-        ax.set_xlabel("firing rate (spikes per neuron and step)")
-        ax.set_ylabel("energy per example (uJ)")
-        ax.set_yscale("log")
-        ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
-
-
-def write_energy_report(report: dict[str, Any], out_dir: str | Path) -> list[Path]:
-    """energy.json, report.md and energy.png in ``out_dir``."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    write_atomic(out / "energy.json", json.dumps(report, indent=2) + "\n")
-    write_atomic(out / "report.md", format_report(report))
-    return [out / "energy.json", out / "report.md", plot_report(report, out / "energy.png")]

@@ -82,25 +82,37 @@ def format_table(d: Diagnostics) -> str:
     return "\n".join(lines)
 
 
+# The colour of a population in the plots, by what feeds it (``population_kind``).
+KIND_COLOURS = {
+    "embedding (LayerNorm)": "tab:gray",
+    "affine": "tab:blue",
+    "softmax attention": "tab:purple",
+    "LayerNorm": "tab:green",
+    "GELU": "tab:orange",
+}
+
+
 def plot(d: Diagnostics, out_dir: str | Path) -> list[Path]:
     """rate_error.png (log-log with a 1/T guide), score_vs_T.png, firing_rate.png."""
     import matplotlib
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    paths = []
-    colours = {
-        "embedding (LayerNorm)": "tab:gray",
-        "affine": "tab:blue",
-        "softmax attention": "tab:purple",
-        "LayerNorm": "tab:green",
-        "GELU": "tab:orange",
-    }
-    T = np.array(d.time_steps, dtype=float)
+    return [
+        _plot_rate_error(d, out_dir / "rate_error.png"),
+        _plot_score(d, out_dir / "score_vs_T.png"),
+        _plot_firing_rate(d, out_dir / "firing_rate.png"),
+    ]
 
+
+def _plot_rate_error(d: Diagnostics, path: Path) -> Path:
+    """Mean |a_hat(T) - a*| against T, log-log, per population (coloured by what feeds it) and over all
+    of them, with a 1/T guide through the largest T."""
+    import matplotlib.pyplot as plt
+
+    T = np.array(d.time_steps, dtype=float)
     fig, ax = plt.subplots(figsize=(7, 5))
     seen = set()
     for p in d.populations:
@@ -108,7 +120,7 @@ def plot(d: Diagnostics, out_dir: str | Path) -> list[Path]:
         ax.loglog(
             T,
             np.maximum(p.rate_error, 1e-12),
-            color=colours[kind],
+            color=KIND_COLOURS[kind],
             alpha=0.45,
             lw=1,
             label=None if kind in seen else f"{kind}-fed",
@@ -123,10 +135,16 @@ def plot(d: Diagnostics, out_dir: str | Path) -> list[Path]:
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    paths.append(out_dir / "rate_error.png")
-    fig.savefig(paths[-1], dpi=120)
+    fig.savefig(path, dpi=120)
     plt.close(fig)
+    return path
 
+
+def _plot_score(d: Diagnostics, path: Path) -> Path:
+    """The metric of the spiking student against T, beside its score at the equilibrium and the teacher's."""
+    import matplotlib.pyplot as plt
+
+    T = np.array(d.time_steps, dtype=float)
     fig, ax = plt.subplots(figsize=(7, 4.5))
     ax.semilogx(T, d.score_vs_T, marker="o", label="spiking student (simulate)", base=2)
     ax.axhline(d.solve_score, color="tab:green", ls=":", label="student at equilibrium (solve)")
@@ -138,13 +156,18 @@ def plot(d: Diagnostics, out_dir: str | Path) -> list[Path]:
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    paths.append(out_dir / "score_vs_T.png")
-    fig.savefig(paths[-1], dpi=120)
+    fig.savefig(path, dpi=120)
     plt.close(fig)
+    return path
+
+
+def _plot_firing_rate(d: Diagnostics, path: Path) -> Path:
+    """Per population at the largest T: spikes per neuron per step, and the silent and saturated fractions."""
+    import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(max(7, 0.45 * len(d.populations)), 4.5))
     x = np.arange(len(d.populations))
-    ax.bar(x, [p.firing_rate for p in d.populations], color=[colours[population_kind(p.name)] for p in d.populations])
+    ax.bar(x, [p.firing_rate for p in d.populations], color=[KIND_COLOURS[population_kind(p.name)] for p in d.populations])
     ax.plot(x, [p.silent_frac for p in d.populations], "kv", ms=4, label="silent fraction")
     ax.plot(x, [p.saturated_frac for p in d.populations], "r^", ms=4, label="saturated fraction")
     ax.set_xticks(x, [p.name for p in d.populations], rotation=75, fontsize=7)
@@ -152,10 +175,9 @@ def plot(d: Diagnostics, out_dir: str | Path) -> list[Path]:
     ax.set_title("Firing rate per population")
     ax.legend(fontsize=8)
     fig.tight_layout()
-    paths.append(out_dir / "firing_rate.png")
-    fig.savefig(paths[-1], dpi=120)
+    fig.savefig(path, dpi=120)
     plt.close(fig)
-    return paths
+    return path
 
 
 def write_report(d: Diagnostics, out_dir: str | Path) -> Path:

@@ -11,11 +11,12 @@ from eqspike.analysis.diagnostics import check_time_steps
 from eqspike.app.compare import compare, compare_seeds
 from eqspike.app.compare_methods import check_baselines
 from eqspike.core.checks import selfcheck
-from eqspike.distill.config import config_from_args, load_yaml
+from eqspike.distill.flags import config_from_args
 from eqspike.distill.inputs import RunInputs
 from eqspike.distill.run_directory import RunDirectory
 from eqspike.distill.seeds import distill_seeds
 from eqspike.distill.trainer import Distiller
+from eqspike.distill.yaml_io import load_yaml
 from eqspike.errors import EqspikeError
 from eqspike.runtime.devices import resolve_device
 from eqspike.runtime.files import check_output_dir

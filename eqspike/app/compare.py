@@ -44,7 +44,8 @@ from eqspike.data.evaluation import evaluate
 from eqspike.distill.config import RunConfig
 from eqspike.distill.inputs import RunInputs
 from eqspike.distill.run_directory import RunDirectory, RunDirectoryError
-from eqspike.distill.trainer import Distiller, StageForward, TrainingDiverged
+from eqspike.distill.stages import StageForward
+from eqspike.distill.trainer import Distiller, TrainingDiverged
 from eqspike.runtime.devices import resolve_device
 from eqspike.runtime.environment import environment_record
 from eqspike.students.energy import StudentEnergy

@@ -6,7 +6,7 @@ import argparse
 
 from eqspike.app.commands import cmd_compare, cmd_distill, cmd_selfcheck, cmd_teacher
 from eqspike.app.trained import cmd_diagnose, cmd_energy, cmd_evaluate, cmd_predict
-from eqspike.distill.config import add_config_arguments
+from eqspike.distill.flags import add_config_arguments
 from eqspike.errors import float_within, int_at_least
 from eqspike.version import __version__
 

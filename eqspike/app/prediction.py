@@ -22,7 +22,8 @@ import torch
 
 from eqspike.data.batches import EncodedSplit
 from eqspike.data.evaluation import predict as predict_logits
-from eqspike.data.tasks import DataError, Example, read_table
+from eqspike.data.task_files import read_table
+from eqspike.data.tasks import DataError, Example
 from eqspike.distill.run_directory import RunDirectory
 from eqspike.errors import EqspikeError
 from eqspike.students import load_student

@@ -8,7 +8,8 @@ import sys
 import time
 from pathlib import Path
 
-from eqspike.analysis.attribution import attribute, format_attribution, write_attribution
+from eqspike.analysis.attribution import attribute
+from eqspike.analysis.attribution_report import format_attribution, write_attribution
 from eqspike.analysis.diagnostics import check_time_steps, diagnose, score_vs_time_steps
 from eqspike.analysis.report import format_table, plot, write_report
 from eqspike.app.commands import say
@@ -149,7 +150,8 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
 def cmd_energy(args: argparse.Namespace) -> int:
     """Energy per example under both conventions, against the teacher, dense and quantized baselines."""
     from eqspike.analysis.energy import Hardware
-    from eqspike.analysis.energy_report import energy_report, format_report, write_energy_report
+    from eqspike.analysis.energy_report import energy_report
+    from eqspike.analysis.energy_report_files import format_report, write_energy_report
 
     run_dir = Path(args.run_dir)
     hardware = _hardware(args.hardware)  # before the work

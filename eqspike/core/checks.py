@@ -15,7 +15,8 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from eqspike.core.equilibrium import EquilibriumConfig, EquilibriumLayer
-from eqspike.core.neurons import NeuronConfig, equilibrium_rate, simulate_constant_current
+from eqspike.core.if_population import simulate_constant_current
+from eqspike.core.neurons import NeuronConfig, equilibrium_rate
 from eqspike.core.rate_map import Population, RateMap
 from eqspike.core.simulation import simulate
 

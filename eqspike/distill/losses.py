@@ -21,9 +21,18 @@ import torch
 from torch import Tensor
 from torch.nn import functional as F
 
-from eqspike.distill.config import RunConfig
-from eqspike.students.common import head_map
 from eqspike.students.energy import StudentEnergy
+from eqspike.students.initialization import head_map
+
+
+@dataclass(frozen=True)
+class LossWeights:
+    """The weights of the distillation losses: w_h, w_a (stage 1), w_g and the temperature tau (stage 2)."""
+
+    hidden_weight: float = 1.0
+    attention_weight: float = 1.0
+    gold_weight: float = 0.0
+    temperature: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -62,7 +71,7 @@ def masked_mse(student: Tensor, teacher: Tensor, mask: Tensor, positions: float 
 
 
 def intermediate_loss(
-    out, targets: dict[str, Any], attention_mask: Tensor, config: RunConfig, share: Share | None = None
+    out, targets: dict[str, Any], attention_mask: Tensor, weights: LossWeights, share: Share | None = None
 ) -> dict[str, Tensor]:
     """w_h * sum_m MSE(v_m, H_T[k(m)]) + w_a * sum_m MSE(S_m, S_T[k(m)]) over real tokens and real
     (query, key) pairs."""
@@ -76,7 +85,7 @@ def intermediate_loss(
     )
     hidden, attention = hidden * share.replicas, attention * share.replicas
     return {
-        "loss": config.hidden_weight * hidden + config.attention_weight * attention,
+        "loss": weights.hidden_weight * hidden + weights.attention_weight * attention,
         "hidden": hidden.detach(),
         "attention": attention.detach(),
     }
@@ -117,7 +126,7 @@ def gold_loss(logits: Tensor, labels: Tensor, regression: bool, share: Share | N
 
 
 def prediction_loss(
-    logits: Tensor, teacher_logits: Tensor, labels: Tensor, regression: bool, config: RunConfig, share: Share | None = None
+    logits: Tensor, teacher_logits: Tensor, labels: Tensor, regression: bool, weights: LossWeights, share: Share | None = None
 ) -> dict[str, Tensor]:
     """tau^2 * CE(softmax(z_T / tau), softmax(z_S / tau)) + w_g * gold (squared errors for regression)."""
     share = share or Share(float(len(logits)), 0.0, 0.0)
@@ -126,8 +135,8 @@ def prediction_loss(
     if regression:
         per_example = (logits.view(-1) - teacher_logits.view(-1)) ** 2
     else:
-        tau = config.temperature
+        tau = weights.temperature
         per_example = -(F.softmax(teacher_logits / tau, -1) * F.log_softmax(logits / tau, -1)).sum(-1) * tau**2
     soft = _example_mean(per_example, share)
     gold = gold_loss(logits, labels, regression, share)
-    return {"loss": soft + config.gold_weight * gold, "soft": soft.detach(), "gold": gold.detach()}
+    return {"loss": soft + weights.gold_weight * gold, "soft": soft.detach(), "gold": gold.detach()}

@@ -13,8 +13,9 @@
 Every write replaces a file or folder in one rename (``eqspike.runtime.files``), so a crash leaves
 the previous version or the new one; ``claim(resume=True)`` repairs what a crash between two renames
 left. An existing run is never overwritten without ``overwrite``, and ``overwrite`` clears only a folder
-that holds eqspike's marker (or, for runs from before the marker, nothing but a run's files). Only the
-process that ``writes`` (rank 0 under torchrun) touches the disk.
+that holds eqspike's marker (or, for runs from before the marker, nothing but a run's files). How a run
+claims, resumes and starts its directory is the ``RunStart`` half, inherited from
+``eqspike.distill.run_start``. Only the process that ``writes`` (rank 0 under torchrun) touches the disk.
 """
 
 from __future__ import annotations
@@ -22,29 +23,19 @@ from __future__ import annotations
 import csv
 import io
 import json
-import shutil
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from eqspike.distill.config import ConfigError, RunConfig, save_yaml
-from eqspike.runtime.files import atomic_directory, check_output_dir, recover_directory, write_atomic
+from eqspike.distill.config import RunConfig
+from eqspike.distill.run_start import CHECKPOINT, INVOCATION, MARKER, STATE, STUDENT, RunDirectoryError, RunStart
+from eqspike.distill.yaml_io import load_yaml, save_yaml
+from eqspike.runtime.files import atomic_directory, write_atomic
 from eqspike.runtime.reporting import open_report
 from eqspike.students import STUDENTS, load_student, load_student_config
-from eqspike.students.model_card import CARD_NAME, model_card, write_model_card
+from eqspike.students.model_card import model_card, write_model_card
 from eqspike.teacher.store import load_tokenizer, teacher_name
-from eqspike.version import __version__
-
-MARKER = ".eqspike-run"
-CHECKPOINT = "checkpoint"
-STUDENT = "student"
-STATE = "state.json"
-
-
-class RunDirectoryError(ConfigError):
-    """The run directory cannot be used as asked."""
-
 
 # What eqspike writes into a run directory (a folder of nothing else, with config.yaml, is a run from
 # before the marker).
@@ -67,14 +58,7 @@ def _is_run_file(name: str) -> bool:
     return name in RUN_FILES or any(name.startswith(f".{known}.") for known in RUN_FILES)
 
 
-# Settings that say how a run is invoked, not what it trains.
-INVOCATION = ("output_dir", "overwrite", "resume", "max_steps")
-# What ``resume`` may change: how the rest of the run is invoked, where it runs and how often it logs and
-# saves; not what it trains (``--help`` lists them).
-CONTINUATION = INVOCATION + ("device", "micro_batches", "eval_batch_size", "logging_steps", "save_steps", "report_to")
-
-
-class RunDirectory:
+class RunDirectory(RunStart):
     """The files of one run under ``root`` (see the module docstring)."""
 
     @staticmethod
@@ -134,8 +118,7 @@ class RunDirectory:
             )
 
     def saved_settings(self) -> dict[str, Any]:
-        from eqspike.distill.config import load_yaml
-
+        """config.yaml's settings, as RunConfig fields."""
         return load_yaml(self.settings)
 
     def saved_config(self) -> RunConfig:
@@ -162,18 +145,6 @@ class RunDirectory:
         saved, now = self.saved_settings(), config.to_dict()
         return sorted(k for k in now if k not in ignore and saved.get(k, now[k]) != now[k])
 
-    def check_resume(self, config: RunConfig) -> None:
-        """Refuse to resume with settings that contradict the saved ones (but those of CONTINUATION)."""
-        differ = self.settings_differ(config, ignore=CONTINUATION)
-        if differ:
-            saved, now = self.saved_settings(), config.to_dict()
-            named = ", ".join(f"{k} (given {now[k]!r}, saved {saved.get(k)!r})" for k in differ)
-            raise RunDirectoryError(
-                f"--resume continues {self.root} with its saved settings, and {named} "
-                f"differ; drop them to continue, or start a new run (--overwrite, or another "
-                f"--output-dir). A resume may change only: {', '.join(CONTINUATION[3:])}"
-            )
-
     def save_settings(self, config: RunConfig) -> None:
         """config.yaml: the resolved settings."""
         if self.writes:
@@ -182,105 +153,11 @@ class RunDirectory:
     def result(self) -> dict[str, Any] | None:
         return json.loads(self.result_file.read_text()) if self.result_file.is_file() else None
 
-    # ------------------------------------------------------------------ starting
-    def claim(self, resume: bool, overwrite: bool, log=print) -> None:
-        """Check the directory before anything is written. Resuming: repair what a crash left (the
-        checkpoint's state and the log trimmed to it come from ``resume_state``). Otherwise: a file, or a
-        folder holding anything but a run stopped before its first checkpoint (started again), is
-        refused, unless ``overwrite`` replaces a run eqspike made."""
-        if resume and overwrite:
-            raise RunDirectoryError("--resume and --overwrite contradict each other; pass one")
-        if resume:
-            if self.writes:
-                for name, marker in (
-                    (CHECKPOINT, STATE),
-                    (STUDENT, CARD_NAME),
-                    (self.result_file.name, None),
-                    (self.settings.name, None),
-                ):
-                    for done in recover_directory(self.root / name, marker):
-                        log(f"resume: {done}")
-            return None
-        if self.root.exists() and not self.root.is_dir():
-            raise RunDirectoryError(f"output directory {self.root} is a file; choose another --output-dir")
-        if self.writes:
-            check_output_dir(self.root, "--output-dir")  # a read-only place refused now, not after the teacher
-        if self.root.exists() and any(self.root.iterdir()):
-            if not overwrite and self.is_own_run and self.started and not self.has_checkpoint and not self.finished:
-                log(f"{self.root} holds a run stopped before its first checkpoint; starting it again")
-                self.discard_log()
-                return None
-            if not overwrite:
-                raise RunDirectoryError(
-                    f"output directory {self.root} already exists; pass --resume to continue that run "
-                    f"or --overwrite to replace it"
-                )
-            if not self.is_own_run:
-                held = sorted(entry.name + ("/" if entry.is_dir() else "") for entry in self.root.iterdir())
-                raise RunDirectoryError(
-                    f"--overwrite replaces only a run directory eqspike made; {self.root} is not one "
-                    f"(it holds {', '.join(held[:5])}{', ...' if len(held) > 5 else ''}); "
-                    f"choose another --output-dir"
-                )
-        return None
-
-    def resume(self, config: RunConfig, log=print) -> dict[str, Any] | None:
-        """Where a run continues (after ``claim``): None to start from the beginning (not resuming, or a run
-        stopped before its first checkpoint, whose log is discarded); else the checkpoint's state, once the
-        saved settings are checked against ``config`` (``check_resume``)."""
-        if not config.resume:
-            return None
-        if self.started and not self.has_checkpoint and not self.finished:
-            log(f"resume: {self.root} stopped before its first checkpoint; starting it from the beginning")
-            self.discard_log()
-            return None
-        if self.started:
-            self.check_resume(config)
-        return self.resume_state()
-
-    def resume_state(self) -> dict[str, Any]:
-        """The checkpoint's state (after ``claim``); the log keeps the lines up to its step, as the
-        resumed run logs the steps after it again and a crash may have cut the last line short."""
-        state_file = self.checkpoint / STATE
-        if not state_file.is_file():
-            raise RunDirectoryError(f"cannot resume: {self.root} has no checkpoint ({state_file} is missing)")
-        try:
-            state = json.loads(state_file.read_text())
-            if not isinstance(state, dict) or not {"stage", "stage_step", "global_step"} <= set(state):
-                raise ValueError("it lacks stage, stage_step or global_step")
-        except (ValueError, UnicodeDecodeError) as error:
-            raise RunDirectoryError(
-                f"cannot resume: {state_file} is corrupted ({str(error).splitlines()[0][:120]}); "
-                f"start the run again with --overwrite"
-            ) from None
-        if self.writes and self.log_file.is_file():
-            kept = []
-            for line in self.log_file.read_text().splitlines():
-                try:
-                    record = json.loads(line)
-                except ValueError:
-                    continue
-                if record.get("step", 0) <= state["global_step"]:
-                    kept.append(line)
-            write_atomic(self.log_file, "".join(f"{line}\n" for line in kept))
-        return state
-
+    # ------------------------------------------------------------------ starting (and ``RunStart``)
     def discard_log(self) -> None:
         """Forget the log of a run that stopped before its first checkpoint (it starts again)."""
         if self.writes:
             self.log_file.unlink(missing_ok=True)
-
-    def start(self, config: RunConfig, resuming: bool) -> None:
-        """Create the directory (emptied first with ``overwrite``) and write the settings; when
-        ``resuming``, they are written only once the checkpoint has loaded (``save_settings``)."""
-        if not self.writes:
-            return
-        if config.overwrite and self.root.exists() and not resuming and self.is_own_run:
-            shutil.rmtree(self.root)
-        self.root.mkdir(parents=True, exist_ok=True)
-        (self.root / MARKER).write_text(json.dumps({"eqspike": __version__}) + "\n")
-        if not resuming:
-            save_yaml(config, self.settings)
 
     # ------------------------------------------------------------------ during the run
     def log(self, record: dict[str, Any]) -> None:

@@ -1,6 +1,6 @@
 """The students: the spiking BERT (eqspike's), the SpikeLM baseline and the dense student (the spiking
-student's architecture without spikes), which share their shape, their embeddings and head, their
-teacher initialisation and their file format (``common``).
+student's architecture without spikes), which share their shape, their embeddings and head (``common``,
+``attention``), their teacher initialisation (``initialization``) and their file format (``saved_files``).
 
 Both are transformers models. ``import eqspike`` registers their configs with ``AutoConfig`` and the
 models with ``AutoModelForSequenceClassification``, so a saved student loads with either, and runs in
@@ -18,8 +18,10 @@ from typing import Any
 from torch import nn
 from transformers import AutoConfig, AutoModelForSequenceClassification
 
-from eqspike.students.common import WIDTHS, StudentFileError, StudentOutput
+from eqspike.students.common import StudentOutput
 from eqspike.students.dense_bert import DenseBertConfig, DenseBertForSequenceClassification
+from eqspike.students.initialization import WIDTHS
+from eqspike.students.saved_files import StudentFileError
 from eqspike.students.spikelm import SpikeLMConfig, SpikeLMForSequenceClassification
 from eqspike.students.spiking_bert import SpikingBertForSequenceClassification
 from eqspike.students.spiking_bert_config import SpikingBertConfig

@@ -47,16 +47,31 @@ def model_card(
     task, metric = result.get("task"), result.get("metric", "score")
     teacher = config.teacher or result.get("teacher")
     T = config.time_steps
+    metadata = _metadata(config, result, dense, task, teacher, metric, T)
+
+    lines = ["---", yaml.safe_dump(metadata, sort_keys=False).strip(), "---", ""]
+    lines += _description(config, kind, dense, task, teacher, T)
+    lines += _neurons(config, T)
+    lines += _scores(config, result, evaluations, best, dense, task, metric, T)
+    lines += _selection(result)
+    if result.get("environment"):
+        lines += ["## Environment", "", environment_line(result["environment"]), ""]
+    if not result:
+        lines += ["The run that makes this student has not finished: the final scores are added when it does.", ""]
+
+    lines += _use(config, dense, T)
+    if command or result:
+        lines += ["## How it was made", "", "```bash", command or "eqspike distill --config config.yaml", "```", ""]
+    return "\n".join(lines)
+
+
+def _description(config: Any, kind: str, dense: bool, task: str | None, teacher: str | None, T: int) -> list[str]:
+    """The card's title and what the student is: its kind, shape, teacher (and the layers distilled), T
+    and weight bits."""
     bits = {32: "full precision", 1.58: "1.58-bit (ternary)", 1: "1-bit (binary)"}.get(
         config.weight_bits, f"{config.weight_bits}-bit"
     )
-    metadata = _metadata(config, result, dense, task, teacher, metric, T)
-
-    lines = [
-        "---",
-        yaml.safe_dump(metadata, sort_keys=False).strip(),
-        "---",
-        "",
+    return [
         f"# {config.model_type}: {task or 'a task'} from {teacher or 'a BERT teacher'}",
         "",
         f"{kind} with {config.num_hidden_layers} blocks (hidden size {config.hidden_size}, "
@@ -77,39 +92,39 @@ def model_card(
         + f". Weights: {bits}.",
         "",
     ]
-    if hasattr(config, "rounding"):
-        simulated = getattr(config, "equilibrium", None) is not None and config.equilibrium.forward == "simulate"
-        trained = (
-            ("for T = %d (" % T + ("the rates of its T-step spiking network" if simulated else "T-step quantized rates") + ")")
-            if getattr(config, "quantize_rates", False)
-            else "at the exact equilibrium (T = infinity)"
-        )
-        lines += [
-            f"Neurons: signed integrate-and-fire, `{config.rounding}` rounding, hysteresis "
-            f"{config.hysteresis}; trained {trained} by implicit differentiation through the equilibrium.",
-            "",
-        ]
 
-    lines += _scores(config, result, evaluations, best, dense, task, metric, T)
-    if result.get("selection"):
-        lines += [
-            "The student kept is the best of its evaluations on "
-            + (
-                "a held-out part of the training data (a seeded selection split): the dev set scored only this final student."
-                if result["selection"] == "split"
-                else "the dev set itself (`--selection dev`): its dev score above is the best of several, so it is optimistic."
-            ),
-            "",
-        ]
-    if result.get("environment"):
-        lines += ["## Environment", "", environment_line(result["environment"]), ""]
-    if not result:
-        lines += ["The run that makes this student has not finished: the final scores are added when it does.", ""]
 
-    lines += _use(config, dense, T)
-    if command or result:
-        lines += ["## How it was made", "", "```bash", command or "eqspike distill --config config.yaml", "```", ""]
-    return "\n".join(lines)
+def _neurons(config: Any, T: int) -> list[str]:
+    """The spiking student's neurons (rounding, hysteresis) and what it was trained for (T or infinity);
+    nothing for a student without them."""
+    if not hasattr(config, "rounding"):
+        return []
+    simulated = getattr(config, "equilibrium", None) is not None and config.equilibrium.forward == "simulate"
+    trained = (
+        ("for T = %d (" % T + ("the rates of its T-step spiking network" if simulated else "T-step quantized rates") + ")")
+        if getattr(config, "quantize_rates", False)
+        else "at the exact equilibrium (T = infinity)"
+    )
+    return [
+        f"Neurons: signed integrate-and-fire, `{config.rounding}` rounding, hysteresis "
+        f"{config.hysteresis}; trained {trained} by implicit differentiation through the equilibrium.",
+        "",
+    ]
+
+
+def _selection(result: Mapping[str, Any]) -> list[str]:
+    """What the student kept was selected on (a held-out split, or the dev set), when the run says."""
+    if not result.get("selection"):
+        return []
+    return [
+        "The student kept is the best of its evaluations on "
+        + (
+            "a held-out part of the training data (a seeded selection split): the dev set scored only this final student."
+            if result["selection"] == "split"
+            else "the dev set itself (`--selection dev`): its dev score above is the best of several, so it is optimistic."
+        ),
+        "",
+    ]
 
 
 def _metadata(
@@ -165,6 +180,35 @@ def _scores(
     """The scores section: the teacher's, the student's (spiking at T and at its fixed point), those of
     `eqspike evaluate`, and the energy per example under both conventions."""
     lines: list[str] = []
+    rows = _score_rows(config, result, evaluations, best, dense, T)
+    if rows:
+        lines += [
+            f"## Scores (dev set of {task})",
+            "",
+            f"| network | {metric} | energy per example / teacher |",
+            "|---|---:|---:|",
+        ]
+        lines += [f"| {a} | {b} | {c} |" for a, b, c in rows] + [""]
+        lines += [
+            "Energy counts every spike as one accumulate (0.9 pJ) at each of its targets and what stays dense "
+            "as multiply-accumulates (4.6 pJ), against the teacher's dense forward under the same costs "
+            "(arithmetic only, the papers' convention).",
+            "",
+        ]
+        lines += _memory_energy(result)
+    return lines
+
+
+def _score_rows(
+    config: Any,
+    result: Mapping[str, Any],
+    evaluations: Sequence[Mapping[str, Any]],
+    best: Mapping[str, Any] | None,
+    dense: bool,
+    T: int,
+) -> list[tuple[str, str, str]]:
+    """The score table's rows (network, score, energy per example / teacher): the teacher, the student
+    spiking at T and at its fixed point (or the dev score that selected it), and each `eqspike evaluate` row."""
     rows = []
     if result:
         rows.append(("teacher (dense BERT)", _score(result.get("teacher_score")), "1"))
@@ -193,30 +237,22 @@ def _scores(
                 f"{row['energy_ratio']:.3f}" if isinstance(row.get("energy_ratio"), (int, float)) else "-",
             )
         )
-    if rows:
-        lines += [
-            f"## Scores (dev set of {task})",
-            "",
-            f"| network | {metric} | energy per example / teacher |",
-            "|---|---:|---:|",
-        ]
-        lines += [f"| {a} | {b} | {c} |" for a, b, c in rows] + [""]
-        lines += [
-            "Energy counts every spike as one accumulate (0.9 pJ) at each of its targets and what stays dense "
-            "as multiply-accumulates (4.6 pJ), against the teacher's dense forward under the same costs "
-            "(arithmetic only, the papers' convention).",
-            "",
-        ]
-        strict, int8 = result.get("student_energy_ratio_compute_memory"), result.get("student_energy_ratio_dense_student_int8")
-        if isinstance(strict, (int, float)) and isinstance(int8, dict):
-            lines += [
-                f"Counting the membrane updates and the memory traffic too (`eqspike energy`, 45 nm, 32 KB SRAM, "
-                f"weights read per spike), the student costs {strict:.3f} of the teacher, and "
-                f"{int8['compute_memory']:.2f} times (arithmetic only: {int8['compute']:.2f} times) its own shape "
-                f"run as a dense INT8 network.",
-                "",
-            ]
-    return lines
+    return rows
+
+
+def _memory_energy(result: Mapping[str, Any]) -> list[str]:
+    """The energy ratio counting membrane updates and memory traffic too, against the teacher and against
+    the student's shape run as a dense INT8 network, when the run measured them."""
+    strict, int8 = result.get("student_energy_ratio_compute_memory"), result.get("student_energy_ratio_dense_student_int8")
+    if not (isinstance(strict, (int, float)) and isinstance(int8, dict)):
+        return []
+    return [
+        f"Counting the membrane updates and the memory traffic too (`eqspike energy`, 45 nm, 32 KB SRAM, "
+        f"weights read per spike), the student costs {strict:.3f} of the teacher, and "
+        f"{int8['compute_memory']:.2f} times (arithmetic only: {int8['compute']:.2f} times) its own shape "
+        f"run as a dense INT8 network.",
+        "",
+    ]
 
 
 def _use(config: Any, dense: bool, T: int) -> list[str]:

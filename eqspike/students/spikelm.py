@@ -27,22 +27,16 @@ from torch import Tensor, nn
 from transformers.activations import ACT2FN
 
 from eqspike.errors import check_choice, check_int_at_least
+from eqspike.students.attention import attention_scores, default_masks, key_padding_mask, merge_heads, split_heads
 from eqspike.students.common import (
     SpikingBertEmbeddings,
     StudentConfig,
     StudentOutput,
     StudentPreTrainedModel,
-    attention_scores,
-    copy_teacher_weights,
-    default_masks,
-    key_padding_mask,
-    merge_heads,
     relative_attention_bias,
-    split_heads,
-    teacher_projections,
-    teacher_shape,
 )
 from eqspike.students.energy import ACCUMULATE_PJ, spikelm_energy_pj
+from eqspike.students.initialization import copy_teacher_weights, teacher_projections, teacher_shape
 
 MODEL_TYPE = "eqspike-spikelm-bert"
 

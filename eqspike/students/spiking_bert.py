@@ -29,122 +29,28 @@ spiking network converges to this map as T grows (``eqspike.core.equilibrium``).
 from __future__ import annotations
 
 import dataclasses
-import math
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 from transformers import initialization as init
-from transformers.activations import ACT2FN
 
 from eqspike.core.equilibrium import (
     EquilibriumLayer,
 )
-from eqspike.core.neurons import NeuronConfig, time_step_rate
+from eqspike.core.neurons import NeuronConfig
 from eqspike.core.quantization import QuantLinear
 from eqspike.core.rate_map import Population, RateMap
-from eqspike.errors import (
-    check_in_interval,
-)
-from eqspike.students.common import (
-    SpikingBertEmbeddings,
-    StudentOutput,
-    StudentPreTrainedModel,
-    attention_scores,
-    copy_teacher_weights,
-    default_masks,
-    key_padding_mask,
-    merge_heads,
-    relative_attention_bias,
-    split_heads,
-    teacher_projections,
-    teacher_shape,
-)
+from eqspike.students.attention import default_masks, key_padding_mask
+from eqspike.students.calibration import calibrate
+from eqspike.students.common import SpikingBertEmbeddings, StudentOutput, StudentPreTrainedModel, relative_attention_bias
 from eqspike.students.energy import StudentEnergy
-from eqspike.students.spiking_bert_config import POPULATION_KINDS, SpikingBertConfig
-
-BLOCK_POPULATIONS = POPULATION_KINDS[1:]  # ("key", "value", "context", "attention_output", "intermediate", "output")
-
-
-_UNCALIBRATED = 1e4  # thresholds so large that nothing is clipped (used during calibration)
-
+from eqspike.students.initialization import copy_teacher_weights, teacher_projections, teacher_shape
+from eqspike.students.spiking_bert_block import BLOCK_POPULATIONS, SpikingBertBlock
+from eqspike.students.spiking_bert_config import SpikingBertConfig
 
 THRESHOLD_FLOOR = 1e-3  # the smallest threshold a population uses
-
-
-class SpikingBertBlock(nn.Module):
-    """The weights of one encoder block and the thresholds of its six populations."""
-
-    def __init__(self, config: SpikingBertConfig) -> None:
-        super().__init__()
-        h, i, bits = config.hidden_size, config.intermediate_size, config.weight_bits
-        self.heads = config.num_attention_heads
-        self.query = QuantLinear(h, h, weight_bits=bits)
-        self.key = QuantLinear(h, h, weight_bits=bits)
-        self.value = QuantLinear(h, h, weight_bits=bits)
-        self.attention_output = QuantLinear(h, h, weight_bits=bits)
-        self.attention_norm = nn.LayerNorm(h, eps=config.layer_norm_eps)
-        self.intermediate = QuantLinear(h, i, weight_bits=bits)
-        self.output = QuantLinear(i, h, weight_bits=bits)
-        self.output_norm = nn.LayerNorm(h, eps=config.layer_norm_eps)
-        self.activation = ACT2FN[config.hidden_act]
-        for name in BLOCK_POPULATIONS:  # trained only for a deployment T (``train_thresholds``)
-            setattr(self, f"threshold_{name}", nn.Parameter(torch.ones(i if name == "intermediate" else h), requires_grad=False))
-
-    def threshold(self, population: str) -> Tensor:
-        return getattr(self, f"threshold_{population}")
-
-    def scores(self, v_in: Tensor, v_key: Tensor, position_bias: Tensor | float = 0.0) -> Tensor:
-        """Q K^T / sqrt(d) + the family's position bias, per head, Q = W_Q v_in + b_Q (real-valued; K a
-        spiking population's value)."""
-        return attention_scores(self.query(v_in), v_key, self.heads) + position_bias
-
-    def populations(
-        self,
-        prefix: str,
-        source: str,
-        value: Callable[[str, Tensor], Tensor],
-        theta: dict[str, Tensor],
-        key_mask: Tensor,
-        position_bias: Tensor | float = 0.0,
-    ) -> list[Population]:
-        """The block's six populations (names ``prefix + part``) reading the input population ``source``;
-        each current is divided by its population's thresholds ``theta`` (rates are currents / theta),
-        and ``value(name, rate)`` decodes an upstream population (v = theta a). See the module docstring."""
-        n = lambda part: prefix + part  # noqa: E731
-
-        def context(a_in: Tensor, a_key: Tensor, a_value: Tensor) -> Tensor:
-            scores = self.scores(value(source, a_in), value(n("key"), a_key), position_bias) + key_mask
-            mixed = torch.softmax(scores, dim=-1) @ split_heads(value(n("value"), a_value), self.heads)
-            return merge_heads(mixed) / theta[n("context")]
-
-        return [
-            Population(n("key"), (source,), lambda a: self.key(value(source, a)) / theta[n("key")]),
-            Population(n("value"), (source,), lambda a: self.value(value(source, a)) / theta[n("value")]),
-            Population(n("context"), (source, n("key"), n("value")), context),
-            Population(
-                n("attention_output"),
-                (n("context"), source),
-                lambda a_ctx, a_in: (
-                    self.attention_norm(self.attention_output(value(n("context"), a_ctx)) + value(source, a_in))
-                    / theta[n("attention_output")]
-                ),
-            ),
-            Population(
-                n("intermediate"),
-                (n("attention_output"),),
-                lambda a: self.activation(self.intermediate(value(n("attention_output"), a))) / theta[n("intermediate")],
-            ),
-            Population(
-                n("output"),
-                (n("intermediate"), n("attention_output")),
-                lambda a_int, a_att: (
-                    self.output_norm(self.output(value(n("intermediate"), a_int)) + value(n("attention_output"), a_att))
-                    / theta[n("output")]
-                ),
-            ),
-        ]
 
 
 class SpikingBertForSequenceClassification(StudentPreTrainedModel):
@@ -332,27 +238,7 @@ class SpikingBertForSequenceClassification(StudentPreTrainedModel):
                            resolution; at small T the best threshold is well below the quantile).
         """
         quantile = self.config.threshold_quantile if quantile is None else quantile
-        check_in_interval("quantile", quantile, 0.0, 1.0)
-        names = self.population_names(self.config.num_hidden_layers)
-        for name in names:
-            self.threshold(name).fill_(_UNCALIBRATED)
-        collected: dict[str, list[Tensor]] = {name: [] for name in names}
-        for batch in batches:
-            mask = batch["attention_mask"].bool()
-            rate_map = self.rate_map(
-                batch["input_ids"], batch["attention_mask"], batch.get("token_type_ids", torch.zeros_like(batch["input_ids"]))
-            )
-            rates = self.equilibrium(rate_map, mode="solve").rates
-            for name in names:
-                collected[name].append((_UNCALIBRATED * rates[name])[mask])
-        if not collected[names[0]]:
-            raise ValueError("calibrate_thresholds needs at least one batch")
-        for name in names:
-            values = torch.cat(collected[name])
-            theta = _column_quantile(values.abs(), quantile).clamp_min(floor)
-            if time_steps is not None:
-                theta = _best_quantizer_thresholds(values, theta, self.neuron_of(name), time_steps).clamp_min(floor)
-            self.threshold(name).copy_(theta)
+        calibrate(self, batches, quantile, floor, time_steps)
 
     # ------------------------------------------------------------------ in a distillation run
     def prepare(self, calibration: list[Mapping[str, Tensor]], first_batch: Mapping[str, Tensor]) -> None:
@@ -404,26 +290,3 @@ class SpikingBertForSequenceClassification(StudentPreTrainedModel):
         student = cls(config)
         copy_teacher_weights(student, teacher_model)
         return student
-
-
-def _best_quantizer_thresholds(
-    values: Tensor, largest: Tensor, neuron: NeuronConfig, time_steps: int, candidates: int = 16
-) -> Tensor:
-    """Per column of ``values`` (N, C), the threshold c among largest * 2^(-k/4), k < candidates, with
-    the least squared error sum_n (c Q_T(v_n / c) - v_n)^2 of the T-step quantizer."""
-    best, best_error = largest.clone(), torch.full_like(largest, float("inf"))
-    for k in range(candidates):
-        c = largest * 2.0 ** (-k / 4)
-        error = (c * time_step_rate(values / c, neuron, time_steps) - values).pow(2).sum(0)
-        better = error < best_error
-        best, best_error = torch.where(better, c, best), torch.where(better, error, best_error)
-    return best
-
-
-def _column_quantile(values: Tensor, quantile: float) -> Tensor:
-    """Per-column quantile of a (N, C) tensor (sorting; torch.quantile caps the input size)."""
-    if values.shape[0] == 0:
-        return torch.zeros(values.shape[1], dtype=values.dtype, device=values.device)
-    ordered = values.sort(dim=0).values
-    index = min(values.shape[0] - 1, max(0, math.ceil(quantile * values.shape[0]) - 1))
-    return ordered[index]

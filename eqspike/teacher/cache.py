@@ -162,39 +162,9 @@ def build_or_open(
             f"{max_gb:g}; raise teacher_cache_max_gb{smaller}, or leave cache_teacher off"
         )
     log(f"teacher cache: running the teacher once over {len(split)} examples ({size / 2**20:.1f} MiB) into {folder}")
-    token_offsets = np.concatenate([[0], np.cumsum(lengths)])
-    score_offsets = np.concatenate([[0], np.cumsum(heads * lengths**2)])
+    offsets = np.concatenate([[0], np.cumsum(lengths)]), np.concatenate([[0], np.cumsum(heads * lengths**2)])
     with atomic_directory(folder) as staging:
-        create = lambda name, shape, kind: np.lib.format.open_memmap(staging / f"{name}.npy", mode="w+", dtype=kind, shape=shape)  # noqa: E731
-        logits = create("logits", (len(split), config.num_labels), np.float32)
-        np.save(staging / "lengths.npy", lengths)
-        if with_layers:
-            np.save(staging / "token_offsets.npy", token_offsets)
-            np.save(staging / "score_offsets.npy", score_offsets)
-            hidden = [create(f"hidden_{j}", (int(token_offsets[-1]), hidden_size), dtype) for j in range(len(layers) + 1)]
-            scores = [create(f"scores_{j + 1}", (int(score_offsets[-1]),), dtype) for j in range(len(layers))]
-        batches = sequential_batches(split, batch_size)
-        with torch.no_grad():
-            for batch in progress(batches, total=-(-len(split) // batch_size), desc="teacher cache"):
-                index = batch["index"].tolist()
-                inputs = {k: batch[k].to(device) for k in ("input_ids", "attention_mask", "token_type_ids")}
-                targets = teacher_targets(teacher, inputs, list(layers))
-                logits[index] = targets["logits"].float().cpu().numpy()
-                if not with_layers:
-                    continue
-                hidden_values = [_storable(h, dtype) for h in targets["hidden"]]
-                score_values = [_storable(s, dtype) for s in targets["scores"]]
-                for row, i in enumerate(index):
-                    n = int(lengths[i])
-                    for j, values in enumerate(hidden_values):
-                        hidden[j][token_offsets[i] : token_offsets[i + 1]] = values[row, :n]
-                    for j, values in enumerate(score_values):
-                        scores[j][score_offsets[i] : score_offsets[i + 1]] = values[row, :, :n, :n].reshape(-1)
-        for array in [logits, *(hidden + scores if with_layers else [])]:
-            array.flush()
-        del logits
-        if with_layers:
-            del hidden, scores
+        _write_arrays(teacher, split, layers, staging, lengths, offsets, with_layers, dtype, batch_size, device)
         meta = {
             "version": FORMAT_VERSION,
             "examples": len(split),
@@ -207,6 +177,55 @@ def build_or_open(
         }
         (staging / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
     return TeacherCache(folder)
+
+
+def _write_arrays(
+    teacher: nn.Module,
+    split: EncodedSplit,
+    layers: Sequence[int],
+    staging: Path,
+    lengths: np.ndarray,
+    offsets: tuple[np.ndarray, np.ndarray],
+    with_layers: bool,
+    dtype: str,
+    batch_size: int,
+    device: torch.device | str,
+) -> None:
+    """Write the cache's .npy files into ``staging``: the lengths, the logits (N, C) and, ``with_layers``,
+    the token and score offsets, the hidden states of the K + 1 distilled layers and the K layers'
+    attention scores, filled by running the teacher once over ``split``."""
+    config = teacher.config
+    token_offsets, score_offsets = offsets
+    create = lambda name, shape, kind: np.lib.format.open_memmap(staging / f"{name}.npy", mode="w+", dtype=kind, shape=shape)  # noqa: E731
+    logits = create("logits", (len(split), config.num_labels), np.float32)
+    np.save(staging / "lengths.npy", lengths)
+    hidden: list[np.ndarray] = []
+    scores: list[np.ndarray] = []
+    if with_layers:
+        np.save(staging / "token_offsets.npy", token_offsets)
+        np.save(staging / "score_offsets.npy", score_offsets)
+        hidden = [create(f"hidden_{j}", (int(token_offsets[-1]), config.hidden_size), dtype) for j in range(len(layers) + 1)]
+        scores = [create(f"scores_{j + 1}", (int(score_offsets[-1]),), dtype) for j in range(len(layers))]
+    batches = sequential_batches(split, batch_size)
+    with torch.no_grad():
+        for batch in progress(batches, total=-(-len(split) // batch_size), desc="teacher cache"):
+            index = batch["index"].tolist()
+            inputs = {k: batch[k].to(device) for k in ("input_ids", "attention_mask", "token_type_ids")}
+            targets = teacher_targets(teacher, inputs, list(layers))
+            logits[index] = targets["logits"].float().cpu().numpy()
+            if not with_layers:
+                continue
+            hidden_values = [_storable(h, dtype) for h in targets["hidden"]]
+            score_values = [_storable(s, dtype) for s in targets["scores"]]
+            for row, i in enumerate(index):
+                n = int(lengths[i])
+                for j, values in enumerate(hidden_values):
+                    hidden[j][token_offsets[i] : token_offsets[i + 1]] = values[row, :n]
+                for j, values in enumerate(score_values):
+                    scores[j][score_offsets[i] : score_offsets[i + 1]] = values[row, :, :n, :n].reshape(-1)
+    for array in [logits, *(hidden + scores if with_layers else [])]:
+        array.flush()
+    del logits, hidden, scores
 
 
 def _storable(values: Tensor, dtype: str) -> np.ndarray:

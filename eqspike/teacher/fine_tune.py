@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime
 import json
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -38,10 +39,7 @@ def fine_tune(
     on = "dev" if selection is splits else "selection"
     set_seed(recipe.seed)
     model = teacher.model.to(device)
-    if task.label_names:
-        model.config.id2label = dict(enumerate(task.label_names))
-        model.config.label2id = {name: i for i, name in enumerate(task.label_names)}
-    model.config.problem_type = "regression" if task.is_regression else "single_label_classification"
+    _name_labels(model.config, task)
     epochs = max(1, round(recipe.epochs)) if recipe.epochs else 0
     steps_per_epoch = -(-len(train_split) // recipe.batch_size)
     optimizer = make_optimizer(model.named_parameters(), recipe.lr, recipe.weight_decay)
@@ -50,27 +48,7 @@ def fine_tune(
     best, best_state, history = None, None, []
     for epoch in range(epochs):
         model.train()
-        bar = progress(
-            iterate_batches(train_split, batch_order(len(train_split), recipe.batch_size, recipe.seed, epoch)),
-            total=steps_per_epoch,
-            desc=f"teacher epoch {epoch + 1}/{epochs}",
-        )
-        log_lines = StepLog(f"teacher epoch {epoch + 1}/{epochs}", steps_per_epoch, spec.logging_steps, recipe.batch_size, log)
-        for step, batch in enumerate(bar, start=1):
-            batch.pop("index")
-            batch = {k: v.to(device) for k, v in batch.items()}
-            loss = model(**batch).loss
-            loss.backward()
-            if not torch.isfinite(torch.nn.utils.clip_grad_norm_(model.parameters(), recipe.max_grad_norm)):
-                raise TeacherError(
-                    f"teacher fine-tuning diverged in epoch {epoch + 1}, step {step}: the gradient is not "
-                    f"finite (loss {loss.item():.4g}); nothing was stored; lower --teacher-lr"
-                )
-            optimizer.step()
-            schedule.step()
-            optimizer.zero_grad(set_to_none=True)
-            bar.set_postfix(loss=f"{loss.item():.4f}")
-            log_lines.update(step, schedule.get_last_lr()[0], loss=loss.item())
+        _train_epoch(model, optimizer, schedule, train_split, spec, epoch, epochs, steps_per_epoch, device, log)
         model.eval()
         metrics = evaluate(logits_fn, task, selection, spec.eval_batch_size, device, desc=f"teacher {on}")
         history.append({"epoch": epoch + 1, **metrics})
@@ -96,6 +74,52 @@ def fine_tune(
         (staging / CARD_NAME).write_text(json.dumps(card, indent=2) + "\n")
     log(f"teacher: stored in {store} (dev {task.metric} {best[task.metric]:.4f})")
     return Teacher(model.eval(), teacher.tokenizer, str(store), card)
+
+
+def _name_labels(config: Any, task: TaskData) -> None:
+    """Give the model's config the task's label names (id2label, label2id) and its problem type."""
+    if task.label_names:
+        config.id2label = dict(enumerate(task.label_names))
+        config.label2id = {name: i for i, name in enumerate(task.label_names)}
+    config.problem_type = "regression" if task.is_regression else "single_label_classification"
+
+
+def _train_epoch(
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    schedule: Any,
+    train_split: EncodedSplit,
+    spec: TeacherSpec,
+    epoch: int,
+    epochs: int,
+    steps_per_epoch: int,
+    device: torch.device,
+    log,
+) -> None:
+    """One epoch of fine-tuning on the task loss, in the recipe's seeded batch order, with the gradient
+    norm clipped; a gradient that is not finite stops it (nothing is stored)."""
+    recipe = spec.recipe
+    bar = progress(
+        iterate_batches(train_split, batch_order(len(train_split), recipe.batch_size, recipe.seed, epoch)),
+        total=steps_per_epoch,
+        desc=f"teacher epoch {epoch + 1}/{epochs}",
+    )
+    log_lines = StepLog(f"teacher epoch {epoch + 1}/{epochs}", steps_per_epoch, spec.logging_steps, recipe.batch_size, log)
+    for step, batch in enumerate(bar, start=1):
+        batch.pop("index")
+        batch = {k: v.to(device) for k, v in batch.items()}
+        loss = model(**batch).loss
+        loss.backward()
+        if not torch.isfinite(torch.nn.utils.clip_grad_norm_(model.parameters(), recipe.max_grad_norm)):
+            raise TeacherError(
+                f"teacher fine-tuning diverged in epoch {epoch + 1}, step {step}: the gradient is not "
+                f"finite (loss {loss.item():.4g}); nothing was stored; lower --teacher-lr"
+            )
+        optimizer.step()
+        schedule.step()
+        optimizer.zero_grad(set_to_none=True)
+        bar.set_postfix(loss=f"{loss.item():.4f}")
+        log_lines.update(step, schedule.get_last_lr()[0], loss=loss.item())
 
 
 def _card(

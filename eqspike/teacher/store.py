@@ -28,8 +28,8 @@ from torch import nn
 
 from eqspike.data.batches import EncodedSplit
 from eqspike.data.tasks import TaskData
-from eqspike.students.common import check_widths
 from eqspike.students.families import family_of
+from eqspike.students.initialization import check_widths
 from eqspike.teacher.base import CARD_NAME, Teacher, TeacherError, TeacherSpec
 from eqspike.teacher.fine_tune import fine_tune
 
@@ -252,35 +252,49 @@ def load_teacher(
         )
         teacher = Teacher(_load_model(str(stored)), tokenizer or _from_pretrained("tokenizer", str(stored)), str(stored), card)
     else:
-        from transformers import AutoConfig
-
-        try:
-            base_config = AutoConfig.from_pretrained(source)
-        except OSError:
-            _from_pretrained("model", source)  # raises the TeacherError that explains what to do
-            raise
-        tokenizer = tokenizer or _from_pretrained("tokenizer", source)
-        if _has_task_head(base_config) and base_config.num_labels != task.num_labels:
-            raise TeacherError(
-                f"teacher {spec.name} has a trained head with {base_config.num_labels} labels but task "
-                f"{task.name!r} has {task.num_labels}; pass its base model (a new head is then fine-tuned) or a "
-                f"teacher trained on this task"
-            )
-        if _has_task_head(base_config):
-            log(f"teacher: {spec.name} has a trained {task.num_labels}-label head; using it as it is")
-            teacher = Teacher(_load_model(source), tokenizer, source, {"base": spec.name, "task": task.name, "provided": True})
-        else:
-            if splits is None or train_split is None:
-                raise TeacherError(f"teacher {spec.name} has no trained head for {task.name!r}; run `eqspike teacher` first")
-            log(
-                f"teacher: {spec.name} has no trained head for {task.name!r}; fine-tuning it "
-                f"({'at most ' if spec.recipe.patience else ''}{spec.recipe.epochs:g} epochs, lr {spec.recipe.lr:g}, "
-                f"{spec.recipe.schedule} rate) into {stored}"
-            )
-            model = _load_model(source, num_labels=task.num_labels)
-            teacher = fine_tune(
-                Teacher(model, tokenizer, source, {}), spec, task, train_split, splits, device, stored, log, selection
-            )
+        teacher = _from_base(spec, task, source, stored, device, splits, train_split, log, selection, tokenizer)
     check_fit(teacher, task, spec.max_seq_length)
     teacher.model.to(device).eval().requires_grad_(False)
     return teacher
+
+
+def _from_base(
+    spec: TeacherSpec,
+    task: TaskData,
+    source: str,
+    stored: Path,
+    device: torch.device,
+    splits: dict[str, EncodedSplit] | None,
+    train_split: EncodedSplit | None,
+    log,
+    selection: dict[str, EncodedSplit] | None,
+    tokenizer: Any,
+) -> Teacher:
+    """The teacher from a checkpoint that is neither this task's nor stored (steps 3 and 4 of the module
+    docstring): its trained head used as it is when its size fits the task, else fine-tuned into ``stored``."""
+    from transformers import AutoConfig
+
+    try:
+        base_config = AutoConfig.from_pretrained(source)
+    except OSError:
+        _from_pretrained("model", source)  # raises the TeacherError that explains what to do
+        raise
+    tokenizer = tokenizer or _from_pretrained("tokenizer", source)
+    if _has_task_head(base_config) and base_config.num_labels != task.num_labels:
+        raise TeacherError(
+            f"teacher {spec.name} has a trained head with {base_config.num_labels} labels but task "
+            f"{task.name!r} has {task.num_labels}; pass its base model (a new head is then fine-tuned) or a "
+            f"teacher trained on this task"
+        )
+    if _has_task_head(base_config):
+        log(f"teacher: {spec.name} has a trained {task.num_labels}-label head; using it as it is")
+        return Teacher(_load_model(source), tokenizer, source, {"base": spec.name, "task": task.name, "provided": True})
+    if splits is None or train_split is None:
+        raise TeacherError(f"teacher {spec.name} has no trained head for {task.name!r}; run `eqspike teacher` first")
+    log(
+        f"teacher: {spec.name} has no trained head for {task.name!r}; fine-tuning it "
+        f"({'at most ' if spec.recipe.patience else ''}{spec.recipe.epochs:g} epochs, lr {spec.recipe.lr:g}, "
+        f"{spec.recipe.schedule} rate) into {stored}"
+    )
+    model = _load_model(source, num_labels=task.num_labels)
+    return fine_tune(Teacher(model, tokenizer, source, {}), spec, task, train_split, splits, device, stored, log, selection)

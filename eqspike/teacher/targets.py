@@ -11,7 +11,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from eqspike.students.common import attention_scores
+from eqspike.students.attention import attention_scores
 from eqspike.students.families import family_of
 
 

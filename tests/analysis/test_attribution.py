@@ -4,8 +4,10 @@ import numpy as np
 import pytest
 import torch
 
-from eqspike.analysis.attribution import attribute, exact_logits, format_attribution, run_restored
+from eqspike.analysis.attribution import attribute
+from eqspike.analysis.attribution_report import format_attribution
 from eqspike.analysis.diagnostics import diagnose
+from eqspike.analysis.restoration import exact_logits, run_restored
 from eqspike.data.batches import EncodedSplit, sequential_batches
 from eqspike.data.tasks import load_task_data
 from eqspike.students.spiking_bert import SpikingBertForSequenceClassification
@@ -136,7 +138,7 @@ def test_the_dense_students_activations_are_taken_where_the_populations_sit(tiny
     """Built from the same teacher layers, the dense student's hooked activations are, population by
     population, the values of the spiking student's dense-equivalent network: the hooks sit at the
     populations' places (context before the output projection, intermediate after GELU)."""
-    from eqspike.analysis.attribution import _NO_THRESHOLD, _thresholds_removed, dense_activations
+    from eqspike.analysis.restoration import _NO_THRESHOLD, _thresholds_removed, dense_activations
     from eqspike.students import DenseBertForSequenceClassification
 
     task, split = toy_split

@@ -99,7 +99,7 @@ def test_evaluate_scores_the_network_run_for_t_steps(tiny_run, capsys):
     dev set, computed here batch by batch without the diagnostics' sweep."""
     assert main(["evaluate", str(tiny_run), "--time-steps", "2", "8"]) == 0
     rows = json.loads((tiny_run / "evaluate.json").read_text())["rows"][-2:]  # this evaluation's
-    from eqspike.app.cli import _load_run
+    from eqspike.app.trained import _load_run
     from eqspike.data.batches import sequential_batches
 
     _, student, task, splits, device, _ = _load_run(tiny_run, None, "cpu")

@@ -3,7 +3,8 @@ from pathlib import Path
 import pytest
 
 from eqspike.data.tasks import GLUE_TASKS
-from eqspike.distill.config import RunConfig, load_yaml
+from eqspike.distill.config import RunConfig
+from eqspike.distill.yaml_io import load_yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIGS = sorted((ROOT / "configs").glob("*.yaml"))
@@ -28,7 +29,7 @@ def test_an_optional_setting_from_the_yaml_is_unset_by_none_on_the_command_line(
     """`--energy-budget none` turns a budget from the YAML file off; other values still parse as numbers."""
     import argparse
 
-    from eqspike.distill.config import add_config_arguments, config_from_args
+    from eqspike.distill.flags import add_config_arguments, config_from_args
 
     parser = argparse.ArgumentParser()
     add_config_arguments(parser)

@@ -1,12 +1,11 @@
 import pytest
 import torch
 
+from eqspike.core.if_population import IFPopulation, simulate_constant_current
 from eqspike.core.neurons import (
-    IFPopulation,
     NeuronConfig,
     equilibrium_rate,
     fire,
-    simulate_constant_current,
     time_step_rate,
 )
 

@@ -7,8 +7,8 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from eqspike.distill.config import RunConfig
 from eqspike.distill.losses import (
+    LossWeights,
     Share,
     gold_loss,
     intermediate_loss,
@@ -18,7 +18,7 @@ from eqspike.distill.losses import (
 )
 from eqspike.students.energy import StudentEnergy, bert_fan_out, student_macs, synaptic_accumulates
 
-CONFIG = RunConfig(hidden_weight=2.0, attention_weight=0.5, temperature=2.0, gold_weight=0.25)
+CONFIG = LossWeights(hidden_weight=2.0, attention_weight=0.5, temperature=2.0, gold_weight=0.25)
 
 
 def test_masked_mse_averages_over_real_positions_and_features():

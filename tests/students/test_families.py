@@ -186,7 +186,7 @@ NARROW = {"hidden_size": 16, "num_attention_heads": 2, "intermediate_size": 24}
 
 
 def test_a_narrower_student_starts_from_evenly_spaced_teacher_channels_and_heads():
-    from eqspike.students.common import WidthSelection, evenly_spaced, head_map
+    from eqspike.students.initialization import WidthSelection, evenly_spaced, head_map
 
     teacher = tiny_family_model("bert")
     student = SpikingBertForSequenceClassification.from_teacher(teacher, 2, NARROW)
@@ -226,14 +226,13 @@ def test_a_student_of_the_teachers_width_has_no_projections():
 def test_the_attention_loss_compares_student_head_j_with_teacher_head_j_times_the_ratio():
     from types import SimpleNamespace
 
-    from eqspike.distill.config import RunConfig
-    from eqspike.distill.losses import intermediate_loss
+    from eqspike.distill.losses import LossWeights, intermediate_loss
 
     torch.manual_seed(0)
     mask = torch.ones(1, 4)
     teacher_scores = torch.randn(1, 4, 4, 4)
     hidden = [torch.zeros(1, 4, 8)]
-    config = RunConfig(hidden_weight=0.0, attention_weight=1.0)
+    config = LossWeights(hidden_weight=0.0, attention_weight=1.0)
     matching = SimpleNamespace(hidden_values=hidden, attention_scores=[teacher_scores[:, [0, 2]]])
     other = SimpleNamespace(hidden_values=hidden, attention_scores=[teacher_scores[:, [1, 3]]])
     targets = {"hidden": hidden, "scores": [teacher_scores]}
@@ -296,7 +295,7 @@ def test_a_narrower_student_distils_resumes_and_loads(student_type, tiny_teacher
     assert student.config.hidden_size == 16 and student.blocks[0].intermediate.weight.shape == (24, 16)
     # a warm start from it is refused before any work unless the widths are asked for
     from eqspike.students import check_warm_start
-    from eqspike.students.common import StudentFileError
+    from eqspike.students.saved_files import StudentFileError
 
     widths = {"hidden_size": 16, "num_attention_heads": 2, "intermediate_size": 24}
     assert check_warm_start(full, 2, widths) == full / "student"

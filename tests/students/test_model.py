@@ -3,7 +3,7 @@ import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from eqspike.core.neurons import time_step_rate
-from eqspike.students.common import uniform_layer_map
+from eqspike.students.initialization import uniform_layer_map
 from eqspike.students.spiking_bert import SpikingBertForSequenceClassification
 from eqspike.students.spiking_bert_config import POPULATION_KINDS
 from tests.conftest import make_tiny_bert
