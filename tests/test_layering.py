@@ -111,3 +111,17 @@ def test_a_cycle_is_refused_when_the_rows_are_drawn():
 
     with pytest.raises(ValueError, match="import cycle: a -> b -> a"):
         rows({"a": ["b"], "b": ["a"]})
+
+
+def test_no_module_over_350_lines_and_no_function_over_60():
+    """Modules small enough to read whole, functions that fit a screen (issue 25); a function's length is
+    its span in the source, docstring included."""
+    long_modules, long_functions = [], []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        source = path.read_text()
+        if len(source.splitlines()) > 350:
+            long_modules.append(f"{path.relative_to(PACKAGE.parent)} ({len(source.splitlines())} lines)")
+        for node in ast.walk(ast.parse(source)):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.end_lineno - node.lineno + 1 > 60:
+                long_functions.append(f"{path.relative_to(PACKAGE.parent)}:{node.lineno} {node.name}")
+    assert not long_modules and not long_functions, long_modules + long_functions
