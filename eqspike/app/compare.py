@@ -49,7 +49,6 @@ from eqspike.distill.trainer import Distiller, TrainingDiverged
 from eqspike.runtime.devices import resolve_device
 from eqspike.runtime.environment import environment_record
 from eqspike.students.energy import StudentEnergy
-from eqspike.students.families import family_of
 
 
 def _train_or_load(config: RunConfig, log, inputs: RunInputs | None = None) -> RunDirectory:
@@ -97,15 +96,7 @@ class _Measured:
         self.inputs, self.data, self.teacher, self.device = inputs, inputs.data, inputs.teacher, device
         self.split = self.data.splits[self.data.task.main_split]
         t = self.teacher.model.config
-        width = family_of(t.model_type).shape(t)
-        dense = StudentEnergy(
-            t.hidden_size,
-            width["intermediate_size"],
-            t.num_attention_heads,
-            t.num_hidden_layers,
-            t.num_labels,
-            t.num_hidden_layers,
-        )
+        dense = StudentEnergy.of_teacher(t)
         lengths = [float(len(ids)) for ids in self.split.input_ids]
         self.teacher_pj = sum(dense.teacher_pj(len(ids)) for ids in self.split.input_ids) / len(self.split)
         self.teacher_pj_compute_memory = price(dense_inventory(dense, t.num_hidden_layers, lengths), Hardware(), "compute_memory")

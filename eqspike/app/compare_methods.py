@@ -21,7 +21,6 @@ from eqspike.core.quantization import simulate_int8
 from eqspike.data.evaluation import evaluate
 from eqspike.distill.config import RunConfig
 from eqspike.students.energy import StudentEnergy, spikelm_energy_pj
-from eqspike.students.families import family_of
 
 # What `--baselines` may train beside eqspike at each T: ann (the dense student, also scored at INT8, and
 # the teacher scored at INT8), qnn, spikelm, infinity (eqspike trained once for T = infinity, run at every T).
@@ -213,10 +212,8 @@ def teacher_int8_rows(teacher, data, split, time_steps: list[int], batch_size: i
             lambda b: teacher.model(**b).logits, data.task, {data.task.main_split: split}, batch_size, device, "teacher-int8"
         )[data.task.metric]
     t = teacher.model.config
-    width = family_of(t.model_type).shape(t)
-    shape = StudentEnergy(
-        t.hidden_size, width["intermediate_size"], t.num_attention_heads, t.num_hidden_layers, t.num_labels, t.num_hidden_layers
+    ops = dense_inventory(
+        StudentEnergy.of_teacher(t), t.num_hidden_layers, [float(len(ids)) for ids in split.input_ids], 8, 8, "int8"
     )
-    ops = dense_inventory(shape, t.num_hidden_layers, [float(len(ids)) for ids in split.input_ids], 8, 8, "int8")
     energy = [price(ops, Hardware(), convention) for convention in CONVENTIONS]
     return [row("teacher-int8", T, score, None, None, 0.0, *energy) for T in time_steps]

@@ -21,6 +21,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from eqspike.students.families import family_of
+
 ACCUMULATE_PJ = 0.9
 
 
@@ -167,6 +169,21 @@ class StudentEnergy:
             getattr(config, "teacher_num_attention_heads", None),
             getattr(config, "embedding_size", None),
             bool(getattr(config, "relative_attention_num_buckets", 0)),
+        )
+
+    @classmethod
+    def of_teacher(cls, teacher_config) -> StudentEnergy:
+        """The shape of a dense teacher from its transformers config (its family's FFN width), as a network
+        whose every layer is its own (the dense baseline a student is priced against)."""
+        t = teacher_config
+        width = family_of(t.model_type).shape(t)
+        return cls(
+            t.hidden_size,
+            width["intermediate_size"],
+            t.num_attention_heads,
+            t.num_hidden_layers,
+            t.num_labels,
+            t.num_hidden_layers,
         )
 
     @property
