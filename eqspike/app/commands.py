@@ -9,7 +9,7 @@ from pathlib import Path
 
 from eqspike.analysis.diagnostics import check_time_steps
 from eqspike.app.compare import compare, compare_seeds
-from eqspike.app.compare_methods import check_baselines
+from eqspike.app.compare_methods import check_comparison
 from eqspike.core.checks import selfcheck
 from eqspike.distill.flags import config_from_args
 from eqspike.distill.inputs import RunInputs
@@ -75,13 +75,9 @@ def cmd_compare(args: argparse.Namespace) -> int:
     config = config_from_args(args)
     out = check_output_dir(Path(args.out) if args.out else Path("runs") / f"compare-{config.task or 'data'}", "--out")
     try:
-        baselines = check_baselines(args.baselines)
+        baselines = check_comparison(args.baselines, args.match_energy, args.baselines_only)
     except ValueError as error:
         raise EqspikeError(str(error)) from None
-    if args.match_energy and ("spikelm" not in baselines or args.baselines_only):
-        raise EqspikeError(
-            "--match-energy trains eqspike at SpikeLM's energy: keep spikelm in --baselines, without --baselines-only"
-        )
     if args.seeds:
         compare_seeds(
             config,

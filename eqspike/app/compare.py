@@ -32,7 +32,7 @@ from eqspike.analysis.energy_report import baseline_inventories, energy_report
 from eqspike.app.compare_methods import (
     DEFAULT_BASELINES,
     METHOD_OF,
-    check_baselines,
+    check_comparison,
     plan_runs,
     row,
     spikelm_at,
@@ -222,11 +222,7 @@ def compare(
     reported before). Every row gives its energy under both conventions (``energy_pj``: compute,
     ``energy_pj_compute_memory``; ``eqspike.analysis.energy_report``)."""
     time_steps = check_time_steps(time_steps)
-    baselines = check_baselines(baselines)
-    if match_energy and ("spikelm" not in baselines or baselines_only):
-        raise ValueError(
-            "--match-energy trains eqspike at SpikeLM's energy: keep spikelm in --baselines, without --baselines-only"
-        )
+    baselines = check_comparison(baselines, match_energy, baselines_only)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     runs = plan_runs(config, time_steps, out_dir, baselines, match_energy, baselines_only)

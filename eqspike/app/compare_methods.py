@@ -156,6 +156,17 @@ def check_baselines(baselines) -> tuple[str, ...]:
     return names
 
 
+def check_comparison(baselines, match_energy: bool, baselines_only: bool) -> tuple[str, ...]:
+    """The baselines named (``check_baselines``), refused with ``--match-energy`` unless SpikeLM is
+    trained beside eqspike (its energy is the budget)."""
+    names = check_baselines(baselines)
+    if match_energy and ("spikelm" not in names or baselines_only):
+        raise ValueError(
+            "--match-energy trains eqspike at SpikeLM's energy: keep spikelm in --baselines, without --baselines-only"
+        )
+    return names
+
+
 def plan_runs(
     config: RunConfig,
     time_steps: list[int],
